@@ -1,0 +1,120 @@
+//! The `replayscope.index` attachment: for every chunk (in file order), the first offset, event
+//! count, commit_ts range and wall-time range of its events, so that seeking by offset, commit_ts
+//! or time is a binary search over chunks followed by reading one chunk.
+//!
+//! Binary layout (little-endian): magic `RSIX`, version u32 = 1, count u64, then per chunk
+//! `first_offset, events, first_commit_ts, last_commit_ts, first_time_ns, last_time_ns` (u64 each;
+//! `u64::MAX` = no wall time).
+
+/// What the index knows about one chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkSpan {
+    pub first_offset: u64,
+    pub events: u64,
+    pub first_commit_ts: u64,
+    pub last_commit_ts: u64,
+    pub first_time_ns: Option<u64>,
+    pub last_time_ns: Option<u64>,
+}
+
+impl ChunkSpan {
+    pub fn last_offset(&self) -> u64 {
+        self.first_offset + self.events.saturating_sub(1)
+    }
+}
+
+pub const INDEX_ATTACHMENT: &str = "replayscope.index";
+pub const INDEX_MEDIA_TYPE: &str = "application/x-replayscope-index";
+const MAGIC: &[u8; 4] = b"RSIX";
+const VERSION: u32 = 1;
+const ENTRY: usize = 6 * 8;
+
+pub fn encode(spans: &[ChunkSpan]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + spans.len() * ENTRY);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(spans.len() as u64).to_le_bytes());
+    for s in spans {
+        for v in [
+            s.first_offset,
+            s.events,
+            s.first_commit_ts,
+            s.last_commit_ts,
+            s.first_time_ns.unwrap_or(u64::MAX),
+            s.last_time_ns.unwrap_or(u64::MAX),
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// Decodes an index; `None` if it is malformed (the caller rebuilds it).
+pub fn decode(data: &[u8]) -> Option<Vec<ChunkSpan>> {
+    if data.len() < 16 || &data[0..4] != MAGIC {
+        return None;
+    }
+    let version = u32::from_le_bytes(data[4..8].try_into().ok()?);
+    if version != VERSION {
+        return None;
+    }
+    let count = u64::from_le_bytes(data[8..16].try_into().ok()?);
+    let body = &data[16..];
+    if (body.len() as u64) != count.checked_mul(ENTRY as u64)? {
+        return None;
+    }
+    let u = |b: &[u8], i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+    let opt = |v: u64| (v != u64::MAX).then_some(v);
+    let spans: Vec<ChunkSpan> = body
+        .chunks_exact(ENTRY)
+        .map(|b| ChunkSpan {
+            first_offset: u(b, 0),
+            events: u(b, 1),
+            first_commit_ts: u(b, 2),
+            last_commit_ts: u(b, 3),
+            first_time_ns: opt(u(b, 4)),
+            last_time_ns: opt(u(b, 5)),
+        })
+        .collect();
+    // Spans must be contiguous and non-empty, or the index is not trusted.
+    for w in spans.windows(2) {
+        if w[0].events == 0 || w[1].first_offset != w[0].first_offset + w[0].events {
+            return None;
+        }
+    }
+    Some(spans)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_rejects_garbage() {
+        let spans = vec![
+            ChunkSpan {
+                first_offset: 0,
+                events: 10,
+                first_commit_ts: 1,
+                last_commit_ts: 10,
+                first_time_ns: Some(5),
+                last_time_ns: Some(9),
+            },
+            ChunkSpan {
+                first_offset: 10,
+                events: 3,
+                first_commit_ts: 11,
+                last_commit_ts: 13,
+                first_time_ns: None,
+                last_time_ns: None,
+            },
+        ];
+        let enc = encode(&spans);
+        assert_eq!(decode(&enc), Some(spans.clone()));
+        assert_eq!(decode(&enc[..enc.len() - 1]), None);
+        assert_eq!(decode(b"nope"), None);
+        let mut gap = spans;
+        gap[1].first_offset = 11;
+        assert_eq!(decode(&encode(&gap)), None);
+    }
+}

@@ -1,0 +1,1351 @@
+//! Reads replayscope archives: a single MCAP file or a directory of segments, opened without
+//! scanning (footer, summary, index attachment, metadata record), then read chunk by chunk from
+//! any offset, commit_ts or wall time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use crate::archive::format::{self, ChunkError, MAGIC, Records, TAIL_LEN, op};
+use crate::archive::index::{self, ChunkSpan};
+use crate::archive::integrity::{HashChain, ZERO_HASH};
+use crate::archive::scan::{EventHead, event_head};
+use crate::archive::storage::{LocalFile, RangeRead};
+use crate::archive::{ArchiveError, METADATA_NAME, PROFILE, Result};
+use crate::event::{Event, Position, format_time_ns, hex, parse_hash};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenOptions {
+    /// Open a truncated archive (no footer) and use its readable prefix instead of failing.
+    pub allow_truncated: bool,
+}
+
+/// One (namespace, agent_id) stream of the archive.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChannelKey {
+    pub namespace: String,
+    pub agent_id: String,
+}
+
+impl std::fmt::Display for ChannelKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.agent_id)
+    }
+}
+
+/// The `replayscope` metadata record of one segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentMeta {
+    pub events: u64,
+    pub first_offset: u64,
+    pub chain_start: [u8; 32],
+    pub final_hash: [u8; 32],
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ChunkLoc {
+    /// File position of the chunk record.
+    pub start: u64,
+    /// Length of the chunk record including opcode and length prefix.
+    pub length: u64,
+    pub uncompressed: u64,
+    pub span: ChunkSpan,
+}
+
+/// One MCAP file of an archive.
+pub struct Segment {
+    storage: Box<dyn RangeRead>,
+    pub(crate) chunks: Vec<ChunkLoc>,
+    /// MCAP channel id -> index into `Archive::channels`.
+    channel_map: HashMap<u16, usize>,
+    /// Events per MCAP channel id.
+    channel_counts: BTreeMap<u16, u64>,
+    pub meta: Option<SegmentMeta>,
+    /// Set when the file had no footer: where the readable prefix ends.
+    pub truncated_at: Option<u64>,
+    pub notes: Vec<String>,
+    /// Channel keys by local index (moved into the archive's table when it is assembled).
+    keys: Vec<ChannelKey>,
+}
+
+impl Segment {
+    pub fn name(&self) -> &str {
+        self.storage.name()
+    }
+    pub fn size(&self) -> u64 {
+        self.storage.size()
+    }
+    pub fn events(&self) -> u64 {
+        self.chunks.iter().map(|c| c.span.events).sum()
+    }
+    pub fn first_offset(&self) -> Option<u64> {
+        self.chunks.first().map(|c| c.span.first_offset)
+    }
+    pub fn last_offset(&self) -> Option<u64> {
+        self.chunks.last().map(|c| c.span.last_offset())
+    }
+    pub fn first_commit_ts(&self) -> Option<u64> {
+        self.chunks.first().map(|c| c.span.first_commit_ts)
+    }
+    pub fn last_commit_ts(&self) -> Option<u64> {
+        self.chunks.last().map(|c| c.span.last_commit_ts)
+    }
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+    /// Bytes of chunk records (compressed) and of the records inside them.
+    pub fn chunk_bytes(&self) -> (u64, u64) {
+        self.chunks
+            .iter()
+            .fold((0, 0), |(c, u), k| (c + k.length, u + k.uncompressed))
+    }
+    /// The chain start of this segment (zero for the first segment of an archive).
+    pub fn chain_start(&self) -> [u8; 32] {
+        self.meta.as_ref().map_or(ZERO_HASH, |m| m.chain_start)
+    }
+}
+
+/// An event as stored: its scalar fields and the encoded `ArchivedEvent` bytes.
+#[derive(Debug, Clone)]
+pub struct RawEvent {
+    pub offset: u64,
+    pub commit_ts: u64,
+    pub commit_time_ns: Option<u64>,
+    /// Index into [`Archive::channels`].
+    pub channel: usize,
+    pub payload: Bytes,
+}
+
+impl RawEvent {
+    pub fn decode(&self) -> std::result::Result<Event, crate::event::ValueError> {
+        Event::decode(&self.payload)
+    }
+}
+
+struct ArchiveInner {
+    name: String,
+    segments: Vec<Segment>,
+    channels: Vec<ChannelKey>,
+    notes: Vec<String>,
+    /// The most recently decompressed chunk, so that resolving a position and then reading from
+    /// it costs one decompression.
+    chunk_cache: Mutex<Option<((usize, usize), Bytes)>>,
+}
+
+/// An open archive (one file or a directory of segments). Cheap to clone.
+#[derive(Clone)]
+pub struct Archive {
+    inner: Arc<ArchiveInner>,
+}
+
+impl std::fmt::Debug for Archive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archive")
+            .field("name", &self.inner.name)
+            .field("segments", &self.inner.segments.len())
+            .finish()
+    }
+}
+
+impl Archive {
+    /// Opens a file or a segment directory.
+    pub fn open(path: &Path, options: OpenOptions) -> Result<Archive> {
+        let name = path.display().to_string();
+        let meta = std::fs::metadata(path).map_err(|e| ArchiveError::io(&name, e))?;
+        if meta.is_dir() {
+            return crate::archive::segments::open_dir(path, options);
+        }
+        let file = LocalFile::open(path).map_err(|e| ArchiveError::io(&name, e))?;
+        let segment = open_segment(Box::new(file), options)?;
+        Archive::from_segments(name, vec![segment])
+    }
+
+    /// Builds an archive from opened segments (in order), checking continuity between them.
+    pub fn from_segments(name: String, segments: Vec<Segment>) -> Result<Archive> {
+        let mut channels: Vec<ChannelKey> = Vec::new();
+        let mut index_of: HashMap<ChannelKey, usize> = HashMap::new();
+        let mut segments = segments;
+        let mut notes = Vec::new();
+        for seg in &mut segments {
+            for n in &seg.notes {
+                notes.push(format!("{}: {n}", seg.name()));
+            }
+            let local: Vec<(u16, usize)> = seg
+                .channel_map
+                .iter()
+                .map(|(&id, &k)| (id, k))
+                .collect();
+            let keys = seg.pending_keys();
+            for (id, local_idx) in local {
+                let key = keys[local_idx].clone();
+                let global = *index_of.entry(key.clone()).or_insert_with(|| {
+                    channels.push(key);
+                    channels.len() - 1
+                });
+                seg.channel_map.insert(id, global);
+            }
+        }
+        for pair in segments.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            if a.truncated_at.is_some() {
+                return Err(ArchiveError::Truncated {
+                    path: a.name().to_string(),
+                    at: a.truncated_at.unwrap_or(0),
+                    size: a.size(),
+                    prefix: format!(" and segment {} follows it", b.name()),
+                });
+            }
+            let (Some(a_last), Some(b_first)) = (a.last_offset(), b.first_offset()) else {
+                continue;
+            };
+            if b_first != a_last + 1 {
+                return Err(ArchiveError::ContinuityGap {
+                    prev: a.name().to_string(),
+                    next: b.name().to_string(),
+                    prev_last: a_last,
+                    next_first: b_first,
+                });
+            }
+            if let (Some(am), Some(bm)) = (&a.meta, &b.meta)
+                && bm.chain_start != am.final_hash
+            {
+                return Err(ArchiveError::ChainBreak {
+                    prev: a.name().to_string(),
+                    next: b.name().to_string(),
+                    prev_hash: hex(&am.final_hash),
+                    next_start: hex(&bm.chain_start),
+                });
+            }
+            if let (Some(a_ts), Some(b_ts)) = (a.last_commit_ts(), b.first_commit_ts())
+                && b_ts <= a_ts
+            {
+                return Err(ArchiveError::OrderBackwards {
+                    path: b.name().to_string(),
+                    offset: b_first,
+                    commit_ts: b_ts,
+                    prev_commit_ts: a_ts,
+                });
+            }
+        }
+        for n in &notes {
+            tracing::warn!("{n}");
+        }
+        Ok(Archive {
+            inner: Arc::new(ArchiveInner {
+                name,
+                segments,
+                channels,
+                notes,
+                chunk_cache: Mutex::new(None),
+            }),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+    pub fn segments(&self) -> &[Segment] {
+        &self.inner.segments
+    }
+    pub fn channels(&self) -> &[ChannelKey] {
+        &self.inner.channels
+    }
+    /// Things the reader had to work around (rebuilt index, truncated prefix …).
+    pub fn notes(&self) -> &[String] {
+        &self.inner.notes
+    }
+    pub fn events(&self) -> u64 {
+        self.inner.segments.iter().map(Segment::events).sum()
+    }
+    pub fn first_offset(&self) -> Option<u64> {
+        self.inner.segments.iter().find_map(Segment::first_offset)
+    }
+    pub fn last_offset(&self) -> Option<u64> {
+        self.inner.segments.iter().rev().find_map(Segment::last_offset)
+    }
+    pub fn first_commit_ts(&self) -> Option<u64> {
+        self.inner.segments.iter().find_map(Segment::first_commit_ts)
+    }
+    pub fn last_commit_ts(&self) -> Option<u64> {
+        self.inner
+            .segments
+            .iter()
+            .rev()
+            .find_map(Segment::last_commit_ts)
+    }
+    pub fn first_time_ns(&self) -> Option<u64> {
+        self.spans().find_map(|s| s.first_time_ns)
+    }
+    pub fn last_time_ns(&self) -> Option<u64> {
+        let mut last = None;
+        for s in self.spans() {
+            if s.last_time_ns.is_some() {
+                last = s.last_time_ns;
+            }
+        }
+        last
+    }
+    /// The stored final hash of the whole chain (the last segment's), if recorded.
+    pub fn recorded_final_hash(&self) -> Option<[u8; 32]> {
+        let last = self.inner.segments.last()?;
+        if last.truncated_at.is_some() {
+            return None;
+        }
+        last.meta.as_ref().map(|m| m.final_hash)
+    }
+    /// Events per channel (indexed like [`Archive::channels`]).
+    pub fn channel_counts(&self) -> Vec<u64> {
+        let mut counts = vec![0; self.inner.channels.len()];
+        for seg in &self.inner.segments {
+            for (id, n) in &seg.channel_counts {
+                if let Some(&g) = seg.channel_map.get(id) {
+                    counts[g] += n;
+                }
+            }
+        }
+        counts
+    }
+    pub fn channel_index(&self, namespace: &str, agent_id: &str) -> Option<usize> {
+        self.inner
+            .channels
+            .iter()
+            .position(|c| c.namespace == namespace && c.agent_id == agent_id)
+    }
+
+    fn spans(&self) -> impl Iterator<Item = &ChunkSpan> {
+        self.inner
+            .segments
+            .iter()
+            .flat_map(|s| s.chunks.iter().map(|c| &c.span))
+    }
+
+    fn range_text(&self) -> String {
+        match (self.first_offset(), self.last_offset()) {
+            (Some(a), Some(b)) => {
+                let mut s = format!(
+                    "offsets {a}..={b}, commit_ts @{}..=@{}",
+                    self.first_commit_ts().unwrap_or(0),
+                    self.last_commit_ts().unwrap_or(0)
+                );
+                if let (Some(t0), Some(t1)) = (self.first_time_ns(), self.last_time_ns()) {
+                    s.push_str(&format!(
+                        ", time {}..={}",
+                        format_time_ns(t0),
+                        format_time_ns(t1)
+                    ));
+                }
+                s
+            }
+            _ => "the archive is empty".to_string(),
+        }
+    }
+
+    fn out_of_range(&self, target: &str) -> ArchiveError {
+        ArchiveError::OutOfRange {
+            path: self.inner.name.clone(),
+            target: target.to_string(),
+            range: self.range_text(),
+        }
+    }
+
+    /// The offset of the first event at or after `pos` (for `--from`).
+    pub fn resolve_from(&self, pos: Position) -> Result<u64> {
+        self.locate(pos, false)?
+            .ok_or_else(|| self.out_of_range(&pos.to_string()))
+    }
+
+    /// The offset of the last event at or before `pos` (for inclusive `--until`); `None` when
+    /// `pos` is before the first event.
+    pub fn resolve_until(&self, pos: Position) -> Result<Option<u64>> {
+        self.locate(pos, true)
+    }
+
+    /// Finds the first event >= pos (or, with `at_or_before`, the last event <= pos).
+    fn locate(&self, pos: Position, at_or_before: bool) -> Result<Option<u64>> {
+        let (Some(first), Some(last)) = (self.first_offset(), self.last_offset()) else {
+            return Ok(None);
+        };
+        match pos {
+            Position::Offset(o) => {
+                if at_or_before {
+                    return Ok((o >= first).then(|| o.min(last)));
+                }
+                if o < first || o > last {
+                    return Err(self.out_of_range(&pos.to_string()));
+                }
+                Ok(Some(o))
+            }
+            Position::CommitTs(t) => {
+                self.locate_by(t, at_or_before, |s| s.last_commit_ts, |h| Some(h.commit_ts))
+            }
+            Position::Time(t) => {
+                if self.first_time_ns().is_none() {
+                    return Err(ArchiveError::Invalid {
+                        path: self.inner.name.clone(),
+                        message: format!(
+                            "cannot seek to {pos}: the archive has no wall-clock commit times \
+                             (seek by offset or @commit_ts)"
+                        ),
+                    });
+                }
+                self.locate_by(
+                    t,
+                    at_or_before,
+                    |s| s.last_time_ns.unwrap_or(0),
+                    |h| h.commit_time_ns,
+                )
+            }
+        }
+    }
+
+    /// Binary search over chunks by a monotone key, then a scan of one chunk.
+    fn locate_by(
+        &self,
+        target: u64,
+        at_or_before: bool,
+        chunk_last: impl Fn(&ChunkSpan) -> u64,
+        event_key: impl Fn(&EventHead) -> Option<u64>,
+    ) -> Result<Option<u64>> {
+        // Flattened (segment, chunk) list is small (one entry per ~1 MiB), so a linear
+        // partition over segments then a binary search inside one is enough.
+        let segs = &self.inner.segments;
+        let seg_idx = segs.partition_point(|s| s.chunks.last().is_some_and(|c| chunk_last(&c.span) < target));
+        if seg_idx == segs.len() {
+            // Every event is before the target.
+            return if at_or_before {
+                Ok(self.last_offset())
+            } else {
+                Err(self.out_of_range(&format!("{target}")))
+            };
+        }
+        let seg = &segs[seg_idx];
+        let chunk_idx = seg.chunks.partition_point(|c| chunk_last(&c.span) < target);
+        let data = self.chunk_data(seg_idx, chunk_idx)?;
+        let loc = &seg.chunks[chunk_idx];
+        let mut offset = loc.span.first_offset;
+        for item in ChunkMessages::new(&data) {
+            let (_, payload, at) = item.map_err(|e| self.corrupt(seg, loc, e))?;
+            let head = event_head(payload).ok_or_else(|| ArchiveError::Decode {
+                path: seg.name().to_string(),
+                offset,
+                message: format!(
+                    "malformed message in chunk at byte {} (record at byte {at} of its records)",
+                    loc.start
+                ),
+            })?;
+            if event_key(&head).is_some_and(|k| k >= target) {
+                if at_or_before && event_key(&head) != Some(target) {
+                    // The event found is after the target: the answer is the one before it.
+                    return Ok(offset.checked_sub(1).filter(|o| {
+                        self.first_offset().is_some_and(|f| *o >= f)
+                    }));
+                }
+                return Ok(Some(offset));
+            }
+            offset += 1;
+        }
+        // Events without the key (no wall time) at the end of the chunk: next chunk's first.
+        Ok(if at_or_before {
+            Some(offset - 1)
+        } else if offset <= self.last_offset().unwrap_or(0) {
+            Some(offset)
+        } else {
+            None
+        })
+    }
+
+    fn corrupt(&self, seg: &Segment, loc: &ChunkLoc, e: format::FormatError) -> ArchiveError {
+        ArchiveError::Corrupt {
+            path: seg.name().to_string(),
+            at: loc.start,
+            what: format!(
+                "malformed record inside chunk (at byte {} of its records): {}",
+                e.at, e.what
+            ),
+        }
+    }
+
+    /// Reads and decompresses one chunk (cached: the last one read).
+    fn chunk_data(&self, seg_idx: usize, chunk_idx: usize) -> Result<Bytes> {
+        if let Ok(cache) = self.inner.chunk_cache.lock()
+            && let Some((key, data)) = cache.as_ref()
+            && *key == (seg_idx, chunk_idx)
+        {
+            return Ok(data.clone());
+        }
+        let seg = &self.inner.segments[seg_idx];
+        let loc = &seg.chunks[chunk_idx];
+        let data = Bytes::from(read_chunk(seg.storage.as_ref(), loc.start, loc.length)?);
+        if let Ok(mut cache) = self.inner.chunk_cache.lock() {
+            *cache = Some(((seg_idx, chunk_idx), data.clone()));
+        }
+        Ok(data)
+    }
+
+    /// A cursor positioned at `offset` (which must be inside the archive).
+    pub fn cursor_at(&self, offset: u64) -> Result<Cursor> {
+        let segs = &self.inner.segments;
+        let seg_idx = segs.partition_point(|s| s.last_offset().is_some_and(|l| l < offset));
+        let Some(seg) = segs.get(seg_idx).filter(|s| s.first_offset().is_some_and(|f| f <= offset))
+        else {
+            return Err(self.out_of_range(&format!("offset {offset}")));
+        };
+        let chunk_idx = seg.chunks.partition_point(|c| c.span.last_offset() < offset);
+        let verify = seg.first_offset() == Some(offset);
+        let mut cursor = Cursor {
+            archive: self.clone(),
+            seg: seg_idx,
+            chunk: chunk_idx,
+            current: None,
+            next_offset: seg.chunks[chunk_idx].span.first_offset,
+            until: None,
+            prev_commit_ts: None,
+            chain: verify.then(|| HashChain::starting_at(seg.chain_start())),
+            verified_through: None,
+            failed: false,
+        };
+        // Skip to the offset inside the chunk.
+        cursor.load_chunk()?;
+        let skip = offset - seg.chunks[chunk_idx].span.first_offset;
+        for _ in 0..skip {
+            match cursor.next_raw() {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e),
+                None => break,
+            }
+        }
+        Ok(cursor)
+    }
+
+    /// A cursor at the first event.
+    pub fn cursor(&self) -> Result<Cursor> {
+        match self.first_offset() {
+            Some(first) => self.cursor_at(first),
+            None => Ok(Cursor {
+                archive: self.clone(),
+                seg: self.inner.segments.len(),
+                chunk: 0,
+                current: None,
+                next_offset: 0,
+                until: None,
+                prev_commit_ts: None,
+                chain: None,
+                verified_through: None,
+                failed: false,
+            }),
+        }
+    }
+}
+
+/// Reads the chunk record at `start` and returns its decompressed records.
+pub(crate) fn read_chunk(storage: &dyn RangeRead, start: u64, length: u64) -> Result<Vec<u8>> {
+    let name = storage.name().to_string();
+    let len = usize::try_from(length)
+        .ok()
+        .filter(|l| *l as u64 <= format::MAX_CHUNK_UNCOMPRESSED)
+        .ok_or_else(|| ArchiveError::Corrupt {
+            path: name.clone(),
+            at: start,
+            what: format!("chunk length {length} is implausible"),
+        })?;
+    let record = storage.read_range(start, len).map_err(|e| ArchiveError::Corrupt {
+        path: name.clone(),
+        at: start,
+        what: format!("chunk cannot be read: {e}"),
+    })?;
+    let body = record
+        .get(format::RECORD_PREFIX as usize..)
+        .filter(|_| record.first() == Some(&op::CHUNK))
+        .ok_or_else(|| ArchiveError::Corrupt {
+            path: name.clone(),
+            at: start,
+            what: "expected a chunk record".to_string(),
+        })?;
+    let chunk = format::parse_chunk(body).map_err(|e| ArchiveError::Corrupt {
+        path: name.clone(),
+        at: start,
+        what: e.what,
+    })?;
+    format::decompress(&chunk).map_err(|e| match e {
+        ChunkError::Crc { expected, actual } => ArchiveError::Crc {
+            path: name.clone(),
+            at: start,
+            expected,
+            actual,
+        },
+        ChunkError::Format(what) => ArchiveError::Corrupt {
+            path: name.clone(),
+            at: start,
+            what,
+        },
+    })
+}
+
+/// The message records of a decompressed chunk: `(channel id, payload, position)`; other
+/// records (schemas, channels) are passed over.
+pub(crate) struct ChunkMessages<'a> {
+    records: Records<'a>,
+}
+
+impl<'a> ChunkMessages<'a> {
+    pub fn new(data: &'a [u8]) -> Self {
+        ChunkMessages {
+            records: Records::new(data),
+        }
+    }
+}
+
+impl<'a> Iterator for ChunkMessages<'a> {
+    type Item = std::result::Result<(u16, &'a [u8], usize), format::FormatError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let (opcode, body, at) = match self.records.next()? {
+                Ok(r) => r,
+                Err(e) => return Some(Err(e)),
+            };
+            if opcode != op::MESSAGE {
+                continue;
+            }
+            return Some(match format::parse_message_header(body) {
+                Some(h) => Ok((h.channel_id, &body[format::MESSAGE_HEADER_LEN..], at)),
+                None => Err(format::FormatError {
+                    at: at as u64,
+                    what: "short message record".to_string(),
+                }),
+            });
+        }
+    }
+}
+
+/// Reads events in offset order from a position to the end (or to an inclusive limit), checking
+/// offsets, commit order and — for every segment read from its start — the hash chain.
+pub struct Cursor {
+    archive: Archive,
+    seg: usize,
+    chunk: usize,
+    current: Option<(Bytes, usize)>,
+    next_offset: u64,
+    until: Option<u64>,
+    prev_commit_ts: Option<u64>,
+    chain: Option<HashChain>,
+    verified_through: Option<(u64, [u8; 32])>,
+    failed: bool,
+}
+
+impl Cursor {
+    /// Stops after this offset (inclusive).
+    pub fn until(mut self, last: Option<u64>) -> Cursor {
+        self.until = last;
+        self
+    }
+
+    /// The offset the next event will have.
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    pub fn archive(&self) -> &Archive {
+        &self.archive
+    }
+
+    /// The chain head after the last event returned, when the cursor has read its segment from
+    /// the start (so the chain is known).
+    pub fn chain_head(&self) -> Option<[u8; 32]> {
+        self.chain.map(|c| c.head())
+    }
+
+    /// The last offset whose segment's hash chain was checked against its metadata, with the hash.
+    pub fn verified_through(&self) -> Option<(u64, [u8; 32])> {
+        self.verified_through
+    }
+
+    fn load_chunk(&mut self) -> Result<()> {
+        let data = self.archive.chunk_data(self.seg, self.chunk)?;
+        self.current = Some((data, 0));
+        Ok(())
+    }
+
+    fn finish_segment(&mut self) -> Result<()> {
+        let seg = &self.archive.inner.segments[self.seg];
+        if let (Some(chain), Some(meta)) = (self.chain, &seg.meta)
+            && seg.truncated_at.is_none()
+        {
+            if chain.head() != meta.final_hash {
+                return Err(ArchiveError::HashMismatch {
+                    path: seg.name().to_string(),
+                    context: format!(
+                        " at the end of the segment (offset {})",
+                        self.next_offset.saturating_sub(1)
+                    ),
+                    expected: hex(&meta.final_hash),
+                    actual: hex(&chain.head()),
+                });
+            }
+            if let Some(last) = seg.last_offset() {
+                self.verified_through = Some((last, chain.head()));
+            }
+        }
+        self.seg += 1;
+        self.chunk = 0;
+        self.current = None;
+        // Keep the final head after the last segment; continue the chain into the next one.
+        if let (Some(_), Some(next)) = (self.chain, self.archive.inner.segments.get(self.seg)) {
+            self.chain = Some(HashChain::starting_at(next.chain_start()));
+        }
+        Ok(())
+    }
+
+    /// The next stored event.
+    pub fn next_raw(&mut self) -> Option<Result<RawEvent>> {
+        if self.failed {
+            return None;
+        }
+        let r = self.advance();
+        if matches!(r, Some(Err(_))) {
+            self.failed = true;
+        }
+        r
+    }
+
+    fn advance(&mut self) -> Option<Result<RawEvent>> {
+        loop {
+            if self.until.is_some_and(|u| self.next_offset > u) {
+                return None;
+            }
+            let seg_count = self.archive.inner.segments.len();
+            if self.seg >= seg_count {
+                return None;
+            }
+            if self.chunk >= self.archive.inner.segments[self.seg].chunks.len() {
+                if let Err(e) = self.finish_segment() {
+                    return Some(Err(e));
+                }
+                continue;
+            }
+            if self.current.is_none()
+                && let Err(e) = self.load_chunk()
+            {
+                return Some(Err(e));
+            }
+            let seg = &self.archive.inner.segments[self.seg];
+            let (data, pos) = self.current.as_mut()?;
+            let mut messages = ChunkMessages::new(&data[*pos..]);
+            match messages.next() {
+                None => {
+                    // End of chunk: every event the index promised must have been seen.
+                    let loc = &seg.chunks[self.chunk];
+                    let expected_next = loc.span.first_offset + loc.span.events;
+                    if self.next_offset != expected_next {
+                        return Some(Err(ArchiveError::OffsetGap {
+                            path: seg.name().to_string(),
+                            at: loc.start,
+                            expected: self.next_offset,
+                            found: expected_next,
+                        }));
+                    }
+                    self.chunk += 1;
+                    self.current = None;
+                }
+                Some(Err(e)) => {
+                    let loc = &seg.chunks[self.chunk];
+                    let e = format::FormatError {
+                        at: e.at + *pos as u64,
+                        what: e.what,
+                    };
+                    return Some(Err(self.archive.corrupt(seg, loc, e)));
+                }
+                Some(Ok((channel_id, payload, at))) => {
+                    let start = *pos + at;
+                    let payload_start = start + format::RECORD_PREFIX as usize + format::MESSAGE_HEADER_LEN;
+                    let payload_end = payload_start + payload.len();
+                    *pos = payload_end;
+                    let payload = data.slice(payload_start..payload_end);
+                    return Some(self.accept(channel_id, payload));
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, channel_id: u16, payload: Bytes) -> Result<RawEvent> {
+        let seg = &self.archive.inner.segments[self.seg];
+        let loc = &seg.chunks[self.chunk];
+        let head = event_head(&payload).ok_or_else(|| ArchiveError::Decode {
+            path: seg.name().to_string(),
+            offset: self.next_offset,
+            message: format!("malformed ArchivedEvent in chunk at byte {}", loc.start),
+        })?;
+        if head.offset != self.next_offset {
+            return Err(ArchiveError::OffsetGap {
+                path: seg.name().to_string(),
+                at: loc.start,
+                expected: self.next_offset,
+                found: head.offset,
+            });
+        }
+        if let Some(prev) = self.prev_commit_ts
+            && head.commit_ts <= prev
+        {
+            return Err(ArchiveError::OrderBackwards {
+                path: seg.name().to_string(),
+                offset: head.offset,
+                commit_ts: head.commit_ts,
+                prev_commit_ts: prev,
+            });
+        }
+        let channel = *seg
+            .channel_map
+            .get(&channel_id)
+            .ok_or_else(|| ArchiveError::Corrupt {
+                path: seg.name().to_string(),
+                at: loc.start,
+                what: format!("message on unknown channel {channel_id}"),
+            })?;
+        if let Some(chain) = self.chain.as_mut() {
+            chain.push(&payload);
+        }
+        self.prev_commit_ts = Some(head.commit_ts);
+        self.next_offset += 1;
+        Ok(RawEvent {
+            offset: head.offset,
+            commit_ts: head.commit_ts,
+            commit_time_ns: head.commit_time_ns,
+            channel,
+            payload,
+        })
+    }
+
+    /// The next event, decoded.
+    pub fn next_event(&mut self) -> Option<Result<Event>> {
+        let raw = match self.next_raw()? {
+            Ok(r) => r,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(raw.decode().map_err(|e| {
+            self.failed = true;
+            ArchiveError::Decode {
+                path: self.archive.inner.segments[self.seg.min(self.archive.inner.segments.len() - 1)]
+                    .name()
+                    .to_string(),
+                offset: raw.offset,
+                message: e.to_string(),
+            }
+        }))
+    }
+}
+
+impl Iterator for Cursor {
+    type Item = Result<RawEvent>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_raw()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opening one file.
+
+impl Segment {
+    /// Channel keys by local index, filled while opening and consumed by `from_segments`.
+    fn pending_keys(&mut self) -> Vec<ChannelKey> {
+        std::mem::take(&mut self.keys)
+    }
+}
+
+/// Opens one MCAP file of the replayscope profile.
+pub fn open_segment(storage: Box<dyn RangeRead>, options: OpenOptions) -> Result<Segment> {
+    let name = storage.name().to_string();
+    let size = storage.size();
+    if size == 0 {
+        return Err(ArchiveError::Empty { path: name });
+    }
+    let head_len = size.min(8) as usize;
+    let head = storage
+        .read_range(0, head_len)
+        .map_err(|e| ArchiveError::io(&name, e))?;
+    if head[..] != MAGIC[..head_len] {
+        return Err(ArchiveError::NotMcap { path: name });
+    }
+    let mut opener = Opener {
+        storage,
+        name,
+        size,
+        options,
+    };
+    opener.check_header()?;
+    opener.open()
+}
+
+struct Opener {
+    storage: Box<dyn RangeRead>,
+    name: String,
+    size: u64,
+    options: OpenOptions,
+}
+
+/// What a linear scan of the data section found.
+#[derive(Default)]
+struct Scan {
+    chunks: Vec<ChunkLoc>,
+    channels: Vec<(u16, ChannelKey)>,
+    counts: BTreeMap<u16, u64>,
+    meta: Option<SegmentMeta>,
+    truncated_at: Option<u64>,
+}
+
+impl Opener {
+    fn corrupt(&self, at: u64, what: impl Into<String>) -> ArchiveError {
+        ArchiveError::Corrupt {
+            path: self.name.clone(),
+            at,
+            what: what.into(),
+        }
+    }
+
+    fn read(&self, at: u64, len: u64) -> Result<Vec<u8>> {
+        let len_usize = usize::try_from(len).map_err(|_| self.corrupt(at, "implausible length"))?;
+        if at.checked_add(len).is_none_or(|end| end > self.size) {
+            return Err(self.corrupt(
+                at,
+                format!("a {len}-byte record runs past the end of the file ({} bytes)", self.size),
+            ));
+        }
+        self.storage
+            .read_range(at, len_usize)
+            .map_err(|e| ArchiveError::io(&self.name, e))
+    }
+
+    fn truncated(&self, at: u64) -> ArchiveError {
+        ArchiveError::Truncated {
+            path: self.name.clone(),
+            at,
+            size: self.size,
+            prefix: String::new(),
+        }
+    }
+
+    /// Reads the record at `at`: `(opcode, body)`.
+    fn record_at(&self, at: u64) -> Result<(u8, Vec<u8>)> {
+        let prefix = self.read(at, format::RECORD_PREFIX)?;
+        let len = format::u64_at(&prefix, 1).unwrap_or(0);
+        let body = self.read(at + format::RECORD_PREFIX, len)?;
+        Ok((prefix[0], body))
+    }
+
+    fn check_header(&mut self) -> Result<()> {
+        if self.size < 8 + format::RECORD_PREFIX {
+            return Err(self.truncated(self.size));
+        }
+        let (opcode, body) = match self.record_at(8) {
+            Ok(r) => r,
+            Err(_) => return Err(self.truncated(self.size)),
+        };
+        if opcode != op::HEADER {
+            return Err(self.corrupt(8, format!("expected the MCAP header record, found opcode 0x{opcode:02x}")));
+        }
+        let profile = format::parse_header_profile(&body)
+            .ok_or_else(|| self.corrupt(8, "malformed MCAP header record"))?;
+        if profile != PROFILE {
+            return Err(ArchiveError::WrongProfile {
+                path: self.name.clone(),
+                profile,
+            });
+        }
+        Ok(())
+    }
+
+    fn open(self) -> Result<Segment> {
+        let has_tail = self.size >= 8 + TAIL_LEN
+            && self
+                .storage
+                .read_range(self.size - TAIL_LEN, TAIL_LEN as usize)
+                .is_ok_and(|t| t[0] == op::FOOTER && t[TAIL_LEN as usize - 8..] == MAGIC);
+        if !has_tail {
+            let scan = self.scan_data_section()?;
+            let at = scan.truncated_at.unwrap_or(self.size);
+            if !self.options.allow_truncated {
+                let prefix = match (scan.chunks.first(), scan.chunks.last()) {
+                    (Some(a), Some(b)) => format!(
+                        "; events {}..={} are readable",
+                        a.span.first_offset,
+                        b.span.last_offset()
+                    ),
+                    _ => "; no complete chunk is readable".to_string(),
+                };
+                return Err(ArchiveError::Truncated {
+                    path: self.name.clone(),
+                    at,
+                    size: self.size,
+                    prefix,
+                });
+            }
+            let note = format!(
+                "truncated at byte {at} of {}: using the readable prefix ({} events)",
+                self.size,
+                scan.chunks.iter().map(|c| c.span.events).sum::<u64>()
+            );
+            return self.segment_from_scan(scan, Some(at), vec![note]);
+        }
+        let footer_at = self.size - TAIL_LEN;
+        let footer = self.read(footer_at, TAIL_LEN)?;
+        let summary_start = format::u64_at(&footer, 9).unwrap_or(0);
+        let summary_crc = format::u32_at(&footer, 25).unwrap_or(0);
+        if summary_start == 0 {
+            let scan = self.scan_data_section()?;
+            let note = "no summary section: chunk index rebuilt by scanning the file".to_string();
+            return self.segment_from_scan(scan, None, vec![note]);
+        }
+        if summary_start < 8 || summary_start > footer_at {
+            return Err(self.corrupt(footer_at, format!("footer points at summary byte {summary_start}, outside the file")));
+        }
+        let summary = self.read(summary_start, self.size - 8 - summary_start)?;
+        if summary_crc != 0 {
+            let covered = summary.len() - 4;
+            let actual = crc32fast::hash(&summary[..covered]);
+            if actual != summary_crc {
+                return Err(self.corrupt(
+                    summary_start,
+                    format!("summary section CRC mismatch (stored {summary_crc:08x}, computed {actual:08x})"),
+                ));
+            }
+        }
+        let summary = &summary[..(footer_at - summary_start) as usize];
+        self.open_with_summary(summary_start, summary)
+    }
+
+    fn open_with_summary(self, summary_start: u64, summary: &[u8]) -> Result<Segment> {
+        let mut channels = Vec::new();
+        let mut chunk_indexes = Vec::new();
+        let mut index_attachment = None;
+        let mut meta_index = None;
+        let mut counts = BTreeMap::new();
+        for rec in Records::new(summary) {
+            let (opcode, body, at) =
+                rec.map_err(|e| self.corrupt(summary_start + e.at, format!("summary: {}", e.what)))?;
+            let at = summary_start + at as u64;
+            let parse = || {
+                mcap::parse_record(opcode, body)
+                    .map_err(|e| self.corrupt(at, format!("summary record 0x{opcode:02x}: {e}")))
+            };
+            match opcode {
+                op::CHANNEL => {
+                    if let mcap::records::Record::Channel(c) = parse()? {
+                        channels.push((c.id, channel_key(&c)));
+                    }
+                }
+                op::CHUNK_INDEX => {
+                    if let mcap::records::Record::ChunkIndex(ci) = parse()? {
+                        chunk_indexes.push(ci);
+                    }
+                }
+                op::ATTACHMENT_INDEX => {
+                    if let mcap::records::Record::AttachmentIndex(ai) = parse()?
+                        && ai.name == index::INDEX_ATTACHMENT
+                    {
+                        index_attachment = Some((ai.offset, ai.length));
+                    }
+                }
+                op::METADATA_INDEX => {
+                    if let mcap::records::Record::MetadataIndex(mi) = parse()?
+                        && mi.name == METADATA_NAME
+                    {
+                        meta_index = Some((mi.offset, mi.length));
+                    }
+                }
+                op::STATISTICS => {
+                    if let mcap::records::Record::Statistics(s) = parse()? {
+                        counts = s.channel_message_counts;
+                    }
+                }
+                _ => {}
+            }
+        }
+        chunk_indexes.sort_by_key(|c| c.chunk_start_offset);
+        for ci in &chunk_indexes {
+            if ci.chunk_start_offset < 8
+                || ci.chunk_start_offset.checked_add(ci.chunk_length).is_none_or(|e| e > summary_start)
+            {
+                return Err(self.corrupt(
+                    ci.chunk_start_offset,
+                    "chunk index points outside the data section",
+                ));
+            }
+        }
+        let mut notes = Vec::new();
+        let spans = match index_attachment {
+            Some((at, len)) => self.read_index(at, len).filter(|s| s.len() == chunk_indexes.len()),
+            None => None,
+        };
+        let spans = match spans {
+            Some(s) => s,
+            None => {
+                notes.push(format!(
+                    "no valid {} attachment: chunk index rebuilt by reading {} chunks",
+                    index::INDEX_ATTACHMENT,
+                    chunk_indexes.len()
+                ));
+                let mut spans = Vec::with_capacity(chunk_indexes.len());
+                for ci in &chunk_indexes {
+                    spans.push(self.span_of_chunk(ci.chunk_start_offset, ci.chunk_length)?.0);
+                }
+                spans
+            }
+        };
+        let chunks: Vec<ChunkLoc> = chunk_indexes
+            .iter()
+            .zip(spans)
+            .map(|(ci, span)| ChunkLoc {
+                start: ci.chunk_start_offset,
+                length: ci.chunk_length,
+                uncompressed: ci.uncompressed_size,
+                span,
+            })
+            .collect();
+        let meta = match meta_index {
+            Some((at, len)) => Some(self.read_meta(at, len)?),
+            None => {
+                notes.push("no replayscope metadata record: the final hash cannot be checked".to_string());
+                None
+            }
+        };
+        let scan = Scan {
+            chunks,
+            channels,
+            counts,
+            meta,
+            truncated_at: None,
+        };
+        self.segment_from_scan(scan, None, notes)
+    }
+
+    fn read_index(&self, at: u64, len: u64) -> Option<Vec<ChunkSpan>> {
+        let (opcode, body) = self.record_at(at).ok()?;
+        if opcode != op::ATTACHMENT || body.len() as u64 + format::RECORD_PREFIX != len {
+            return None;
+        }
+        match mcap::parse_record(opcode, &body).ok()? {
+            mcap::records::Record::Attachment { data, .. } => index::decode(&data),
+            _ => None,
+        }
+    }
+
+    fn read_meta(&self, at: u64, _len: u64) -> Result<SegmentMeta> {
+        let (opcode, body) = self.record_at(at)?;
+        let rec = mcap::parse_record(opcode, &body)
+            .map_err(|e| self.corrupt(at, format!("metadata record: {e}")))?;
+        match rec {
+            mcap::records::Record::Metadata(m) => self.parse_meta(at, &m.metadata),
+            _ => Err(self.corrupt(at, "metadata index points at a non-metadata record")),
+        }
+    }
+
+    fn parse_meta(&self, at: u64, m: &BTreeMap<String, String>) -> Result<SegmentMeta> {
+        let num = |k: &str| -> Result<u64> {
+            m.get(k)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| self.corrupt(at, format!("replayscope metadata: missing or invalid {k}")))
+        };
+        let hash = |k: &str| -> Result<[u8; 32]> {
+            m.get(k)
+                .and_then(|v| parse_hash(v))
+                .ok_or_else(|| self.corrupt(at, format!("replayscope metadata: missing or invalid {k}")))
+        };
+        Ok(SegmentMeta {
+            events: num("events")?,
+            first_offset: num("first_offset")?,
+            chain_start: hash("chain_start")?,
+            final_hash: hash("final_hash")?,
+        })
+    }
+
+    /// Decodes a chunk to learn its span (first/last offset, commit_ts, time) and per-channel counts.
+    fn span_of_chunk(&self, start: u64, length: u64) -> Result<(ChunkSpan, u64, BTreeMap<u16, u64>)> {
+        let data = read_chunk(self.storage.as_ref(), start, length)?;
+        let mut span: Option<ChunkSpan> = None;
+        let mut counts = BTreeMap::new();
+        for item in ChunkMessages::new(&data) {
+            let (channel, payload, at) = item.map_err(|e| self.corrupt(start, format!("inside chunk at {}: {}", at_text(e.at), e.what)))?;
+            let head = event_head(payload).ok_or_else(|| {
+                self.corrupt(start, format!("malformed ArchivedEvent at byte {at} of the chunk's records"))
+            })?;
+            *counts.entry(channel).or_insert(0) += 1;
+            match span.as_mut() {
+                None => {
+                    span = Some(ChunkSpan {
+                        first_offset: head.offset,
+                        events: 1,
+                        first_commit_ts: head.commit_ts,
+                        last_commit_ts: head.commit_ts,
+                        first_time_ns: head.commit_time_ns,
+                        last_time_ns: head.commit_time_ns,
+                    })
+                }
+                Some(s) => {
+                    if head.offset != s.first_offset + s.events {
+                        return Err(ArchiveError::OffsetGap {
+                            path: self.name.clone(),
+                            at: start,
+                            expected: s.first_offset + s.events,
+                            found: head.offset,
+                        });
+                    }
+                    s.events += 1;
+                    s.last_commit_ts = head.commit_ts;
+                    if s.first_time_ns.is_none() {
+                        s.first_time_ns = head.commit_time_ns;
+                    }
+                    if head.commit_time_ns.is_some() {
+                        s.last_time_ns = head.commit_time_ns;
+                    }
+                }
+            }
+        }
+        let span = span.ok_or_else(|| self.corrupt(start, "chunk holds no events"))?;
+        Ok((span, data.len() as u64, counts))
+    }
+
+    /// Walks the data section record by record (for files without a summary or footer).
+    fn scan_data_section(&self) -> Result<Scan> {
+        let mut scan = Scan::default();
+        let mut at = 8u64;
+        loop {
+            if at + format::RECORD_PREFIX > self.size {
+                scan.truncated_at = Some(at);
+                break;
+            }
+            let prefix = self.read(at, format::RECORD_PREFIX)?;
+            let opcode = prefix[0];
+            let len = format::u64_at(&prefix, 1).unwrap_or(u64::MAX);
+            let end = at
+                .checked_add(format::RECORD_PREFIX)
+                .and_then(|b| b.checked_add(len))
+                .filter(|e| *e <= self.size);
+            let Some(end) = end else {
+                scan.truncated_at = Some(at);
+                break;
+            };
+            match opcode {
+                op::FOOTER | op::DATA_END => break,
+                op::HEADER | op::SCHEMA => {}
+                op::CHANNEL => {
+                    let (_, body) = self.record_at(at)?;
+                    if let Ok(mcap::records::Record::Channel(c)) = mcap::parse_record(opcode, &body) {
+                        scan.channels.push((c.id, channel_key(&c)));
+                    }
+                }
+                op::CHUNK => match self.span_of_chunk(at, end - at) {
+                    Ok((span, uncompressed, counts)) => {
+                        for (k, v) in counts {
+                            *scan.counts.entry(k).or_insert(0) += v;
+                        }
+                        scan.chunks.push(ChunkLoc {
+                            start: at,
+                            length: end - at,
+                            uncompressed,
+                            span,
+                        });
+                    }
+                    Err(e) => {
+                        // A half-written last chunk is what a crash leaves behind.
+                        if end == self.size || self.size - end < TAIL_LEN {
+                            scan.truncated_at = Some(at);
+                            break;
+                        }
+                        return Err(e);
+                    }
+                },
+                op::MESSAGE => {
+                    return Err(self.corrupt(
+                        at,
+                        "message outside a chunk: unchunked MCAP files are not supported (rewrite \
+                         it with chunks, e.g. `mcap recover`)",
+                    ));
+                }
+                op::METADATA => {
+                    let (_, body) = self.record_at(at)?;
+                    if let Ok(mcap::records::Record::Metadata(m)) = mcap::parse_record(opcode, &body)
+                        && m.name == METADATA_NAME
+                    {
+                        scan.meta = Some(self.parse_meta(at, &m.metadata)?);
+                    }
+                }
+                _ => {}
+            }
+            at = end;
+        }
+        Ok(scan)
+    }
+
+    fn segment_from_scan(self, scan: Scan, truncated_at: Option<u64>, notes: Vec<String>) -> Result<Segment> {
+        // Spans must be contiguous and in commit order.
+        for w in scan.chunks.windows(2) {
+            let (a, b) = (&w[0], &w[1]);
+            if b.span.first_offset != a.span.first_offset + a.span.events {
+                return Err(ArchiveError::OffsetGap {
+                    path: self.name.clone(),
+                    at: b.start,
+                    expected: a.span.first_offset + a.span.events,
+                    found: b.span.first_offset,
+                });
+            }
+            if b.span.first_commit_ts <= a.span.last_commit_ts {
+                return Err(ArchiveError::OrderBackwards {
+                    path: self.name.clone(),
+                    offset: b.span.first_offset,
+                    commit_ts: b.span.first_commit_ts,
+                    prev_commit_ts: a.span.last_commit_ts,
+                });
+            }
+        }
+        if let (Some(meta), Some(first)) = (&scan.meta, scan.chunks.first())
+            && truncated_at.is_none()
+        {
+            let events: u64 = scan.chunks.iter().map(|c| c.span.events).sum();
+            if meta.first_offset != first.span.first_offset || meta.events != events {
+                return Err(self.corrupt(
+                    0,
+                    format!(
+                        "metadata says {} events from offset {}, the chunks hold {events} from offset {}",
+                        meta.events, meta.first_offset, first.span.first_offset
+                    ),
+                ));
+            }
+        }
+        let mut keys = Vec::new();
+        let mut channel_map = HashMap::new();
+        for (id, key) in scan.channels {
+            channel_map.insert(id, keys.len());
+            keys.push(key);
+        }
+        Ok(Segment {
+            storage: self.storage,
+            chunks: scan.chunks,
+            channel_map,
+            channel_counts: scan.counts,
+            meta: scan.meta,
+            truncated_at,
+            notes,
+            keys,
+        })
+    }
+}
+
+fn at_text(at: u64) -> String {
+    format!("byte {at}")
+}
+
+fn channel_key(c: &mcap::records::Channel) -> ChannelKey {
+    match (c.metadata.get("namespace"), c.metadata.get("agent_id")) {
+        (Some(ns), Some(agent)) => ChannelKey {
+            namespace: ns.clone(),
+            agent_id: agent.clone(),
+        },
+        _ => {
+            let (ns, agent) = c.topic.split_once('/').unwrap_or(("", &c.topic));
+            ChannelKey {
+                namespace: ns.to_string(),
+                agent_id: agent.to_string(),
+            }
+        }
+    }
+}

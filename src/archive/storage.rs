@@ -1,0 +1,75 @@
+//! Positional reads over the bytes of one archive file.
+//!
+//! The reader asks for byte ranges (the footer, the summary, one chunk) instead of memory-mapping
+//! the file: the crate forbids `unsafe` (which `mmap` needs), a mapped file that is truncated
+//! underneath the reader kills the process with SIGBUS instead of giving an error, and the same
+//! interface serves ranged GETs against object storage.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Something that can return byte ranges of one archive file.
+pub trait RangeRead: Send + Sync {
+    /// Total size in bytes.
+    fn size(&self) -> u64;
+    /// Exactly `len` bytes starting at `offset` (an error if the range passes the end).
+    fn read_range(&self, offset: u64, len: usize) -> io::Result<Vec<u8>>;
+    /// How users name this file in messages (a path or a URL).
+    fn name(&self) -> &str;
+}
+
+/// A local file read with `pread`.
+pub struct LocalFile {
+    file: File,
+    size: u64,
+    name: String,
+    path: PathBuf,
+}
+
+impl LocalFile {
+    pub fn open(path: &Path) -> io::Result<LocalFile> {
+        let file = File::open(path)?;
+        let meta = file.metadata()?;
+        if meta.is_dir() {
+            return Err(io::Error::other("is a directory"));
+        }
+        Ok(LocalFile {
+            file,
+            size: meta.len(),
+            name: path.display().to_string(),
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl RangeRead for LocalFile {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_range(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let end = offset.checked_add(len as u64);
+        if end.is_none_or(|end| end > self.size) {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "range {offset}+{len} is past the end of the file ({} bytes)",
+                    self.size
+                ),
+            ));
+        }
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}

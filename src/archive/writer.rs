@@ -1,0 +1,439 @@
+//! Writes replayscope archives: MCAP, profile "replayscope", one channel per (namespace,
+//! agent_id), protobuf `ArchivedEvent` messages in ~1 MiB chunks, the `replayscope.index`
+//! attachment and the `replayscope` metadata record (hash chain, ranges).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufWriter, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use crate::archive::index::{self, ChunkSpan};
+use crate::archive::integrity::{HashChain, ZERO_HASH};
+use crate::archive::{ArchiveError, FORMAT_VERSION, METADATA_NAME, PROFILE, Result, SCHEMA_NAME};
+use crate::event::{Event, hex};
+
+/// Chunk compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Compression {
+    #[default]
+    Zstd,
+    Lz4,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    pub compression: Compression,
+    /// Target uncompressed chunk size.
+    pub chunk_bytes: usize,
+    /// Offset of the first event; `None` = whatever the first appended event carries.
+    pub first_offset: Option<u64>,
+    /// The hash the chain continues from (the previous segment's final hash).
+    pub chain_start: [u8; 32],
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            compression: Compression::Zstd,
+            chunk_bytes: 1024 * 1024,
+            first_offset: None,
+            chain_start: ZERO_HASH,
+        }
+    }
+}
+
+/// What a finished archive holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteSummary {
+    pub path: PathBuf,
+    pub events: u64,
+    pub first_offset: u64,
+    pub last_offset: Option<u64>,
+    pub last_commit_ts: Option<u64>,
+    pub final_hash: [u8; 32],
+    pub bytes: u64,
+}
+
+/// The fields of an event the writer needs besides its encoded bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct EventMeta<'a> {
+    pub offset: u64,
+    pub commit_ts: u64,
+    pub commit_time_ns: Option<u64>,
+    pub namespace: &'a str,
+    pub agent_id: &'a str,
+}
+
+impl<'a> EventMeta<'a> {
+    pub fn of(e: &'a Event) -> EventMeta<'a> {
+        EventMeta {
+            offset: e.offset,
+            commit_ts: e.commit_ts,
+            commit_time_ns: e.commit_time_ns,
+            namespace: &e.namespace,
+            agent_id: &e.agent_id,
+        }
+    }
+}
+
+/// Writes one archive file.
+pub struct ArchiveWriter {
+    inner: mcap::Writer<BufWriter<File>>,
+    path: PathBuf,
+    options: WriterOptions,
+    schema_id: u16,
+    channels: HashMap<(String, String), u16>,
+    spans: Vec<ChunkSpan>,
+    current: Option<ChunkSpan>,
+    current_bytes: usize,
+    next_offset: Option<u64>,
+    first_offset: Option<u64>,
+    first_commit_ts: Option<u64>,
+    last_commit_ts: Option<u64>,
+    first_time_ns: Option<u64>,
+    last_time_ns: Option<u64>,
+    events: u64,
+    chain: HashChain,
+}
+
+impl ArchiveWriter {
+    pub fn create(path: &Path, options: WriterOptions) -> Result<ArchiveWriter> {
+        let name = path.display().to_string();
+        let file = File::create(path).map_err(|e| ArchiveError::io(&name, e))?;
+        let compression = match options.compression {
+            Compression::Zstd => Some(mcap::Compression::Zstd),
+            Compression::Lz4 => Some(mcap::Compression::Lz4),
+            Compression::None => None,
+        };
+        let write_err = |e: mcap::McapError| ArchiveError::Write {
+            path: name.clone(),
+            message: e.to_string(),
+        };
+        let mut inner = mcap::WriteOptions::new()
+            .profile(PROFILE)
+            .library(format!("replayscope {}", env!("CARGO_PKG_VERSION")))
+            .compression(compression)
+            // Chunks are closed by this writer, so that it knows each chunk's first offset.
+            .chunk_size(None)
+            // Single-threaded compression: deterministic bytes for the same input.
+            .compression_threads(0)
+            .create(BufWriter::with_capacity(1 << 20, file))
+            .map_err(write_err)?;
+        let schema = crate::proto::archived_event_schema();
+        let schema_id = inner
+            .add_schema(SCHEMA_NAME, "protobuf", &schema)
+            .map_err(write_err)?;
+        Ok(ArchiveWriter {
+            inner,
+            path: path.to_path_buf(),
+            chain: HashChain::starting_at(options.chain_start),
+            next_offset: options.first_offset,
+            options,
+            schema_id,
+            channels: HashMap::new(),
+            spans: Vec::new(),
+            current: None,
+            current_bytes: 0,
+            first_offset: None,
+            first_commit_ts: None,
+            last_commit_ts: None,
+            first_time_ns: None,
+            last_time_ns: None,
+            events: 0,
+        })
+    }
+
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn write_err(&self, e: impl std::fmt::Display) -> ArchiveError {
+        ArchiveError::Write {
+            path: self.name(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Offset the next appended event must carry (None before the first one when not fixed).
+    pub fn next_offset(&self) -> Option<u64> {
+        self.next_offset
+    }
+
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    pub fn chain_head(&self) -> [u8; 32] {
+        self.chain.head()
+    }
+
+    pub fn append(&mut self, event: &Event) -> Result<()> {
+        let payload = event.encode().map_err(|e| ArchiveError::Invalid {
+            path: self.name(),
+            message: format!("event at offset {}: {e}", event.offset),
+        })?;
+        self.append_encoded(EventMeta::of(event), &payload)
+    }
+
+    /// Appends an already-encoded `ArchivedEvent` (its fields must match `meta`).
+    pub fn append_encoded(&mut self, meta: EventMeta<'_>, payload: &[u8]) -> Result<()> {
+        if let Some(expected) = self.next_offset
+            && meta.offset != expected
+        {
+            return Err(ArchiveError::Invalid {
+                path: self.name(),
+                message: format!(
+                    "offsets must be contiguous: expected offset {expected}, got {}",
+                    meta.offset
+                ),
+            });
+        }
+        if let Some(prev) = self.last_commit_ts
+            && meta.commit_ts <= prev
+        {
+            return Err(ArchiveError::OrderBackwards {
+                path: self.name(),
+                offset: meta.offset,
+                commit_ts: meta.commit_ts,
+                prev_commit_ts: prev,
+            });
+        }
+        let channel_id = self.channel_for(meta.namespace, meta.agent_id)?;
+        let log_time = meta.commit_time_ns.unwrap_or(meta.commit_ts);
+        let header = mcap::records::MessageHeader {
+            channel_id,
+            sequence: meta.offset as u32,
+            log_time,
+            publish_time: log_time,
+        };
+        self.inner
+            .write_to_known_channel(&header, payload)
+            .map_err(|e| self.write_err(e))?;
+        self.chain.push(payload);
+
+        let span = self.current.get_or_insert(ChunkSpan {
+            first_offset: meta.offset,
+            events: 0,
+            first_commit_ts: meta.commit_ts,
+            last_commit_ts: meta.commit_ts,
+            first_time_ns: meta.commit_time_ns,
+            last_time_ns: meta.commit_time_ns,
+        });
+        span.events += 1;
+        span.last_commit_ts = meta.commit_ts;
+        if span.first_time_ns.is_none() {
+            span.first_time_ns = meta.commit_time_ns;
+        }
+        if meta.commit_time_ns.is_some() {
+            span.last_time_ns = meta.commit_time_ns;
+        }
+        self.current_bytes += payload.len() + 31;
+
+        self.first_offset.get_or_insert(meta.offset);
+        self.first_commit_ts.get_or_insert(meta.commit_ts);
+        self.last_commit_ts = Some(meta.commit_ts);
+        if let Some(t) = meta.commit_time_ns {
+            self.first_time_ns.get_or_insert(t);
+            self.last_time_ns = Some(t);
+        }
+        self.next_offset = Some(meta.offset + 1);
+        self.events += 1;
+
+        if self.current_bytes >= self.options.chunk_bytes {
+            self.close_chunk()?;
+        }
+        Ok(())
+    }
+
+    /// Closes the current chunk and flushes it to the file, so that a reader (or a crash) sees
+    /// every event appended so far.
+    pub fn flush(&mut self) -> Result<()> {
+        self.close_chunk()
+    }
+
+    fn close_chunk(&mut self) -> Result<()> {
+        if let Some(span) = self.current.take() {
+            self.inner.flush().map_err(|e| self.write_err(e))?;
+            self.spans.push(span);
+            self.current_bytes = 0;
+        }
+        Ok(())
+    }
+
+    fn channel_for(&mut self, namespace: &str, agent_id: &str) -> Result<u16> {
+        if let Some(id) = self.channels.get(&(namespace.to_string(), agent_id.to_string())) {
+            return Ok(*id);
+        }
+        let mut metadata = BTreeMap::new();
+        metadata.insert("namespace".to_string(), namespace.to_string());
+        metadata.insert("agent_id".to_string(), agent_id.to_string());
+        let id = self
+            .inner
+            .add_channel(
+                self.schema_id,
+                &crate::event::topic(namespace, agent_id),
+                "protobuf",
+                &metadata,
+            )
+            .map_err(|e| self.write_err(e))?;
+        self.channels
+            .insert((namespace.to_string(), agent_id.to_string()), id);
+        Ok(id)
+    }
+
+    /// Writes the index attachment, the metadata record and the summary, and closes the file.
+    pub fn finish(mut self) -> Result<WriteSummary> {
+        self.close_chunk()?;
+        let index = index::encode(&self.spans);
+        self.inner
+            .attach(&mcap::Attachment {
+                log_time: 0,
+                create_time: 0,
+                name: index::INDEX_ATTACHMENT.to_string(),
+                media_type: index::INDEX_MEDIA_TYPE.to_string(),
+                data: std::borrow::Cow::Owned(index),
+            })
+            .map_err(|e| self.write_err(e))?;
+        let first_offset = self
+            .first_offset
+            .or(self.options.first_offset)
+            .unwrap_or(0);
+        let last_offset = self.next_offset.filter(|_| self.events > 0).map(|n| n - 1);
+        let mut m = BTreeMap::new();
+        m.insert("format_version".to_string(), FORMAT_VERSION.to_string());
+        m.insert("events".to_string(), self.events.to_string());
+        m.insert("first_offset".to_string(), first_offset.to_string());
+        if let Some(l) = last_offset {
+            m.insert("last_offset".to_string(), l.to_string());
+        }
+        for (k, v) in [
+            ("first_commit_ts", self.first_commit_ts),
+            ("last_commit_ts", self.last_commit_ts),
+            ("first_time_ns", self.first_time_ns),
+            ("last_time_ns", self.last_time_ns),
+        ] {
+            if let Some(v) = v {
+                m.insert(k.to_string(), v.to_string());
+            }
+        }
+        m.insert("chain_start".to_string(), hex(&self.options.chain_start));
+        m.insert("final_hash".to_string(), hex(&self.chain.head()));
+        self.inner
+            .write_metadata(&mcap::records::Metadata {
+                name: METADATA_NAME.to_string(),
+                metadata: m,
+            })
+            .map_err(|e| self.write_err(e))?;
+        self.inner.finish().map_err(|e| self.write_err(e))?;
+        let name = self.name();
+        let mut buf = self.inner.into_inner();
+        buf.flush().map_err(|e| ArchiveError::io(&name, e))?;
+        let bytes = buf.stream_position().map_err(|e| ArchiveError::io(&name, e))?;
+        let file = buf
+            .into_inner()
+            .map_err(|e| ArchiveError::io(&name, e.into_error()))?;
+        file.sync_all().map_err(|e| ArchiveError::io(&name, e))?;
+        Ok(WriteSummary {
+            path: self.path,
+            events: self.events,
+            first_offset,
+            last_offset,
+            last_commit_ts: self.last_commit_ts,
+            final_hash: self.chain.head(),
+            bytes,
+        })
+    }
+}
+
+/// The file name of the segment whose first offset is `first_offset`.
+pub fn segment_file_name(first_offset: u64) -> String {
+    format!("{first_offset:020}.mcap")
+}
+
+/// Writes a directory of segments, rolling over every `segment_events` events; each segment's
+/// chain continues from the previous one's final hash.
+pub struct SegmentedWriter {
+    dir: PathBuf,
+    options: WriterOptions,
+    segment_events: u64,
+    current: Option<ArchiveWriter>,
+    done: Vec<WriteSummary>,
+    next_offset: Option<u64>,
+    last_commit_ts: Option<u64>,
+    chain_head: [u8; 32],
+}
+
+impl SegmentedWriter {
+    pub fn create(dir: &Path, segment_events: u64, options: WriterOptions) -> Result<Self> {
+        let name = dir.display().to_string();
+        std::fs::create_dir_all(dir).map_err(|e| ArchiveError::io(&name, e))?;
+        Ok(SegmentedWriter {
+            dir: dir.to_path_buf(),
+            segment_events: segment_events.max(1),
+            current: None,
+            done: Vec::new(),
+            next_offset: options.first_offset,
+            last_commit_ts: None,
+            chain_head: options.chain_start,
+            options,
+        })
+    }
+
+    pub fn append(&mut self, event: &Event) -> Result<()> {
+        let payload = event.encode().map_err(|e| ArchiveError::Invalid {
+            path: self.dir.display().to_string(),
+            message: format!("event at offset {}: {e}", event.offset),
+        })?;
+        self.append_encoded(EventMeta::of(event), &payload)
+    }
+
+    pub fn append_encoded(&mut self, meta: EventMeta<'_>, payload: &[u8]) -> Result<()> {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|w| w.events() >= self.segment_events)
+        {
+            self.roll()?;
+        }
+        if self.current.is_none() {
+            let first = self.next_offset.unwrap_or(meta.offset);
+            let path = self.dir.join(segment_file_name(first));
+            let mut writer = ArchiveWriter::create(
+                &path,
+                WriterOptions {
+                    first_offset: Some(first),
+                    chain_start: self.chain_head,
+                    ..self.options.clone()
+                },
+            )?;
+            writer.last_commit_ts = self.last_commit_ts;
+            self.current = Some(writer);
+        }
+        let writer = self.current.as_mut().expect("segment writer was just opened");
+        writer.append_encoded(meta, payload)?;
+        self.next_offset = Some(meta.offset + 1);
+        self.last_commit_ts = Some(meta.commit_ts);
+        self.chain_head = writer.chain_head();
+        Ok(())
+    }
+
+    fn roll(&mut self) -> Result<()> {
+        if let Some(w) = self.current.take() {
+            self.done.push(w.finish()?);
+        }
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> Result<()> {
+        match self.current.as_mut() {
+            Some(w) => w.flush(),
+            None => Ok(()),
+        }
+    }
+
+    pub fn finish(mut self) -> Result<Vec<WriteSummary>> {
+        self.roll()?;
+        Ok(self.done)
+    }
+}

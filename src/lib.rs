@@ -1,0 +1,11 @@
+//! replayscope: a replay inspector for committed-transaction event logs.
+//!
+//! The core (event, archive) has no tonic or ratatui dependency; the command line sits on it.
+
+pub mod archive;
+pub mod cli;
+pub mod commands;
+pub mod event;
+pub mod generate;
+pub mod logging;
+pub mod proto;

@@ -1,0 +1,37 @@
+use clap::Parser;
+use replayscope::cli::Cli;
+use replayscope::commands;
+
+fn main() {
+    if let Err(e) = color_eyre::install() {
+        eprintln!("replayscope: cannot install error handler: {e}");
+    }
+    let cli = Cli::parse();
+    let _guard = match replayscope::logging::init(&cli.log, cli.log_file.as_deref()) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: cannot open log file: {e}");
+            std::process::exit(commands::exit::USAGE);
+        }
+    };
+    if let Err(err) = commands::run(cli) {
+        let code = commands::exit_code(&err);
+        let chain: Vec<String> = err.chain().map(|c| c.to_string()).collect();
+        eprintln!("error: {}", dedup_chain(&chain));
+        std::process::exit(code);
+    }
+}
+
+/// Joins an error chain into one line, dropping causes already quoted by their parent.
+fn dedup_chain(chain: &[String]) -> String {
+    let mut line = String::new();
+    for c in chain {
+        if !line.contains(c.as_str()) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(c);
+        }
+    }
+    line
+}
