@@ -40,7 +40,9 @@ pub enum ArchiveError {
     Empty { path: String },
     #[error("{path}: not an MCAP file (bad magic at byte 0)")]
     NotMcap { path: String },
-    #[error("{path}: MCAP profile {profile:?} is not a replayscope archive (expected profile \"replayscope\")")]
+    #[error(
+        "{path}: MCAP profile {profile:?} is not a replayscope archive (expected profile \"replayscope\")"
+    )]
     WrongProfile { path: String, profile: String },
     #[error("{path}: {what} at byte {at}")]
     Corrupt { path: String, at: u64, what: String },

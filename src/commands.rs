@@ -9,7 +9,9 @@ use color_eyre::eyre::{Context, Result};
 
 use crate::archive::jsonl::{self, ImportTarget};
 use crate::archive::writer::WriteSummary;
-use crate::archive::{Archive, ArchiveError, ArchiveWriter, OpenOptions, SegmentedWriter, WriterOptions};
+use crate::archive::{
+    Archive, ArchiveError, ArchiveWriter, OpenOptions, SegmentedWriter, WriterOptions,
+};
 use crate::cli::{Cli, Command, ExportArgs, GenArgs, ImportArgs, InfoArgs, SourceArgs, VerifyArgs};
 use crate::event::{format_time_ns, hex, parse_hash};
 use crate::generate::{GenOptions, Generator};
@@ -168,7 +170,11 @@ fn export_cmd(a: ExportArgs) -> Result<()> {
         }
         None => {
             let stdout = std::io::stdout().lock();
-            jsonl::export(&mut cursor, BufWriter::with_capacity(1 << 16, stdout), &out_name)?
+            jsonl::export(
+                &mut cursor,
+                BufWriter::with_capacity(1 << 16, stdout),
+                &out_name,
+            )?
         }
     };
     tracing::info!(events = n, from, ?until, "export finished");
@@ -269,7 +275,11 @@ fn info_cmd(a: InfoArgs) -> Result<()> {
     }
     let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
     writeln!(out, "source        {}", info.source)?;
-    writeln!(out, "segments      {} ({} chunks)", info.segments, info.chunks)?;
+    writeln!(
+        out,
+        "segments      {} ({} chunks)",
+        info.segments, info.chunks
+    )?;
     writeln!(
         out,
         "events        {} (offsets {}..={})",
@@ -284,8 +294,13 @@ fn info_cmd(a: InfoArgs) -> Result<()> {
         opt(info.last_commit_ts)
     )?;
     match (&info.first_time, &info.last_time, info.duration_s) {
-        (Some(a), Some(b), Some(d)) => writeln!(out, "time          {a} .. {b} ({})", human_duration(d))?,
-        _ => writeln!(out, "time          no wall-clock commit times (logical commit_ts only)")?,
+        (Some(a), Some(b), Some(d)) => {
+            writeln!(out, "time          {a} .. {b} ({})", human_duration(d))?
+        }
+        _ => writeln!(
+            out,
+            "time          no wall-clock commit times (logical commit_ts only)"
+        )?,
     }
     writeln!(
         out,
@@ -330,7 +345,9 @@ fn human_duration(secs: f64) -> String {
 fn verify_cmd(a: VerifyArgs) -> Result<()> {
     let expect = match &a.expect_hash {
         Some(h) => Some(parse_hash(h).ok_or_else(|| {
-            UsageError(format!("--expect-hash {h:?} is not a 64-digit hex BLAKE3 hash"))
+            UsageError(format!(
+                "--expect-hash {h:?} is not a 64-digit hex BLAKE3 hash"
+            ))
         })?),
         None => None,
     };

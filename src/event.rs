@@ -2,6 +2,8 @@
 //! operations, positions (offset / commit_ts / wall time) and the conversions between the
 //! JSON form users see and the protobuf form stored in archives and sent on the wire.
 
+pub mod wire;
+
 use std::fmt;
 
 use prost::Message as _;
@@ -95,9 +97,7 @@ impl Event {
 
     /// Decodes stored `ArchivedEvent` bytes.
     pub fn decode(bytes: &[u8]) -> Result<Event, ValueError> {
-        let archived =
-            ArchivedEvent::decode(bytes).map_err(|e| ValueError::Decode(e.to_string()))?;
-        Event::from_archived(archived)
+        wire::decode_event(bytes)
     }
 
     pub fn from_archived(a: ArchivedEvent) -> Result<Event, ValueError> {
@@ -172,7 +172,7 @@ fn json_to_value(v: &Value, key: &str) -> Result<prost_types::Value, ValueError>
 fn number_to_f64(n: &Number, key: &str) -> Result<f64, ValueError> {
     if let Some(i) = n.as_i64() {
         let f = i as f64;
-        if f.abs() > MAX_EXACT_INT {
+        if i.unsigned_abs() > MAX_EXACT_INT as u64 {
             return Err(ValueError::InexactInteger {
                 key: key.to_string(),
                 number: n.to_string(),
@@ -225,7 +225,9 @@ fn f64_to_json(f: f64, key: &str) -> Result<Value, ValueError> {
     if f.fract() == 0.0 && f.abs() <= MAX_EXACT_INT {
         return Ok(Value::Number(Number::from(f as i64)));
     }
-    Ok(Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null))
+    Ok(Number::from_f64(f)
+        .map(Value::Number)
+        .unwrap_or(Value::Null))
 }
 
 /// A position in an archive, as users write it: `1200` (offset), `@57` (commit_ts), or an
@@ -367,7 +369,9 @@ mod tests {
     #[test]
     fn huge_integers_are_rejected_not_rounded() {
         let mut e = sample();
-        e.operations[0].value = json!({"big": 9_007_199_254_740_993u64}).as_object().cloned();
+        e.operations[0].value = json!({"big": 9_007_199_254_740_993u64})
+            .as_object()
+            .cloned();
         let err = e.encode().unwrap_err();
         assert!(err.to_string().contains("memory/a"), "{err}");
     }

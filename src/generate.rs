@@ -40,17 +40,90 @@ impl Rng {
 
 const NAMESPACES: &[&str] = &["support", "research", "checkout", "ops"];
 const AGENT_ROLES: &[&str] = &[
-    "triage", "planner", "retriever", "writer", "reviewer", "executor", "summarizer", "router",
+    "triage",
+    "planner",
+    "retriever",
+    "writer",
+    "reviewer",
+    "executor",
+    "summarizer",
+    "router",
 ];
 const WORDS: &[&str] = &[
-    "customer", "refund", "order", "invoice", "shipment", "delayed", "account", "password",
-    "reset", "policy", "escalate", "ticket", "priority", "search", "result", "document", "source",
-    "summary", "draft", "review", "approved", "rejected", "retry", "timeout", "latency", "cache",
-    "index", "query", "answer", "context", "memory", "plan", "step", "tool", "call", "error",
-    "success", "pending", "user", "asked", "about", "the", "a", "for", "with", "from", "and",
-    "to", "in", "of", "was", "is", "needs", "follow-up", "confirmed", "warehouse", "payment",
-    "card", "declined", "address", "updated", "new", "old", "region", "eu-west", "us-east",
-    "report", "quarterly", "metric", "dashboard", "alert", "deploy", "rollback", "incident",
+    "customer",
+    "refund",
+    "order",
+    "invoice",
+    "shipment",
+    "delayed",
+    "account",
+    "password",
+    "reset",
+    "policy",
+    "escalate",
+    "ticket",
+    "priority",
+    "search",
+    "result",
+    "document",
+    "source",
+    "summary",
+    "draft",
+    "review",
+    "approved",
+    "rejected",
+    "retry",
+    "timeout",
+    "latency",
+    "cache",
+    "index",
+    "query",
+    "answer",
+    "context",
+    "memory",
+    "plan",
+    "step",
+    "tool",
+    "call",
+    "error",
+    "success",
+    "pending",
+    "user",
+    "asked",
+    "about",
+    "the",
+    "a",
+    "for",
+    "with",
+    "from",
+    "and",
+    "to",
+    "in",
+    "of",
+    "was",
+    "is",
+    "needs",
+    "follow-up",
+    "confirmed",
+    "warehouse",
+    "payment",
+    "card",
+    "declined",
+    "address",
+    "updated",
+    "new",
+    "old",
+    "region",
+    "eu-west",
+    "us-east",
+    "report",
+    "quarterly",
+    "metric",
+    "dashboard",
+    "alert",
+    "deploy",
+    "rollback",
+    "incident",
 ];
 const TOOLS: &[&str] = &[
     "web_search",
@@ -167,25 +240,26 @@ impl Generator {
     fn value_for(&mut self, key: &str) -> JsonObject {
         let r = &mut self.rng;
         let v = if key.starts_with("memory/") {
-            let conf = r.below(1000) as f64 / 1000.0;
+            // Never integral, so it stays a float through the Struct round trip.
+            let conf = (r.below(999) + 1) as f64 / 1000.0;
             let tags: Vec<Value> = (0..r.below(4))
                 .map(|_| Value::String(r.pick(WORDS).to_string()))
                 .collect();
-            let text = self.sentence(3, 40);
+            let text = self.sentence(3, 24);
             json!({"text": text, "confidence": conf, "tags": tags, "source": "conversation"})
         } else if key.starts_with("plan/") {
             let step = r.below(20);
             let status = *r.pick(STATUSES);
             let deps: Vec<Value> = (0..r.below(3)).map(|_| json!(r.below(20))).collect();
-            let description = self.sentence(4, 16);
+            let description = self.sentence(3, 12);
             json!({"step": step, "status": status, "depends_on": deps, "description": description})
         } else if key.starts_with("tool_calls/") {
             let tool = *r.pick(TOOLS);
             let duration = r.range(3, 9000);
             let ok = r.chance(0.9);
             // Mostly short results; now and then a large payload (a fetched page, a query result).
-            let result = if r.chance(0.04) {
-                let rows = r.range(20, 120);
+            let result = if r.chance(0.015) {
+                let rows = r.range(20, 100);
                 let text = self.sentence(rows * 4, rows * 5);
                 json!({"rows": rows, "content": text})
             } else {
@@ -195,7 +269,7 @@ impl Generator {
             json!({"tool": tool, "args": {"query": query}, "ok": ok, "duration_ms": duration, "result": result})
         } else if key.starts_with("conversation/") {
             let role = if r.chance(0.5) { "user" } else { "assistant" };
-            let content = self.sentence(2, 30);
+            let content = self.sentence(2, 20);
             json!({"role": role, "content": content})
         } else {
             json!({"n": r.below(100)})
@@ -301,7 +375,11 @@ impl Iterator for Generator {
         }
         let a = self.current_agent;
         // Other agents' commits (on a shared daemon) leave gaps in this log's commit_ts.
-        self.commit_ts += 1 + if self.rng.chance(0.2) { self.rng.below(4) } else { 0 };
+        self.commit_ts += 1 + if self.rng.chance(0.2) {
+            self.rng.below(4)
+        } else {
+            0
+        };
         let n_ops = match self.rng.below(100) {
             0..=59 => 1,
             60..=84 => 2,
@@ -346,7 +424,11 @@ mod tests {
             assert!(w[1].commit_ts > w[0].commit_ts);
             assert!(w[1].commit_time_ns >= w[0].commit_time_ns);
         }
-        let deletes = a.iter().flat_map(|e| &e.operations).filter(|o| o.value.is_none()).count();
+        let deletes = a
+            .iter()
+            .flat_map(|e| &e.operations)
+            .filter(|o| o.value.is_none())
+            .count();
         assert!(deletes > 0);
         let multi = a.iter().filter(|e| e.operations.len() > 1).count();
         assert!(multi > 0);

@@ -35,3 +35,6 @@ fn dedup_chain(chain: &[String]) -> String {
     }
     line
 }
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -13,7 +13,8 @@ pub mod replayscope {
 }
 
 /// The FileDescriptorSet of every compiled proto (for reflection and the MCAP schema).
-pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("replayscope_descriptor");
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("replayscope_descriptor");
 
 /// The MCAP schema of archived messages: a FileDescriptorSet holding
 /// `replayscope/v1/archive.proto` and the files it imports (and nothing else).

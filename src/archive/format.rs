@@ -97,7 +97,10 @@ impl<'a> Iterator for Records<'a> {
             }
             None => {
                 self.failed = true;
-                Some(Err(FormatError::new(start, "record runs past the end of its section")))
+                Some(Err(FormatError::new(
+                    start,
+                    "record runs past the end of its section",
+                )))
             }
         }
     }
@@ -123,7 +126,12 @@ pub fn parse_chunk(body: &[u8]) -> Result<ChunkBody<'_>, FormatError> {
     let clen = u32_at(body, 28).ok_or_else(|| bad("short header"))? as usize;
     let cstart: usize = 32;
     let compression = body
-        .get(cstart..cstart.checked_add(clen).ok_or_else(|| bad("compression name"))?)
+        .get(
+            cstart
+                ..cstart
+                    .checked_add(clen)
+                    .ok_or_else(|| bad("compression name"))?,
+        )
         .and_then(|b| std::str::from_utf8(b).ok())
         .ok_or_else(|| bad("compression name"))?;
     let rlen_at = cstart + clen;

@@ -4,7 +4,8 @@
 //!
 //! Binary layout (little-endian): magic `RSIX`, version u32 = 1, count u64, then per chunk
 //! `first_offset, events, first_commit_ts, last_commit_ts, first_time_ns, last_time_ns` (u64 each;
-//! `u64::MAX` = no wall time).
+//! `u64::MAX` = no wall time) and the 32-byte hash chain head before the chunk, so that a reader
+//! starting anywhere can check the chain from that chunk on.
 
 /// What the index knows about one chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,6 +16,9 @@ pub struct ChunkSpan {
     pub last_commit_ts: u64,
     pub first_time_ns: Option<u64>,
     pub last_time_ns: Option<u64>,
+    /// The hash chain head before the chunk's first event (`None` when the index was rebuilt
+    /// without knowing it).
+    pub chain_before: Option<[u8; 32]>,
 }
 
 impl ChunkSpan {
@@ -27,7 +31,7 @@ pub const INDEX_ATTACHMENT: &str = "replayscope.index";
 pub const INDEX_MEDIA_TYPE: &str = "application/x-replayscope-index";
 const MAGIC: &[u8; 4] = b"RSIX";
 const VERSION: u32 = 1;
-const ENTRY: usize = 6 * 8;
+const ENTRY: usize = 6 * 8 + 32;
 
 pub fn encode(spans: &[ChunkSpan]) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + spans.len() * ENTRY);
@@ -45,6 +49,7 @@ pub fn encode(spans: &[ChunkSpan]) -> Vec<u8> {
         ] {
             out.extend_from_slice(&v.to_le_bytes());
         }
+        out.extend_from_slice(&s.chain_before.unwrap_or([0; 32]));
     }
     out
 }
@@ -63,7 +68,8 @@ pub fn decode(data: &[u8]) -> Option<Vec<ChunkSpan>> {
     if (body.len() as u64) != count.checked_mul(ENTRY as u64)? {
         return None;
     }
-    let u = |b: &[u8], i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+    let u =
+        |b: &[u8], i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
     let opt = |v: u64| (v != u64::MAX).then_some(v);
     let spans: Vec<ChunkSpan> = body
         .chunks_exact(ENTRY)
@@ -74,6 +80,7 @@ pub fn decode(data: &[u8]) -> Option<Vec<ChunkSpan>> {
             last_commit_ts: u(b, 3),
             first_time_ns: opt(u(b, 4)),
             last_time_ns: opt(u(b, 5)),
+            chain_before: b[48..80].try_into().ok(),
         })
         .collect();
     // Spans must be contiguous and non-empty, or the index is not trusted.
@@ -99,6 +106,7 @@ mod tests {
                 last_commit_ts: 10,
                 first_time_ns: Some(5),
                 last_time_ns: Some(9),
+                chain_before: Some([0; 32]),
             },
             ChunkSpan {
                 first_offset: 10,
@@ -107,6 +115,7 @@ mod tests {
                 last_commit_ts: 13,
                 first_time_ns: None,
                 last_time_ns: None,
+                chain_before: Some([7; 32]),
             },
         ];
         let enc = encode(&spans);

@@ -172,11 +172,8 @@ impl Archive {
             for n in &seg.notes {
                 notes.push(format!("{}: {n}", seg.name()));
             }
-            let local: Vec<(u16, usize)> = seg
-                .channel_map
-                .iter()
-                .map(|(&id, &k)| (id, k))
-                .collect();
+            let local: Vec<(u16, usize)> =
+                seg.channel_map.iter().map(|(&id, &k)| (id, k)).collect();
             let keys = seg.pending_keys();
             for (id, local_idx) in local {
                 let key = keys[local_idx].clone();
@@ -263,10 +260,17 @@ impl Archive {
         self.inner.segments.iter().find_map(Segment::first_offset)
     }
     pub fn last_offset(&self) -> Option<u64> {
-        self.inner.segments.iter().rev().find_map(Segment::last_offset)
+        self.inner
+            .segments
+            .iter()
+            .rev()
+            .find_map(Segment::last_offset)
     }
     pub fn first_commit_ts(&self) -> Option<u64> {
-        self.inner.segments.iter().find_map(Segment::first_commit_ts)
+        self.inner
+            .segments
+            .iter()
+            .find_map(Segment::first_commit_ts)
     }
     pub fn last_commit_ts(&self) -> Option<u64> {
         self.inner
@@ -411,7 +415,11 @@ impl Archive {
         // Flattened (segment, chunk) list is small (one entry per ~1 MiB), so a linear
         // partition over segments then a binary search inside one is enough.
         let segs = &self.inner.segments;
-        let seg_idx = segs.partition_point(|s| s.chunks.last().is_some_and(|c| chunk_last(&c.span) < target));
+        let seg_idx = segs.partition_point(|s| {
+            s.chunks
+                .last()
+                .is_some_and(|c| chunk_last(&c.span) < target)
+        });
         if seg_idx == segs.len() {
             // Every event is before the target.
             return if at_or_before {
@@ -438,9 +446,9 @@ impl Archive {
             if event_key(&head).is_some_and(|k| k >= target) {
                 if at_or_before && event_key(&head) != Some(target) {
                     // The event found is after the target: the answer is the one before it.
-                    return Ok(offset.checked_sub(1).filter(|o| {
-                        self.first_offset().is_some_and(|f| *o >= f)
-                    }));
+                    return Ok(offset
+                        .checked_sub(1)
+                        .filter(|o| self.first_offset().is_some_and(|f| *o >= f)));
                 }
                 return Ok(Some(offset));
             }
@@ -488,24 +496,19 @@ impl Archive {
     pub fn cursor_at(&self, offset: u64) -> Result<Cursor> {
         let segs = &self.inner.segments;
         let seg_idx = segs.partition_point(|s| s.last_offset().is_some_and(|l| l < offset));
-        let Some(seg) = segs.get(seg_idx).filter(|s| s.first_offset().is_some_and(|f| f <= offset))
+        let Some(seg) = segs
+            .get(seg_idx)
+            .filter(|s| s.first_offset().is_some_and(|f| f <= offset))
         else {
             return Err(self.out_of_range(&format!("offset {offset}")));
         };
-        let chunk_idx = seg.chunks.partition_point(|c| c.span.last_offset() < offset);
-        let verify = seg.first_offset() == Some(offset);
-        let mut cursor = Cursor {
-            archive: self.clone(),
-            seg: seg_idx,
-            chunk: chunk_idx,
-            current: None,
-            next_offset: seg.chunks[chunk_idx].span.first_offset,
-            until: None,
-            prev_commit_ts: None,
-            chain: verify.then(|| HashChain::starting_at(seg.chain_start())),
-            verified_through: None,
-            failed: false,
-        };
+        let chunk_idx = seg
+            .chunks
+            .partition_point(|c| c.span.last_offset() < offset);
+        let mut cursor = Cursor::empty(self.clone());
+        cursor.seg = seg_idx;
+        cursor.chunk = chunk_idx;
+        cursor.next_offset = seg.chunks[chunk_idx].span.first_offset;
         // Skip to the offset inside the chunk.
         cursor.load_chunk()?;
         let skip = offset - seg.chunks[chunk_idx].span.first_offset;
@@ -523,18 +526,7 @@ impl Archive {
     pub fn cursor(&self) -> Result<Cursor> {
         match self.first_offset() {
             Some(first) => self.cursor_at(first),
-            None => Ok(Cursor {
-                archive: self.clone(),
-                seg: self.inner.segments.len(),
-                chunk: 0,
-                current: None,
-                next_offset: 0,
-                until: None,
-                prev_commit_ts: None,
-                chain: None,
-                verified_through: None,
-                failed: false,
-            }),
+            None => Ok(Cursor::empty(self.clone())),
         }
     }
 }
@@ -550,11 +542,13 @@ pub(crate) fn read_chunk(storage: &dyn RangeRead, start: u64, length: u64) -> Re
             at: start,
             what: format!("chunk length {length} is implausible"),
         })?;
-    let record = storage.read_range(start, len).map_err(|e| ArchiveError::Corrupt {
-        path: name.clone(),
-        at: start,
-        what: format!("chunk cannot be read: {e}"),
-    })?;
+    let record = storage
+        .read_range(start, len)
+        .map_err(|e| ArchiveError::Corrupt {
+            path: name.clone(),
+            at: start,
+            what: format!("chunk cannot be read: {e}"),
+        })?;
     let body = record
         .get(format::RECORD_PREFIX as usize..)
         .filter(|_| record.first() == Some(&op::CHUNK))
@@ -619,22 +613,59 @@ impl<'a> Iterator for ChunkMessages<'a> {
     }
 }
 
+/// A decompressed chunk being read by a cursor.
+struct LoadedChunk {
+    data: Bytes,
+    /// Position of the next record in `data`.
+    pos: usize,
+    /// The chain head before the chunk's first event, when known.
+    chain_before: Option<[u8; 32]>,
+    /// The chain head after the chunk's last event (computed by the read-ahead thread).
+    chain_after: Option<[u8; 32]>,
+}
+
+/// Hashes every message payload of a decompressed chunk onto `chain`.
+fn hash_chunk(data: &[u8], chain: &mut HashChain) {
+    for (_, payload, _) in ChunkMessages::new(data).map_while(|m| m.ok()) {
+        chain.push(payload);
+    }
+}
+
 /// Reads events in offset order from a position to the end (or to an inclusive limit), checking
-/// offsets, commit order and — for every segment read from its start — the hash chain.
+/// offsets, commit order and the hash chain at every chunk boundary where the chain is known.
+/// Sequential reads decompress and hash the following chunks on a read-ahead thread.
 pub struct Cursor {
     archive: Archive,
     seg: usize,
     chunk: usize,
-    current: Option<(Bytes, usize)>,
+    current: Option<LoadedChunk>,
+    prefetch: Option<Prefetch>,
     next_offset: u64,
     until: Option<u64>,
     prev_commit_ts: Option<u64>,
-    chain: Option<HashChain>,
+    /// The chain head after the last completed chunk (when known).
+    chain: Option<[u8; 32]>,
     verified_through: Option<(u64, [u8; 32])>,
     failed: bool,
 }
 
 impl Cursor {
+    fn empty(archive: Archive) -> Cursor {
+        Cursor {
+            seg: archive.inner.segments.len(),
+            archive,
+            chunk: 0,
+            current: None,
+            prefetch: None,
+            next_offset: 0,
+            until: None,
+            prev_commit_ts: None,
+            chain: None,
+            verified_through: None,
+            failed: false,
+        }
+    }
+
     /// Stops after this offset (inclusive).
     pub fn until(mut self, last: Option<u64>) -> Cursor {
         self.until = last;
@@ -650,51 +681,137 @@ impl Cursor {
         &self.archive
     }
 
-    /// The chain head after the last event returned, when the cursor has read its segment from
-    /// the start (so the chain is known).
+    /// The chain head after the last event returned (`None` where the chain is unknown: an
+    /// archive rebuilt without its index, read from the middle).
     pub fn chain_head(&self) -> Option<[u8; 32]> {
-        self.chain.map(|c| c.head())
+        match &self.current {
+            Some(c) => {
+                let mut chain = HashChain::starting_at(c.chain_before?);
+                hash_chunk(&c.data[..c.pos], &mut chain);
+                Some(chain.head())
+            }
+            None => self.chain,
+        }
     }
 
-    /// The last offset whose segment's hash chain was checked against its metadata, with the hash.
+    /// The last offset whose chain was checked against a recorded hash, with that hash.
     pub fn verified_through(&self) -> Option<(u64, [u8; 32])> {
         self.verified_through
     }
 
+    /// The chain head before chunk `chunk` of segment `seg`, when known.
+    fn chain_before(&self, seg: usize, chunk: usize) -> Option<[u8; 32]> {
+        let s = &self.archive.inner.segments[seg];
+        s.chunks[chunk].span.chain_before.or(match (chunk, seg) {
+            (0, 0) => Some(s.chain_start()),
+            (0, _) => s.meta.as_ref().map(|m| m.chain_start),
+            _ => None,
+        })
+    }
+
+    /// Loads the chunk the cursor is positioned in (a seek), through the chunk cache.
     fn load_chunk(&mut self) -> Result<()> {
         let data = self.archive.chunk_data(self.seg, self.chunk)?;
-        self.current = Some((data, 0));
+        self.current = Some(LoadedChunk {
+            data,
+            pos: 0,
+            chain_before: self.chain_before(self.seg, self.chunk),
+            chain_after: None,
+        });
         Ok(())
     }
 
-    fn finish_segment(&mut self) -> Result<()> {
+    /// Loads the next chunk of a sequential read from the read-ahead thread, which reads,
+    /// decompresses, CRC-checks and hashes the following chunks while this one is decoded.
+    fn load_next_chunk(&mut self) -> Result<()> {
+        let want = (self.seg, self.chunk);
+        let chain_before = self.chain.or(self.chain_before(self.seg, self.chunk));
+        if self.prefetch.as_ref().is_none_or(|p| p.next != want) {
+            self.prefetch = Some(Prefetch::start(
+                self.archive.clone(),
+                want,
+                self.until,
+                chain_before,
+            ));
+        }
+        let p = self.prefetch.as_mut().expect("prefetch was just started");
+        let (data, chain_after) = p.recv()?;
+        self.current = Some(LoadedChunk {
+            data,
+            pos: 0,
+            chain_before,
+            chain_after,
+        });
+        Ok(())
+    }
+
+    /// At the end of a chunk: check the event count and the chain, move to the next chunk.
+    fn finish_chunk(&mut self) -> Result<()> {
+        let Some(done) = self.current.take() else {
+            return Ok(());
+        };
         let seg = &self.archive.inner.segments[self.seg];
-        if let (Some(chain), Some(meta)) = (self.chain, &seg.meta)
-            && seg.truncated_at.is_none()
-        {
-            if chain.head() != meta.final_hash {
-                return Err(ArchiveError::HashMismatch {
-                    path: seg.name().to_string(),
-                    context: format!(
-                        " at the end of the segment (offset {})",
-                        self.next_offset.saturating_sub(1)
-                    ),
-                    expected: hex(&meta.final_hash),
-                    actual: hex(&chain.head()),
-                });
-            }
-            if let Some(last) = seg.last_offset() {
-                self.verified_through = Some((last, chain.head()));
+        let loc = &seg.chunks[self.chunk];
+        let expected_next = loc.span.first_offset + loc.span.events;
+        if self.next_offset != expected_next {
+            return Err(ArchiveError::OffsetGap {
+                path: seg.name().to_string(),
+                at: loc.start,
+                expected: expected_next,
+                found: self.next_offset,
+            });
+        }
+        let after = done.chain_after.or_else(|| {
+            let mut chain = HashChain::starting_at(done.chain_before?);
+            hash_chunk(&done.data, &mut chain);
+            Some(chain.head())
+        });
+        self.chain = after;
+        if let Some(after) = after {
+            let last_chunk = self.chunk + 1 == seg.chunks.len();
+            let recorded = if last_chunk {
+                seg.meta
+                    .as_ref()
+                    .filter(|_| seg.truncated_at.is_none())
+                    .map(|m| (m.final_hash, "the segment's final hash"))
+            } else {
+                seg.chunks[self.chunk + 1]
+                    .span
+                    .chain_before
+                    .map(|h| (h, "the index entry of the next chunk"))
+            };
+            if let Some((expected, what)) = recorded {
+                if expected != after {
+                    return Err(ArchiveError::HashMismatch {
+                        path: seg.name().to_string(),
+                        context: format!(
+                            " after the chunk at byte {} (offsets {}..={}), checked against {what}",
+                            loc.start,
+                            loc.span.first_offset,
+                            loc.span.last_offset()
+                        ),
+                        expected: hex(&expected),
+                        actual: hex(&after),
+                    });
+                }
+                self.verified_through = Some((loc.span.last_offset(), after));
             }
         }
+        self.chunk += 1;
+        Ok(())
+    }
+
+    /// Moves to the next segment; the chain continues from this one's head.
+    fn finish_segment(&mut self) {
         self.seg += 1;
         self.chunk = 0;
         self.current = None;
-        // Keep the final head after the last segment; continue the chain into the next one.
-        if let (Some(_), Some(next)) = (self.chain, self.archive.inner.segments.get(self.seg)) {
-            self.chain = Some(HashChain::starting_at(next.chain_start()));
+        if let Some(next) = self.archive.inner.segments.get(self.seg)
+            && let Some(start) = next.meta.as_ref().map(|m| m.chain_start)
+        {
+            // Continuity of the chain between segments was checked when the archive was opened.
+            self.chain = Some(start);
         }
-        Ok(())
     }
 
     /// The next stored event.
@@ -714,54 +831,42 @@ impl Cursor {
             if self.until.is_some_and(|u| self.next_offset > u) {
                 return None;
             }
-            let seg_count = self.archive.inner.segments.len();
-            if self.seg >= seg_count {
+            if self.seg >= self.archive.inner.segments.len() {
                 return None;
             }
             if self.chunk >= self.archive.inner.segments[self.seg].chunks.len() {
-                if let Err(e) = self.finish_segment() {
-                    return Some(Err(e));
-                }
+                self.finish_segment();
                 continue;
             }
             if self.current.is_none()
-                && let Err(e) = self.load_chunk()
+                && let Err(e) = self.load_next_chunk()
             {
                 return Some(Err(e));
             }
-            let seg = &self.archive.inner.segments[self.seg];
-            let (data, pos) = self.current.as_mut()?;
-            let mut messages = ChunkMessages::new(&data[*pos..]);
+            let current = self.current.as_mut()?;
+            let mut messages = ChunkMessages::new(&current.data[current.pos..]);
             match messages.next() {
                 None => {
-                    // End of chunk: every event the index promised must have been seen.
-                    let loc = &seg.chunks[self.chunk];
-                    let expected_next = loc.span.first_offset + loc.span.events;
-                    if self.next_offset != expected_next {
-                        return Some(Err(ArchiveError::OffsetGap {
-                            path: seg.name().to_string(),
-                            at: loc.start,
-                            expected: self.next_offset,
-                            found: expected_next,
-                        }));
+                    if let Err(e) = self.finish_chunk() {
+                        return Some(Err(e));
                     }
-                    self.chunk += 1;
-                    self.current = None;
                 }
                 Some(Err(e)) => {
+                    let seg = &self.archive.inner.segments[self.seg];
                     let loc = &seg.chunks[self.chunk];
                     let e = format::FormatError {
-                        at: e.at + *pos as u64,
+                        at: e.at + current.pos as u64,
                         what: e.what,
                     };
                     return Some(Err(self.archive.corrupt(seg, loc, e)));
                 }
                 Some(Ok((channel_id, payload, at))) => {
-                    let start = *pos + at;
-                    let payload_start = start + format::RECORD_PREFIX as usize + format::MESSAGE_HEADER_LEN;
+                    let start = current.pos + at;
+                    let payload_start =
+                        start + format::RECORD_PREFIX as usize + format::MESSAGE_HEADER_LEN;
                     let payload_end = payload_start + payload.len();
-                    *pos = payload_end;
-                    let payload = data.slice(payload_start..payload_end);
+                    current.pos = payload_end;
+                    let payload = current.data.slice(payload_start..payload_end);
                     return Some(self.accept(channel_id, payload));
                 }
             }
@@ -802,9 +907,6 @@ impl Cursor {
                 at: loc.start,
                 what: format!("message on unknown channel {channel_id}"),
             })?;
-        if let Some(chain) = self.chain.as_mut() {
-            chain.push(&payload);
-        }
         self.prev_commit_ts = Some(head.commit_ts);
         self.next_offset += 1;
         Ok(RawEvent {
@@ -824,14 +926,108 @@ impl Cursor {
         };
         Some(raw.decode().map_err(|e| {
             self.failed = true;
+            let seg = self
+                .seg
+                .min(self.archive.inner.segments.len().saturating_sub(1));
             ArchiveError::Decode {
-                path: self.archive.inner.segments[self.seg.min(self.archive.inner.segments.len() - 1)]
-                    .name()
-                    .to_string(),
+                path: self.archive.inner.segments[seg].name().to_string(),
                 offset: raw.offset,
                 message: e.to_string(),
             }
         }))
+    }
+}
+
+/// Chunks to read ahead of the decoder (bounds the memory of a sequential read).
+const PREFETCH_CHUNKS: usize = 2;
+
+type Prefetched = Result<(Bytes, Option<[u8; 32]>)>;
+
+/// A thread that reads, decompresses and hashes the chunks after the current one, in order. It
+/// stops when the cursor drops its receiver, at the end of the archive, past `until`, or on an
+/// error.
+struct Prefetch {
+    /// The (segment, chunk) the next received item is.
+    next: (usize, usize),
+    rx: std::sync::mpsc::Receiver<Prefetched>,
+    archive: Archive,
+}
+
+impl Prefetch {
+    fn start(
+        archive: Archive,
+        from: (usize, usize),
+        until: Option<u64>,
+        chain_before: Option<[u8; 32]>,
+    ) -> Prefetch {
+        let handle = archive.clone();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Prefetched>(PREFETCH_CHUNKS);
+        let spawned = std::thread::Builder::new()
+            .name("replayscope-read-ahead".into())
+            .spawn(move || {
+                let segs = &archive.inner.segments;
+                let (mut s, mut c) = from;
+                let mut chain = chain_before.map(HashChain::starting_at);
+                while let Some(seg) = segs.get(s) {
+                    let Some(loc) = seg.chunks.get(c) else {
+                        s += 1;
+                        c = 0;
+                        if let Some(start) = segs.get(s).and_then(|n| n.meta.as_ref()) {
+                            chain = Some(HashChain::starting_at(start.chain_start));
+                        }
+                        continue;
+                    };
+                    if until.is_some_and(|u| loc.span.first_offset > u) {
+                        return;
+                    }
+                    let item =
+                        read_chunk(seg.storage.as_ref(), loc.start, loc.length).map(|data| {
+                            let after = chain.as_mut().map(|ch| {
+                                hash_chunk(&data, ch);
+                                ch.head()
+                            });
+                            (Bytes::from(data), after)
+                        });
+                    let failed = item.is_err();
+                    if tx.send(item).is_err() || failed {
+                        return;
+                    }
+                    c += 1;
+                }
+            });
+        let rx = match spawned {
+            Ok(_) => rx,
+            Err(e) => {
+                // No thread: the receiver reports it on first use.
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                let _ = tx.send(Err(ArchiveError::Io {
+                    path: String::from("read-ahead thread"),
+                    source: e,
+                }));
+                rx
+            }
+        };
+        Prefetch {
+            next: from,
+            rx,
+            archive: handle,
+        }
+    }
+
+    fn recv(&mut self) -> Prefetched {
+        let item = self.rx.recv().map_err(|_| ArchiveError::Io {
+            path: String::from("read-ahead thread"),
+            source: std::io::Error::other("read-ahead stopped unexpectedly"),
+        })?;
+        self.next.1 += 1;
+        let segs = &self.archive.inner.segments;
+        while segs
+            .get(self.next.0)
+            .is_some_and(|s| self.next.1 >= s.chunks.len())
+        {
+            self.next = (self.next.0 + 1, 0);
+        }
+        item
     }
 }
 
@@ -883,6 +1079,14 @@ struct Opener {
     options: OpenOptions,
 }
 
+/// What decoding one chunk found out about it.
+struct ChunkScan {
+    span: ChunkSpan,
+    uncompressed: u64,
+    counts: BTreeMap<u16, u64>,
+    channels: Vec<(u16, ChannelKey)>,
+}
+
 /// What a linear scan of the data section found.
 #[derive(Default)]
 struct Scan {
@@ -907,7 +1111,10 @@ impl Opener {
         if at.checked_add(len).is_none_or(|end| end > self.size) {
             return Err(self.corrupt(
                 at,
-                format!("a {len}-byte record runs past the end of the file ({} bytes)", self.size),
+                format!(
+                    "a {len}-byte record runs past the end of the file ({} bytes)",
+                    self.size
+                ),
             ));
         }
         self.storage
@@ -941,7 +1148,10 @@ impl Opener {
             Err(_) => return Err(self.truncated(self.size)),
         };
         if opcode != op::HEADER {
-            return Err(self.corrupt(8, format!("expected the MCAP header record, found opcode 0x{opcode:02x}")));
+            return Err(self.corrupt(
+                8,
+                format!("expected the MCAP header record, found opcode 0x{opcode:02x}"),
+            ));
         }
         let profile = format::parse_header_profile(&body)
             .ok_or_else(|| self.corrupt(8, "malformed MCAP header record"))?;
@@ -996,7 +1206,10 @@ impl Opener {
             return self.segment_from_scan(scan, None, vec![note]);
         }
         if summary_start < 8 || summary_start > footer_at {
-            return Err(self.corrupt(footer_at, format!("footer points at summary byte {summary_start}, outside the file")));
+            return Err(self.corrupt(
+                footer_at,
+                format!("footer points at summary byte {summary_start}, outside the file"),
+            ));
         }
         let summary = self.read(summary_start, self.size - 8 - summary_start)?;
         if summary_crc != 0 {
@@ -1020,8 +1233,8 @@ impl Opener {
         let mut meta_index = None;
         let mut counts = BTreeMap::new();
         for rec in Records::new(summary) {
-            let (opcode, body, at) =
-                rec.map_err(|e| self.corrupt(summary_start + e.at, format!("summary: {}", e.what)))?;
+            let (opcode, body, at) = rec
+                .map_err(|e| self.corrupt(summary_start + e.at, format!("summary: {}", e.what)))?;
             let at = summary_start + at as u64;
             let parse = || {
                 mcap::parse_record(opcode, body)
@@ -1063,7 +1276,10 @@ impl Opener {
         chunk_indexes.sort_by_key(|c| c.chunk_start_offset);
         for ci in &chunk_indexes {
             if ci.chunk_start_offset < 8
-                || ci.chunk_start_offset.checked_add(ci.chunk_length).is_none_or(|e| e > summary_start)
+                || ci
+                    .chunk_start_offset
+                    .checked_add(ci.chunk_length)
+                    .is_none_or(|e| e > summary_start)
             {
                 return Err(self.corrupt(
                     ci.chunk_start_offset,
@@ -1073,7 +1289,9 @@ impl Opener {
         }
         let mut notes = Vec::new();
         let spans = match index_attachment {
-            Some((at, len)) => self.read_index(at, len).filter(|s| s.len() == chunk_indexes.len()),
+            Some((at, len)) => self
+                .read_index(at, len)
+                .filter(|s| s.len() == chunk_indexes.len()),
             None => None,
         };
         let spans = match spans {
@@ -1086,7 +1304,10 @@ impl Opener {
                 ));
                 let mut spans = Vec::with_capacity(chunk_indexes.len());
                 for ci in &chunk_indexes {
-                    spans.push(self.span_of_chunk(ci.chunk_start_offset, ci.chunk_length)?.0);
+                    spans.push(
+                        self.span_of_chunk(ci.chunk_start_offset, ci.chunk_length)?
+                            .span,
+                    );
                 }
                 spans
             }
@@ -1104,7 +1325,9 @@ impl Opener {
         let meta = match meta_index {
             Some((at, len)) => Some(self.read_meta(at, len)?),
             None => {
-                notes.push("no replayscope metadata record: the final hash cannot be checked".to_string());
+                notes.push(
+                    "no replayscope metadata record: the final hash cannot be checked".to_string(),
+                );
                 None
             }
         };
@@ -1141,14 +1364,14 @@ impl Opener {
 
     fn parse_meta(&self, at: u64, m: &BTreeMap<String, String>) -> Result<SegmentMeta> {
         let num = |k: &str| -> Result<u64> {
-            m.get(k)
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| self.corrupt(at, format!("replayscope metadata: missing or invalid {k}")))
+            m.get(k).and_then(|v| v.parse().ok()).ok_or_else(|| {
+                self.corrupt(at, format!("replayscope metadata: missing or invalid {k}"))
+            })
         };
         let hash = |k: &str| -> Result<[u8; 32]> {
-            m.get(k)
-                .and_then(|v| parse_hash(v))
-                .ok_or_else(|| self.corrupt(at, format!("replayscope metadata: missing or invalid {k}")))
+            m.get(k).and_then(|v| parse_hash(v)).ok_or_else(|| {
+                self.corrupt(at, format!("replayscope metadata: missing or invalid {k}"))
+            })
         };
         Ok(SegmentMeta {
             events: num("events")?,
@@ -1159,14 +1382,30 @@ impl Opener {
     }
 
     /// Decodes a chunk to learn its span (first/last offset, commit_ts, time) and per-channel counts.
-    fn span_of_chunk(&self, start: u64, length: u64) -> Result<(ChunkSpan, u64, BTreeMap<u16, u64>)> {
+    fn span_of_chunk(&self, start: u64, length: u64) -> Result<ChunkScan> {
         let data = read_chunk(self.storage.as_ref(), start, length)?;
         let mut span: Option<ChunkSpan> = None;
         let mut counts = BTreeMap::new();
+        let mut channels = Vec::new();
+        for (opcode, body, _) in Records::new(&data).map_while(|r| r.ok()) {
+            if opcode == op::CHANNEL
+                && let Ok(mcap::records::Record::Channel(c)) = mcap::parse_record(opcode, body)
+            {
+                channels.push((c.id, channel_key(&c)));
+            }
+        }
         for item in ChunkMessages::new(&data) {
-            let (channel, payload, at) = item.map_err(|e| self.corrupt(start, format!("inside chunk at {}: {}", at_text(e.at), e.what)))?;
+            let (channel, payload, at) = item.map_err(|e| {
+                self.corrupt(
+                    start,
+                    format!("inside chunk at {}: {}", at_text(e.at), e.what),
+                )
+            })?;
             let head = event_head(payload).ok_or_else(|| {
-                self.corrupt(start, format!("malformed ArchivedEvent at byte {at} of the chunk's records"))
+                self.corrupt(
+                    start,
+                    format!("malformed ArchivedEvent at byte {at} of the chunk's records"),
+                )
             })?;
             *counts.entry(channel).or_insert(0) += 1;
             match span.as_mut() {
@@ -1178,6 +1417,7 @@ impl Opener {
                         last_commit_ts: head.commit_ts,
                         first_time_ns: head.commit_time_ns,
                         last_time_ns: head.commit_time_ns,
+                        chain_before: None,
                     })
                 }
                 Some(s) => {
@@ -1201,7 +1441,12 @@ impl Opener {
             }
         }
         let span = span.ok_or_else(|| self.corrupt(start, "chunk holds no events"))?;
-        Ok((span, data.len() as u64, counts))
+        Ok(ChunkScan {
+            span,
+            uncompressed: data.len() as u64,
+            counts,
+            channels,
+        })
     }
 
     /// Walks the data section record by record (for files without a summary or footer).
@@ -1229,20 +1474,27 @@ impl Opener {
                 op::HEADER | op::SCHEMA => {}
                 op::CHANNEL => {
                     let (_, body) = self.record_at(at)?;
-                    if let Ok(mcap::records::Record::Channel(c)) = mcap::parse_record(opcode, &body) {
+                    if let Ok(mcap::records::Record::Channel(c)) = mcap::parse_record(opcode, &body)
+                        && !scan.channels.iter().any(|(id, _)| *id == c.id)
+                    {
                         scan.channels.push((c.id, channel_key(&c)));
                     }
                 }
                 op::CHUNK => match self.span_of_chunk(at, end - at) {
-                    Ok((span, uncompressed, counts)) => {
-                        for (k, v) in counts {
+                    Ok(found) => {
+                        for (k, v) in found.counts {
                             *scan.counts.entry(k).or_insert(0) += v;
+                        }
+                        for c in found.channels {
+                            if !scan.channels.iter().any(|(id, _)| *id == c.0) {
+                                scan.channels.push(c);
+                            }
                         }
                         scan.chunks.push(ChunkLoc {
                             start: at,
                             length: end - at,
-                            uncompressed,
-                            span,
+                            uncompressed: found.uncompressed,
+                            span: found.span,
                         });
                     }
                     Err(e) => {
@@ -1263,7 +1515,8 @@ impl Opener {
                 }
                 op::METADATA => {
                     let (_, body) = self.record_at(at)?;
-                    if let Ok(mcap::records::Record::Metadata(m)) = mcap::parse_record(opcode, &body)
+                    if let Ok(mcap::records::Record::Metadata(m)) =
+                        mcap::parse_record(opcode, &body)
                         && m.name == METADATA_NAME
                     {
                         scan.meta = Some(self.parse_meta(at, &m.metadata)?);
@@ -1276,7 +1529,12 @@ impl Opener {
         Ok(scan)
     }
 
-    fn segment_from_scan(self, scan: Scan, truncated_at: Option<u64>, notes: Vec<String>) -> Result<Segment> {
+    fn segment_from_scan(
+        self,
+        scan: Scan,
+        truncated_at: Option<u64>,
+        notes: Vec<String>,
+    ) -> Result<Segment> {
         // Spans must be contiguous and in commit order.
         for w in scan.chunks.windows(2) {
             let (a, b) = (&w[0], &w[1]);

@@ -60,7 +60,9 @@ pub fn open_dir(dir: &Path, options: OpenOptions) -> Result<Archive> {
         {
             return Err(ArchiveError::Invalid {
                 path: seg_name,
-                message: format!("segment name says first offset {offset}, its first event is offset {first}"),
+                message: format!(
+                    "segment name says first offset {offset}, its first event is offset {first}"
+                ),
             });
         }
         if !others.is_empty() && i == 0 {

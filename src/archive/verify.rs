@@ -28,7 +28,9 @@ pub fn verify(archive: &Archive, expect_hash: Option<[u8; 32]>) -> Result<Verify
         event?;
         events += 1;
     }
-    let computed = cursor.chain_head().unwrap_or(crate::archive::integrity::ZERO_HASH);
+    let computed = cursor
+        .chain_head()
+        .unwrap_or(crate::archive::integrity::ZERO_HASH);
     let recorded = archive.recorded_final_hash();
     if let Some(recorded) = recorded
         && recorded != computed

@@ -210,6 +210,7 @@ impl ArchiveWriter {
         self.inner
             .write_to_known_channel(&header, payload)
             .map_err(|e| self.write_err(e))?;
+        let chain_before = self.chain.head();
         self.chain.push(payload);
 
         let span = self.current.get_or_insert(ChunkSpan {
@@ -219,6 +220,7 @@ impl ArchiveWriter {
             last_commit_ts: meta.commit_ts,
             first_time_ns: meta.commit_time_ns,
             last_time_ns: meta.commit_time_ns,
+            chain_before: Some(chain_before),
         });
         span.events += 1;
         span.last_commit_ts = meta.commit_ts;
@@ -262,7 +264,10 @@ impl ArchiveWriter {
     }
 
     fn channel_for(&mut self, namespace: &str, agent_id: &str) -> Result<u16> {
-        if let Some(id) = self.channels.get(&(namespace.to_string(), agent_id.to_string())) {
+        if let Some(id) = self
+            .channels
+            .get(&(namespace.to_string(), agent_id.to_string()))
+        {
             return Ok(*id);
         }
         let mut metadata = BTreeMap::new();
@@ -295,10 +300,7 @@ impl ArchiveWriter {
                 data: std::borrow::Cow::Owned(index),
             })
             .map_err(|e| self.write_err(e))?;
-        let first_offset = self
-            .first_offset
-            .or(self.options.first_offset)
-            .unwrap_or(0);
+        let first_offset = self.first_offset.or(self.options.first_offset).unwrap_or(0);
         let last_offset = self.next_offset.filter(|_| self.events > 0).map(|n| n - 1);
         let mut m = BTreeMap::new();
         m.insert("format_version".to_string(), FORMAT_VERSION.to_string());
@@ -329,7 +331,9 @@ impl ArchiveWriter {
         let name = self.name();
         let mut buf = self.inner.into_inner();
         buf.flush().map_err(|e| ArchiveError::io(&name, e))?;
-        let bytes = buf.stream_position().map_err(|e| ArchiveError::io(&name, e))?;
+        let bytes = buf
+            .stream_position()
+            .map_err(|e| ArchiveError::io(&name, e))?;
         let file = buf
             .into_inner()
             .map_err(|e| ArchiveError::io(&name, e.into_error()))?;
@@ -410,7 +414,10 @@ impl SegmentedWriter {
             writer.last_commit_ts = self.last_commit_ts;
             self.current = Some(writer);
         }
-        let writer = self.current.as_mut().expect("segment writer was just opened");
+        let writer = self
+            .current
+            .as_mut()
+            .expect("segment writer was just opened");
         writer.append_encoded(meta, payload)?;
         self.next_offset = Some(meta.offset + 1);
         self.last_commit_ts = Some(meta.commit_ts);
