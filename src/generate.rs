@@ -135,6 +135,10 @@ const TOOLS: &[&str] = &[
     "calculator",
     "code_exec",
 ];
+fn word(rng: &mut Rng) -> &'static str {
+    WORDS[rng.below(WORDS.len() as u64) as usize]
+}
+
 const STATUSES: &[&str] = &["pending", "running", "done", "failed", "skipped"];
 
 /// Options of [`Generator`].
@@ -219,7 +223,7 @@ impl Generator {
             if i > 0 {
                 s.push(' ');
             }
-            s.push_str(*self.rng.pick(WORDS));
+            s.push_str(word(&mut self.rng));
         }
         s
     }
@@ -293,7 +297,7 @@ impl Generator {
             agent.step += 1;
             format!("plan/step-{:03}", agent.step % 40)
         } else if r < 95 {
-            let topic: &str = *self.rng.pick(WORDS);
+            let topic = word(&mut self.rng);
             format!("memory/{topic}")
         } else {
             format!("scratch/{}", self.rng.below(8))

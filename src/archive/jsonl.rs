@@ -26,15 +26,14 @@ pub fn import(
 ) -> Result<Vec<WriteSummary>> {
     enum W {
         One(Box<ArchiveWriter>),
-        Many(SegmentedWriter),
+        Many(Box<SegmentedWriter>),
     }
     let mut writer = match target {
         ImportTarget::File(p) => W::One(Box::new(ArchiveWriter::create(p, options)?)),
-        ImportTarget::Segments(p, k) => W::Many(SegmentedWriter::create(p, k, options)?),
+        ImportTarget::Segments(p, k) => W::Many(Box::new(SegmentedWriter::create(p, k, options)?)),
     };
-    let mut line_no = 0u64;
-    for line in input.lines() {
-        line_no += 1;
+    for (index, line) in input.lines().enumerate() {
+        let line_no = index as u64 + 1;
         let line = line.map_err(|e| ArchiveError::Jsonl {
             path: input_name.to_string(),
             line: line_no,

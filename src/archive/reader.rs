@@ -613,22 +613,87 @@ impl<'a> Iterator for ChunkMessages<'a> {
     }
 }
 
-/// A decompressed chunk being read by a cursor.
-struct LoadedChunk {
+/// One message of a decompressed chunk: where its payload is and its scalar fields.
+#[derive(Debug, Clone, Copy)]
+struct MessageEntry {
+    start: u32,
+    len: u32,
+    channel_id: u16,
+    head: EventHead,
+}
+
+/// A decompressed chunk with its messages located and their heads read (done on the read-ahead
+/// thread for sequential reads, so the decoding thread only decodes).
+struct ParsedChunk {
     data: Bytes,
-    /// Position of the next record in `data`.
-    pos: usize,
+    messages: Vec<MessageEntry>,
+    /// What stopped the parse before the end of the chunk, if anything: returned after the
+    /// messages before it.
+    error: Option<(u64, String)>,
     /// The chain head before the chunk's first event, when known.
     chain_before: Option<[u8; 32]>,
-    /// The chain head after the chunk's last event (computed by the read-ahead thread).
+    /// The chain head after the chunk's last event, when known.
     chain_after: Option<[u8; 32]>,
 }
 
-/// Hashes every message payload of a decompressed chunk onto `chain`.
-fn hash_chunk(data: &[u8], chain: &mut HashChain) {
-    for (_, payload, _) in ChunkMessages::new(data).map_while(|m| m.ok()) {
-        chain.push(payload);
+impl ParsedChunk {
+    /// Locates every message and reads its head; with `hash`, also runs the chain over the
+    /// payloads when the chain head before the chunk is known.
+    fn parse(data: Bytes, chain_before: Option<[u8; 32]>, hash: bool) -> ParsedChunk {
+        let mut messages = Vec::with_capacity(data.len() / 256);
+        let mut error = None;
+        let mut chain = chain_before.filter(|_| hash).map(HashChain::starting_at);
+        for item in ChunkMessages::new(&data) {
+            match item {
+                Ok((channel_id, payload, at)) => {
+                    let Some(head) = event_head(payload) else {
+                        error = Some((at as u64, "malformed ArchivedEvent".to_string()));
+                        break;
+                    };
+                    let start = at + format::RECORD_PREFIX as usize + format::MESSAGE_HEADER_LEN;
+                    if let Some(c) = chain.as_mut() {
+                        c.push(payload);
+                    }
+                    messages.push(MessageEntry {
+                        start: start as u32,
+                        len: payload.len() as u32,
+                        channel_id,
+                        head,
+                    });
+                }
+                Err(e) => {
+                    error = Some((e.at, e.what));
+                    break;
+                }
+            }
+        }
+        // A chunk that did not parse to its end has no trustworthy chain head.
+        let chain_after = if error.is_none() {
+            chain.map(|c| c.head())
+        } else {
+            None
+        };
+        ParsedChunk {
+            data,
+            messages,
+            error,
+            chain_before,
+            chain_after,
+        }
     }
+
+    fn payload(&self, i: usize) -> Bytes {
+        let m = &self.messages[i];
+        self.data
+            .slice(m.start as usize..m.start as usize + m.len as usize)
+    }
+}
+
+/// A chunk being read by a cursor.
+struct LoadedChunk {
+    chunk: ParsedChunk,
+    /// Index of the next message.
+    next: usize,
 }
 
 /// Reads events in offset order from a position to the end (or to an inclusive limit), checking
@@ -686,8 +751,10 @@ impl Cursor {
     pub fn chain_head(&self) -> Option<[u8; 32]> {
         match &self.current {
             Some(c) => {
-                let mut chain = HashChain::starting_at(c.chain_before?);
-                hash_chunk(&c.data[..c.pos], &mut chain);
+                let mut chain = HashChain::starting_at(c.chunk.chain_before?);
+                for i in 0..c.next {
+                    chain.push(&c.chunk.payload(i));
+                }
                 Some(chain.head())
             }
             None => self.chain,
@@ -712,12 +779,9 @@ impl Cursor {
     /// Loads the chunk the cursor is positioned in (a seek), through the chunk cache.
     fn load_chunk(&mut self) -> Result<()> {
         let data = self.archive.chunk_data(self.seg, self.chunk)?;
-        self.current = Some(LoadedChunk {
-            data,
-            pos: 0,
-            chain_before: self.chain_before(self.seg, self.chunk),
-            chain_after: None,
-        });
+        // A seek does not hash the chunk up front; `finish_chunk` does if the cursor gets there.
+        let chunk = ParsedChunk::parse(data, self.chain_before(self.seg, self.chunk), false);
+        self.current = Some(LoadedChunk { chunk, next: 0 });
         Ok(())
     }
 
@@ -735,13 +799,8 @@ impl Cursor {
             ));
         }
         let p = self.prefetch.as_mut().expect("prefetch was just started");
-        let (data, chain_after) = p.recv()?;
-        self.current = Some(LoadedChunk {
-            data,
-            pos: 0,
-            chain_before,
-            chain_after,
-        });
+        let chunk = p.recv()?;
+        self.current = Some(LoadedChunk { chunk, next: 0 });
         Ok(())
     }
 
@@ -761,9 +820,11 @@ impl Cursor {
                 found: self.next_offset,
             });
         }
-        let after = done.chain_after.or_else(|| {
-            let mut chain = HashChain::starting_at(done.chain_before?);
-            hash_chunk(&done.data, &mut chain);
+        let after = done.chunk.chain_after.or_else(|| {
+            let mut chain = HashChain::starting_at(done.chunk.chain_before?);
+            for i in 0..done.chunk.messages.len() {
+                chain.push(&done.chunk.payload(i));
+            }
             Some(chain.head())
         });
         self.chain = after;
@@ -844,43 +905,29 @@ impl Cursor {
                 return Some(Err(e));
             }
             let current = self.current.as_mut()?;
-            let mut messages = ChunkMessages::new(&current.data[current.pos..]);
-            match messages.next() {
-                None => {
-                    if let Err(e) = self.finish_chunk() {
-                        return Some(Err(e));
-                    }
-                }
-                Some(Err(e)) => {
-                    let seg = &self.archive.inner.segments[self.seg];
-                    let loc = &seg.chunks[self.chunk];
-                    let e = format::FormatError {
-                        at: e.at + current.pos as u64,
-                        what: e.what,
-                    };
-                    return Some(Err(self.archive.corrupt(seg, loc, e)));
-                }
-                Some(Ok((channel_id, payload, at))) => {
-                    let start = current.pos + at;
-                    let payload_start =
-                        start + format::RECORD_PREFIX as usize + format::MESSAGE_HEADER_LEN;
-                    let payload_end = payload_start + payload.len();
-                    current.pos = payload_end;
-                    let payload = current.data.slice(payload_start..payload_end);
-                    return Some(self.accept(channel_id, payload));
-                }
+            if let Some(m) = current.chunk.messages.get(current.next).copied() {
+                let payload = current.chunk.payload(current.next);
+                current.next += 1;
+                return Some(self.accept(m.channel_id, m.head, payload));
+            }
+            if let Some((at, what)) = current.chunk.error.take() {
+                let seg = &self.archive.inner.segments[self.seg];
+                let loc = &seg.chunks[self.chunk];
+                return Some(Err(self.archive.corrupt(
+                    seg,
+                    loc,
+                    format::FormatError { at, what },
+                )));
+            }
+            if let Err(e) = self.finish_chunk() {
+                return Some(Err(e));
             }
         }
     }
 
-    fn accept(&mut self, channel_id: u16, payload: Bytes) -> Result<RawEvent> {
+    fn accept(&mut self, channel_id: u16, head: EventHead, payload: Bytes) -> Result<RawEvent> {
         let seg = &self.archive.inner.segments[self.seg];
         let loc = &seg.chunks[self.chunk];
-        let head = event_head(&payload).ok_or_else(|| ArchiveError::Decode {
-            path: seg.name().to_string(),
-            offset: self.next_offset,
-            message: format!("malformed ArchivedEvent in chunk at byte {}", loc.start),
-        })?;
         if head.offset != self.next_offset {
             return Err(ArchiveError::OffsetGap {
                 path: seg.name().to_string(),
@@ -941,7 +988,7 @@ impl Cursor {
 /// Chunks to read ahead of the decoder (bounds the memory of a sequential read).
 const PREFETCH_CHUNKS: usize = 2;
 
-type Prefetched = Result<(Bytes, Option<[u8; 32]>)>;
+type Prefetched = Result<ParsedChunk>;
 
 /// A thread that reads, decompresses and hashes the chunks after the current one, in order. It
 /// stops when the cursor drops its receiver, at the end of the archive, past `until`, or on an
@@ -982,11 +1029,13 @@ impl Prefetch {
                     }
                     let item =
                         read_chunk(seg.storage.as_ref(), loc.start, loc.length).map(|data| {
-                            let after = chain.as_mut().map(|ch| {
-                                hash_chunk(&data, ch);
-                                ch.head()
-                            });
-                            (Bytes::from(data), after)
+                            let parsed = ParsedChunk::parse(
+                                Bytes::from(data),
+                                chain.map(|c| c.head()),
+                                true,
+                            );
+                            chain = parsed.chain_after.map(HashChain::starting_at);
+                            parsed
                         });
                     let failed = item.is_err();
                     if tx.send(item).is_err() || failed {

@@ -29,7 +29,20 @@ impl<'a> Reader<'a> {
         self.pos >= self.b.len()
     }
 
+    #[inline]
     fn varint(&mut self) -> Result<u64, ValueError> {
+        // Fast path: most keys and lengths fit in one byte.
+        if let Some(&b) = self.b.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
+        self.varint_slow()
+    }
+
+    #[cold]
+    fn varint_slow(&mut self) -> Result<u64, ValueError> {
         let mut v: u64 = 0;
         for shift in (0..64).step_by(7) {
             let byte = *self

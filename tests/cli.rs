@@ -1,0 +1,191 @@
+//! The `replayscope` binary: subcommands end to end, exit codes (0 ok, 2 usage, 3 integrity) and
+//! one-line error messages that name the file.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_replayscope"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("the binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn gen_archive(dir: &Path, name: &str, events: u64, extra: &[&str]) -> String {
+    let path = dir.join(name).display().to_string();
+    let events = events.to_string();
+    let mut args = vec!["gen", "--events", &events, "-o", &path];
+    args.extend_from_slice(extra);
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    path
+}
+
+#[test]
+fn gen_info_verify_export_import_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = gen_archive(dir.path(), "a.mcap", 2000, &["--seed", "5"]);
+    // gen is deterministic
+    let b = gen_archive(dir.path(), "b.mcap", 2000, &["--seed", "5"]);
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+
+    let info = run(&["info", &a, "--json"]);
+    assert!(info.status.success(), "{}", stderr(&info));
+    let v: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(v["events"], 2000);
+    assert_eq!(v["first_offset"], 0);
+    assert_eq!(v["last_offset"], 1999);
+    assert_eq!(v["channels"].as_array().unwrap().len(), 6);
+    let hash = v["final_hash"].as_str().unwrap().to_string();
+    assert_eq!(hash.len(), 64);
+    assert!(v["compression_ratio"].as_f64().unwrap() > 1.5);
+
+    let text = run(&["info", &a]);
+    assert!(
+        stdout(&text).contains("final hash    "),
+        "{}",
+        stdout(&text)
+    );
+
+    let ok = run(&["verify", &a, "--expect-hash", &hash]);
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    assert!(stdout(&ok).contains("ok: 2000 events"));
+
+    let jsonl = dir.path().join("a.jsonl").display().to_string();
+    let ex = run(&["export", &a, "-o", &jsonl]);
+    assert!(ex.status.success(), "{}", stderr(&ex));
+    let c = dir.path().join("c.mcap").display().to_string();
+    let im = run(&["import", &jsonl, "-o", &c]);
+    assert!(im.status.success(), "{}", stderr(&im));
+    // import of an export is the same archive, byte for byte
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&c).unwrap());
+
+    // export to stdout with an inclusive range
+    let part = run(&["export", &a, "--from", "10", "--until", "19"]);
+    let lines: Vec<serde_json::Value> = stdout(&part)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 10);
+    assert_eq!(lines[0]["offset"], 10);
+    assert_eq!(lines[9]["offset"], 19);
+    let ts = lines[3]["commit_ts"].as_u64().unwrap();
+    let by_ts = run(&[
+        "export",
+        &a,
+        "--from",
+        &format!("@{ts}"),
+        "--until",
+        &format!("@{ts}"),
+    ]);
+    assert_eq!(stdout(&by_ts).lines().count(), 1);
+    assert!(stdout(&by_ts).starts_with("{\"offset\":13,"));
+}
+
+#[test]
+fn segments_from_gen_match_the_single_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = gen_archive(dir.path(), "a.mcap", 3000, &[]);
+    let segs = gen_archive(dir.path(), "segs", 3000, &["--segment-events", "1000"]);
+    let ha = run(&["verify", &a, "--json"]);
+    let hs = run(&["verify", &segs, "--json"]);
+    let va: serde_json::Value = serde_json::from_slice(&ha.stdout).unwrap();
+    let vs: serde_json::Value = serde_json::from_slice(&hs.stdout).unwrap();
+    assert_eq!(va["final_hash"], vs["final_hash"]);
+    assert_eq!(vs["segments"], 3);
+    let ea = run(&["export", &a]);
+    let es = run(&["export", &segs]);
+    assert_eq!(ea.stdout, es.stdout);
+}
+
+fn assert_one_line_error(o: &Output, code: i32, must_contain: &[&str]) {
+    assert_eq!(o.status.code(), Some(code), "stderr: {}", stderr(o));
+    let err = stderr(o);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line expected, got: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    for m in must_contain {
+        assert!(err.contains(m), "{m:?} not in {err}");
+    }
+}
+
+#[test]
+fn user_errors_are_one_line_with_the_right_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.mcap").display().to_string();
+    assert_one_line_error(
+        &run(&["info", &missing]),
+        2,
+        &["missing.mcap", "no such file"],
+    );
+
+    let empty = dir.path().join("empty.mcap");
+    std::fs::write(&empty, b"").unwrap();
+    assert_one_line_error(
+        &run(&["verify", empty.to_str().unwrap()]),
+        2,
+        &["empty.mcap", "empty file"],
+    );
+
+    let text = dir.path().join("x.json");
+    std::fs::write(&text, b"{}").unwrap();
+    assert_one_line_error(
+        &run(&["export", text.to_str().unwrap()]),
+        2,
+        &["x.json", "not an MCAP file"],
+    );
+
+    let a = gen_archive(dir.path(), "a.mcap", 500, &[]);
+    assert_one_line_error(
+        &run(&["export", &a, "--from", "500"]),
+        2,
+        &["a.mcap", "offset 500", "offsets 0..=499"],
+    );
+    assert_one_line_error(
+        &run(&["verify", &a, "--expect-hash", "abc"]),
+        2,
+        &["--expect-hash", "64-digit"],
+    );
+    assert_one_line_error(
+        &run(&["verify", &a, "--expect-hash", &"0".repeat(64)]),
+        3,
+        &["a.mcap", "hash chain mismatch", "--expect-hash"],
+    );
+
+    // a truncated file is an integrity failure (3) naming the byte
+    let bytes = std::fs::read(&a).unwrap();
+    let cut = dir.path().join("cut.mcap");
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+    assert_one_line_error(
+        &run(&["verify", cut.to_str().unwrap()]),
+        3,
+        &["cut.mcap", "truncated at byte"],
+    );
+    let prefix = run(&["verify", cut.to_str().unwrap(), "--allow-truncated"]);
+    assert_eq!(prefix.status.code(), Some(0), "{}", stderr(&prefix));
+    assert!(stdout(&prefix).contains("truncated"), "{}", stdout(&prefix));
+
+    // a malformed JSON Lines input names the line
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"offset\":0}\n").unwrap();
+    let out = dir.path().join("o.mcap").display().to_string();
+    assert_one_line_error(
+        &run(&["import", bad.to_str().unwrap(), "-o", &out]),
+        2,
+        &["bad.jsonl:1:", "missing field"],
+    );
+
+    // bad position syntax is a usage error from the parser
+    let o = run(&["export", &a, "--from", "yesterday"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("invalid position"), "{}", stderr(&o));
+}
