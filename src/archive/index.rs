@@ -22,6 +22,36 @@ pub struct ChunkSpan {
 }
 
 impl ChunkSpan {
+    /// The span of a chunk whose first event has these fields (`events` = 0 until `add`).
+    pub fn starting(
+        offset: u64,
+        commit_ts: u64,
+        time_ns: Option<u64>,
+        chain_before: Option<[u8; 32]>,
+    ) -> ChunkSpan {
+        ChunkSpan {
+            first_offset: offset,
+            events: 0,
+            first_commit_ts: commit_ts,
+            last_commit_ts: commit_ts,
+            first_time_ns: time_ns,
+            last_time_ns: time_ns,
+            chain_before,
+        }
+    }
+
+    /// Counts one more event at the end of the chunk.
+    pub fn add(&mut self, commit_ts: u64, time_ns: Option<u64>) {
+        self.events += 1;
+        self.last_commit_ts = commit_ts;
+        if self.first_time_ns.is_none() {
+            self.first_time_ns = time_ns;
+        }
+        if time_ns.is_some() {
+            self.last_time_ns = time_ns;
+        }
+    }
+
     pub fn last_offset(&self) -> u64 {
         self.first_offset + self.events.saturating_sub(1)
     }

@@ -1457,37 +1457,21 @@ impl Opener {
                 )
             })?;
             *counts.entry(channel).or_insert(0) += 1;
-            match span.as_mut() {
-                None => {
-                    span = Some(ChunkSpan {
-                        first_offset: head.offset,
-                        events: 1,
-                        first_commit_ts: head.commit_ts,
-                        last_commit_ts: head.commit_ts,
-                        first_time_ns: head.commit_time_ns,
-                        last_time_ns: head.commit_time_ns,
-                        chain_before: None,
-                    })
-                }
-                Some(s) => {
-                    if head.offset != s.first_offset + s.events {
-                        return Err(ArchiveError::OffsetGap {
-                            path: self.name.clone(),
-                            at: start,
-                            expected: s.first_offset + s.events,
-                            found: head.offset,
-                        });
-                    }
-                    s.events += 1;
-                    s.last_commit_ts = head.commit_ts;
-                    if s.first_time_ns.is_none() {
-                        s.first_time_ns = head.commit_time_ns;
-                    }
-                    if head.commit_time_ns.is_some() {
-                        s.last_time_ns = head.commit_time_ns;
-                    }
-                }
+            let s = span.get_or_insert(ChunkSpan::starting(
+                head.offset,
+                head.commit_ts,
+                head.commit_time_ns,
+                None,
+            ));
+            if head.offset != s.first_offset + s.events {
+                return Err(ArchiveError::OffsetGap {
+                    path: self.name.clone(),
+                    at: start,
+                    expected: s.first_offset + s.events,
+                    found: head.offset,
+                });
             }
+            s.add(head.commit_ts, head.commit_time_ns);
         }
         let span = span.ok_or_else(|| self.corrupt(start, "chunk holds no events"))?;
         Ok(ChunkScan {

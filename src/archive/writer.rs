@@ -213,23 +213,14 @@ impl ArchiveWriter {
         let chain_before = self.chain.head();
         self.chain.push(payload);
 
-        let span = self.current.get_or_insert(ChunkSpan {
-            first_offset: meta.offset,
-            events: 0,
-            first_commit_ts: meta.commit_ts,
-            last_commit_ts: meta.commit_ts,
-            first_time_ns: meta.commit_time_ns,
-            last_time_ns: meta.commit_time_ns,
-            chain_before: Some(chain_before),
-        });
-        span.events += 1;
-        span.last_commit_ts = meta.commit_ts;
-        if span.first_time_ns.is_none() {
-            span.first_time_ns = meta.commit_time_ns;
-        }
-        if meta.commit_time_ns.is_some() {
-            span.last_time_ns = meta.commit_time_ns;
-        }
+        self.current
+            .get_or_insert(ChunkSpan::starting(
+                meta.offset,
+                meta.commit_ts,
+                meta.commit_time_ns,
+                Some(chain_before),
+            ))
+            .add(meta.commit_ts, meta.commit_time_ns);
         self.current_bytes += payload.len() + 31;
 
         self.first_offset.get_or_insert(meta.offset);
