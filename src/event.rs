@@ -5,6 +5,7 @@
 pub mod wire;
 
 use std::fmt;
+use std::sync::Arc;
 
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
@@ -41,7 +42,8 @@ pub struct Event {
 #[serde(deny_unknown_fields)]
 pub struct Operation {
     pub key: String,
-    pub value: Option<JsonObject>,
+    /// Shared, so that materialized state and diffs hold it without copying.
+    pub value: Option<Arc<JsonObject>>,
     pub version: u64,
 }
 
@@ -106,7 +108,7 @@ impl Event {
             .into_iter()
             .map(|op| {
                 let value = match op.value {
-                    Some(s) => Some(struct_to_object(s, &op.key)?),
+                    Some(s) => Some(Arc::new(struct_to_object(s, &op.key)?)),
                     None => None,
                 };
                 Ok(Operation {
@@ -336,7 +338,8 @@ mod tests {
                     key: "memory/a".into(),
                     value: json!({"n": 1, "f": 1.5, "s": "x", "l": [1, {"k": null}], "b": true})
                         .as_object()
-                        .cloned(),
+                        .cloned()
+                        .map(Arc::new),
                     version: 3,
                 },
                 Operation {
@@ -371,7 +374,8 @@ mod tests {
         let mut e = sample();
         e.operations[0].value = json!({"big": 9_007_199_254_740_993u64})
             .as_object()
-            .cloned();
+            .cloned()
+            .map(Arc::new);
         let err = e.encode().unwrap_err();
         assert!(err.to_string().contains("memory/a"), "{err}");
     }

@@ -325,7 +325,7 @@ impl Generator {
             entry.1 += 1;
             return Operation {
                 key,
-                value: Some(value),
+                value: Some(std::sync::Arc::new(value)),
                 version: entry.1,
             };
         }
@@ -344,7 +344,7 @@ impl Generator {
         };
         Operation {
             key,
-            value: Some(value),
+            value: Some(std::sync::Arc::new(value)),
             version,
         }
     }

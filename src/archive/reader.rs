@@ -742,6 +742,13 @@ impl Cursor {
         self.next_offset
     }
 
+    /// True when the cursor has nothing more to return (end of archive or past `until`).
+    pub fn until_reached(&self) -> bool {
+        self.until.is_some_and(|u| self.next_offset > u)
+            || self.seg >= self.archive.inner.segments.len()
+            || self.failed
+    }
+
     pub fn archive(&self) -> &Archive {
         &self.archive
     }

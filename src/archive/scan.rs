@@ -70,7 +70,10 @@ mod tests {
             agent_id: "a".into(),
             operations: vec![Operation {
                 key: "k".into(),
-                value: serde_json::json!({"a": 1.5}).as_object().cloned(),
+                value: serde_json::json!({"a": 1.5})
+                    .as_object()
+                    .cloned()
+                    .map(std::sync::Arc::new),
                 version: 1,
             }],
         };

@@ -207,7 +207,7 @@ fn decode_operation(b: &[u8]) -> Result<Operation, ValueError> {
     }
     // The key is only known once the whole operation is read (field order is not guaranteed).
     let value = match value {
-        Some(v) => Some(decode_struct(v, &key, 0)?),
+        Some(v) => Some(std::sync::Arc::new(decode_struct(v, &key, 0)?)),
         None => None,
     };
     Ok(Operation {

@@ -1,0 +1,838 @@
+//! The player: reads batches from a [`Source`] through a credit window, paces them, keeps the
+//! materialized state, and hands each played event to a [`Sink`]. Commands go in through a
+//! [`PlayerHandle`]; stats snapshots come out through a watch channel. The TUI, the headless
+//! `play` command and the sinks all drive this same player. No terminal or network types here.
+
+pub mod pace;
+pub mod stats;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::event::{Event, Position, hex};
+use crate::flow::{CreditWindow, ReplayRing, RingItem};
+use crate::source::{BatchStream, Filter, Source, SourceError, StreamRequest};
+use crate::state::{Diff, KvState, StateTracker};
+
+pub use pace::{Pace, Pacer};
+pub use stats::{LagHistogram, PlayState, RateMeter, Report, Stats};
+
+/// How to play.
+#[derive(Debug, Clone)]
+pub struct PlayerOptions {
+    pub pace: Pace,
+    /// Cap on idle gaps between events (Realtime).
+    pub max_gap: Option<Duration>,
+    /// Logical time per commit_ts unit where events have no wall-clock time.
+    pub tick: Duration,
+    /// First offset (default: the source's first).
+    pub from: Option<u64>,
+    /// Last offset, inclusive (default: the source's last).
+    pub until: Option<u64>,
+    pub filter: Filter,
+    pub window_bytes: u64,
+    pub ring_bytes: u64,
+    pub batch_events: usize,
+    /// Keep the materialized state (and checkpoints) as events are played.
+    pub track_state: bool,
+    /// State to start from (with `track_state`).
+    pub bootstrap: KvState,
+    pub checkpoint_every: u64,
+    pub max_checkpoints: usize,
+    pub start_paused: bool,
+    pub stats_interval: Duration,
+    /// Meet deadlines more precisely than tokio's 1 ms timer: sleep on the timer until about a
+    /// millisecond before, then block the thread for the rest (a short sleep and a spin of at
+    /// most ~100 µs). Off on tokio's paused test clock, which only moves when tasks are idle.
+    pub precise_timing: bool,
+    /// End the player task when a run finishes or stops (headless); otherwise wait for commands.
+    pub exit_when_done: bool,
+}
+
+impl Default for PlayerOptions {
+    fn default() -> Self {
+        PlayerOptions {
+            pace: Pace::Fast,
+            max_gap: None,
+            tick: Duration::from_millis(10),
+            from: None,
+            until: None,
+            filter: Filter::default(),
+            window_bytes: crate::flow::DEFAULT_WINDOW_BYTES,
+            ring_bytes: crate::flow::DEFAULT_RING_BYTES,
+            batch_events: 256,
+            track_state: false,
+            bootstrap: KvState::new(),
+            checkpoint_every: 1000,
+            max_checkpoints: 1024,
+            start_paused: false,
+            stats_interval: Duration::from_millis(100),
+            precise_timing: true,
+            exit_when_done: true,
+        }
+    }
+}
+
+/// Where to seek.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SeekTarget {
+    /// An offset, `@commit_ts` or wall time: the first event at or after it plays next.
+    Position(Position),
+    /// A share of the range (0–100).
+    Percent(f64),
+    /// Events forward (+) or back (−) from the current event (the last played).
+    Relative(i64),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Pause,
+    Resume,
+    TogglePause,
+    /// Play the next N events now, then stay paused.
+    Step(u64),
+    /// Go back N events (the event N before the current one becomes current), paused.
+    StepBack(u64),
+    Seek(SeekTarget),
+    SetPace(Pace),
+    /// Realtime at this speed.
+    SetSpeed(f64),
+    /// End the run early; the report says where to resume.
+    Stop,
+    /// Start a new run from this offset.
+    ResumeFrom(u64),
+    /// End the player.
+    Quit,
+}
+
+/// A sink could not take an event; the run stops with this message.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct SinkError(pub String);
+
+/// One played event, as a sink sees it.
+pub struct Played<'a> {
+    pub event: &'a Arc<Event>,
+    /// Encoded size in bytes.
+    pub size: u32,
+    /// What it changed (when the state is tracked).
+    pub diff: Option<&'a Diff>,
+    /// The state after it (when tracked).
+    pub state: Option<&'a KvState>,
+    /// When it was due (None: at once — fast pace, a step or a seek).
+    pub due: Option<Instant>,
+    pub lag: Duration,
+}
+
+/// Where played events go.
+pub trait Sink: Send {
+    fn played(&mut self, played: &Played<'_>) -> Result<(), SinkError>;
+    /// The player moved (seek, step back, resume-from): `next_offset` plays next; `state` is the
+    /// state before it (when tracked).
+    fn repositioned(&mut self, _next_offset: u64, _state: Option<&KvState>) {}
+    /// A run ended (finished, stopped or failed).
+    fn run_ended(&mut self, _report: &Report) {}
+    /// Called when the player ends; flush here.
+    fn close(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// A sink that drops everything (benchmarks, dry runs).
+pub struct NullSink;
+
+impl Sink for NullSink {
+    fn played(&mut self, _: &Played<'_>) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlayerError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Controls a running player.
+pub struct PlayerHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    stats: watch::Receiver<Stats>,
+    task: tokio::task::JoinHandle<Result<Report, PlayerError>>,
+}
+
+impl PlayerHandle {
+    pub fn send(&self, c: Command) {
+        // The player may have ended already; then there is nothing to command.
+        let _ = self.commands.send(c);
+    }
+
+    pub fn commander(&self) -> mpsc::UnboundedSender<Command> {
+        self.commands.clone()
+    }
+
+    pub fn stats(&self) -> watch::Receiver<Stats> {
+        self.stats.clone()
+    }
+
+    /// Waits for the player to end and returns the last run's report.
+    pub async fn join(self) -> Result<Report, PlayerError> {
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(PlayerError::Invalid(format!("player task failed: {e}"))),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct RingEntry(Arc<Event>, u32);
+
+impl RingItem for RingEntry {
+    fn offset(&self) -> u64 {
+        self.0.offset
+    }
+    fn size(&self) -> u64 {
+        self.1 as u64
+    }
+}
+
+/// Statistics of one run (start or resume-from to finish or stop).
+struct Run {
+    started: Instant,
+    events: u64,
+    bytes: u64,
+    first: Option<u64>,
+    last: Option<u64>,
+    lags: LagHistogram,
+    failures: u64,
+}
+
+impl Run {
+    fn new(now: Instant) -> Run {
+        Run {
+            started: now,
+            events: 0,
+            bytes: 0,
+            first: None,
+            last: None,
+            lags: LagHistogram::default(),
+            failures: 0,
+        }
+    }
+}
+
+/// Starts the player on the current tokio runtime.
+pub fn spawn(
+    source: Arc<dyn Source>,
+    options: PlayerOptions,
+    sink: Box<dyn Sink>,
+) -> Result<PlayerHandle, PlayerError> {
+    let info = source.info().clone();
+    let first = info.first_offset.unwrap_or(0);
+    let from = options.from.unwrap_or(first);
+    let until = match (options.until, info.last_offset) {
+        (Some(u), Some(l)) => Some(u.min(l)),
+        (u, l) => u.or(l),
+    };
+    if let (Some(u), true) = (until, info.last_offset.is_some())
+        && u < from
+    {
+        return Err(PlayerError::Invalid(format!(
+            "{}: the range is empty: --until resolves to offset {u}, before --from offset {from}",
+            info.name
+        )));
+    }
+    let now = Instant::now();
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let pacer = Pacer::new(options.pace, options.max_gap, options.tick, now);
+    let initial = Stats {
+        state: if options.start_paused {
+            PlayState::Paused
+        } else {
+            PlayState::Playing
+        },
+        reason: None,
+        pace: pacer.pace(),
+        logical_time: !info.has_wall_time(),
+        position: None,
+        next_offset: from,
+        time_ns: None,
+        events_played: 0,
+        bytes_played: 0,
+        rate: 0.0,
+        rate_history: Vec::new(),
+        target_rate: pacer.target_rate(),
+        lag: Duration::ZERO,
+        max_lag: Duration::ZERO,
+        credit: Default::default(),
+        ring: Default::default(),
+        failures: 0,
+        buffered: 0,
+    };
+    let (stats_tx, stats_rx) = watch::channel(initial.clone());
+    let tracker = options.track_state.then(|| {
+        StateTracker::new(
+            from,
+            options.bootstrap.clone(),
+            options.checkpoint_every,
+            options.max_checkpoints,
+        )
+    });
+    let mut player = Player {
+        source,
+        ring: ReplayRing::new(options.ring_bytes),
+        window: CreditWindow::new(options.window_bytes),
+        stream: None,
+        stream_ended: false,
+        buffer: VecDeque::new(),
+        state: initial.state,
+        reason: None,
+        tracker,
+        silent_until: None,
+        pending_steps: 0,
+        run: Run::new(now),
+        meter: RateMeter::default(),
+        total_events: 0,
+        total_bytes: 0,
+        next_offset: from,
+        position: None,
+        time_ns: None,
+        last_lag: Duration::ZERO,
+        max_lag: Duration::ZERO,
+        failures: 0,
+        first: from,
+        until,
+        pacer,
+        sink,
+        stats: stats_tx,
+        options,
+        last_report: None,
+    };
+    player.open_stream(from)?;
+    let task = tokio::spawn(async move { player.run(cmd_rx).await });
+    Ok(PlayerHandle {
+        commands: cmd_tx,
+        stats: stats_rx,
+        task,
+    })
+}
+
+struct Player {
+    source: Arc<dyn Source>,
+    options: PlayerOptions,
+    sink: Box<dyn Sink>,
+    pacer: Pacer,
+    window: CreditWindow,
+    stream: Option<BatchStream>,
+    stream_ended: bool,
+    buffer: VecDeque<(Arc<Event>, u32)>,
+    ring: ReplayRing<RingEntry>,
+    state: PlayState,
+    reason: Option<String>,
+    tracker: Option<StateTracker>,
+    /// Events before this offset are folded into the state without being played (a seek).
+    silent_until: Option<u64>,
+    pending_steps: u64,
+    run: Run,
+    meter: RateMeter,
+    total_events: u64,
+    total_bytes: u64,
+    next_offset: u64,
+    position: Option<u64>,
+    time_ns: Option<u64>,
+    last_lag: Duration,
+    max_lag: Duration,
+    failures: u64,
+    first: u64,
+    until: Option<u64>,
+    stats: watch::Sender<Stats>,
+    last_report: Option<Report>,
+}
+
+enum Wake {
+    Command(Option<Command>),
+    Batch(Option<Result<crate::source::Batch, SourceError>>),
+    Due,
+    Stats,
+}
+
+async fn next_batch(
+    stream: &mut Option<BatchStream>,
+) -> Option<Result<crate::source::Batch, SourceError>> {
+    match stream.as_mut() {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Events emitted per loop iteration before commands are looked at again.
+const EMIT_BUDGET: usize = 2048;
+
+/// With precise timing, the last stretch before a deadline is waited on the thread.
+const PRECISE_WINDOW: Duration = Duration::from_micros(1500);
+/// The final stretch is spun (thread sleeps overshoot by ~50-100 µs).
+const SPIN_WINDOW: Duration = Duration::from_micros(120);
+
+/// Blocks the thread until `deadline` (at most `PRECISE_WINDOW` away): sleeps, then spins.
+fn wait_precisely(deadline: Instant) {
+    let deadline = deadline.into_std();
+    loop {
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return;
+        }
+        let left = deadline - now;
+        if left > SPIN_WINDOW {
+            std::thread::sleep(left - SPIN_WINDOW);
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+impl Player {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+    ) -> Result<Report, PlayerError> {
+        let mut stats_tick = tokio::time::interval(self.options.stats_interval);
+        stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut commands_open = true;
+        loop {
+            // Play whatever is due now.
+            let mut due = None;
+            let mut budget = EMIT_BUDGET;
+            while budget > 0 && self.can_emit() {
+                let silent = self.is_silent_front();
+                let deadline = if silent || self.pending_steps > 0 {
+                    None
+                } else {
+                    let (front, _) = self.buffer.front().expect("can_emit checked the buffer");
+                    self.pacer.deadline(front)
+                };
+                if let Some(d) = deadline
+                    && d > Instant::now()
+                {
+                    if self.options.precise_timing && d - Instant::now() <= PRECISE_WINDOW {
+                        wait_precisely(d);
+                    } else {
+                        due = Some(if self.options.precise_timing {
+                            d - PRECISE_WINDOW
+                        } else {
+                            d
+                        });
+                        break;
+                    }
+                }
+                self.emit_front(deadline);
+                budget -= 1;
+            }
+            if budget == 0 {
+                // More is due: look at commands first, then come straight back.
+                due = Some(Instant::now());
+            }
+            self.check_finished();
+            if self.state_is_done() && self.options.exit_when_done {
+                break;
+            }
+            let wants_data = self.wants_data();
+            let wake = tokio::select! {
+                biased;
+                c = commands.recv(), if commands_open => Wake::Command(c),
+                b = next_batch(&mut self.stream), if wants_data => Wake::Batch(b),
+                _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => Wake::Due,
+                _ = stats_tick.tick() => Wake::Stats,
+            };
+            match wake {
+                Wake::Command(Some(Command::Quit)) => break,
+                Wake::Command(Some(c)) => {
+                    self.handle(c);
+                    self.publish();
+                }
+                Wake::Command(None) => commands_open = false,
+                Wake::Batch(b) => self.on_batch(b),
+                Wake::Due => {}
+                Wake::Stats => self.publish(),
+            }
+        }
+        if self.last_report.is_none() || !self.state_is_done() {
+            self.end_run(PlayState::Stopped, Some("player closed".to_string()));
+        }
+        self.publish();
+        let report = self.last_report.clone().expect("end_run stores a report");
+        self.sink
+            .close()
+            .map_err(|e| PlayerError::Invalid(format!("output: {e}")))?;
+        Ok(report)
+    }
+
+    fn state_is_done(&self) -> bool {
+        matches!(self.state, PlayState::Finished | PlayState::Stopped)
+    }
+
+    fn is_silent_front(&self) -> bool {
+        match (self.silent_until, self.buffer.front()) {
+            (Some(s), Some((e, _))) => e.offset < s,
+            _ => false,
+        }
+    }
+
+    fn can_emit(&self) -> bool {
+        !self.buffer.is_empty()
+            && (self.is_silent_front()
+                || self.pending_steps > 0
+                || matches!(self.state, PlayState::Playing | PlayState::Seeking))
+    }
+
+    fn wants_data(&self) -> bool {
+        self.stream.is_some()
+            && !self.stream_ended
+            && self.buffer.len() < self.options.batch_events.max(1) * 2
+            && !self.state_is_done()
+    }
+
+    fn open_stream(&mut self, from: u64) -> Result<(), SourceError> {
+        self.window.cancel();
+        self.window = CreditWindow::new(self.options.window_bytes);
+        self.stream = None;
+        self.buffer.clear();
+        let past_end = self.source.info().last_offset.is_none_or(|l| from > l)
+            || self.until.is_some_and(|u| from > u);
+        if past_end {
+            self.stream_ended = true;
+            return Ok(());
+        }
+        let stream = self.source.open(
+            StreamRequest {
+                from,
+                until: self.until,
+                filter: self.options.filter.clone(),
+                batch_events: self.options.batch_events,
+            },
+            self.window.clone(),
+        )?;
+        self.stream = Some(stream);
+        self.stream_ended = false;
+        Ok(())
+    }
+
+    fn on_batch(&mut self, b: Option<Result<crate::source::Batch, SourceError>>) {
+        match b {
+            Some(Ok(batch)) => {
+                self.ring.push(
+                    batch
+                        .events
+                        .iter()
+                        .map(|(e, s)| RingEntry(e.clone(), *s))
+                        .collect(),
+                );
+                self.buffer.extend(batch.events);
+            }
+            Some(Err(e)) => {
+                self.failures += 1;
+                self.run.failures += 1;
+                self.stream = None;
+                self.stream_ended = true;
+                tracing::error!("source failed: {e}");
+                self.end_run(PlayState::Stopped, Some(format!("source failed: {e}")));
+            }
+            None => {
+                self.stream = None;
+                self.stream_ended = true;
+            }
+        }
+    }
+
+    fn check_finished(&mut self) {
+        if self.stream_ended
+            && self.buffer.is_empty()
+            && matches!(
+                self.state,
+                PlayState::Playing | PlayState::Seeking | PlayState::Paused
+            )
+            && self.silent_until.is_none_or(|s| s <= self.next_offset)
+            && self.last_report.is_none()
+        {
+            if self.state == PlayState::Paused && self.pending_steps == 0 {
+                // Paused at the very end: nothing more to play, but it is the user's pause.
+                return;
+            }
+            self.pending_steps = 0;
+            self.end_run(PlayState::Finished, None);
+        }
+    }
+
+    fn emit_front(&mut self, deadline: Option<Instant>) {
+        let Some((event, size)) = self.buffer.pop_front() else {
+            return;
+        };
+        let silent = self.silent_until.is_some_and(|s| event.offset < s);
+        let diff = self.tracker.as_mut().map(|t| t.apply(&event));
+        self.next_offset = event.offset + 1;
+        self.window.ack(event.offset);
+        if silent {
+            return;
+        }
+        if self.silent_until.is_some() {
+            self.silent_until = None;
+            if self.state == PlayState::Seeking {
+                self.state = PlayState::Playing;
+            }
+        }
+        let now = Instant::now();
+        let lag = deadline.map_or(Duration::ZERO, |d| now.saturating_duration_since(d));
+        if deadline.is_some() {
+            self.run.lags.record(lag);
+        }
+        self.last_lag = lag;
+        self.max_lag = self.max_lag.max(lag);
+        self.pacer.played(&event);
+        self.meter.count(now);
+        self.run.events += 1;
+        self.run.bytes += size as u64;
+        self.run.first.get_or_insert(event.offset);
+        self.run.last = Some(event.offset);
+        self.total_events += 1;
+        self.total_bytes += size as u64;
+        self.position = Some(event.offset);
+        self.time_ns = Some(self.pacer.event_time(&event));
+        if self.pending_steps > 0 {
+            self.pending_steps -= 1;
+        }
+        let played = Played {
+            event: &event,
+            size,
+            diff: diff.as_ref(),
+            state: self.tracker.as_ref().map(|t| t.state()),
+            due: deadline,
+            lag,
+        };
+        if let Err(e) = self.sink.played(&played) {
+            self.failures += 1;
+            self.run.failures += 1;
+            self.end_run(PlayState::Stopped, Some(format!("output failed: {e}")));
+        }
+    }
+
+    fn handle(&mut self, c: Command) {
+        let now = Instant::now();
+        match c {
+            Command::Pause => {
+                if self.state == PlayState::Playing {
+                    self.state = PlayState::Paused;
+                }
+            }
+            Command::Resume => self.resume(now),
+            Command::TogglePause => match self.state {
+                PlayState::Playing => self.state = PlayState::Paused,
+                PlayState::Paused => self.resume(now),
+                _ => {}
+            },
+            Command::Step(n) => {
+                if self.state == PlayState::Playing {
+                    self.state = PlayState::Paused;
+                }
+                if self.state == PlayState::Paused {
+                    self.pending_steps += n;
+                }
+            }
+            Command::StepBack(n) => {
+                let current = self.position.unwrap_or(self.first);
+                let target = current.saturating_sub(n).max(self.first);
+                if self.state_is_done() {
+                    self.last_report = None;
+                }
+                self.state = PlayState::Paused;
+                self.pending_steps = 0;
+                if self.reposition(target).is_ok() {
+                    self.pending_steps = 1;
+                }
+            }
+            Command::Seek(target) => match self.resolve(target) {
+                Ok(offset) => {
+                    if self.state_is_done() {
+                        self.last_report = None;
+                        self.state = PlayState::Paused;
+                    }
+                    let _ = self.reposition(offset);
+                }
+                Err(e) => {
+                    self.reason = Some(e);
+                }
+            },
+            Command::SetPace(p) => {
+                self.pacer.set_pace(p, now);
+                self.meter.reset_rate();
+            }
+            Command::SetSpeed(x) => {
+                self.pacer.set_pace(Pace::Realtime { speed: x }, now);
+            }
+            Command::Stop => {
+                if !self.state_is_done() {
+                    self.end_run(PlayState::Stopped, Some("stopped by the user".to_string()));
+                }
+            }
+            Command::ResumeFrom(offset) => {
+                self.last_report = None;
+                self.run = Run::new(now);
+                self.state = PlayState::Playing;
+                self.reason = None;
+                if let Err(e) = self.reposition(offset) {
+                    self.end_run(PlayState::Stopped, Some(e.to_string()));
+                }
+            }
+            Command::Quit => {}
+        }
+    }
+
+    fn resume(&mut self, now: Instant) {
+        if self.state == PlayState::Paused {
+            self.state = PlayState::Playing;
+            self.pending_steps = 0;
+            self.pacer.reanchor_continue(now);
+        }
+    }
+
+    /// A seek target as the offset that plays next.
+    fn resolve(&self, target: SeekTarget) -> Result<u64, String> {
+        let info = self.source.info();
+        let (Some(first), Some(last)) = (info.first_offset, info.last_offset) else {
+            return Err("the source is empty".to_string());
+        };
+        let first = first.max(self.first);
+        let last = self.until.map_or(last, |u| u.min(last));
+        match target {
+            SeekTarget::Position(p) => match self.source.resolve(p, false) {
+                Ok(Some(o)) if o <= last => Ok(o.max(first)),
+                Ok(_) => Err(format!(
+                    "{p} is past the end of the range (offsets {first}..={last})"
+                )),
+                Err(e) => Err(e.to_string()),
+            },
+            SeekTarget::Percent(pct) => {
+                if !(0.0..=100.0).contains(&pct) {
+                    return Err(format!("{pct}% is not between 0 and 100"));
+                }
+                let span = (last - first) as f64;
+                Ok(first + (span * pct / 100.0).round() as u64)
+            }
+            SeekTarget::Relative(d) => {
+                let current = self.position.unwrap_or(self.next_offset) as i128;
+                Ok((current + d as i128).clamp(first as i128, last as i128) as u64)
+            }
+        }
+    }
+
+    /// Moves so that `target` plays next, folding the state up to it (from the nearest
+    /// checkpoint) when the state is tracked.
+    fn reposition(&mut self, target: u64) -> Result<(), SourceError> {
+        let start = match self.tracker.as_mut() {
+            // The tracked state is the fold through `next_offset - 1`: fold on from there.
+            Some(t) if target >= t.next_offset() => t.next_offset(),
+            Some(t) => t.rewind_to(target),
+            None => target,
+        };
+        self.pending_steps = 0;
+        self.open_stream(start)?;
+        self.silent_until = (start < target).then_some(target);
+        if self.silent_until.is_some() && self.state == PlayState::Playing {
+            self.state = PlayState::Seeking;
+        }
+        self.next_offset = target;
+        self.pacer.reanchor_now(Instant::now());
+        self.meter.reset_rate();
+        let state = if start == target {
+            self.tracker.as_ref().map(|t| t.state())
+        } else {
+            None
+        };
+        self.sink.repositioned(target, state);
+        Ok(())
+    }
+
+    fn end_run(&mut self, state: PlayState, reason: Option<String>) {
+        let now = Instant::now();
+        self.state = state;
+        self.reason = reason.clone();
+        self.pending_steps = 0;
+        self.window.cancel();
+        if state == PlayState::Stopped {
+            self.stream = None;
+        }
+        let duration = now.duration_since(self.run.started);
+        let outcome = match (state, self.run.failures) {
+            (PlayState::Finished, 0) => "finished",
+            (_, f) if f > 0 => "failed",
+            _ => "stopped",
+        };
+        let final_hash = self
+            .run
+            .last
+            .and_then(|o| self.source.chain_head_through(o))
+            .map(|h| hex(&h));
+        let report = Report {
+            source: self.source.info().name.clone(),
+            outcome: outcome.to_string(),
+            reason,
+            events_sent: self.run.events,
+            failures: self.run.failures,
+            bytes: self.run.bytes,
+            duration_ms: duration.as_millis() as u64,
+            first_offset: self.run.first,
+            last_offset: self.run.last,
+            next_offset: self.resume_offset(),
+            achieved_rate: if duration.as_secs_f64() > 0.0 {
+                self.run.events as f64 / duration.as_secs_f64()
+            } else {
+                0.0
+            },
+            max_lag_ms: self.run.lags.max().as_secs_f64() * 1e3,
+            p99_lag_ms: self.run.lags.quantile(0.99).as_secs_f64() * 1e3,
+            final_hash,
+            state_hash: self.tracker.as_ref().map(|t| hex(&t.state().hash())),
+            pace: self.pacer.pace().label(),
+        };
+        self.sink.run_ended(&report);
+        self.last_report = Some(report);
+        self.publish();
+    }
+
+    /// The offset a later run should start from to continue this one (None after the end).
+    fn resume_offset(&self) -> Option<u64> {
+        let next = self.position.map_or(self.next_offset, |p| p + 1);
+        // Past `--until` a later run may still continue: only the source's end stops that.
+        let last = self.source.info().last_offset?;
+        (next <= last).then_some(next)
+    }
+
+    fn publish(&mut self) {
+        let now = Instant::now();
+        let rate = self.meter.sample(self.total_events, now);
+        let stats = Stats {
+            state: self.state,
+            reason: self.reason.clone(),
+            pace: self.pacer.pace(),
+            logical_time: !self.source.info().has_wall_time(),
+            position: self.position,
+            next_offset: self.next_offset,
+            time_ns: self.time_ns,
+            events_played: self.total_events,
+            bytes_played: self.total_bytes,
+            rate,
+            rate_history: self.meter.history(),
+            target_rate: self.pacer.target_rate(),
+            lag: self.last_lag,
+            max_lag: self.max_lag,
+            credit: self.window.snapshot(),
+            ring: self.ring.snapshot(),
+            failures: self.failures,
+            buffered: self.buffer.len(),
+        };
+        self.stats.send_replace(stats);
+    }
+}
