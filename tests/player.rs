@@ -41,10 +41,12 @@ fn source(path: &Path) -> Arc<dyn Source> {
     ))
 }
 
+/// (offset, emitted at, due)
+type PlayedAt = (u64, Instant, Option<Instant>);
+
 #[derive(Clone)]
 struct Recorded {
-    /// (offset, emitted at, due)
-    played: Arc<Mutex<Vec<(u64, Instant, Option<Instant>)>>>,
+    played: Arc<Mutex<Vec<PlayedAt>>>,
     states: Arc<Mutex<Vec<(u64, KvState)>>>,
     count: Arc<tokio::sync::watch::Sender<usize>>,
 }
