@@ -71,6 +71,8 @@ fn scan_phase(path: &Path) {
         let raw = raw.unwrap();
         bytes += raw.payload.len() as u64;
         let e = raw.decode().unwrap();
+        // Decode every value to JSON too (values are otherwise decoded on first use).
+        e.check_values().unwrap();
         ops += e.operations.len() as u64;
         events += 1;
     }

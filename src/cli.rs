@@ -43,6 +43,131 @@ pub enum Command {
     Info(InfoArgs),
     /// Check an archive end to end: CRCs, offsets, commit order, hash chain.
     Verify(VerifyArgs),
+    /// Replay a source headless: paced events to stdout or a file, a JSON report at the end.
+    Play(PlayArgs),
+}
+
+/// How fast to play.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PaceArg {
+    /// Commit-time deltas, scaled by --speed.
+    Realtime,
+    /// As fast as the output takes them.
+    Fast,
+    /// --rate events per second.
+    Rate,
+}
+
+/// A duration such as `500ms`, `2s`, `1.5m`, `1h` (a bare number is seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub std::time::Duration);
+
+impl std::str::FromStr for Dur {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 2s, 1.5m, 1h"))?;
+        let secs = match unit.trim() {
+            "" | "s" => n,
+            "ns" => n / 1e9,
+            "us" | "µs" => n / 1e6,
+            "ms" => n / 1e3,
+            "m" | "min" => n * 60.0,
+            "h" => n * 3600.0,
+            other => {
+                return Err(format!(
+                    "invalid duration {s:?}: unknown unit {other:?} (ns, us, ms, s, m, h)"
+                ));
+            }
+        };
+        if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+            return Err(format!("invalid duration {s:?}"));
+        }
+        Ok(Dur(std::time::Duration::from_secs_f64(secs)))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PlayFlags {
+    /// Pacing: realtime (commit-time deltas / --speed), fast, or rate (--rate events/s).
+    #[arg(long, value_enum, default_value_t = PaceArg::Fast, env = "REPLAYSCOPE_PACE")]
+    pub pace: PaceArg,
+
+    /// Realtime speed factor, 0.01 to 100.
+    #[arg(long, default_value_t = 1.0, env = "REPLAYSCOPE_SPEED")]
+    pub speed: f64,
+
+    /// Events per second for --pace rate.
+    #[arg(long, default_value_t = 1000.0, env = "REPLAYSCOPE_RATE")]
+    pub rate: f64,
+
+    /// First event: offset (1200), @commit_ts or RFC 3339 time; inclusive.
+    #[arg(long, env = "REPLAYSCOPE_FROM")]
+    pub from: Option<Position>,
+
+    /// Last event: offset, @commit_ts or RFC 3339 time; inclusive.
+    #[arg(long, env = "REPLAYSCOPE_UNTIL")]
+    pub until: Option<Position>,
+
+    /// Only this agent: NAMESPACE/AGENT_ID.
+    #[arg(long, env = "REPLAYSCOPE_AGENT")]
+    pub agent: Option<String>,
+
+    /// Only transactions that touch a key with this prefix.
+    #[arg(long, env = "REPLAYSCOPE_KEY_PREFIX")]
+    pub key_prefix: Option<String>,
+
+    /// Cap idle gaps between events at this (realtime pace), e.g. 2s.
+    #[arg(long, env = "REPLAYSCOPE_MAX_GAP")]
+    pub max_gap: Option<Dur>,
+
+    /// Logical time per commit_ts unit for sources without wall-clock times (realtime pace).
+    #[arg(long, default_value = "10ms", env = "REPLAYSCOPE_TICK")]
+    pub tick: Dur,
+}
+
+#[derive(Debug, Args)]
+pub struct PlayArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    #[command(flatten)]
+    pub play: PlayFlags,
+
+    /// Where played events go: a file, or `-` for standard output.
+    #[arg(short, long, default_value = "-", env = "REPLAYSCOPE_OUTPUT")]
+    pub output: PathBuf,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = crate::sink::OutputFormat::Jsonl, env = "REPLAYSCOPE_FORMAT")]
+    pub format: crate::sink::OutputFormat,
+
+    /// Also write the final report (JSON) to this file.
+    #[arg(long, env = "REPLAYSCOPE_REPORT")]
+    pub report: Option<PathBuf>,
+
+    /// Fail (exit 3) unless the hash chain through the last played event is this.
+    #[arg(long, env = "REPLAYSCOPE_EXPECT_HASH")]
+    pub expect_hash: Option<String>,
+
+    /// Check the archive's hash chain at every chunk while playing (on with --expect-hash;
+    /// chunk CRCs are always checked).
+    #[arg(long, env = "REPLAYSCOPE_VERIFY")]
+    pub verify: bool,
+
+    /// Fold the key/value state and put its hash in the report.
+    #[arg(long, env = "REPLAYSCOPE_STATE_HASH")]
+    pub state_hash: bool,
+
+    /// No progress bar.
+    #[arg(long, short, env = "REPLAYSCOPE_QUIET")]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

@@ -12,9 +12,17 @@ use crate::archive::writer::WriteSummary;
 use crate::archive::{
     Archive, ArchiveError, ArchiveWriter, OpenOptions, SegmentedWriter, WriterOptions,
 };
-use crate::cli::{Cli, Command, ExportArgs, GenArgs, ImportArgs, InfoArgs, SourceArgs, VerifyArgs};
+use crate::cli::{
+    Cli, Command, ExportArgs, GenArgs, ImportArgs, InfoArgs, PaceArg, PlayArgs, PlayFlags,
+    SourceArgs, VerifyArgs,
+};
 use crate::event::{format_time_ns, hex, parse_hash};
 use crate::generate::{GenOptions, Generator};
+use crate::player::pace::{MAX_SPEED, MIN_SPEED};
+use crate::player::{Pace, PlayerOptions};
+use crate::source::{ArchiveSource, Filter, Source};
+use std::io::IsTerminal;
+use std::sync::Arc;
 
 /// A mistake in how the command was called (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -26,11 +34,33 @@ pub mod exit {
     pub const FAILURE: i32 = 1;
     pub const USAGE: i32 = 2;
     pub const INTEGRITY: i32 = 3;
+    pub const INTERRUPTED: i32 = 130;
 }
 
 /// The exit code for an error (DESIGN.md section 8).
 pub fn exit_code(err: &color_eyre::Report) -> i32 {
     for cause in err.chain() {
+        if let Some(p) = cause.downcast_ref::<PlayOutcome>() {
+            return match p {
+                PlayOutcome::Integrity(_) => exit::INTEGRITY,
+                PlayOutcome::Failed(_) => exit::FAILURE,
+                PlayOutcome::Interrupted(_) => exit::INTERRUPTED,
+            };
+        }
+        if let Some(s) = cause.downcast_ref::<crate::source::SourceError>() {
+            return if s.is_integrity() {
+                exit::INTEGRITY
+            } else {
+                exit::USAGE
+            };
+        }
+        if let Some(p) = cause.downcast_ref::<crate::player::PlayerError>() {
+            return match p {
+                crate::player::PlayerError::Source(s) if s.is_integrity() => exit::INTEGRITY,
+                crate::player::PlayerError::Output(_) => exit::FAILURE,
+                _ => exit::USAGE,
+            };
+        }
         if cause.downcast_ref::<UsageError>().is_some() {
             return exit::USAGE;
         }
@@ -54,7 +84,225 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export(a) => export_cmd(a),
         Command::Info(a) => info_cmd(a),
         Command::Verify(a) => verify_cmd(a),
+        Command::Play(a) => play_cmd(a),
     }
+}
+
+/// A source from what the user typed (an archive file or segment directory).
+pub fn open_any_source(s: &SourceArgs) -> Result<Arc<dyn Source>> {
+    Ok(Arc::new(ArchiveSource::new(open_source(s)?)))
+}
+
+/// Player options from the shared play flags, positions resolved against the source.
+pub fn player_options(flags: &PlayFlags, source: &dyn Source) -> Result<PlayerOptions> {
+    let info = source.info();
+    let pace = match flags.pace {
+        PaceArg::Fast => Pace::Fast,
+        PaceArg::Realtime => {
+            if !(MIN_SPEED..=MAX_SPEED).contains(&flags.speed) {
+                return Err(UsageError(format!(
+                    "--speed {} is outside {MIN_SPEED}..={MAX_SPEED}",
+                    flags.speed
+                ))
+                .into());
+            }
+            Pace::Realtime { speed: flags.speed }
+        }
+        PaceArg::Rate => {
+            if !(flags.rate.is_finite() && flags.rate > 0.0) {
+                return Err(UsageError(format!("--rate {} must be above 0", flags.rate)).into());
+            }
+            Pace::Rate {
+                events_per_sec: flags.rate,
+            }
+        }
+    };
+    let from = match flags.from {
+        Some(p) => source.resolve(p, false)?,
+        None => None,
+    };
+    let until = match flags.until {
+        Some(p) => match source.resolve(p, true)? {
+            Some(u) => Some(u),
+            None => {
+                return Err(UsageError(format!(
+                    "{}: --until {p} is before the first event",
+                    info.name
+                ))
+                .into());
+            }
+        },
+        None => None,
+    };
+    let agent = match &flags.agent {
+        Some(a) => {
+            let (ns, id) = a
+                .split_once('/')
+                .ok_or_else(|| UsageError(format!("--agent {a:?}: expected NAMESPACE/AGENT_ID")))?;
+            if !info.channels.iter().any(|(n, i, _)| n == ns && i == id) {
+                let known: Vec<String> = info
+                    .channels
+                    .iter()
+                    .map(|(n, i, _)| format!("{n}/{i}"))
+                    .collect();
+                return Err(UsageError(format!(
+                    "{}: unknown agent {a}; it has {}",
+                    info.name,
+                    known.join(", ")
+                ))
+                .into());
+            }
+            Some((ns.to_string(), id.to_string()))
+        }
+        None => None,
+    };
+    Ok(PlayerOptions {
+        pace,
+        max_gap: flags.max_gap.map(|d| d.0),
+        tick: flags.tick.0,
+        from,
+        until,
+        filter: Filter {
+            agent,
+            key_prefix: flags.key_prefix.clone(),
+            txn_id: None,
+        },
+        ..PlayerOptions::default()
+    })
+}
+
+/// A tokio runtime for the async commands: two workers (the player and its source).
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .wrap_err("starting the async runtime")
+}
+
+/// The play run ended with an integrity problem (exit 3) or was stopped by Ctrl-C (exit 130).
+#[derive(Debug, thiserror::Error)]
+pub enum PlayOutcome {
+    #[error("{0}")]
+    Integrity(String),
+    #[error("{0}")]
+    Failed(String),
+    #[error("stopped by Ctrl-C{}", .0.map(|o| format!("; resume with --from {o}")).unwrap_or_default())]
+    Interrupted(Option<u64>),
+}
+
+fn play_cmd(a: PlayArgs) -> Result<()> {
+    let expect = match &a.expect_hash {
+        Some(h) => Some(parse_hash(h).ok_or_else(|| {
+            UsageError(format!(
+                "--expect-hash {h:?} is not a 64-digit hex BLAKE3 hash"
+            ))
+        })?),
+        None => None,
+    };
+    let source = open_any_source(&a.source)?;
+    let mut options = player_options(&a.play, source.as_ref())?;
+    options.track_state = a.state_hash;
+    options.verify_chain = a.verify || expect.is_some();
+    options.exit_when_done = true;
+    let out_name = a.output.display().to_string();
+    let out: Box<dyn Write + Send> = if out_name == "-" {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(File::create(&a.output).map_err(|e| ArchiveError::io(&out_name, e))?)
+    };
+    let sink = crate::sink::StreamSink::new(out, a.format, &out_name);
+    let info = source.info().clone();
+    let from = options.from.or(info.first_offset).unwrap_or(0);
+    let until = options.until.or(info.last_offset);
+    let total = until.map_or(0, |u| (u + 1).saturating_sub(from));
+    let show_progress = !a.quiet && std::io::stderr().is_terminal();
+
+    let rt = runtime()?;
+    let (report, interrupted) = rt.block_on(async move {
+        let handle = crate::player::spawn(source, options, Box::new(sink))?;
+        let commander = handle.commander();
+        let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = interrupted.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                let _ = commander.send(crate::player::Command::Stop);
+            }
+        });
+        let progress = show_progress.then(|| spawn_progress(handle.stats(), from, total));
+        let report = handle.join().await;
+        if let Some(p) = progress {
+            p.abort();
+        }
+        Ok::<_, color_eyre::Report>((
+            report?,
+            interrupted.load(std::sync::atomic::Ordering::SeqCst),
+        ))
+    })?;
+
+    let json = serde_json::to_string_pretty(&report).wrap_err("encoding the report")?;
+    eprintln!("{json}");
+    if let Some(path) = &a.report {
+        std::fs::write(path, format!("{json}\n"))
+            .map_err(|e| ArchiveError::io(&path.display().to_string(), e))?;
+    }
+    if interrupted {
+        return Err(PlayOutcome::Interrupted(report.next_offset).into());
+    }
+    if report.output_closed {
+        return Ok(()); // the reader went away (`play | head`)
+    }
+    if report.outcome == "failed" {
+        let reason = report.reason.clone().unwrap_or_default();
+        return Err(if report.integrity_failure {
+            PlayOutcome::Integrity(reason)
+        } else {
+            PlayOutcome::Failed(reason)
+        }
+        .into());
+    }
+    if let Some(expected) = expect {
+        let got = report.final_hash.clone().unwrap_or_default();
+        if got != hex(&expected) {
+            return Err(PlayOutcome::Integrity(format!(
+                "{}: hash chain mismatch through offset {}: expected {}, got {}",
+                report.source,
+                report
+                    .last_offset
+                    .map_or_else(|| "-".to_string(), |o| o.to_string()),
+                hex(&expected),
+                if got.is_empty() { "(unknown)" } else { &got }
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+fn spawn_progress(
+    mut stats: tokio::sync::watch::Receiver<crate::player::Stats>,
+    from: u64,
+    total: u64,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(total),
+            indicatif::ProgressDrawTarget::stderr_with_hz(10),
+        );
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} events  {msg}  ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        while stats.changed().await.is_ok() {
+            let s = stats.borrow_and_update().clone();
+            bar.set_position(s.next_offset.saturating_sub(from));
+            bar.set_message(format!("{:.0} events/s, {}", s.rate, s.state.label()));
+        }
+        bar.finish_and_clear();
+    })
 }
 
 fn open_source(s: &SourceArgs) -> Result<Archive> {

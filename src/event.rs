@@ -2,10 +2,11 @@
 //! operations, positions (offset / commit_ts / wall time) and the conversions between the
 //! JSON form users see and the protobuf form stored in archives and sent on the wire.
 
+pub mod value;
 pub mod wire;
 
 use std::fmt;
-use std::sync::Arc;
+pub use value::ObjectValue;
 
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
@@ -42,13 +43,13 @@ pub struct Event {
 #[serde(deny_unknown_fields)]
 pub struct Operation {
     pub key: String,
-    /// Shared, so that materialized state and diffs hold it without copying.
-    pub value: Option<Arc<JsonObject>>,
+    /// Shared (materialized state and diffs hold it without copying) and decoded on first use.
+    pub value: Option<ObjectValue>,
     pub version: u64,
 }
 
 /// Why a value could not be converted between JSON and `google.protobuf.Struct`.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValueError {
     #[error(
         "key {key:?}: integer {number} cannot be stored exactly (protobuf Struct numbers are \
@@ -56,7 +57,7 @@ pub enum ValueError {
     )]
     InexactInteger { key: String, number: String },
     #[error("key {key:?}: number {number} has no JSON form (NaN or infinite)")]
-    NonFinite { key: String, number: f64 },
+    NonFinite { key: String, number: String },
     #[error("protobuf decode: {0}")]
     Decode(String),
 }
@@ -74,7 +75,7 @@ impl Event {
                 Ok(sh::Operation {
                     key: op.key.clone(),
                     value: match &op.value {
-                        Some(obj) => Some(object_to_struct(obj, &op.key)?),
+                        Some(v) => Some(object_to_struct(v.object(&op.key)?, &op.key)?),
                         None => None,
                     },
                     version: op.version,
@@ -98,8 +99,24 @@ impl Event {
     }
 
     /// Decodes stored `ArchivedEvent` bytes.
+    /// Decodes stored `ArchivedEvent` bytes (values stay encoded until used).
     pub fn decode(bytes: &[u8]) -> Result<Event, ValueError> {
+        wire::decode_event(&bytes::Bytes::copy_from_slice(bytes))
+    }
+
+    /// Like [`Event::decode`], sharing the buffer (no copy).
+    pub fn decode_bytes(bytes: &bytes::Bytes) -> Result<Event, ValueError> {
         wire::decode_event(bytes)
+    }
+
+    /// Decodes every value now (so that a bad one is reported here, not on first use).
+    pub fn check_values(&self) -> Result<(), ValueError> {
+        for op in &self.operations {
+            if let Some(v) = &op.value {
+                v.object(&op.key)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn from_archived(a: ArchivedEvent) -> Result<Event, ValueError> {
@@ -108,7 +125,7 @@ impl Event {
             .into_iter()
             .map(|op| {
                 let value = match op.value {
-                    Some(s) => Some(Arc::new(struct_to_object(s, &op.key)?)),
+                    Some(s) => Some(ObjectValue::from_object(struct_to_object(s, &op.key)?)),
                     None => None,
                 };
                 Ok(Operation {
@@ -221,7 +238,7 @@ fn f64_to_json(f: f64, key: &str) -> Result<Value, ValueError> {
     if !f.is_finite() {
         return Err(ValueError::NonFinite {
             key: key.to_string(),
-            number: f,
+            number: f.to_string(),
         });
     }
     if f.fract() == 0.0 && f.abs() <= MAX_EXACT_INT {
@@ -339,7 +356,7 @@ mod tests {
                     value: json!({"n": 1, "f": 1.5, "s": "x", "l": [1, {"k": null}], "b": true})
                         .as_object()
                         .cloned()
-                        .map(Arc::new),
+                        .map(ObjectValue::from_object),
                     version: 3,
                 },
                 Operation {
@@ -375,7 +392,7 @@ mod tests {
         e.operations[0].value = json!({"big": 9_007_199_254_740_993u64})
             .as_object()
             .cloned()
-            .map(Arc::new);
+            .map(ObjectValue::from_object);
         let err = e.encode().unwrap_err();
         assert!(err.to_string().contains("memory/a"), "{err}");
     }

@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::event::{Event, JsonObject, Operation};
+use crate::event::{Event, JsonObject, ObjectValue, Operation};
 
 /// SplitMix64: tiny, fast, and stable across versions (unlike a dependency's default RNG).
 #[derive(Debug, Clone)]
@@ -325,7 +325,7 @@ impl Generator {
             entry.1 += 1;
             return Operation {
                 key,
-                value: Some(std::sync::Arc::new(value)),
+                value: Some(ObjectValue::from_object(value)),
                 version: entry.1,
             };
         }
@@ -344,7 +344,7 @@ impl Generator {
         };
         Operation {
             key,
-            value: Some(std::sync::Arc::new(value)),
+            value: Some(ObjectValue::from_object(value)),
             version,
         }
     }

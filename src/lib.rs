@@ -11,5 +11,6 @@ pub mod generate;
 pub mod logging;
 pub mod player;
 pub mod proto;
+pub mod sink;
 pub mod source;
 pub mod state;

@@ -21,6 +21,12 @@ use crate::state::{Diff, KvState, StateTracker};
 pub use pace::{Pace, Pacer};
 pub use stats::{LagHistogram, PlayState, RateMeter, Report, Stats};
 
+/// Credit window between a source and the player. Counted in encoded bytes; decoded events take
+/// several times that in memory, so the client side keeps it well below the server's 64 MiB.
+pub const DEFAULT_PLAYER_WINDOW_BYTES: u64 = 4 * 1024 * 1024;
+/// Replay ring of the player (recently received events, for the ring gauge and step back).
+pub const DEFAULT_PLAYER_RING_BYTES: u64 = 8 * 1024 * 1024;
+
 /// How to play.
 #[derive(Debug, Clone)]
 pub struct PlayerOptions {
@@ -37,6 +43,8 @@ pub struct PlayerOptions {
     pub window_bytes: u64,
     pub ring_bytes: u64,
     pub batch_events: usize,
+    /// Check the source's hash chain while reading (chunk CRCs are always checked).
+    pub verify_chain: bool,
     /// Keep the materialized state (and checkpoints) as events are played.
     pub track_state: bool,
     /// State to start from (with `track_state`).
@@ -62,9 +70,10 @@ impl Default for PlayerOptions {
             from: None,
             until: None,
             filter: Filter::default(),
-            window_bytes: crate::flow::DEFAULT_WINDOW_BYTES,
-            ring_bytes: crate::flow::DEFAULT_RING_BYTES,
+            window_bytes: DEFAULT_PLAYER_WINDOW_BYTES,
+            ring_bytes: DEFAULT_PLAYER_RING_BYTES,
             batch_events: 256,
+            verify_chain: false,
             track_state: false,
             bootstrap: KvState::new(),
             checkpoint_every: 1000,
@@ -111,8 +120,21 @@ pub enum Command {
 
 /// A sink could not take an event; the run stops with this message.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct SinkError(pub String);
+#[error("{message}")]
+pub struct SinkError {
+    pub message: String,
+    /// The output's reader went away (a closed pipe): stop quietly.
+    pub closed: bool,
+}
+
+impl SinkError {
+    pub fn new(message: impl Into<String>) -> SinkError {
+        SinkError {
+            message: message.into(),
+            closed: false,
+        }
+    }
+}
 
 /// One played event, as a sink sees it.
 pub struct Played<'a> {
@@ -157,6 +179,8 @@ pub enum PlayerError {
     Source(#[from] SourceError),
     #[error("{0}")]
     Invalid(String),
+    #[error("output: {0}")]
+    Output(SinkError),
 }
 
 /// Controls a running player.
@@ -312,6 +336,8 @@ pub fn spawn(
         stats: stats_tx,
         options,
         last_report: None,
+        integrity_failure: false,
+        output_closed: false,
     };
     player.open_stream(from)?;
     let task = tokio::spawn(async move { player.run(cmd_rx).await });
@@ -352,6 +378,8 @@ struct Player {
     until: Option<u64>,
     stats: watch::Sender<Stats>,
     last_report: Option<Report>,
+    integrity_failure: bool,
+    output_closed: bool,
 }
 
 enum Wake {
@@ -465,10 +493,10 @@ impl Player {
         }
         self.publish();
         let report = self.last_report.clone().expect("end_run stores a report");
-        self.sink
-            .close()
-            .map_err(|e| PlayerError::Invalid(format!("output: {e}")))?;
-        Ok(report)
+        match self.sink.close() {
+            Err(e) if !e.closed && !report.output_closed => Err(PlayerError::Output(e)),
+            _ => Ok(report),
+        }
     }
 
     fn state_is_done(&self) -> bool {
@@ -513,6 +541,7 @@ impl Player {
                 until: self.until,
                 filter: self.options.filter.clone(),
                 batch_events: self.options.batch_events,
+                verify_chain: self.options.verify_chain,
             },
             self.window.clone(),
         )?;
@@ -536,6 +565,7 @@ impl Player {
             Some(Err(e)) => {
                 self.failures += 1;
                 self.run.failures += 1;
+                self.integrity_failure = e.is_integrity();
                 self.stream = None;
                 self.stream_ended = true;
                 tracing::error!("source failed: {e}");
@@ -615,6 +645,7 @@ impl Player {
         if let Err(e) = self.sink.played(&played) {
             self.failures += 1;
             self.run.failures += 1;
+            self.output_closed = e.closed;
             self.end_run(PlayState::Stopped, Some(format!("output failed: {e}")));
         }
     }
@@ -796,6 +827,8 @@ impl Player {
             final_hash,
             state_hash: self.tracker.as_ref().map(|t| hex(&t.state().hash())),
             pace: self.pacer.pace().label(),
+            integrity_failure: std::mem::take(&mut self.integrity_failure),
+            output_closed: std::mem::take(&mut self.output_closed),
         };
         self.sink.run_ended(&report);
         self.last_report = Some(report);

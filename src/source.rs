@@ -118,6 +118,8 @@ pub struct StreamRequest {
     pub filter: Filter,
     /// Events per batch.
     pub batch_events: usize,
+    /// Check the archive's hash chain while reading (CRCs are always checked).
+    pub verify_chain: bool,
 }
 
 /// Receives batches; `None` at the end of the requested range. Dropping it stops the producer.

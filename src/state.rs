@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use imbl::OrdMap;
 
-use crate::event::{Event, JsonObject};
+use crate::event::{Event, ObjectValue};
 
 /// Where a key lives.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -36,7 +36,7 @@ impl std::fmt::Display for StateKey {
 /// The current value of a key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
-    pub value: Arc<JsonObject>,
+    pub value: ObjectValue,
     pub version: u64,
     pub commit_ts: u64,
     /// Offset of the transaction that wrote it.
@@ -48,16 +48,16 @@ pub struct Entry {
 pub enum Change {
     Added {
         key: StateKey,
-        value: Arc<JsonObject>,
+        value: ObjectValue,
     },
     Changed {
         key: StateKey,
-        old: Arc<JsonObject>,
-        new: Arc<JsonObject>,
+        old: ObjectValue,
+        new: ObjectValue,
     },
     Deleted {
         key: StateKey,
-        old: Arc<JsonObject>,
+        old: ObjectValue,
     },
     /// A delete of a key that did not exist (kept: the transaction did it).
     DeletedMissing {
@@ -175,8 +175,19 @@ impl KvState {
             buf.extend_from_slice(k.key.as_bytes());
             buf.push(0);
             // serde_json's Map is ordered by key (no preserve_order feature): canonical.
-            if serde_json::to_writer(&mut buf, e.value.as_ref()).is_err() {
-                buf.extend_from_slice(b"null");
+            match e.value.object(&k.key) {
+                Ok(o) => {
+                    if serde_json::to_writer(&mut buf, o).is_err() {
+                        buf.extend_from_slice(b"null");
+                    }
+                }
+                // A value that does not decode hashes as its stored bytes.
+                Err(_) => {
+                    buf.extend_from_slice(b"raw:");
+                    buf.extend_from_slice(
+                        crate::event::hex(e.value.raw().map_or(&[][..], |r| r)).as_bytes(),
+                    );
+                }
             }
             buf.push(b'\n');
             h.update(&buf);
@@ -309,7 +320,7 @@ mod tests {
         let mut s = KvState::new();
         let mut saw = (false, false, false);
         // A shadow map updated change by change (a transaction may touch a key twice).
-        let mut shadow: BTreeMap<StateKey, Arc<JsonObject>> = BTreeMap::new();
+        let mut shadow: BTreeMap<StateKey, ObjectValue> = BTreeMap::new();
         for e in &evs {
             let d = s.apply(e);
             assert_eq!(d.changes.len(), e.operations.len());

@@ -69,6 +69,11 @@ pub fn export(cursor: &mut Cursor, mut out: impl Write, out_name: &str) -> Resul
     let werr = |e: std::io::Error| ArchiveError::io(out_name, e);
     while let Some(event) = cursor.next_event() {
         let event = event?;
+        event.check_values().map_err(|e| ArchiveError::Decode {
+            path: cursor.archive().name().to_string(),
+            offset: event.offset,
+            message: e.to_string(),
+        })?;
         serde_json::to_writer(&mut out, &event).map_err(|e| werr(std::io::Error::other(e)))?;
         out.write_all(b"\n").map_err(werr)?;
         n += 1;

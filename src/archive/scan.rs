@@ -73,7 +73,7 @@ mod tests {
                 value: serde_json::json!({"a": 1.5})
                     .as_object()
                     .cloned()
-                    .map(std::sync::Arc::new),
+                    .map(crate::event::ObjectValue::from_object),
                 version: 1,
             }],
         };

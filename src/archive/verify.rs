@@ -25,7 +25,12 @@ pub fn verify(archive: &Archive, expect_hash: Option<[u8; 32]>) -> Result<Verify
     let mut cursor = archive.cursor()?;
     let mut events = 0u64;
     while let Some(event) = cursor.next_event() {
-        event?;
+        let event = event?;
+        event.check_values().map_err(|e| ArchiveError::Decode {
+            path: archive.name().to_string(),
+            offset: event.offset,
+            message: e.to_string(),
+        })?;
         events += 1;
     }
     let computed = cursor

@@ -6,7 +6,14 @@
 
 use serde_json::{Map, Value};
 
-use super::{Event, JsonObject, Operation, ValueError, f64_to_json};
+use bytes::Bytes;
+
+use super::{Event, JsonObject, ObjectValue, Operation, ValueError, f64_to_json};
+
+/// Decodes an encoded `google.protobuf.Struct` into a JSON object.
+pub fn decode_struct_bytes(b: &[u8], key: &str) -> Result<JsonObject, ValueError> {
+    decode_struct(b, key, 0)
+}
 
 /// Same recursion limit as prost.
 pub const MAX_DEPTH: u32 = 100;
@@ -133,8 +140,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes an encoded `ArchivedEvent`.
-pub fn decode_event(b: &[u8]) -> Result<Event, ValueError> {
+/// Decodes an encoded `ArchivedEvent`. Values are kept as slices of `b` and decoded on use.
+pub fn decode_event(b: &Bytes) -> Result<Event, ValueError> {
     let mut r = Reader::new(b);
     let mut e = Event {
         offset: 0,
@@ -158,7 +165,8 @@ pub fn decode_event(b: &[u8]) -> Result<Event, ValueError> {
             }
             3 => {
                 r.expect(wire, 2)?;
-                e.operations.push(decode_operation(r.bytes()?)?);
+                let op = r.bytes()?;
+                e.operations.push(decode_operation(b, op)?);
             }
             16 => {
                 r.expect(wire, 0)?;
@@ -182,7 +190,7 @@ pub fn decode_event(b: &[u8]) -> Result<Event, ValueError> {
     Ok(e)
 }
 
-fn decode_operation(b: &[u8]) -> Result<Operation, ValueError> {
+fn decode_operation(whole: &Bytes, b: &[u8]) -> Result<Operation, ValueError> {
     let mut r = Reader::new(b);
     let mut key = String::new();
     let mut value: Option<&[u8]> = None;
@@ -205,11 +213,7 @@ fn decode_operation(b: &[u8]) -> Result<Operation, ValueError> {
             _ => r.skip(wire)?,
         }
     }
-    // The key is only known once the whole operation is read (field order is not guaranteed).
-    let value = match value {
-        Some(v) => Some(std::sync::Arc::new(decode_struct(v, &key, 0)?)),
-        None => None,
-    };
+    let value = value.map(|v| ObjectValue::from_struct_bytes(whole.slice_ref(v)));
     Ok(Operation {
         key,
         value,
@@ -316,7 +320,8 @@ mod tests {
     fn agrees_with_the_prost_path_on_generated_events() {
         for e in Generator::new(GenOptions::default()).take(2000) {
             let bytes = e.encode().unwrap();
-            let direct = decode_event(&bytes).unwrap();
+            let direct = decode_event(&Bytes::from(bytes.clone())).unwrap();
+            direct.check_values().unwrap();
             let via_prost = Event::from_archived(
                 crate::proto::replayscope::v1::ArchivedEvent::decode(bytes.as_slice()).unwrap(),
             )
@@ -347,8 +352,15 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error() {
-        assert!(decode_event(&[0x0a, 0xff]).is_err());
-        assert!(decode_event(&[0x07]).is_err());
-        assert!(decode_event(&[0x0a, 0x02, 0xff, 0xfe]).is_err());
+        assert!(Event::decode(&[0x0a, 0xff]).is_err());
+        assert!(Event::decode(&[0x07]).is_err());
+        assert!(Event::decode(&[0x0a, 0x02, 0xff, 0xfe]).is_err());
+        // a value that is not a valid Struct fails when it is used, naming the key
+        let op = [0x0a, 0x01, b'k', 0x12, 0x02, 0x0a, 0xff];
+        let mut ev = vec![0x1a, op.len() as u8];
+        ev.extend_from_slice(&op);
+        let e = Event::decode(&ev).unwrap();
+        let err = e.check_values().unwrap_err().to_string();
+        assert!(err.contains("decode"), "{err}");
     }
 }

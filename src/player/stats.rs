@@ -216,6 +216,12 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_hash: Option<String>,
     pub pace: String,
+    /// The run failed on an integrity problem of the source (hash, CRC, continuity, order).
+    #[serde(skip)]
+    pub integrity_failure: bool,
+    /// The run stopped because the output was closed by its reader (a closed pipe).
+    #[serde(skip)]
+    pub output_closed: bool,
 }
 
 #[cfg(test)]

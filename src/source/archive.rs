@@ -61,7 +61,11 @@ impl Source for ArchiveSource {
     }
 
     fn open(&self, req: StreamRequest, window: CreditWindow) -> Result<BatchStream, SourceError> {
-        let cursor = self.archive.cursor_at(req.from)?.until(req.until);
+        let cursor = self
+            .archive
+            .cursor_at(req.from)?
+            .until(req.until)
+            .verify_chain(req.verify_chain);
         let channel_filter: Option<Vec<bool>> = req.filter.agent.as_ref().map(|(ns, agent)| {
             self.archive
                 .channels()
