@@ -101,7 +101,10 @@ fn throughput_in_child(path: &Path) -> (u64, f64, u64) {
     )
 }
 
-struct Timing(Arc<Mutex<Vec<(std::time::Instant, Option<tokio::time::Instant>)>>>);
+/// (played at, due)
+type Timed = (std::time::Instant, Option<tokio::time::Instant>);
+
+struct Timing(Arc<Mutex<Vec<Timed>>>);
 
 impl Sink for Timing {
     fn played(&mut self, p: &Played<'_>) -> Result<(), SinkError> {
