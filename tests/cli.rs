@@ -189,3 +189,111 @@ fn user_errors_are_one_line_with_the_right_exit_code() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("invalid position"), "{}", stderr(&o));
 }
+
+#[test]
+fn play_writes_the_same_lines_as_export_and_resumes_without_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = gen_archive(dir.path(), "a.mcap", 1500, &[]);
+    let export = run(&["export", &a]);
+    let play = run(&["play", &a, "--quiet"]);
+    assert_eq!(play.status.code(), Some(0), "{}", stderr(&play));
+    assert_eq!(play.stdout, export.stdout, "play --format jsonl = export");
+    // the report is JSON on stderr
+    let report: serde_json::Value = serde_json::from_slice(&play.stderr).unwrap();
+    assert_eq!(report["events_sent"], 1500);
+    assert_eq!(report["outcome"], "finished");
+    let info: serde_json::Value =
+        serde_json::from_slice(&run(&["info", &a, "--json"]).stdout).unwrap();
+    assert_eq!(report["final_hash"], info["final_hash"]);
+
+    // first part, then resume from the report's next_offset
+    let first = run(&["play", &a, "--until", "699", "--quiet"]);
+    let r1: serde_json::Value = serde_json::from_slice(&first.stderr).unwrap();
+    assert_eq!(r1["next_offset"], 700);
+    let second = run(&[
+        "play",
+        &a,
+        "--from",
+        "700",
+        "--quiet",
+        "--expect-hash",
+        info["final_hash"].as_str().unwrap(),
+    ]);
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    let mut joined = first.stdout.clone();
+    joined.extend_from_slice(&second.stdout);
+    assert_eq!(joined, export.stdout);
+
+    // --report writes the same JSON to a file; --state-hash adds the state hash
+    let report_path = dir.path().join("r.json");
+    let o = run(&[
+        "play",
+        &a,
+        "--format",
+        "none",
+        "--state-hash",
+        "--quiet",
+        "--report",
+        report_path.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    assert_eq!(r["state_hash"].as_str().unwrap().len(), 64);
+    assert!(o.stdout.is_empty());
+
+    // text format, agent filter keeps global offsets
+    let channel = info["channels"][0].clone();
+    let agent = format!(
+        "{}/{}",
+        channel["namespace"].as_str().unwrap(),
+        channel["agent_id"].as_str().unwrap()
+    );
+    let t = run(&["play", &a, "--format", "text", "--agent", &agent, "--quiet"]);
+    let lines: Vec<&str> = std::str::from_utf8(&t.stdout).unwrap().lines().collect();
+    assert_eq!(lines.len() as u64, channel["events"].as_u64().unwrap());
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with('#') && l.contains(&agent))
+    );
+}
+
+#[test]
+fn play_errors_have_the_right_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = gen_archive(dir.path(), "a.mcap", 300, &[]);
+    assert_one_line_error(
+        &run(&["play", &a, "--agent", "nope/none"]),
+        2,
+        &["unknown agent nope/none", "it has"],
+    );
+    assert_one_line_error(
+        &run(&["play", &a, "--pace", "realtime", "--speed", "500"]),
+        2,
+        &["--speed 500"],
+    );
+    // clap reports flag syntax errors (exit 2, with a usage hint)
+    let o = run(&["play", &a, "--max-gap", "2 parsecs"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("invalid duration \"2 parsecs\""),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&[
+        "play",
+        &a,
+        "--format",
+        "none",
+        "--quiet",
+        "--expect-hash",
+        &"1".repeat(64),
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("hash chain mismatch through offset 299"),
+        "{}",
+        stderr(&o)
+    );
+}
