@@ -18,8 +18,13 @@ use crate::event::Position;
                   Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error, 3 integrity \
                   failure (hash, continuity, order, truncation)."
 )]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
-    /// Write logs to this file (never to the terminal).
+    /// Open this source in the inspector (the same as `replayscope open SOURCE`).
+    pub source: Option<PathBuf>,
+
+    /// Write logs to this file (never to the terminal; the TUI logs to
+    /// $TMPDIR/replayscope.log unless told otherwise).
     #[arg(long, global = true, env = "REPLAYSCOPE_LOG_FILE")]
     pub log_file: Option<PathBuf>,
 
@@ -28,11 +33,15 @@ pub struct Cli {
     pub log: String,
 
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The inspector on the bundled sample archive (a multi-agent session), in realtime.
+    Demo(DemoArgs),
+    /// The inspector on an archive file or segment directory.
+    Open(OpenArgs),
     /// Generate a deterministic synthetic archive that looks like a real multi-agent session.
     Gen(GenArgs),
     /// Convert JSON Lines (one event per line) into an archive.
@@ -130,6 +139,30 @@ pub struct PlayFlags {
     /// Logical time per commit_ts unit for sources without wall-clock times (realtime pace).
     #[arg(long, default_value = "10ms", env = "REPLAYSCOPE_TICK")]
     pub tick: Dur,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Realtime speed factor (the sample's ~50 minutes, idle gaps capped at 2 s, in ~90 s).
+    #[arg(long, default_value_t = 15.0, env = "REPLAYSCOPE_DEMO_SPEED")]
+    pub speed: f64,
+
+    /// Start paused.
+    #[arg(long)]
+    pub paused: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct OpenArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    #[command(flatten)]
+    pub play: PlayFlags,
+
+    /// Start paused.
+    #[arg(long, env = "REPLAYSCOPE_PAUSED")]
+    pub paused: bool,
 }
 
 #[derive(Debug, Args)]

@@ -77,8 +77,47 @@ pub fn exit_code(err: &color_eyre::Report) -> i32 {
     exit::FAILURE
 }
 
+/// The bundled sample archive (see assets/README.md).
+pub const SAMPLE: &[u8] = include_bytes!("../assets/sample.mcap");
+
+/// Whether the command takes over the terminal (logs must then go to a file).
+pub fn uses_terminal(cli: &Cli) -> bool {
+    matches!(cli.command, Some(Command::Demo(_)) | Some(Command::Open(_)))
+        || (cli.command.is_none() && cli.source.is_some())
+}
+
 pub fn run(cli: Cli) -> Result<()> {
-    match cli.command {
+    let command = match (cli.command, cli.source) {
+        (Some(c), _) => c,
+        (None, Some(source)) => Command::Open(crate::cli::OpenArgs {
+            source: SourceArgs {
+                source,
+                allow_truncated: false,
+            },
+            play: crate::cli::PlayFlags {
+                pace: PaceArg::Realtime,
+                speed: 1.0,
+                rate: 1000.0,
+                from: None,
+                until: None,
+                agent: None,
+                key_prefix: None,
+                max_gap: None,
+                tick: crate::cli::Dur(std::time::Duration::from_millis(10)),
+            },
+            paused: false,
+        }),
+        (None, None) => {
+            return Err(UsageError(
+                "no command: try `replayscope demo`, `replayscope SOURCE` or `replayscope --help`"
+                    .into(),
+            )
+            .into());
+        }
+    };
+    match command {
+        Command::Demo(a) => demo_cmd(a),
+        Command::Open(a) => open_cmd(a),
         Command::Gen(a) => gen_cmd(a),
         Command::Import(a) => import_cmd(a),
         Command::Export(a) => export_cmd(a),
@@ -86,6 +125,51 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Verify(a) => verify_cmd(a),
         Command::Play(a) => play_cmd(a),
     }
+}
+
+fn demo_cmd(a: crate::cli::DemoArgs) -> Result<()> {
+    if !(MIN_SPEED..=MAX_SPEED).contains(&a.speed) {
+        return Err(UsageError(format!(
+            "--speed {} is outside {MIN_SPEED}..={MAX_SPEED}",
+            a.speed
+        ))
+        .into());
+    }
+    let archive = Archive::open_memory(SAMPLE, "bundled sample (assets/sample.mcap)")?;
+    let source: Arc<dyn Source> = Arc::new(ArchiveSource::new(archive));
+    let options = PlayerOptions {
+        pace: Pace::Realtime { speed: a.speed },
+        max_gap: Some(std::time::Duration::from_secs(2)),
+        start_paused: a.paused,
+        ..PlayerOptions::default()
+    };
+    run_tui(source, options)
+}
+
+fn open_cmd(a: crate::cli::OpenArgs) -> Result<()> {
+    let source = open_any_source(&a.source)?;
+    let mut options = player_options(&a.play, source.as_ref())?;
+    options.start_paused = a.paused;
+    run_tui(source, options)
+}
+
+/// Runs the TUI; the terminal is restored on quit, on error and on panic (ratatui's hook).
+fn run_tui(source: Arc<dyn Source>, options: PlayerOptions) -> Result<()> {
+    if !std::io::stdout().is_terminal() {
+        return Err(UsageError(
+            "the inspector needs a terminal; use `replayscope play` for headless output".into(),
+        )
+        .into());
+    }
+    let rt = runtime()?;
+    let mut terminal = ratatui::init();
+    let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture);
+    let result = rt.block_on(crate::tui::run(&mut terminal, source, options));
+    let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableMouseCapture);
+    ratatui::restore();
+    let report = result?;
+    tracing::info!(?report, "inspector closed");
+    Ok(())
 }
 
 /// A source from what the user typed (an archive file or segment directory).

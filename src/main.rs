@@ -7,7 +7,11 @@ fn main() {
         eprintln!("replayscope: cannot install error handler: {e}");
     }
     let cli = Cli::parse();
-    let _guard = match replayscope::logging::init(&cli.log, cli.log_file.as_deref()) {
+    // The inspector owns the terminal: its logs go to a file.
+    let log_file = cli.log_file.clone().or_else(|| {
+        commands::uses_terminal(&cli).then(|| std::env::temp_dir().join("replayscope.log"))
+    });
+    let _guard = match replayscope::logging::init(&cli.log, log_file.as_deref()) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("error: cannot open log file: {e}");

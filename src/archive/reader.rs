@@ -163,6 +163,15 @@ impl Archive {
         Archive::from_segments(name, vec![segment])
     }
 
+    /// Opens an archive held in memory (one MCAP file).
+    pub fn open_memory(data: &'static [u8], name: &str) -> Result<Archive> {
+        let segment = open_segment(
+            Box::new(crate::archive::storage::MemoryFile::new(data, name)),
+            OpenOptions::default(),
+        )?;
+        Archive::from_segments(name.to_string(), vec![segment])
+    }
+
     /// Builds an archive from opened segments (in order), checking continuity between them.
     pub fn from_segments(name: String, segments: Vec<Segment>) -> Result<Archive> {
         let mut channels: Vec<ChannelKey> = Vec::new();

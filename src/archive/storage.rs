@@ -73,3 +73,44 @@ impl RangeRead for LocalFile {
         &self.name
     }
 }
+
+/// Bytes in memory (the sample archive built into the binary).
+pub struct MemoryFile {
+    data: &'static [u8],
+    name: String,
+}
+
+impl MemoryFile {
+    pub fn new(data: &'static [u8], name: &str) -> MemoryFile {
+        MemoryFile {
+            data,
+            name: name.to_string(),
+        }
+    }
+}
+
+impl RangeRead for MemoryFile {
+    fn size(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    fn read_range(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        usize::try_from(offset)
+            .ok()
+            .and_then(|o| self.data.get(o..o.checked_add(len)?))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "range {offset}+{len} is past the end ({} bytes)",
+                        self.data.len()
+                    ),
+                )
+            })
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}

@@ -1,0 +1,140 @@
+//! The inspector TUI: a thin layer over the player. One biased `select!` loop over terminal
+//! input, player updates and a frame interval (30 fps); updates are drained in bursts and drawing
+//! happens at most once per frame, so ingestion never waits on drawing.
+
+pub mod app;
+pub mod input;
+pub mod view;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossterm::event::{Event as TermEvent, EventStream};
+use futures_util::StreamExt;
+use ratatui::DefaultTerminal;
+use tokio::sync::mpsc;
+
+use crate::player::{self, Played, PlayerError, PlayerOptions, Report, Sink, SinkError};
+use crate::source::Source;
+use crate::state::KvState;
+use app::{Model, Row, Update, ViewState};
+
+/// Frame interval (30 fps).
+pub const FRAME: Duration = Duration::from_millis(33);
+/// Updates applied per loop turn before input is looked at again.
+const UPDATE_BURST: usize = 50_000;
+
+/// The player's sink for the TUI: forwards every played event to the UI loop.
+struct TuiSink(mpsc::UnboundedSender<Update>);
+
+impl Sink for TuiSink {
+    fn played(&mut self, p: &Played<'_>) -> Result<(), SinkError> {
+        // The UI may be gone (quitting); the player is stopped right after.
+        let _ = self.0.send(Update::Played {
+            row: Row {
+                event: p.event.clone(),
+                size: p.size,
+                diff: p.diff.cloned().map(Arc::new),
+            },
+            state: p.state.cloned(),
+        });
+        Ok(())
+    }
+
+    fn repositioned(&mut self, next_offset: u64, state: Option<&KvState>) {
+        let _ = self.0.send(Update::Repositioned {
+            next_offset,
+            state: state.cloned(),
+        });
+    }
+
+    fn run_ended(&mut self, report: &Report) {
+        let _ = self.0.send(Update::RunEnded(Box::new(report.clone())));
+    }
+}
+
+/// Runs the TUI on `terminal` until the user quits; returns the last run's report.
+pub async fn run(
+    terminal: &mut DefaultTerminal,
+    source: Arc<dyn Source>,
+    mut options: PlayerOptions,
+) -> Result<Report, PlayerError> {
+    options.exit_when_done = false;
+    options.track_state = true;
+    let (tx, mut updates) = mpsc::unbounded_channel();
+    let info = source.info().clone();
+    let handle = player::spawn(source, options, Box::new(TuiSink(tx)))?;
+    let mut stats = handle.stats();
+    let mut model = Model::new(info, stats.borrow().clone());
+    let mut view = ViewState::default();
+    let mut input = EventStream::new();
+    let mut frame = tokio::time::interval(FRAME);
+    frame.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut dirty = true;
+    let mut input_open = true;
+    while !view.quit {
+        tokio::select! {
+            biased;
+            ev = input.next(), if input_open => {
+                match ev {
+                    Some(Ok(ev)) => {
+                        let action = match ev {
+                            TermEvent::Key(k) => input::map_key(k, view.input_mode()),
+                            TermEvent::Mouse(m) => input::map_mouse(m),
+                            TermEvent::Resize(..) => None,
+                            _ => None,
+                        };
+                        if let Some(a) = action {
+                            for c in app::handle(a, &mut model, &mut view) {
+                                handle.send(c);
+                            }
+                        }
+                        // Draw right away: a key press is shown without waiting for the frame tick.
+                        draw(terminal, &model, &view);
+                        dirty = false;
+                    }
+                    Some(Err(e)) => {
+                        tracing::error!("terminal input failed: {e}");
+                        input_open = false;
+                        view.quit = true;
+                    }
+                    None => input_open = false,
+                }
+            }
+            first = updates.recv() => {
+                if let Some(u) = first {
+                    model.apply(u);
+                    let mut n = 1;
+                    while n < UPDATE_BURST {
+                        match updates.try_recv() {
+                            Ok(u) => model.apply(u),
+                            Err(_) => break,
+                        }
+                        n += 1;
+                    }
+                    dirty = true;
+                }
+            }
+            changed = stats.changed() => {
+                if changed.is_ok() {
+                    model.stats = stats.borrow_and_update().clone();
+                    dirty = true;
+                }
+            }
+            _ = frame.tick() => {
+                if dirty {
+                    draw(terminal, &model, &view);
+                    dirty = false;
+                }
+            }
+        }
+    }
+    handle.send(player::Command::Quit);
+    handle.join().await
+}
+
+fn draw(terminal: &mut DefaultTerminal, model: &Model, view: &ViewState) {
+    if let Err(e) = terminal.draw(|f| view::render(f, model, view)) {
+        tracing::error!("drawing failed: {e}");
+    }
+}

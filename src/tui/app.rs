@@ -1,0 +1,667 @@
+//! The TUI's model (what the player reported: stats, recent events, the state at the cursor, the
+//! report) and view state (selection, focus, prompts, overlays), and how actions change them.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::event::{Event, Position};
+use crate::player::{Command, Pace, PlayState, Report, SeekTarget, Stats};
+use crate::source::SourceInfo;
+use crate::state::{Diff, KvState};
+use crate::tui::input::{Action, InputMode};
+
+/// Recent events kept for the table.
+pub const MAX_ROWS: usize = 5000;
+
+/// One played event as the table holds it.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub event: Arc<Event>,
+    pub size: u32,
+    pub diff: Option<Arc<Diff>>,
+}
+
+/// What the player tells the TUI (sent by its sink).
+#[derive(Debug)]
+pub enum Update {
+    Played {
+        row: Row,
+        state: Option<KvState>,
+    },
+    Repositioned {
+        next_offset: u64,
+        state: Option<KvState>,
+    },
+    RunEnded(Box<Report>),
+}
+
+/// Data from the player.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub source: SourceInfo,
+    pub stats: Stats,
+    pub rows: VecDeque<Row>,
+    /// The state at the cursor (after the last event played).
+    pub state: Option<KvState>,
+    pub report: Option<Report>,
+    /// An error to show in a banner until dismissed.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Focus {
+    Table,
+    Detail,
+    State,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptKind {
+    Seek,
+    Resume,
+    Filter,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prompt {
+    pub kind: PromptKind,
+    pub input: String,
+    /// Inline validation of the current input.
+    pub error: Option<String>,
+}
+
+/// UI state, separate from the data.
+#[derive(Debug, Clone)]
+pub struct ViewState {
+    /// Selected event offset; `None` follows the newest row.
+    pub selected: Option<u64>,
+    pub focus: Focus,
+    pub prompt: Option<Prompt>,
+    pub help: bool,
+    /// The table is frozen at this offset (playback goes on; newer rows are counted).
+    pub frozen_at: Option<u64>,
+    /// Table filter: a key prefix or a txn_id.
+    pub filter: Option<String>,
+    pub detail_scroll: u16,
+    pub state_scroll: u16,
+    pub quit: bool,
+}
+
+impl Default for ViewState {
+    fn default() -> Self {
+        ViewState {
+            selected: None,
+            focus: Focus::Table,
+            prompt: None,
+            help: false,
+            frozen_at: None,
+            filter: None,
+            detail_scroll: 0,
+            state_scroll: 0,
+            quit: false,
+        }
+    }
+}
+
+impl ViewState {
+    pub fn input_mode(&self) -> InputMode {
+        if self.prompt.is_some() {
+            InputMode::Prompt
+        } else if self.help {
+            InputMode::Help
+        } else {
+            InputMode::Normal
+        }
+    }
+}
+
+impl Model {
+    pub fn new(source: SourceInfo, stats: Stats) -> Model {
+        Model {
+            source,
+            stats,
+            rows: VecDeque::new(),
+            state: None,
+            report: None,
+            error: None,
+        }
+    }
+
+    pub fn apply(&mut self, update: Update) {
+        match update {
+            Update::Played { row, state } => {
+                if self.report.is_some() && self.stats.state != PlayState::Stopped {
+                    self.report = None;
+                }
+                // Keep rows in offset order (a step back replays rows we already hold).
+                while self
+                    .rows
+                    .back()
+                    .is_some_and(|r| r.event.offset >= row.event.offset)
+                {
+                    self.rows.pop_back();
+                }
+                self.rows.push_back(row);
+                if self.rows.len() > MAX_ROWS {
+                    self.rows.pop_front();
+                }
+                if state.is_some() {
+                    self.state = state;
+                }
+            }
+            Update::Repositioned { next_offset, state } => {
+                while self
+                    .rows
+                    .back()
+                    .is_some_and(|r| r.event.offset >= next_offset)
+                {
+                    self.rows.pop_back();
+                }
+                // A jump forward: the rows held are no longer the history just before the cursor.
+                if self
+                    .rows
+                    .back()
+                    .is_some_and(|r| r.event.offset + 1 < next_offset)
+                {
+                    self.rows.clear();
+                }
+                if state.is_some() {
+                    self.state = state;
+                }
+                self.report = None;
+            }
+            Update::RunEnded(report) => {
+                if report.outcome == "failed" {
+                    self.error = report.reason.clone();
+                }
+                self.report = Some(*report);
+            }
+        }
+    }
+
+    /// Rows the table shows (frozen / filtered).
+    pub fn visible_rows<'a>(&'a self, view: &'a ViewState) -> impl Iterator<Item = &'a Row> + 'a {
+        self.rows
+            .iter()
+            .filter(move |r| view.frozen_at.is_none_or(|f| r.event.offset <= f))
+            .filter(move |r| match &view.filter {
+                None => true,
+                Some(f) => {
+                    r.event.txn_id == *f
+                        || r.event
+                            .operations
+                            .iter()
+                            .any(|op| op.key.starts_with(f.as_str()))
+                }
+            })
+    }
+
+    /// Events played after the frozen point.
+    pub fn pending(&self, view: &ViewState) -> u64 {
+        match (view.frozen_at, self.stats.position) {
+            (Some(f), Some(p)) if p > f => p - f,
+            _ => 0,
+        }
+    }
+
+    /// The row the detail pane shows: the selection, else the newest visible row.
+    pub fn selected_row<'a>(&'a self, view: &'a ViewState) -> Option<&'a Row> {
+        match view.selected {
+            Some(o) => self.rows.iter().find(|r| r.event.offset == o),
+            None => self.visible_rows(view).last(),
+        }
+    }
+
+    /// The offset range of the source (clamped to what it holds).
+    pub fn range(&self) -> Option<(u64, u64)> {
+        Some((self.source.first_offset?, self.source.last_offset?))
+    }
+
+    /// The next offset a resume would start from.
+    pub fn resume_offset(&self) -> u64 {
+        self.report
+            .as_ref()
+            .and_then(|r| r.next_offset)
+            .or(self.stats.position.map(|p| p + 1))
+            .unwrap_or(self.stats.next_offset)
+    }
+}
+
+/// Parses what the user typed at the seek prompt, checking it against the source's range.
+pub fn parse_seek(input: &str, source: &SourceInfo) -> Result<SeekTarget, String> {
+    let t = input.trim();
+    if t.is_empty() {
+        return Err("type an offset, @commit_ts, an RFC 3339 time, NN% or +N/-N".into());
+    }
+    if let Some(p) = t.strip_suffix('%') {
+        let pct: f64 = p
+            .trim()
+            .parse()
+            .map_err(|_| format!("{t:?} is not a percentage"))?;
+        if !(0.0..=100.0).contains(&pct) {
+            return Err(format!("{pct}% is not between 0 and 100"));
+        }
+        return Ok(SeekTarget::Percent(pct));
+    }
+    if let Some(rest) = t
+        .strip_prefix('+')
+        .or_else(|| t.strip_prefix('-').filter(|r| !r.is_empty()))
+    {
+        let n: i64 = rest
+            .parse()
+            .map_err(|_| format!("{t:?} is not a relative move"))?;
+        return Ok(SeekTarget::Relative(if t.starts_with('-') {
+            -n
+        } else {
+            n
+        }));
+    }
+    let pos: Position = t
+        .parse()
+        .map_err(|e: crate::event::PositionParseError| e.to_string())?;
+    match pos {
+        Position::Offset(o) => {
+            if let (Some(f), Some(l)) = (source.first_offset, source.last_offset)
+                && (o < f || o > l)
+            {
+                return Err(format!("offset {o} is outside {f}..={l}"));
+            }
+        }
+        Position::CommitTs(ts) => {
+            if let (Some(f), Some(l)) = (source.first_commit_ts, source.last_commit_ts)
+                && (ts < f || ts > l)
+            {
+                return Err(format!("@{ts} is outside @{f}..=@{l}"));
+            }
+        }
+        Position::Time(ns) => match (source.first_time_ns, source.last_time_ns) {
+            (Some(f), Some(l)) if ns < f || ns > l => {
+                return Err(format!(
+                    "{} is outside {}..={}",
+                    crate::event::format_time_ns(ns),
+                    crate::event::format_time_ns(f),
+                    crate::event::format_time_ns(l)
+                ));
+            }
+            (None, _) => {
+                return Err(
+                    "this source has no wall-clock times; use an offset or @commit_ts".into(),
+                );
+            }
+            _ => {}
+        },
+    }
+    Ok(SeekTarget::Position(pos))
+}
+
+fn parse_resume(input: &str, source: &SourceInfo) -> Result<u64, String> {
+    let o: u64 = input
+        .trim()
+        .parse()
+        .map_err(|_| format!("{:?} is not an offset", input.trim()))?;
+    match (source.first_offset, source.last_offset) {
+        (Some(f), Some(l)) if o < f || o > l => Err(format!("offset {o} is outside {f}..={l}")),
+        _ => Ok(o),
+    }
+}
+
+fn validate(prompt: &mut Prompt, source: &SourceInfo) {
+    prompt.error = match prompt.kind {
+        PromptKind::Seek => parse_seek(&prompt.input, source).err(),
+        PromptKind::Resume => parse_resume(&prompt.input, source).err(),
+        PromptKind::Filter => None,
+    };
+}
+
+/// Applies an action to the view; returns the player commands it implies.
+pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Command> {
+    let mut out = Vec::new();
+    match action {
+        Action::Quit => view.quit = true,
+        Action::ToggleHelp => view.help = !view.help,
+        Action::Escape => {
+            if view.prompt.take().is_none() && !std::mem::take(&mut view.help) {
+                model.error = None;
+            }
+        }
+        Action::TogglePause => out.push(Command::TogglePause),
+        Action::Step => {
+            view.selected = None;
+            out.push(Command::Step(1));
+        }
+        Action::StepBack => {
+            view.selected = None;
+            out.push(Command::StepBack(1));
+        }
+        Action::SpeedUp | Action::SpeedDown => {
+            let up = action == Action::SpeedUp;
+            let f = if up { 2.0 } else { 0.5 };
+            out.push(match model.stats.pace {
+                Pace::Realtime { speed } => {
+                    Command::SetPace(Pace::Realtime { speed: speed * f }.clamped())
+                }
+                Pace::Rate { events_per_sec } => Command::SetPace(Pace::Rate {
+                    events_per_sec: (events_per_sec * f).max(1.0),
+                }),
+                Pace::Fast => Command::SetPace(Pace::Realtime {
+                    speed: if up { 100.0 } else { 1.0 },
+                }),
+            });
+        }
+        Action::CyclePace => out.push(Command::SetPace(match model.stats.pace {
+            Pace::Realtime { .. } => Pace::Fast,
+            Pace::Fast => Pace::Rate {
+                events_per_sec: 100.0,
+            },
+            Pace::Rate { .. } => Pace::Realtime { speed: 1.0 },
+        })),
+        Action::OpenSeek => {
+            let mut p = Prompt {
+                kind: PromptKind::Seek,
+                input: String::new(),
+                error: None,
+            };
+            validate(&mut p, &model.source);
+            view.prompt = Some(p);
+        }
+        Action::OpenResume => {
+            let mut p = Prompt {
+                kind: PromptKind::Resume,
+                input: model.resume_offset().to_string(),
+                error: None,
+            };
+            validate(&mut p, &model.source);
+            view.prompt = Some(p);
+        }
+        Action::OpenFilter => {
+            view.prompt = Some(Prompt {
+                kind: PromptKind::Filter,
+                input: view.filter.clone().unwrap_or_default(),
+                error: None,
+            })
+        }
+        Action::PromptChar(c) => {
+            if let Some(p) = view.prompt.as_mut() {
+                p.input.push(c);
+                validate(p, &model.source);
+            }
+        }
+        Action::PromptBackspace => {
+            if let Some(p) = view.prompt.as_mut() {
+                p.input.pop();
+                validate(p, &model.source);
+            }
+        }
+        Action::PromptSubmit => {
+            if let Some(p) = view.prompt.clone() {
+                match p.kind {
+                    PromptKind::Seek => match parse_seek(&p.input, &model.source) {
+                        Ok(t) => {
+                            view.prompt = None;
+                            view.selected = None;
+                            out.push(Command::Seek(t));
+                            out.push(Command::Step(1));
+                        }
+                        Err(e) => view.prompt.as_mut().expect("prompt is open").error = Some(e),
+                    },
+                    PromptKind::Resume => match parse_resume(&p.input, &model.source) {
+                        Ok(o) => {
+                            view.prompt = None;
+                            view.selected = None;
+                            model.report = None;
+                            out.push(Command::ResumeFrom(o));
+                        }
+                        Err(e) => view.prompt.as_mut().expect("prompt is open").error = Some(e),
+                    },
+                    PromptKind::Filter => {
+                        view.prompt = None;
+                        let f = p.input.trim().to_string();
+                        view.filter = (!f.is_empty()).then_some(f);
+                        view.selected = None;
+                    }
+                }
+            }
+        }
+        Action::SeekPercent(d) => {
+            if let Some((first, last)) = model.range() {
+                let pos = model.stats.position.unwrap_or(model.stats.next_offset);
+                let span = (last - first).max(1) as f64;
+                let pct = ((pos.saturating_sub(first)) as f64 / span * 100.0 + d as f64)
+                    .clamp(0.0, 100.0);
+                view.selected = None;
+                out.push(Command::Seek(SeekTarget::Percent(pct)));
+                if model.stats.state != PlayState::Playing {
+                    out.push(Command::Step(1));
+                }
+            }
+        }
+        Action::Stop => out.push(Command::Stop),
+        Action::ToggleFreeze => {
+            view.frozen_at = match view.frozen_at {
+                Some(_) => None,
+                None => Some(model.stats.position.unwrap_or(0)),
+            };
+        }
+        Action::FocusNext => {
+            view.focus = match view.focus {
+                Focus::Table => Focus::Detail,
+                Focus::Detail => Focus::State,
+                Focus::State => Focus::Table,
+            }
+        }
+        Action::Up
+        | Action::Down
+        | Action::PageUp
+        | Action::PageDown
+        | Action::Home
+        | Action::End => move_selection(action, model, view),
+    }
+    out
+}
+
+fn move_selection(action: Action, model: &Model, view: &mut ViewState) {
+    let step: i64 = match action {
+        Action::Up => -1,
+        Action::Down => 1,
+        Action::PageUp => -20,
+        Action::PageDown => 20,
+        _ => 0,
+    };
+    match view.focus {
+        Focus::Detail => {
+            view.detail_scroll = scroll(view.detail_scroll, action, step);
+            return;
+        }
+        Focus::State => {
+            view.state_scroll = scroll(view.state_scroll, action, step);
+            return;
+        }
+        Focus::Table => {}
+    }
+    let offsets: Vec<u64> = model.visible_rows(view).map(|r| r.event.offset).collect();
+    if offsets.is_empty() {
+        return;
+    }
+    let current = view
+        .selected
+        .and_then(|o| offsets.iter().position(|x| *x == o))
+        .unwrap_or(offsets.len() - 1);
+    let next = match action {
+        Action::Home => 0,
+        Action::End => {
+            view.selected = None;
+            view.detail_scroll = 0;
+            return;
+        }
+        _ => (current as i64 + step).clamp(0, offsets.len() as i64 - 1) as usize,
+    };
+    view.selected = Some(offsets[next]);
+    view.detail_scroll = 0;
+}
+
+fn scroll(v: u16, action: Action, step: i64) -> u16 {
+    match action {
+        Action::Home => 0,
+        Action::End => u16::MAX / 2,
+        _ => (v as i64 + step).clamp(0, u16::MAX as i64 / 2) as u16,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn source() -> SourceInfo {
+        SourceInfo {
+            name: "sample.mcap".into(),
+            kind: "archive".into(),
+            events: Some(100),
+            first_offset: Some(0),
+            last_offset: Some(99),
+            first_commit_ts: Some(1),
+            last_commit_ts: Some(130),
+            first_time_ns: Some(1_000_000_000),
+            last_time_ns: Some(101_000_000_000),
+            channels: vec![],
+            final_hash: None,
+        }
+    }
+
+    #[test]
+    fn seek_input_is_validated_inline() {
+        let s = source();
+        assert_eq!(
+            parse_seek("42", &s),
+            Ok(SeekTarget::Position(Position::Offset(42)))
+        );
+        assert_eq!(parse_seek("50%", &s), Ok(SeekTarget::Percent(50.0)));
+        assert_eq!(parse_seek("-5", &s), Ok(SeekTarget::Relative(-5)));
+        assert_eq!(parse_seek("+5", &s), Ok(SeekTarget::Relative(5)));
+        assert_eq!(
+            parse_seek("@7", &s),
+            Ok(SeekTarget::Position(Position::CommitTs(7)))
+        );
+        assert!(
+            parse_seek("120", &s)
+                .unwrap_err()
+                .contains("outside 0..=99")
+        );
+        assert!(
+            parse_seek("150%", &s)
+                .unwrap_err()
+                .contains("between 0 and 100")
+        );
+        assert!(
+            parse_seek("@999", &s)
+                .unwrap_err()
+                .contains("outside @1..=@130")
+        );
+        assert!(
+            parse_seek("soon", &s)
+                .unwrap_err()
+                .contains("invalid position")
+        );
+    }
+
+    #[test]
+    fn seek_prompt_submits_only_valid_targets() {
+        let mut m = Model::new(source(), crate::tui::view::tests::stats());
+        let mut v = ViewState::default();
+        assert!(handle(Action::OpenSeek, &mut m, &mut v).is_empty());
+        for c in "500".chars() {
+            handle(Action::PromptChar(c), &mut m, &mut v);
+        }
+        assert!(
+            v.prompt
+                .as_ref()
+                .unwrap()
+                .error
+                .as_ref()
+                .unwrap()
+                .contains("outside")
+        );
+        assert!(handle(Action::PromptSubmit, &mut m, &mut v).is_empty());
+        assert!(v.prompt.is_some());
+        handle(Action::PromptBackspace, &mut m, &mut v);
+        handle(Action::PromptBackspace, &mut m, &mut v);
+        let cmds = handle(Action::PromptSubmit, &mut m, &mut v);
+        assert_eq!(
+            cmds,
+            vec![
+                Command::Seek(SeekTarget::Position(Position::Offset(5))),
+                Command::Step(1)
+            ]
+        );
+        assert!(v.prompt.is_none());
+    }
+
+    #[test]
+    fn resume_prompt_is_prefilled_with_the_next_offset() {
+        let mut m = Model::new(source(), crate::tui::view::tests::stats());
+        m.stats.position = Some(41);
+        let mut v = ViewState::default();
+        handle(Action::OpenResume, &mut m, &mut v);
+        assert_eq!(v.prompt.as_ref().unwrap().input, "42");
+        assert_eq!(
+            handle(Action::PromptSubmit, &mut m, &mut v),
+            vec![Command::ResumeFrom(42)]
+        );
+    }
+
+    #[test]
+    fn model_keeps_rows_in_order_across_a_step_back() {
+        let mut m = Model::new(source(), crate::tui::view::tests::stats());
+        for e in crate::tui::view::tests::events(10) {
+            m.apply(Update::Played {
+                row: Row {
+                    event: Arc::new(e),
+                    size: 10,
+                    diff: None,
+                },
+                state: None,
+            });
+        }
+        m.apply(Update::Repositioned {
+            next_offset: 7,
+            state: None,
+        });
+        assert_eq!(m.rows.back().unwrap().event.offset, 6);
+        let v = ViewState {
+            frozen_at: Some(3),
+            ..ViewState::default()
+        };
+        assert_eq!(m.visible_rows(&v).count(), 4);
+    }
+
+    #[test]
+    fn keys_change_selection_speed_and_freeze() {
+        let mut m = Model::new(source(), crate::tui::view::tests::stats());
+        for e in crate::tui::view::tests::events(10) {
+            m.apply(Update::Played {
+                row: Row {
+                    event: Arc::new(e),
+                    size: 10,
+                    diff: None,
+                },
+                state: None,
+            });
+        }
+        let mut v = ViewState::default();
+        handle(Action::Up, &mut m, &mut v);
+        assert_eq!(v.selected, Some(8));
+        handle(Action::Home, &mut m, &mut v);
+        assert_eq!(v.selected, Some(0));
+        handle(Action::End, &mut m, &mut v);
+        assert_eq!(v.selected, None);
+        m.stats.pace = Pace::Realtime { speed: 4.0 };
+        assert_eq!(
+            handle(Action::SpeedUp, &mut m, &mut v),
+            vec![Command::SetPace(Pace::Realtime { speed: 8.0 })]
+        );
+        m.stats.position = Some(9);
+        handle(Action::ToggleFreeze, &mut m, &mut v);
+        assert_eq!(v.frozen_at, Some(9));
+        m.stats.position = Some(20);
+        assert_eq!(m.pending(&v), 11);
+    }
+}

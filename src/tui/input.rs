@@ -1,0 +1,217 @@
+//! Keys (and mouse) to actions: the one place where bindings live.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    TogglePause,
+    Step,
+    StepBack,
+    SpeedUp,
+    SpeedDown,
+    CyclePace,
+    OpenSeek,
+    /// Seek by this many percent of the range (negative: back).
+    SeekPercent(i32),
+    Stop,
+    OpenResume,
+    ToggleFreeze,
+    OpenFilter,
+    FocusNext,
+    Up,
+    Down,
+    PageUp,
+    PageDown,
+    Home,
+    End,
+    ToggleHelp,
+    Quit,
+    /// Dismiss an overlay, banner or prompt.
+    Escape,
+    PromptChar(char),
+    PromptBackspace,
+    PromptSubmit,
+}
+
+/// What the keyboard is talking to right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputMode {
+    Normal,
+    Prompt,
+    Help,
+}
+
+pub fn map_key(key: KeyEvent, mode: InputMode) -> Option<Action> {
+    if key.kind == KeyEventKind::Release {
+        return None;
+    }
+    if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+        return Some(Action::Quit);
+    }
+    match mode {
+        InputMode::Prompt => match key.code {
+            KeyCode::Enter => Some(Action::PromptSubmit),
+            KeyCode::Esc => Some(Action::Escape),
+            KeyCode::Backspace => Some(Action::PromptBackspace),
+            KeyCode::Char(c) => Some(Action::PromptChar(c)),
+            _ => None,
+        },
+        InputMode::Help => match key.code {
+            KeyCode::Char('q') => Some(Action::Quit),
+            KeyCode::Esc | KeyCode::Char('?') | KeyCode::Enter => Some(Action::ToggleHelp),
+            _ => None,
+        },
+        InputMode::Normal => Some(match key.code {
+            KeyCode::Char(' ') => Action::TogglePause,
+            KeyCode::Char('.') | KeyCode::Right => Action::Step,
+            KeyCode::Char(',') | KeyCode::Left => Action::StepBack,
+            KeyCode::Char('+') | KeyCode::Char('=') => Action::SpeedUp,
+            KeyCode::Char('-') => Action::SpeedDown,
+            KeyCode::Char('p') => Action::CyclePace,
+            KeyCode::Char('g') => Action::OpenSeek,
+            KeyCode::Char('[') => Action::SeekPercent(-10),
+            KeyCode::Char(']') => Action::SeekPercent(10),
+            KeyCode::Char('s') => Action::Stop,
+            KeyCode::Char('r') => Action::OpenResume,
+            KeyCode::Char('f') => Action::ToggleFreeze,
+            KeyCode::Char('/') => Action::OpenFilter,
+            KeyCode::Tab => Action::FocusNext,
+            KeyCode::Up | KeyCode::Char('k') => Action::Up,
+            KeyCode::Down | KeyCode::Char('j') => Action::Down,
+            KeyCode::PageUp => Action::PageUp,
+            KeyCode::PageDown => Action::PageDown,
+            KeyCode::Home => Action::Home,
+            KeyCode::End => Action::End,
+            KeyCode::Char('?') => Action::ToggleHelp,
+            KeyCode::Char('q') => Action::Quit,
+            KeyCode::Esc => Action::Escape,
+            _ => return None,
+        }),
+    }
+}
+
+pub fn map_mouse(m: MouseEvent) -> Option<Action> {
+    match m.kind {
+        MouseEventKind::ScrollUp => Some(Action::Up),
+        MouseEventKind::ScrollDown => Some(Action::Down),
+        _ => None,
+    }
+}
+
+/// The key hints of the footer and the help overlay: (keys, what).
+pub const HELP: &[(&str, &str)] = &[
+    ("space", "pause / resume"),
+    (". →", "step one event"),
+    (", ←", "step back one event"),
+    ("+ -", "speed up / down (x2)"),
+    ("p", "cycle pace: realtime, fast, rate"),
+    ("g", "seek: offset, @commit_ts, RFC 3339 time, NN%, +N/-N"),
+    ("[ ]", "seek back / forward 10 %"),
+    ("s", "stop early (shows the report)"),
+    ("r", "resume from an offset"),
+    ("f", "freeze the view (playback goes on)"),
+    ("/", "filter the table: key prefix or txn_id"),
+    ("tab", "switch panel focus"),
+    (
+        "↑ ↓ PgUp PgDn Home End",
+        "move in the focused panel (End: follow)",
+    ),
+    ("?", "this help"),
+    ("q", "quit"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossterm::event::KeyEventState;
+
+    fn key(code: KeyCode) -> KeyEvent {
+        KeyEvent {
+            code,
+            modifiers: KeyModifiers::NONE,
+            kind: KeyEventKind::Press,
+            state: KeyEventState::NONE,
+        }
+    }
+
+    #[test]
+    fn normal_keys_map_to_the_documented_actions() {
+        let n = InputMode::Normal;
+        assert_eq!(
+            map_key(key(KeyCode::Char(' ')), n),
+            Some(Action::TogglePause)
+        );
+        assert_eq!(map_key(key(KeyCode::Char('.')), n), Some(Action::Step));
+        assert_eq!(map_key(key(KeyCode::Right), n), Some(Action::Step));
+        assert_eq!(map_key(key(KeyCode::Char(',')), n), Some(Action::StepBack));
+        assert_eq!(map_key(key(KeyCode::Left), n), Some(Action::StepBack));
+        assert_eq!(map_key(key(KeyCode::Char('+')), n), Some(Action::SpeedUp));
+        assert_eq!(map_key(key(KeyCode::Char('-')), n), Some(Action::SpeedDown));
+        assert_eq!(map_key(key(KeyCode::Char('p')), n), Some(Action::CyclePace));
+        assert_eq!(map_key(key(KeyCode::Char('g')), n), Some(Action::OpenSeek));
+        assert_eq!(
+            map_key(key(KeyCode::Char('[')), n),
+            Some(Action::SeekPercent(-10))
+        );
+        assert_eq!(
+            map_key(key(KeyCode::Char(']')), n),
+            Some(Action::SeekPercent(10))
+        );
+        assert_eq!(map_key(key(KeyCode::Char('s')), n), Some(Action::Stop));
+        assert_eq!(
+            map_key(key(KeyCode::Char('r')), n),
+            Some(Action::OpenResume)
+        );
+        assert_eq!(
+            map_key(key(KeyCode::Char('f')), n),
+            Some(Action::ToggleFreeze)
+        );
+        assert_eq!(
+            map_key(key(KeyCode::Char('/')), n),
+            Some(Action::OpenFilter)
+        );
+        assert_eq!(map_key(key(KeyCode::Tab), n), Some(Action::FocusNext));
+        assert_eq!(map_key(key(KeyCode::End), n), Some(Action::End));
+        assert_eq!(
+            map_key(key(KeyCode::Char('?')), n),
+            Some(Action::ToggleHelp)
+        );
+        assert_eq!(map_key(key(KeyCode::Char('q')), n), Some(Action::Quit));
+        assert_eq!(map_key(key(KeyCode::Char('x')), n), None);
+    }
+
+    #[test]
+    fn a_prompt_takes_the_characters() {
+        let p = InputMode::Prompt;
+        assert_eq!(
+            map_key(key(KeyCode::Char('q')), p),
+            Some(Action::PromptChar('q'))
+        );
+        assert_eq!(
+            map_key(key(KeyCode::Char(' ')), p),
+            Some(Action::PromptChar(' '))
+        );
+        assert_eq!(map_key(key(KeyCode::Enter), p), Some(Action::PromptSubmit));
+        assert_eq!(map_key(key(KeyCode::Esc), p), Some(Action::Escape));
+        assert_eq!(
+            map_key(key(KeyCode::Backspace), p),
+            Some(Action::PromptBackspace)
+        );
+        let ctrl_c = KeyEvent {
+            modifiers: KeyModifiers::CONTROL,
+            ..key(KeyCode::Char('c'))
+        };
+        assert_eq!(map_key(ctrl_c, p), Some(Action::Quit));
+    }
+
+    #[test]
+    fn help_closes_on_escape_or_question_mark() {
+        let h = InputMode::Help;
+        assert_eq!(map_key(key(KeyCode::Esc), h), Some(Action::ToggleHelp));
+        assert_eq!(
+            map_key(key(KeyCode::Char('?')), h),
+            Some(Action::ToggleHelp)
+        );
+        assert_eq!(map_key(key(KeyCode::Char(' ')), h), None);
+    }
+}

@@ -1,0 +1,158 @@
+//! End to end: the real binary in a real terminal (tmux). Pause, step, seek to a percentage,
+//! stop (the report and the resume offset), resume, quit, and the terminal is restored.
+//!
+//! `scripts/test` installs tmux and sets `REPLAYSCOPE_REQUIRE_TMUX=1`, which turns a missing tmux
+//! into a failure; a plain `cargo test` without tmux reports the skip on stderr.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "rs"])
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "rs"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    /// Polls the screen until `pred` holds (at most `limit`); panics with the screen otherwise.
+    fn wait_for(&self, what: &str, limit: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.screen();
+            if pred(&s) {
+                return s;
+            }
+            if start.elapsed() > limit {
+                panic!("timed out waiting for {what}; screen:\n{s}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+/// The offset in the timeline line `#N of A..=B`.
+fn position(screen: &str) -> Option<u64> {
+    screen
+        .lines()
+        .find_map(|l| {
+            l.trim_start()
+                .strip_prefix('#')
+                .and_then(|r| r.split(" of ").next())
+        })
+        .and_then(|n| n.trim().parse().ok())
+}
+
+#[test]
+fn the_inspector_in_a_real_terminal() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        assert!(
+            std::env::var_os("REPLAYSCOPE_REQUIRE_TMUX").is_none(),
+            "REPLAYSCOPE_REQUIRE_TMUX is set but tmux is not installed (scripts/test installs it)"
+        );
+        eprintln!("skipped: tmux is not installed (run scripts/test)");
+        return;
+    }
+    let t = Tmux {
+        socket: format!("replayscope-test-{}", std::process::id()),
+    };
+    let log = std::env::temp_dir().join(format!("replayscope-tmux-{}.log", std::process::id()));
+    let cmd = format!(
+        "{} demo --speed 20 --log-file {}; echo EXITED=$?; sleep 30",
+        env!("CARGO_BIN_EXE_replayscope"),
+        log.display()
+    );
+    t.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "rs",
+        "-x",
+        "160",
+        "-y",
+        "45",
+        "sh",
+        "-c",
+        &cmd,
+    ]);
+    let limit = Duration::from_secs(15);
+
+    let s = t.wait_for("the inspector playing", limit, |s| {
+        s.contains("PLAYING") && position(s).is_some_and(|p| p > 0)
+    });
+    assert!(s.contains("bundled sample"), "{s}");
+    assert!(
+        s.contains("credit window") && s.contains("replay ring"),
+        "{s}"
+    );
+
+    t.keys(&["Space"]);
+    let s = t.wait_for("paused", limit, |s| s.contains("PAUSED"));
+    let paused_at = position(&s).unwrap();
+
+    t.keys(&["."]);
+    t.wait_for("one step", limit, |s| position(s) == Some(paused_at + 1));
+
+    // Seek to 50 % of 0..=5999: offset 3000 becomes the current event.
+    t.keys(&["g"]);
+    t.wait_for("the seek prompt", limit, |s| s.contains("> "));
+    t.keys(&["5", "0", "%"]);
+    t.wait_for("valid input", limit, |s| s.contains("ok: enter to go"));
+    t.keys(&["Enter"]);
+    t.wait_for("the seek to 50%", limit, |s| position(s) == Some(3000));
+
+    // An invalid target is refused inline.
+    t.keys(&["g", "9", "9", "9", "9", "9"]);
+    t.wait_for("inline validation", limit, |s| {
+        s.contains("outside 0..=5999")
+    });
+    t.keys(&["Escape"]);
+
+    t.keys(&["s"]);
+    let s = t.wait_for("the report", limit, |s| s.contains("run stopped"));
+    assert!(s.contains("resume from offset 3001"), "{s}");
+    assert!(s.contains("STOPPED"), "{s}");
+
+    t.keys(&["r"]);
+    t.wait_for("the resume prompt prefilled", limit, |s| {
+        s.contains("> 3001")
+    });
+    t.keys(&["Enter"]);
+    t.wait_for("playing again after 3001", limit, |s| {
+        s.contains("PLAYING") && position(s).is_some_and(|p| p >= 3001)
+    });
+
+    t.keys(&["q"]);
+    let s = t.wait_for("exit", limit, |s| s.contains("EXITED=0"));
+    // The alternate screen was left: none of the inspector remains on the terminal.
+    assert!(
+        !s.contains("PLAYING") && !s.contains("credit window"),
+        "{s}"
+    );
+    let _ = std::fs::remove_file(log);
+}
