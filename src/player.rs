@@ -77,7 +77,7 @@ impl Default for PlayerOptions {
             track_state: false,
             bootstrap: KvState::new(),
             checkpoint_every: 1000,
-            max_checkpoints: 1024,
+            max_checkpoints: 256,
             start_paused: false,
             stats_interval: Duration::from_millis(100),
             precise_timing: true,
@@ -158,6 +158,11 @@ pub trait Sink: Send {
     fn repositioned(&mut self, _next_offset: u64, _state: Option<&KvState>) {}
     /// A run ended (finished, stopped or failed).
     fn run_ended(&mut self, _report: &Report) {}
+    /// The player is about to wait (for a deadline, data or a command): a sink that batches
+    /// hands over what it holds. `state` is the state now (when tracked); a sink that keeps it
+    /// should clone it here rather than per event: holding a clone makes the next change copy
+    /// the nodes it touches.
+    fn idle(&mut self, _state: Option<&KvState>) {}
     /// Called when the player ends; flush here.
     fn close(&mut self) -> Result<(), SinkError> {
         Ok(())
@@ -469,6 +474,7 @@ impl Player {
                 break;
             }
             let wants_data = self.wants_data();
+            self.sink.idle(self.tracker.as_ref().map(|t| t.state()));
             let wake = tokio::select! {
                 biased;
                 c = commands.recv(), if commands_open => Wake::Command(c),

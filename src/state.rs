@@ -85,9 +85,18 @@ pub struct Diff {
 
 /// A materialized state. Cloning is O(1) (structure is shared), which is what makes checkpoints
 /// cheap.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct KvState {
     map: OrdMap<StateKey, Entry>,
+    /// The last (namespace, agent_id) seen, so that consecutive events of one agent share the
+    /// same strings instead of allocating them again.
+    names: Option<(Arc<str>, Arc<str>)>,
+}
+
+impl PartialEq for KvState {
+    fn eq(&self, other: &Self) -> bool {
+        self.map == other.map
+    }
 }
 
 impl KvState {
@@ -118,8 +127,17 @@ impl KvState {
 
     /// Applies one transaction and returns what it changed.
     pub fn apply(&mut self, event: &Event) -> Diff {
-        let namespace: Arc<str> = Arc::from(event.namespace.as_str());
-        let agent_id: Arc<str> = Arc::from(event.agent_id.as_str());
+        let (namespace, agent_id) = match &self.names {
+            Some((ns, a)) if **ns == *event.namespace && **a == *event.agent_id => (ns.clone(), a.clone()),
+            _ => {
+                let names: (Arc<str>, Arc<str>) = (
+                    Arc::from(event.namespace.as_str()),
+                    Arc::from(event.agent_id.as_str()),
+                );
+                self.names = Some(names.clone());
+                names
+            }
+        };
         let mut changes = Vec::with_capacity(event.operations.len());
         for op in &event.operations {
             let key = StateKey {
@@ -129,6 +147,7 @@ impl KvState {
             };
             match &op.value {
                 Some(value) => {
+                    let value = &value.detached();
                     let entry = Entry {
                         value: value.clone(),
                         version: op.version,

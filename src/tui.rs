@@ -23,33 +23,67 @@ use app::{Model, Row, Update, ViewState};
 pub const FRAME: Duration = Duration::from_millis(33);
 /// Updates applied per loop turn before input is looked at again.
 const UPDATE_BURST: usize = 50_000;
+/// State checkpoints kept by the inspector's player.
+const TUI_MAX_CHECKPOINTS: usize = 256;
 
-/// The player's sink for the TUI: forwards every played event to the UI loop.
-struct TuiSink(mpsc::UnboundedSender<Update>);
+/// The state at the cursor, shared with the UI (read when drawing, not sent per event).
+type SharedState = Arc<std::sync::Mutex<Option<KvState>>>;
+
+/// The player's sink for the TUI: forwards every played event to the UI loop and keeps the
+/// state at the cursor where the UI can read it.
+struct TuiSink {
+    updates: mpsc::UnboundedSender<Update>,
+    state: SharedState,
+    /// Rows not handed to the UI yet (sent in batches: one wake-up of the UI per batch).
+    rows: Vec<Row>,
+}
+
+/// Rows per batch sent to the UI.
+const SINK_BATCH: usize = 1024;
+
+impl TuiSink {
+    fn flush(&mut self, state: Option<&KvState>) {
+        if !self.rows.is_empty() {
+            // The UI may be gone (quitting); the player is stopped right after.
+            let _ = self.updates.send(Update::Batch(std::mem::take(&mut self.rows)));
+        }
+        if let Some(s) = state
+            && let Ok(mut slot) = self.state.lock()
+        {
+            // O(1): the state shares its structure (the next change copies what it touches).
+            *slot = Some(s.clone());
+        }
+    }
+}
 
 impl Sink for TuiSink {
     fn played(&mut self, p: &Played<'_>) -> Result<(), SinkError> {
-        // The UI may be gone (quitting); the player is stopped right after.
-        let _ = self.0.send(Update::Played {
-            row: Row {
-                event: p.event.clone(),
-                size: p.size,
-                diff: p.diff.cloned().map(Arc::new),
-            },
-            state: p.state.cloned(),
+        self.rows.push(Row {
+            event: p.event.clone(),
+            size: p.size,
+            diff: p.diff.cloned().map(Arc::new),
         });
+        if self.rows.len() >= SINK_BATCH {
+            self.flush(p.state);
+        }
         Ok(())
     }
 
+    fn idle(&mut self, state: Option<&KvState>) {
+        self.flush(state);
+    }
+
     fn repositioned(&mut self, next_offset: u64, state: Option<&KvState>) {
-        let _ = self.0.send(Update::Repositioned {
+        self.flush(state);
+        let _ = self.updates.send(Update::Repositioned {
             next_offset,
-            state: state.cloned(),
+            state: None,
         });
     }
 
     fn run_ended(&mut self, report: &Report) {
-        let _ = self.0.send(Update::RunEnded(Box::new(report.clone())));
+        self.flush(None);
+        let _ = self.updates.send(Update::RunEnded(Box::new(report.clone())));
     }
 }
 
@@ -61,9 +95,20 @@ pub async fn run(
 ) -> Result<Report, PlayerError> {
     options.exit_when_done = false;
     options.track_state = true;
+    // Checkpoints hold the keys changed between them: bound how many are kept.
+    options.max_checkpoints = options.max_checkpoints.min(TUI_MAX_CHECKPOINTS);
     let (tx, mut updates) = mpsc::unbounded_channel();
+    let shared: SharedState = Arc::default();
     let info = source.info().clone();
-    let handle = player::spawn(source, options, Box::new(TuiSink(tx)))?;
+    let handle = player::spawn(
+        source,
+        options,
+        Box::new(TuiSink {
+            updates: tx,
+            state: shared.clone(),
+            rows: Vec::with_capacity(SINK_BATCH),
+        }),
+    )?;
     let mut stats = handle.stats();
     let mut model = Model::new(info, stats.borrow().clone());
     let mut view = ViewState::default();
@@ -90,7 +135,7 @@ pub async fn run(
                             }
                         }
                         // Draw right away: a key press is shown without waiting for the frame tick.
-                        draw(terminal, &model, &view);
+                        draw(terminal, &mut model, &view, &shared);
                         dirty = false;
                     }
                     Some(Err(e)) => {
@@ -123,7 +168,7 @@ pub async fn run(
             }
             _ = frame.tick() => {
                 if dirty {
-                    draw(terminal, &model, &view);
+                    draw(terminal, &mut model, &view, &shared);
                     dirty = false;
                 }
             }
@@ -133,7 +178,13 @@ pub async fn run(
     handle.join().await
 }
 
-fn draw(terminal: &mut DefaultTerminal, model: &Model, view: &ViewState) {
+fn draw(terminal: &mut DefaultTerminal, model: &mut Model, view: &ViewState, state: &SharedState) {
+    if let Ok(slot) = state.lock()
+        && slot.is_some()
+    {
+        model.state = slot.clone();
+    }
+    let model = &*model;
     if let Err(e) = terminal.draw(|f| view::render(f, model, view)) {
         tracing::error!("drawing failed: {e}");
     }

@@ -47,6 +47,16 @@ impl ObjectValue {
             .map_err(Clone::clone)
     }
 
+    /// The same value without ties to a larger buffer: a value decoded from an archive chunk
+    /// shares that chunk's buffer, and keeping it (in the materialized state, for hours) would
+    /// keep the whole chunk alive. Values already owned are returned as they are.
+    pub fn detached(&self) -> ObjectValue {
+        match &self.0.raw {
+            Some(raw) => ObjectValue::from_struct_bytes(Bytes::copy_from_slice(raw)),
+            None => self.clone(),
+        }
+    }
+
     /// The stored protobuf bytes, when the value came from protobuf.
     pub fn raw(&self) -> Option<&Bytes> {
         self.0.raw.as_ref()

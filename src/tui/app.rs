@@ -28,6 +28,8 @@ pub enum Update {
         row: Row,
         state: Option<KvState>,
     },
+    /// Several played events at once (the state is shared separately).
+    Batch(Vec<Row>),
     Repositioned {
         next_offset: u64,
         state: Option<KvState>,
@@ -129,6 +131,11 @@ impl Model {
 
     pub fn apply(&mut self, update: Update) {
         match update {
+            Update::Batch(rows) => {
+                for row in rows {
+                    self.apply(Update::Played { row, state: None });
+                }
+            }
             Update::Played { row, state } => {
                 if self.report.is_some() && self.stats.state != PlayState::Stopped {
                     self.report = None;
