@@ -68,10 +68,11 @@ fn scan_phase(path: &Path, chain: bool) {
     let mut events = 0u64;
     let mut bytes = 0u64;
     let mut ops = 0u64;
+    let mut names = replayscope::event::wire::NameCache::default();
     while let Some(raw) = cursor.next_raw() {
         let raw = raw.unwrap();
         bytes += raw.payload.len() as u64;
-        let e = raw.decode().unwrap();
+        let e = raw.decode_with(&mut names).unwrap();
         // Decode every value to JSON too (values are otherwise decoded on first use).
         e.check_values().unwrap();
         ops += e.operations.len() as u64;

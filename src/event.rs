@@ -8,6 +8,8 @@ pub mod wire;
 use std::fmt;
 pub use value::ObjectValue;
 
+use std::sync::Arc;
+
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
@@ -33,8 +35,9 @@ pub struct Event {
     /// Wall-clock commit time (Unix ns), where the source has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_time_ns: Option<u64>,
-    pub namespace: String,
-    pub agent_id: String,
+    /// Shared: events of one channel carry the same strings.
+    pub namespace: Arc<str>,
+    pub agent_id: Arc<str>,
     pub operations: Vec<Operation>,
 }
 
@@ -88,8 +91,8 @@ impl Event {
             operations,
             offset: self.offset,
             commit_time_ns: self.commit_time_ns,
-            namespace: self.namespace.clone(),
-            agent_id: self.agent_id.clone(),
+            namespace: self.namespace.to_string(),
+            agent_id: self.agent_id.to_string(),
         })
     }
 
@@ -101,12 +104,12 @@ impl Event {
     /// Decodes stored `ArchivedEvent` bytes.
     /// Decodes stored `ArchivedEvent` bytes (values stay encoded until used).
     pub fn decode(bytes: &[u8]) -> Result<Event, ValueError> {
-        wire::decode_event(&bytes::Bytes::copy_from_slice(bytes))
+        Event::decode_bytes(&bytes::Bytes::copy_from_slice(bytes))
     }
 
     /// Like [`Event::decode`], sharing the buffer (no copy).
     pub fn decode_bytes(bytes: &bytes::Bytes) -> Result<Event, ValueError> {
-        wire::decode_event(bytes)
+        wire::decode_event(bytes, &mut wire::NameCache::default())
     }
 
     /// Decodes every value now (so that a bad one is reported here, not on first use).
@@ -140,8 +143,8 @@ impl Event {
             txn_id: a.txn_id,
             commit_ts: a.commit_ts,
             commit_time_ns: a.commit_time_ns,
-            namespace: a.namespace,
-            agent_id: a.agent_id,
+            namespace: Arc::from(a.namespace),
+            agent_id: Arc::from(a.agent_id),
             operations,
         })
     }

@@ -163,8 +163,8 @@ impl Default for GenOptions {
 }
 
 struct Agent {
-    namespace: &'static str,
-    agent_id: String,
+    namespace: std::sync::Arc<str>,
+    agent_id: std::sync::Arc<str>,
     /// Live keys with their current version (bounded so that memory stays flat).
     keys: Vec<(String, u64)>,
     /// Versions of deleted keys, so a re-created key continues its version sequence.
@@ -196,8 +196,8 @@ impl Generator {
                 let role = AGENT_ROLES[i % AGENT_ROLES.len()];
                 let suffix = rng.below(0x10000);
                 Agent {
-                    namespace: NAMESPACES[i % ns_count],
-                    agent_id: format!("{role}-{suffix:04x}"),
+                    namespace: std::sync::Arc::from(NAMESPACES[i % ns_count]),
+                    agent_id: std::sync::Arc::from(format!("{role}-{suffix:04x}")),
                     keys: Vec::new(),
                     turn: 0,
                     step: 0,
@@ -398,7 +398,7 @@ impl Iterator for Generator {
             txn_id,
             commit_ts: self.commit_ts,
             commit_time_ns: Some(self.time_ns),
-            namespace: agent.namespace.to_string(),
+            namespace: agent.namespace.clone(),
             agent_id: agent.agent_id.clone(),
             operations,
         };

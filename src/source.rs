@@ -60,7 +60,7 @@ impl Filter {
 
     pub fn matches(&self, e: &Event) -> bool {
         if let Some((ns, agent)) = &self.agent
-            && (e.namespace != *ns || e.agent_id != *agent)
+            && (*e.namespace != **ns || *e.agent_id != **agent)
         {
             return false;
         }

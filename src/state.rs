@@ -20,11 +20,40 @@ use imbl::OrdMap;
 use crate::event::{Event, ObjectValue};
 
 /// Where a key lives.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Eq, Hash)]
 pub struct StateKey {
     pub namespace: Arc<str>,
     pub agent_id: Arc<str>,
     pub key: Arc<str>,
+}
+
+/// Shared strings (events of one channel share them) compare by pointer first.
+fn cmp_shared(a: &Arc<str>, b: &Arc<str>) -> std::cmp::Ordering {
+    if Arc::ptr_eq(a, b) {
+        std::cmp::Ordering::Equal
+    } else {
+        a.cmp(b)
+    }
+}
+
+impl Ord for StateKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        cmp_shared(&self.namespace, &other.namespace)
+            .then_with(|| cmp_shared(&self.agent_id, &other.agent_id))
+            .then_with(|| self.key.cmp(&other.key))
+    }
+}
+
+impl PartialOrd for StateKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for StateKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
 }
 
 impl std::fmt::Display for StateKey {
@@ -85,18 +114,9 @@ pub struct Diff {
 
 /// A materialized state. Cloning is O(1) (structure is shared), which is what makes checkpoints
 /// cheap.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct KvState {
     map: OrdMap<StateKey, Entry>,
-    /// The last (namespace, agent_id) seen, so that consecutive events of one agent share the
-    /// same strings instead of allocating them again.
-    names: Option<(Arc<str>, Arc<str>)>,
-}
-
-impl PartialEq for KvState {
-    fn eq(&self, other: &Self) -> bool {
-        self.map == other.map
-    }
 }
 
 impl KvState {
@@ -127,17 +147,8 @@ impl KvState {
 
     /// Applies one transaction and returns what it changed.
     pub fn apply(&mut self, event: &Event) -> Diff {
-        let (namespace, agent_id) = match &self.names {
-            Some((ns, a)) if **ns == *event.namespace && **a == *event.agent_id => (ns.clone(), a.clone()),
-            _ => {
-                let names: (Arc<str>, Arc<str>) = (
-                    Arc::from(event.namespace.as_str()),
-                    Arc::from(event.agent_id.as_str()),
-                );
-                self.names = Some(names.clone());
-                names
-            }
-        };
+        // The event's strings are shared by the events of its channel.
+        let (namespace, agent_id) = (event.namespace.clone(), event.agent_id.clone());
         let mut changes = Vec::with_capacity(event.operations.len());
         for op in &event.operations {
             let key = StateKey {

@@ -123,6 +123,14 @@ impl RawEvent {
     pub fn decode(&self) -> std::result::Result<Event, crate::event::ValueError> {
         Event::decode_bytes(&self.payload)
     }
+
+    /// The event, sharing namespace and agent strings with earlier events through `names`.
+    pub fn decode_with(
+        &self,
+        names: &mut crate::event::wire::NameCache,
+    ) -> std::result::Result<Event, crate::event::ValueError> {
+        crate::event::wire::decode_event(&self.payload, names)
+    }
 }
 
 struct ArchiveInner {
@@ -724,6 +732,7 @@ pub struct Cursor {
     /// Check the hash chain at every chunk boundary (CRCs are always checked).
     verify_chain: bool,
     failed: bool,
+    names: crate::event::wire::NameCache,
 }
 
 impl Cursor {
@@ -741,6 +750,7 @@ impl Cursor {
             verified_through: None,
             verify_chain: true,
             failed: false,
+            names: Default::default(),
         }
     }
 
@@ -1002,7 +1012,7 @@ impl Cursor {
             Ok(r) => r,
             Err(e) => return Some(Err(e)),
         };
-        Some(raw.decode().map_err(|e| {
+        Some(raw.decode_with(&mut self.names).map_err(|e| {
             self.failed = true;
             let seg = self
                 .seg

@@ -6,6 +6,8 @@
 
 use serde_json::{Map, Value};
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::{Event, JsonObject, ObjectValue, Operation, ValueError, f64_to_json};
@@ -140,16 +142,42 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Namespace and agent strings seen recently, so that the events of a channel share one
+/// allocation (and a state keyed by them compares pointers first).
+#[derive(Debug, Default)]
+pub struct NameCache {
+    names: Vec<(Box<[u8]>, Arc<str>)>,
+}
+
+/// Distinct names kept; past that the cache starts over.
+const NAME_CACHE: usize = 64;
+
+impl NameCache {
+    fn get(&mut self, b: &[u8]) -> Result<Arc<str>, ValueError> {
+        if let Some((_, s)) = self.names.iter().find(|(k, _)| **k == *b) {
+            return Ok(s.clone());
+        }
+        let s: Arc<str> = Arc::from(
+            std::str::from_utf8(b).map_err(|_| err("string is not UTF-8"))?,
+        );
+        if self.names.len() >= NAME_CACHE {
+            self.names.clear();
+        }
+        self.names.push((b.into(), s.clone()));
+        Ok(s)
+    }
+}
+
 /// Decodes an encoded `ArchivedEvent`. Values are kept as slices of `b` and decoded on use.
-pub fn decode_event(b: &Bytes) -> Result<Event, ValueError> {
+pub fn decode_event(b: &Bytes, names: &mut NameCache) -> Result<Event, ValueError> {
     let mut r = Reader::new(b);
     let mut e = Event {
         offset: 0,
         txn_id: String::new(),
         commit_ts: 0,
         commit_time_ns: None,
-        namespace: String::new(),
-        agent_id: String::new(),
+        namespace: Arc::from(""),
+        agent_id: Arc::from(""),
         operations: Vec::new(),
     };
     while !r.done() {
@@ -178,11 +206,11 @@ pub fn decode_event(b: &Bytes) -> Result<Event, ValueError> {
             }
             18 => {
                 r.expect(wire, 2)?;
-                e.namespace = r.string()?;
+                e.namespace = names.get(r.bytes()?)?;
             }
             19 => {
                 r.expect(wire, 2)?;
-                e.agent_id = r.string()?;
+                e.agent_id = names.get(r.bytes()?)?;
             }
             _ => r.skip(wire)?,
         }
@@ -320,7 +348,7 @@ mod tests {
     fn agrees_with_the_prost_path_on_generated_events() {
         for e in Generator::new(GenOptions::default()).take(2000) {
             let bytes = e.encode().unwrap();
-            let direct = decode_event(&Bytes::from(bytes.clone())).unwrap();
+            let direct = decode_event(&Bytes::from(bytes.clone()), &mut NameCache::default()).unwrap();
             direct.check_values().unwrap();
             let via_prost = Event::from_archived(
                 crate::proto::replayscope::v1::ArchivedEvent::decode(bytes.as_slice()).unwrap(),

@@ -94,6 +94,7 @@ async fn produce(
     tx: mpsc::Sender<Result<Batch, SourceError>>,
 ) {
     let batch_events = req.batch_events.max(1);
+    let mut names = crate::event::wire::NameCache::default();
     loop {
         let mut events = Vec::with_capacity(batch_events);
         let mut bytes = 0u64;
@@ -113,7 +114,7 @@ async fn produce(
             {
                 continue;
             }
-            let event = match raw.decode() {
+            let event = match raw.decode_with(&mut names) {
                 Ok(e) => e,
                 Err(e) => {
                     failure = Some(SourceError::Archive(crate::archive::ArchiveError::Decode {
