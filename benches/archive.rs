@@ -12,52 +12,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use replayscope::archive::{Archive, ArchiveWriter, OpenOptions, WriterOptions};
+use replayscope::archive::{Archive, OpenOptions};
 use replayscope::event::Position;
-use replayscope::generate::{GenOptions, Generator, Rng};
+use replayscope::generate::Rng;
+
+#[path = "support.rs"]
+mod support;
+use support::*;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
-fn vm_hwm_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-/// Generates the archive if it is not there yet; returns the write rate when it generated.
-fn ensure_archive(path: &Path, events: u64) -> Option<f64> {
-    if path.exists() {
-        return None;
-    }
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let tmp = path.with_extension("tmp");
-    let start = Instant::now();
-    let mut w = ArchiveWriter::create(&tmp, WriterOptions::default()).unwrap();
-    for e in Generator::new(GenOptions::default()).take(events as usize) {
-        w.append(&e).unwrap();
-    }
-    w.finish().unwrap();
-    let secs = start.elapsed().as_secs_f64();
-    std::fs::rename(&tmp, path).unwrap();
-    Some(events as f64 / secs)
-}
 
 /// Child process: open, decode every event (and every JSON value), print
 /// `events secs payload_bytes vmhwm_kb`. With `chain`, also check the hash chain.

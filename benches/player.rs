@@ -19,39 +19,12 @@ use replayscope::generate::{GenOptions, Generator};
 use replayscope::player::{self, Command, Pace, PlayState, Played, PlayerOptions, Sink, SinkError};
 use replayscope::source::{ArchiveSource, Source};
 
+#[path = "support.rs"]
+mod support;
+use support::*;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
-fn vm_hwm_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
-fn ensure_archive(path: &Path, events: u64) {
-    if path.exists() {
-        return;
-    }
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let tmp = path.with_extension("tmp");
-    let mut w = ArchiveWriter::create(&tmp, WriterOptions::default()).unwrap();
-    for e in Generator::new(GenOptions::default()).take(events as usize) {
-        w.append(&e).unwrap();
-    }
-    w.finish().unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
 
 fn source(path: &Path) -> Arc<dyn Source> {
     Arc::new(ArchiveSource::new(
@@ -114,11 +87,6 @@ impl Sink for Timing {
             .push((std::time::Instant::now(), p.due));
         Ok(())
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 /// Realtime at 1x over 10,000 events exactly 1 ms apart.

@@ -23,16 +23,9 @@ use replayscope::source::SourceInfo;
 use replayscope::state::KvState;
 use replayscope::tui::app::{Model, Row, Update, ViewState};
 
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
+#[path = "support.rs"]
+mod support;
+use support::*;
 
 fn model() -> Model {
     let evs: Vec<_> = Generator::new(GenOptions::default()).take(6000).collect();
@@ -91,7 +84,8 @@ fn render_times(m: &Model, w: u16, h: u16) -> (f64, f64) {
     let mut times = Vec::with_capacity(2000);
     for _ in 0..2000 {
         let s = Instant::now();
-        t.draw(|f| replayscope::tui::view::render(f, m, &v)).unwrap();
+        t.draw(|f| replayscope::tui::view::render(f, m, &v))
+            .unwrap();
         times.push(s.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);
@@ -115,7 +109,12 @@ impl Tmux {
     }
     /// Polls the screen every `every` until `pred` holds (each poll runs a tmux process, so a
     /// tight poll takes CPU from what is measured: poll fast only for latencies).
-    fn wait(&self, limit: Duration, every: Duration, pred: impl Fn(&str) -> bool) -> Option<Instant> {
+    fn wait(
+        &self,
+        limit: Duration,
+        every: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<Instant> {
         let start = Instant::now();
         while start.elapsed() < limit {
             if pred(&self.screen()) {
@@ -129,7 +128,9 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["-L", &self.0, "kill-server"]).output();
+        let _ = Command::new("tmux")
+            .args(["-L", &self.0, "kill-server"])
+            .output();
     }
 }
 
@@ -156,7 +157,9 @@ fn main() {
     let m = model();
     let (w50, w99) = render_times(&m, 200, 60);
     let (n50, n99) = render_times(&m, 80, 24);
-    println!("| render a frame, 200x60 (5,000 rows, 288 keys) | p50 {w50:.3} ms, p99 {w99:.3} ms |");
+    println!(
+        "| render a frame, 200x60 (5,000 rows, 288 keys) | p50 {w50:.3} ms, p99 {w99:.3} ms |"
+    );
     println!("| render a frame, 80x24 | p50 {n50:.3} ms, p99 {n99:.3} ms |");
 
     if !archive.exists() || !bin.exists() {
@@ -175,7 +178,13 @@ fn main() {
     // Headless reference.
     let start = Instant::now();
     let out = Command::new(&bin)
-        .args(["play", archive.to_str().unwrap(), "--format", "none", "--quiet"])
+        .args([
+            "play",
+            archive.to_str().unwrap(),
+            "--format",
+            "none",
+            "--quiet",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -186,13 +195,30 @@ fn main() {
     let log = std::env::temp_dir().join("replayscope-bench-tui.log");
     let start = Instant::now();
     t.cmd(&[
-        "new-session", "-d", "-s", "b", "-x", "200", "-y", "60",
-        bin.to_str().unwrap(), "open", archive.to_str().unwrap(), "--pace", "fast",
-        "--log-file", log.to_str().unwrap(),
+        "new-session",
+        "-d",
+        "-s",
+        "b",
+        "-x",
+        "200",
+        "-y",
+        "60",
+        bin.to_str().unwrap(),
+        "open",
+        archive.to_str().unwrap(),
+        "--pace",
+        "fast",
+        "--log-file",
+        log.to_str().unwrap(),
     ]);
-    let pid = t.cmd(&["display", "-p", "-t", "b", "#{pane_pid}"]).trim().to_string();
-    t.wait(Duration::from_secs(10), Duration::from_millis(20), |s| s.contains("PLAYING"))
-        .expect("the inspector starts");
+    let pid = t
+        .cmd(&["display", "-p", "-t", "b", "#{pane_pid}"])
+        .trim()
+        .to_string();
+    t.wait(Duration::from_secs(10), Duration::from_millis(20), |s| {
+        s.contains("PLAYING")
+    })
+    .expect("the inspector starts");
     // Key press to screen while ingesting: toggle the help overlay (10 presses, then let it run).
     let mut lat = Vec::new();
     for i in 0..10 {
@@ -208,7 +234,9 @@ fn main() {
     }
     lat.sort_by(f64::total_cmp);
     let done = t
-        .wait(Duration::from_secs(600), Duration::from_millis(100), |s| s.contains("FINISHED"))
+        .wait(Duration::from_secs(600), Duration::from_millis(100), |s| {
+            s.contains("FINISHED")
+        })
         .expect("the inspector finishes");
     let tui_secs = (done - start).as_secs_f64();
     let hwm = rss_kb(&pid, "VmHWM:");

@@ -275,15 +275,20 @@ pub enum PlayOutcome {
     Interrupted(Option<u64>),
 }
 
-fn play_cmd(a: PlayArgs) -> Result<()> {
-    let expect = match &a.expect_hash {
-        Some(h) => Some(parse_hash(h).ok_or_else(|| {
+/// `--expect-hash HEX` as a hash (a usage error when it is not 64 hex digits).
+fn parse_expect_hash(h: Option<&str>) -> Result<Option<[u8; 32]>> {
+    match h {
+        Some(h) => Ok(Some(parse_hash(h).ok_or_else(|| {
             UsageError(format!(
                 "--expect-hash {h:?} is not a 64-digit hex BLAKE3 hash"
             ))
-        })?),
-        None => None,
-    };
+        })?)),
+        None => Ok(None),
+    }
+}
+
+fn play_cmd(a: PlayArgs) -> Result<()> {
+    let expect = parse_expect_hash(a.expect_hash.as_deref())?;
     let source = open_any_source(&a.source)?;
     let mut options = player_options(&a.play, source.as_ref())?;
     options.track_state = a.state_hash;
@@ -675,14 +680,7 @@ fn human_duration(secs: f64) -> String {
 }
 
 fn verify_cmd(a: VerifyArgs) -> Result<()> {
-    let expect = match &a.expect_hash {
-        Some(h) => Some(parse_hash(h).ok_or_else(|| {
-            UsageError(format!(
-                "--expect-hash {h:?} is not a 64-digit hex BLAKE3 hash"
-            ))
-        })?),
-        None => None,
-    };
+    let expect = parse_expect_hash(a.expect_hash.as_deref())?;
     let archive = open_source(&a.source)?;
     let report = crate::archive::verify::verify(&archive, expect)?;
     let mut out = std::io::stdout().lock();

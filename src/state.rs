@@ -20,7 +20,7 @@ use imbl::OrdMap;
 use crate::event::{Event, ObjectValue};
 
 /// Where a key lives.
-#[derive(Debug, Clone, Eq, Hash)]
+#[derive(Debug, Clone, Eq)]
 pub struct StateKey {
     pub namespace: Arc<str>,
     pub agent_id: Arc<str>,

@@ -45,7 +45,9 @@ impl TuiSink {
     fn flush(&mut self, state: Option<&KvState>) {
         if !self.rows.is_empty() {
             // The UI may be gone (quitting); the player is stopped right after.
-            let _ = self.updates.send(Update::Batch(std::mem::take(&mut self.rows)));
+            let _ = self
+                .updates
+                .send(Update::Batch(std::mem::take(&mut self.rows)));
         }
         if let Some(s) = state
             && let Ok(mut slot) = self.state.lock()
@@ -83,7 +85,9 @@ impl Sink for TuiSink {
 
     fn run_ended(&mut self, report: &Report) {
         self.flush(None);
-        let _ = self.updates.send(Update::RunEnded(Box::new(report.clone())));
+        let _ = self
+            .updates
+            .send(Update::RunEnded(Box::new(report.clone())));
     }
 }
 

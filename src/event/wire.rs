@@ -157,9 +157,8 @@ impl NameCache {
         if let Some((_, s)) = self.names.iter().find(|(k, _)| **k == *b) {
             return Ok(s.clone());
         }
-        let s: Arc<str> = Arc::from(
-            std::str::from_utf8(b).map_err(|_| err("string is not UTF-8"))?,
-        );
+        let s: Arc<str> =
+            Arc::from(std::str::from_utf8(b).map_err(|_| err("string is not UTF-8"))?);
         if self.names.len() >= NAME_CACHE {
             self.names.clear();
         }
@@ -348,7 +347,8 @@ mod tests {
     fn agrees_with_the_prost_path_on_generated_events() {
         for e in Generator::new(GenOptions::default()).take(2000) {
             let bytes = e.encode().unwrap();
-            let direct = decode_event(&Bytes::from(bytes.clone()), &mut NameCache::default()).unwrap();
+            let direct =
+                decode_event(&Bytes::from(bytes.clone()), &mut NameCache::default()).unwrap();
             direct.check_values().unwrap();
             let via_prost = Event::from_archived(
                 crate::proto::replayscope::v1::ArchivedEvent::decode(bytes.as_slice()).unwrap(),
