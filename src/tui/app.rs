@@ -327,8 +327,12 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
         Action::Quit => view.quit = true,
         Action::ToggleHelp => view.help = !view.help,
         Action::Escape => {
-            if view.prompt.take().is_none() && !std::mem::take(&mut view.help) {
-                model.error = None;
+            // Closes the innermost thing: a prompt, the help, the error banner, then the report.
+            if view.prompt.take().is_none()
+                && !std::mem::take(&mut view.help)
+                && model.error.take().is_none()
+            {
+                model.report = None;
             }
         }
         Action::TogglePause => out.push(Command::TogglePause),
@@ -613,6 +617,45 @@ mod tests {
             handle(Action::PromptSubmit, &mut m, &mut v),
             vec![Command::ResumeFrom(42)]
         );
+    }
+
+    #[test]
+    fn escape_closes_the_innermost_thing_first() {
+        let mut m = Model::new(source(), crate::tui::view::tests::stats());
+        m.error = Some("boom".into());
+        m.report = Some(crate::player::Report {
+            source: "s".into(),
+            outcome: "stopped".into(),
+            reason: None,
+            events_sent: 0,
+            failures: 0,
+            bytes: 0,
+            duration_ms: 0,
+            first_offset: None,
+            last_offset: None,
+            next_offset: Some(3),
+            achieved_rate: 0.0,
+            max_lag_ms: 0.0,
+            p99_lag_ms: 0.0,
+            final_hash: None,
+            state_hash: None,
+            pace: "fast".into(),
+            integrity_failure: false,
+            output_closed: false,
+        });
+        let mut v = ViewState {
+            help: true,
+            ..ViewState::default()
+        };
+        handle(Action::OpenSeek, &mut m, &mut v);
+        handle(Action::Escape, &mut m, &mut v);
+        assert!(v.prompt.is_none() && v.help);
+        handle(Action::Escape, &mut m, &mut v);
+        assert!(!v.help && m.error.is_some());
+        handle(Action::Escape, &mut m, &mut v);
+        assert!(m.error.is_none() && m.report.is_some());
+        handle(Action::Escape, &mut m, &mut v);
+        assert!(m.report.is_none());
     }
 
     #[test]

@@ -727,7 +727,7 @@ fn render_help(frame: &mut Frame, area: Rect) {
 }
 
 fn render_report(frame: &mut Frame, area: Rect, model: &Model, r: &crate::player::Report) {
-    let h = 12;
+    let h = 13;
     let rect = centered(area, 72, h);
     frame.render_widget(Clear, rect);
     let title = format!(" run {} ", r.outcome);
@@ -771,6 +771,10 @@ fn render_report(frame: &mut Frame, area: Rect, model: &Model, r: &crate::player
         ),
         None => Line::styled("played to the end of the source", Style::new().bold()),
     });
+    lines.push(Line::styled(
+        "esc closes this; the table stays browsable",
+        Style::new().fg(Color::DarkGray),
+    ));
     let _ = model;
     frame.render_widget(
         Paragraph::new(lines).wrap(Wrap { trim: true }).block(
