@@ -203,9 +203,18 @@ impl Model {
             })
     }
 
+    /// The offset of the last event played: the newest row (rows arrive as events are played;
+    /// the stats snapshot lags them by up to its interval).
+    pub fn position(&self) -> Option<u64> {
+        self.rows
+            .back()
+            .map(|r| r.event.offset)
+            .max(self.stats.position.filter(|_| self.rows.is_empty()))
+    }
+
     /// Events played after the frozen point.
     pub fn pending(&self, view: &ViewState) -> u64 {
-        match (view.frozen_at, self.stats.position) {
+        match (view.frozen_at, self.position()) {
             (Some(f), Some(p)) if p > f => p - f,
             _ => 0,
         }
@@ -229,7 +238,7 @@ impl Model {
         self.report
             .as_ref()
             .and_then(|r| r.next_offset)
-            .or(self.stats.position.map(|p| p + 1))
+            .or(self.position().map(|p| p + 1))
             .unwrap_or(self.stats.next_offset)
     }
 }
@@ -435,7 +444,7 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
         }
         Action::SeekPercent(d) => {
             if let Some((first, last)) = model.range() {
-                let pos = model.stats.position.unwrap_or(model.stats.next_offset);
+                let pos = model.position().unwrap_or(model.stats.next_offset);
                 let span = (last - first).max(1) as f64;
                 let pct = ((pos.saturating_sub(first)) as f64 / span * 100.0 + d as f64)
                     .clamp(0.0, 100.0);
@@ -450,7 +459,7 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
         Action::ToggleFreeze => {
             view.frozen_at = match view.frozen_at {
                 Some(_) => None,
-                None => Some(model.stats.position.unwrap_or(0)),
+                None => Some(model.position().unwrap_or(0)),
             };
         }
         Action::FocusNext => {
@@ -711,6 +720,7 @@ mod tests {
         m.stats.position = Some(9);
         handle(Action::ToggleFreeze, &mut m, &mut v);
         assert_eq!(v.frozen_at, Some(9));
+        m.rows.clear();
         m.stats.position = Some(20);
         assert_eq!(m.pending(&v), 11);
     }

@@ -290,7 +290,7 @@ fn render_state(frame: &mut Frame, area: Rect, model: &Model, view: &ViewState) 
     };
     let title = format!(
         " state at #{}: {} keys ",
-        model.stats.position.map_or("-".into(), |p| p.to_string()),
+        model.position().map_or("-".into(), |p| p.to_string()),
         state.len()
     );
     let block = focused_block(&title, view.focus == Focus::State);
@@ -541,7 +541,7 @@ fn render_timeline(frame: &mut Frame, area: Rect, model: &Model, compact: bool) 
         frame.render_widget(Paragraph::new("empty source"), area);
         return;
     };
-    let pos = s.position.unwrap_or(first);
+    let pos = model.position().unwrap_or(first);
     let r = if last > first {
         (pos - first) as f64 / (last - first) as f64
     } else {
