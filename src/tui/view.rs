@@ -548,7 +548,11 @@ fn render_timeline(frame: &mut Frame, area: Rect, model: &Model, compact: bool) 
         1.0
     };
     let time = match (
-        s.time_ns,
+        model
+            .rows
+            .back()
+            .and_then(|r| r.event.commit_time_ns)
+            .or(s.time_ns),
         model.source.first_time_ns,
         model.source.last_time_ns,
     ) {
