@@ -142,7 +142,8 @@ pub struct Played<'a> {
     /// Encoded size in bytes.
     pub size: u32,
     /// What it changed (when the state is tracked).
-    pub diff: Option<&'a Diff>,
+    /// (Shared: a sink keeps it without copying.)
+    pub diff: Option<&'a Arc<Diff>>,
     /// The state after it (when tracked).
     pub state: Option<&'a KvState>,
     /// When it was due (None: at once — fast pace, a step or a seek).
@@ -608,7 +609,7 @@ impl Player {
             return;
         };
         let silent = self.silent_until.is_some_and(|s| event.offset < s);
-        let diff = self.tracker.as_mut().map(|t| t.apply(&event));
+        let diff = self.tracker.as_mut().map(|t| Arc::new(t.apply(&event)));
         self.next_offset = event.offset + 1;
         self.window.ack(event.offset);
         if silent {

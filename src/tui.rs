@@ -63,7 +63,7 @@ impl Sink for TuiSink {
         self.rows.push(Row {
             event: p.event.clone(),
             size: p.size,
-            diff: p.diff.cloned().map(Arc::new),
+            diff: p.diff.cloned(),
         });
         if self.rows.len() >= SINK_BATCH {
             self.flush(p.state);
