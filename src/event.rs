@@ -45,7 +45,8 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Operation {
-    pub key: String,
+    /// Shared with the materialized state's key.
+    pub key: Arc<str>,
     /// Shared (materialized state and diffs hold it without copying) and decoded on first use.
     pub value: Option<ObjectValue>,
     pub version: u64,
@@ -76,7 +77,7 @@ impl Event {
             .iter()
             .map(|op| {
                 Ok(sh::Operation {
-                    key: op.key.clone(),
+                    key: op.key.to_string(),
                     value: match &op.value {
                         Some(v) => Some(object_to_struct(v.object(&op.key)?, &op.key)?),
                         None => None,
@@ -132,7 +133,7 @@ impl Event {
                     None => None,
                 };
                 Ok(Operation {
-                    key: op.key,
+                    key: Arc::from(op.key),
                     value,
                     version: op.version,
                 })

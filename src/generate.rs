@@ -311,7 +311,7 @@ impl Generator {
             let i = self.rng.below(live as u64) as usize;
             let (key, version) = self.agents[a].keys.swap_remove(i);
             return Operation {
-                key,
+                key: key.into(),
                 value: None,
                 version: version + 1,
             };
@@ -324,7 +324,7 @@ impl Generator {
             let entry = &mut self.agents[a].keys[i];
             entry.1 += 1;
             return Operation {
-                key,
+                key: key.into(),
                 value: Some(ObjectValue::from_object(value)),
                 version: entry.1,
             };
@@ -343,7 +343,7 @@ impl Generator {
             }
         };
         Operation {
-            key,
+            key: key.into(),
             value: Some(ObjectValue::from_object(value)),
             version,
         }

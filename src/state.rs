@@ -154,7 +154,7 @@ impl KvState {
             let key = StateKey {
                 namespace: namespace.clone(),
                 agent_id: agent_id.clone(),
-                key: Arc::from(op.key.as_str()),
+                key: op.key.clone(),
             };
             match &op.value {
                 Some(value) => {

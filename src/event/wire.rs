@@ -91,6 +91,11 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
 
+    fn str(&mut self) -> Result<&'a str, ValueError> {
+        let b = self.bytes()?;
+        simdutf8::basic::from_utf8(b).map_err(|_| err("string is not UTF-8"))
+    }
+
     fn string(&mut self) -> Result<String, ValueError> {
         let b = self.bytes()?;
         simdutf8::basic::from_utf8(b)
@@ -219,7 +224,7 @@ pub fn decode_event(b: &Bytes, names: &mut NameCache) -> Result<Event, ValueErro
 
 fn decode_operation(whole: &Bytes, b: &[u8]) -> Result<Operation, ValueError> {
     let mut r = Reader::new(b);
-    let mut key = String::new();
+    let mut key: Arc<str> = Arc::from("");
     let mut value: Option<&[u8]> = None;
     let mut version = 0;
     while !r.done() {
@@ -227,7 +232,7 @@ fn decode_operation(whole: &Bytes, b: &[u8]) -> Result<Operation, ValueError> {
         match field {
             1 => {
                 r.expect(wire, 2)?;
-                key = r.string()?;
+                key = Arc::from(r.str()?);
             }
             2 => {
                 r.expect(wire, 2)?;

@@ -251,7 +251,7 @@ fn render_detail(frame: &mut Frame, area: Rect, model: &Model, view: &ViewState)
             Some(v) => {
                 lines.push(Line::from(vec![
                     Span::styled("set ", Style::new().fg(Color::Green).bold()),
-                    Span::styled(op.key.clone(), Style::new().bold()),
+                    Span::styled(op.key.to_string(), Style::new().bold()),
                     Span::raw(format!("  v{}", op.version)),
                 ]));
                 let json = match v.object(&op.key) {
@@ -264,7 +264,7 @@ fn render_detail(frame: &mut Frame, area: Rect, model: &Model, view: &ViewState)
             }
             None => lines.push(Line::from(vec![
                 Span::styled("delete ", Style::new().fg(Color::Red).bold()),
-                Span::styled(op.key.clone(), Style::new().bold()),
+                Span::styled(op.key.to_string(), Style::new().bold()),
                 Span::raw(format!("  v{}", op.version)),
             ])),
         }
