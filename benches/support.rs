@@ -1,7 +1,7 @@
 //! Helpers shared by the benchmarks (included with `#[path]`; not a bench of its own).
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use replayscope::archive::{ArchiveWriter, WriterOptions};
@@ -30,13 +30,6 @@ pub fn vm_hwm_kb() -> u64 {
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
-}
-
-/// Where benchmark archives live (`--dir`, default target/bench-data).
-pub fn data_dir(args: &[String]) -> PathBuf {
-    arg(args, "--dir")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data"))
 }
 
 /// Generates the `gen` archive (seed 1) if it is not there yet; returns the write rate

@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Something that can return byte ranges of one archive file.
 pub trait RangeRead: Send + Sync {
@@ -25,7 +25,6 @@ pub struct LocalFile {
     file: File,
     size: u64,
     name: String,
-    path: PathBuf,
 }
 
 impl LocalFile {
@@ -39,12 +38,7 @@ impl LocalFile {
             file,
             size: meta.len(),
             name: path.display().to_string(),
-            path: path.to_path_buf(),
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

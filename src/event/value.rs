@@ -62,20 +62,6 @@ impl ObjectValue {
         self.0.raw.as_ref()
     }
 
-    /// Size of the stored form in bytes (or of the JSON, for values that never were protobuf).
-    pub fn stored_len(&self) -> usize {
-        match &self.0.raw {
-            Some(r) => r.len(),
-            None => self
-                .0
-                .decoded
-                .get()
-                .and_then(|d| d.as_ref().ok())
-                .and_then(|o| serde_json::to_vec(o).ok())
-                .map_or(0, |v| v.len()),
-        }
-    }
-
     /// Compact JSON text (or an explanation when the bytes do not decode).
     pub fn to_json_string(&self, key: &str) -> String {
         match self.object(key) {
