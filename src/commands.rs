@@ -169,6 +169,16 @@ fn run_tui(source: Arc<dyn Source>, options: PlayerOptions) -> Result<()> {
     ratatui::restore();
     let report = result?;
     tracing::info!(?report, "inspector closed");
+    // A failed last run is reported after the terminal is back, with its exit code.
+    if report.outcome == "failed" {
+        let reason = report.reason.unwrap_or_default();
+        return Err(if report.integrity_failure {
+            PlayOutcome::Integrity(reason)
+        } else {
+            PlayOutcome::Failed(reason)
+        }
+        .into());
+    }
     Ok(())
 }
 
