@@ -28,9 +28,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "REPLAYSCOPE_LOG_FILE")]
     pub log_file: Option<PathBuf>,
 
-    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `replayscope=debug`.
-    #[arg(long, global = true, default_value = "warn", env = "REPLAYSCOPE_LOG")]
-    pub log: String,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `replayscope=debug` [default:
+    /// `info` for serve, `warn` otherwise].
+    #[arg(long, global = true, env = "REPLAYSCOPE_LOG")]
+    pub log: Option<String>,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -54,6 +55,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Replay a source headless: paced events to stdout or a file, a JSON report at the end.
     Play(PlayArgs),
+    /// Serve an archive over gRPC: statehouse.v1 Replay, replayscope.v1 Session and Describe,
+    /// health and reflection.
+    Serve(ServeArgs),
 }
 
 /// How fast to play.
@@ -65,6 +69,36 @@ pub enum PaceArg {
     Fast,
     /// --rate events per second.
     Rate,
+}
+
+/// A size in bytes such as `64MiB`, `512KiB`, `1GiB` or `4096`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid size {s:?}: expected e.g. 64MiB, 512KiB, 4096"))?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "K" | "KB" | "KiB" | "k" => 1 << 10,
+            "M" | "MB" | "MiB" => 1 << 20,
+            "G" | "GB" | "GiB" => 1 << 30,
+            other => {
+                return Err(format!(
+                    "invalid size {s:?}: unknown unit {other:?} (B, KiB, MiB, GiB)"
+                ));
+            }
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("invalid size {s:?}: too large"))
+    }
 }
 
 /// A duration such as `500ms`, `2s`, `1.5m`, `1h` (a bare number is seconds).
@@ -299,4 +333,55 @@ pub struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    /// Address to listen on (port 0 picks a free one; the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:50051", env = "REPLAYSCOPE_LISTEN")]
+    pub listen: std::net::SocketAddr,
+
+    /// Require `authorization: Bearer <token>` on every RPC but health, with the token read
+    /// from this file (the REPLAYSCOPE_TOKEN environment variable also sets one).
+    #[arg(long, env = "REPLAYSCOPE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// TLS certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key", env = "REPLAYSCOPE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM); needs --tls-cert.
+    #[arg(long, requires = "tls_cert", env = "REPLAYSCOPE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, env = "REPLAYSCOPE_METRICS")]
+    pub metrics: Option<std::net::SocketAddr>,
+
+    /// Streams (Replay and Session) served at once; more get RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 64, env = "REPLAYSCOPE_MAX_SESSIONS")]
+    pub max_sessions: u64,
+
+    /// Credit window of a Session that does not ask for one.
+    #[arg(long, default_value = "64MiB", env = "REPLAYSCOPE_WINDOW")]
+    pub window: ByteSize,
+
+    /// The largest window a client may ask for.
+    #[arg(long, default_value = "256MiB", env = "REPLAYSCOPE_MAX_WINDOW")]
+    pub max_window: ByteSize,
+
+    /// Replay ring per Session (what a resume can be served from without re-reading).
+    #[arg(long, default_value = "64MiB", env = "REPLAYSCOPE_RING")]
+    pub ring: ByteSize,
+
+    /// Cancel a session with neither a send nor an ack for this long (and forget a cut one).
+    #[arg(long, default_value = "60s", env = "REPLAYSCOPE_IDLE_TIMEOUT")]
+    pub idle_timeout: Dur,
+
+    /// Interval of the Heartbeat frames sent on each Session.
+    #[arg(long, default_value = "5s", env = "REPLAYSCOPE_HEARTBEAT")]
+    pub heartbeat: Dur,
 }

@@ -81,6 +81,14 @@ pub fn exit_code(err: &color_eyre::Report) -> i32 {
 pub const SAMPLE: &[u8] = include_bytes!("../assets/sample.mcap");
 
 /// Whether the command takes over the terminal (logs must then go to a file).
+pub fn default_log_filter(cli: &Cli) -> &'static str {
+    match cli.command {
+        // A server's per-session lines are its record of what it did.
+        Some(Command::Serve(_)) => "info",
+        _ => "warn",
+    }
+}
+
 pub fn uses_terminal(cli: &Cli) -> bool {
     matches!(cli.command, Some(Command::Demo(_)) | Some(Command::Open(_)))
         || (cli.command.is_none() && cli.source.is_some())
@@ -124,6 +132,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Info(a) => info_cmd(a),
         Command::Verify(a) => verify_cmd(a),
         Command::Play(a) => play_cmd(a),
+        Command::Serve(a) => serve_cmd(a),
     }
 }
 
@@ -402,6 +411,94 @@ fn spawn_progress(
         }
         bar.finish_and_clear();
     })
+}
+
+fn serve_cmd(a: crate::cli::ServeArgs) -> Result<()> {
+    use crate::server::{ServeOptions, Server, Token};
+    let token = match (&a.token_file, std::env::var("REPLAYSCOPE_TOKEN").ok()) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .wrap_err_with(|| format!("reading --token-file {}", path.display()))?;
+            Some(Token::new(&text).ok_or_else(|| {
+                UsageError(format!(
+                    "--token-file {}: the file is empty",
+                    path.display()
+                ))
+            })?)
+        }
+        (None, Some(env)) => Some(
+            Token::new(&env)
+                .ok_or_else(|| UsageError("REPLAYSCOPE_TOKEN is set but empty".to_string()))?,
+        ),
+        (None, None) => None,
+    };
+    if a.window.0 > a.max_window.0 {
+        return Err(UsageError(format!(
+            "--window {} is larger than --max-window {}",
+            a.window.0, a.max_window.0
+        ))
+        .into());
+    }
+    let archive = open_source(&a.source)?;
+    let (name, events) = (archive.name().to_string(), archive.events());
+    let options = ServeOptions {
+        listen: a.listen,
+        tls: a.tls_cert.clone().zip(a.tls_key.clone()),
+        metrics: a.metrics,
+        max_sessions: a.max_sessions.max(1),
+        default_window_bytes: a.window.0.max(1),
+        max_window_bytes: a.max_window.0.max(1),
+        ring_bytes: a.ring.0,
+        idle: a.idle_timeout.0.max(std::time::Duration::from_millis(100)),
+        heartbeat: a.heartbeat.0.max(std::time::Duration::from_millis(10)),
+        token,
+        ..ServeOptions::default()
+    };
+    let secured = match (options.tls.is_some(), options.token.is_some()) {
+        (true, true) => " (TLS, token required)",
+        (true, false) => " (TLS)",
+        (false, true) => " (token required)",
+        (false, false) => "",
+    };
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let server = Server::bind(archive, options).await?;
+        let addr = server.local_addr();
+        tracing::info!(%addr, archive = %name, events, "serving on {addr}{secured}");
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                shutdown_signal().await;
+                stop.cancel();
+            }
+        });
+        server.run(stop).await?;
+        Ok(())
+    })
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn open_source(s: &SourceArgs) -> Result<Archive> {

@@ -299,6 +299,14 @@ impl fmt::Display for Position {
     }
 }
 
+/// The wall clock now, Unix ns (0 if the clock is before 1970).
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
 /// RFC 3339 -> Unix ns (None if malformed or before 1970).
 pub fn parse_rfc3339_ns(s: &str) -> Option<u64> {
     let dt = chrono::DateTime::parse_from_rfc3339(s).ok()?;

@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod cli;
+pub mod client;
 pub mod commands;
 pub mod event;
 pub mod flow;
@@ -11,6 +12,7 @@ pub mod generate;
 pub mod logging;
 pub mod player;
 pub mod proto;
+pub mod server;
 pub mod sink;
 pub mod source;
 pub mod state;

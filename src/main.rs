@@ -11,7 +11,11 @@ fn main() {
     let log_file = cli.log_file.clone().or_else(|| {
         commands::uses_terminal(&cli).then(|| std::env::temp_dir().join("replayscope.log"))
     });
-    let _guard = match replayscope::logging::init(&cli.log, log_file.as_deref()) {
+    let filter = cli
+        .log
+        .clone()
+        .unwrap_or_else(|| commands::default_log_filter(&cli).to_string());
+    let _guard = match replayscope::logging::init(&filter, log_file.as_deref()) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("error: cannot open log file: {e}");

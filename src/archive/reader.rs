@@ -190,8 +190,10 @@ impl Archive {
             for n in &seg.notes {
                 notes.push(format!("{}: {n}", seg.name()));
             }
-            let local: Vec<(u16, usize)> =
+            // In channel-id order, so the channel list is the same every time it is opened.
+            let mut local: Vec<(u16, usize)> =
                 seg.channel_map.iter().map(|(&id, &k)| (id, k)).collect();
+            local.sort_unstable();
             let keys = seg.pending_keys();
             for (id, local_idx) in local {
                 let key = keys[local_idx].clone();

@@ -1,0 +1,443 @@
+//! `replayscope serve`: an archive behind gRPC (DESIGN.md sections 4 and 5, server side).
+//!
+//! - `statehouse.v1.StatehouseService/Replay` streams one agent's events as stored, one message
+//!   per event (other Statehouse RPCs: UNIMPLEMENTED);
+//! - `replayscope.v1.ReplayService/Session` (credit window, replay ring, resume, seek, pause,
+//!   heartbeats, idle watchdog) and `Describe`;
+//! - `grpc.health.v1.Health` and server reflection v1;
+//! - optional bearer token (every RPC but health), TLS, limits, a Prometheus endpoint.
+//!
+//! The services are thin: they read the archive with the same cursor as everything else and
+//! meter it with the same credit window, ring and watchdog as the client side.
+
+pub mod auth;
+pub mod codec;
+pub mod metrics;
+pub mod session;
+pub mod statehouse;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use tonic::transport::{Identity, ServerTlsConfig};
+
+use crate::archive::{Archive, ArchiveError};
+use crate::event::hex;
+use crate::flow::Watchdog;
+use crate::proto::replayscope::v1 as pb;
+
+pub use auth::Token;
+pub use metrics::{Metrics, Rpc};
+
+/// How to serve.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    pub token: Option<Token>,
+    /// PEM certificate chain and private key.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub metrics: Option<SocketAddr>,
+    /// Streams (Replay + Session) served at once.
+    pub max_sessions: u64,
+    /// Window a Session gets when it does not ask for one.
+    pub default_window_bytes: u64,
+    /// The largest window a client may ask for.
+    pub max_window_bytes: u64,
+    /// Replay ring per session.
+    pub ring_bytes: u64,
+    /// A session with neither a send nor an ack for this long is cancelled; a detached session
+    /// (stream cut) stays resumable from its ring for this long.
+    pub idle: Duration,
+    pub heartbeat: Duration,
+    /// Upper bounds of one Events batch.
+    pub batch_events: usize,
+    pub batch_bytes: u64,
+    /// How long shutdown waits for streams to close.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            token: None,
+            tls: None,
+            metrics: None,
+            max_sessions: 64,
+            default_window_bytes: crate::flow::DEFAULT_WINDOW_BYTES,
+            max_window_bytes: 256 * 1024 * 1024,
+            ring_bytes: crate::flow::DEFAULT_RING_BYTES,
+            idle: Duration::from_secs(60),
+            heartbeat: Duration::from_secs(5),
+            batch_events: 2048,
+            batch_bytes: 256 * 1024,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    TlsFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS setup failed (--tls-cert {cert}, --tls-key {key}): {message}")]
+    Tls {
+        cert: String,
+        key: String,
+        message: String,
+    },
+    #[error("gRPC server on {addr} failed: {message}")]
+    Transport { addr: SocketAddr, message: String },
+}
+
+/// State every service shares.
+pub(crate) struct Shared {
+    pub(crate) archive: Archive,
+    pub(crate) describe: pb::ArchiveInfo,
+    pub(crate) options: ServeOptions,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Cancelled when the server shuts down: streams end with UNAVAILABLE.
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) watchdog: Watchdog,
+    /// Sessions whose stream was cut, kept for resume until the watchdog reaps them.
+    pub(crate) detached: Mutex<HashMap<String, session::Detached>>,
+}
+
+/// Counts a stream as active while alive.
+pub(crate) struct StreamGuard {
+    metrics: Arc<Metrics>,
+    rpc: Rpc,
+    pub(crate) events: u64,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.metrics.stream_ended(self.rpc);
+    }
+}
+
+impl Shared {
+    /// The channel index of (namespace, agent_id), or NOT_FOUND listing the ones that exist.
+    pub(crate) fn channel(&self, namespace: &str, agent_id: &str) -> Result<usize, Status> {
+        self.archive
+            .channel_index(namespace, agent_id)
+            .ok_or_else(|| {
+                let known: Vec<String> = self
+                    .archive
+                    .channels()
+                    .iter()
+                    .map(|c| format!("{}/{}", c.namespace, c.agent_id))
+                    .collect();
+                let shown = if known.len() > 20 {
+                    format!("{}, … ({} in all)", known[..20].join(", "), known.len())
+                } else {
+                    known.join(", ")
+                };
+                Status::not_found(format!(
+                    "{}: no events for namespace {namespace:?}, agent_id {agent_id:?}; the archive holds {}",
+                    self.archive.name(),
+                    if shown.is_empty() {
+                        "no channels".to_string()
+                    } else {
+                        shown
+                    }
+                ))
+            })
+    }
+
+    /// Admits one more stream, or RESOURCE_EXHAUSTED at the limit.
+    pub(crate) fn admit(&self, rpc: Rpc) -> Result<StreamGuard, Status> {
+        self.metrics.stream_started(rpc);
+        let guard = StreamGuard {
+            metrics: self.metrics.clone(),
+            rpc,
+            events: 0,
+        };
+        let active = self.metrics.active_streams();
+        if active > self.options.max_sessions {
+            return Err(Status::resource_exhausted(format!(
+                "server busy: {} streams are being served, the limit is {} (--max-sessions); retry later",
+                active - 1,
+                self.options.max_sessions
+            )));
+        }
+        Ok(guard)
+    }
+
+    /// The archive's hash-chain head after `offset`, in hex ("" when unknown).
+    pub(crate) fn chain_head_through(&self, offset: u64) -> String {
+        let head = self.archive.cursor_at(offset).ok().and_then(|mut c| {
+            c.next_raw()?.ok()?;
+            c.chain_head()
+        });
+        head.map(|h| hex(&h)).unwrap_or_default()
+    }
+}
+
+/// An archive error as a gRPC status: a bad position is OUT_OF_RANGE, damage is DATA_LOSS.
+pub(crate) fn archive_status(e: &ArchiveError) -> Status {
+    match e {
+        ArchiveError::OutOfRange { .. } => Status::out_of_range(e.to_string()),
+        ArchiveError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+        e if e.is_integrity() => Status::data_loss(e.to_string()),
+        e => Status::internal(e.to_string()),
+    }
+}
+
+/// What `Describe` answers.
+pub fn describe(archive: &Archive) -> pb::ArchiveInfo {
+    pb::ArchiveInfo {
+        events: archive.events(),
+        bytes: archive.segments().iter().map(|s| s.size()).sum(),
+        first_offset: archive.first_offset().unwrap_or(0),
+        last_offset: archive.last_offset().unwrap_or(0),
+        first_commit_ts: archive.first_commit_ts().unwrap_or(0),
+        last_commit_ts: archive.last_commit_ts().unwrap_or(0),
+        first_time_ns: archive.first_time_ns(),
+        last_time_ns: archive.last_time_ns(),
+        channels: archive
+            .channels()
+            .iter()
+            .zip(archive.channel_counts())
+            .map(|(c, n)| pb::ChannelInfo {
+                namespace: c.namespace.clone(),
+                agent_id: c.agent_id.clone(),
+                events: n,
+            })
+            .collect(),
+        final_hash: archive
+            .recorded_final_hash()
+            .map(|h| hex(&h))
+            .unwrap_or_default(),
+        segments: archive.segments().len() as u32,
+    }
+}
+
+/// A bound server, ready to run.
+pub struct Server {
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    addr: SocketAddr,
+    metrics_listener: Option<(TcpListener, SocketAddr)>,
+    tls: Option<ServerTlsConfig>,
+}
+
+impl Server {
+    /// Loads TLS material and binds the listeners (port 0 picks a free port). Must be called
+    /// inside a tokio runtime (the watchdog starts here).
+    pub async fn bind(archive: Archive, options: ServeOptions) -> Result<Server, ServeError> {
+        let tls = match &options.tls {
+            None => None,
+            Some((cert, key)) => {
+                let read = |p: &PathBuf| {
+                    std::fs::read(p).map_err(|source| ServeError::TlsFile {
+                        path: p.display().to_string(),
+                        source,
+                    })
+                };
+                let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+                check_pem(&cert_pem, cert, "CERTIFICATE", key)?;
+                check_pem(&key_pem, key, "PRIVATE KEY", cert)?;
+                Some(ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem)))
+            }
+        };
+        let listener =
+            TcpListener::bind(options.listen)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: options.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: options.listen,
+            source,
+        })?;
+        let metrics_listener = match options.metrics {
+            None => None,
+            Some(m) => {
+                let l = TcpListener::bind(m)
+                    .await
+                    .map_err(|source| ServeError::Bind { addr: m, source })?;
+                let a = l
+                    .local_addr()
+                    .map_err(|source| ServeError::Bind { addr: m, source })?;
+                Some((l, a))
+            }
+        };
+        let shared = Arc::new(Shared {
+            describe: describe(&archive),
+            archive,
+            watchdog: Watchdog::start(options.idle),
+            options,
+            metrics: Arc::new(Metrics::default()),
+            shutdown: CancellationToken::new(),
+            detached: Mutex::new(HashMap::new()),
+        });
+        Ok(Server {
+            shared,
+            listener,
+            addr,
+            metrics_listener,
+            tls,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().map(|(_, a)| *a)
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// Serves until `stop` is cancelled: then streams end with UNAVAILABLE (naming where to
+    /// resume), and the server waits up to the grace period for connections to close.
+    pub async fn run(self, stop: CancellationToken) -> Result<(), ServeError> {
+        let Server {
+            shared,
+            listener,
+            addr,
+            metrics_listener,
+            tls,
+        } = self;
+        let token = shared.options.token.clone();
+        let metrics = shared.metrics.clone();
+        if let Some((l, a)) = metrics_listener {
+            tracing::info!(addr = %a, "metrics at http://{a}/metrics");
+            tokio::spawn(metrics::serve_metrics(
+                l,
+                metrics.clone(),
+                shared.shutdown.clone(),
+            ));
+        }
+
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<statehouse::StatehouseServer>()
+            .await;
+        health_reporter.set_serving::<session::ReplayServer>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| ServeError::Transport {
+                addr,
+                message: format!("reflection: {e}"),
+            })?;
+
+        let mut builder = tonic::transport::Server::builder()
+            .initial_stream_window_size(Some(4 * 1024 * 1024))
+            .initial_connection_window_size(Some(8 * 1024 * 1024))
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+        if let Some(tls) = tls {
+            let (cert, key) = shared.options.tls.clone().unwrap_or_default();
+            builder = builder.tls_config(tls).map_err(|e| ServeError::Tls {
+                cert: cert.display().to_string(),
+                key: key.display().to_string(),
+                message: e.to_string(),
+            })?;
+        }
+        let router = builder
+            .add_service(health)
+            .add_service(auth::RequireToken::new(
+                reflection,
+                token.clone(),
+                metrics.clone(),
+            ))
+            .add_service(auth::RequireToken::new(
+                statehouse::StatehouseServer::new(shared.clone()),
+                token.clone(),
+                metrics.clone(),
+            ))
+            .add_service(auth::RequireToken::new(
+                session::ReplayServer::new(shared.clone()),
+                token,
+                metrics.clone(),
+            ));
+
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let shutdown = shared.shutdown.clone();
+        let grace = shared.options.shutdown_grace;
+        let serve = router.serve_with_incoming_shutdown(incoming, {
+            let shutdown = shutdown.clone();
+            async move { shutdown.cancelled().await }
+        });
+        tokio::pin!(serve);
+        let result = tokio::select! {
+            r = &mut serve => r,
+            _ = stop.cancelled() => {
+                tracing::info!(
+                    streams = metrics.active_streams(),
+                    "shutting down: ending streams with UNAVAILABLE"
+                );
+                health_reporter.set_not_serving::<statehouse::StatehouseServer>().await;
+                health_reporter.set_not_serving::<session::ReplayServer>().await;
+                shutdown.cancel();
+                match tokio::time::timeout(grace, &mut serve).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!(
+                            grace_s = grace.as_secs_f64(),
+                            "connections still open after the grace period; closing them"
+                        );
+                        Ok(())
+                    }
+                }
+            }
+        };
+        shutdown.cancel();
+        result.map_err(|e| ServeError::Transport {
+            addr,
+            message: e.to_string(),
+        })
+    }
+}
+
+/// A clear error for a certificate or key file that is not what it should be.
+fn check_pem(
+    pem: &[u8],
+    path: &std::path::Path,
+    want: &str,
+    other: &std::path::Path,
+) -> Result<(), ServeError> {
+    let text = String::from_utf8_lossy(pem);
+    if text.contains("-----BEGIN ") && text.contains(want) {
+        return Ok(());
+    }
+    let (cert, key) = if want == "CERTIFICATE" {
+        (path, other)
+    } else {
+        (other, path)
+    };
+    Err(ServeError::Tls {
+        cert: cert.display().to_string(),
+        key: key.display().to_string(),
+        message: format!(
+            "{} holds no PEM {want} block (expected -----BEGIN …{want}-----)",
+            path.display()
+        ),
+    })
+}

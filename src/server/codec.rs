@@ -1,0 +1,321 @@
+//! gRPC codecs that move stored event bytes without re-encoding them.
+//!
+//! An archived event is stored as an encoded `replayscope.v1.ArchivedEvent`, whose fields 1–3 are
+//! those of `statehouse.v1.ReplayEvent` (fields 16–19 carry offset, wall time, namespace and
+//! agent, which a Statehouse client skips as unknown fields). So the server writes the stored
+//! bytes as the Replay message, and splices them as the `events` of a Session `Events` frame;
+//! the client side takes them back out as zero-copy slices of the received buffer.
+
+use std::marker::PhantomData;
+
+use bytes::{Buf, BufMut, Bytes};
+use prost::Message;
+use prost::encoding::{encode_varint, encoded_len_varint};
+use tonic::Status;
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+use crate::proto::replayscope::v1 as pb;
+
+/// Something a codec can write into a gRPC message.
+pub trait WireEncode: Send + 'static {
+    fn encode_into(self, buf: &mut EncodeBuf<'_>);
+}
+
+/// Something a codec can read from a gRPC message.
+pub trait WireDecode: Sized + Send + 'static {
+    fn decode_from(buf: &mut DecodeBuf<'_>) -> Result<Self, Status>;
+}
+
+macro_rules! prost_wire {
+    ($($t:ty),* $(,)?) => {$(
+        impl WireEncode for $t {
+            fn encode_into(self, buf: &mut EncodeBuf<'_>) {
+                buf.reserve(self.encoded_len());
+                // Encoding into a growable buffer cannot run out of space.
+                let _ = self.encode(buf);
+            }
+        }
+        impl WireDecode for $t {
+            fn decode_from(buf: &mut DecodeBuf<'_>) -> Result<Self, Status> {
+                <$t>::decode(buf).map_err(|e| Status::invalid_argument(format!(
+                    "malformed {} message: {e}", stringify!($t)
+                )))
+            }
+        }
+    )*};
+}
+
+prost_wire!(
+    crate::proto::statehouse::v1::ReplayRequest,
+    pb::ClientFrame,
+    pb::ServerFrame,
+    pb::DescribeRequest,
+    pb::ArchiveInfo,
+);
+
+/// A stored event, forwarded as it is (one gRPC message per event).
+impl WireEncode for Bytes {
+    fn encode_into(self, buf: &mut EncodeBuf<'_>) {
+        buf.put_slice(&self);
+    }
+}
+
+/// A whole message, undecoded (zero-copy).
+impl WireDecode for Bytes {
+    fn decode_from(buf: &mut DecodeBuf<'_>) -> Result<Self, Status> {
+        Ok(buf.copy_to_bytes(buf.remaining()))
+    }
+}
+
+/// What the server sends on a Session: a frame built from structs, or a batch of stored events
+/// spliced in as they are.
+#[derive(Debug, Clone)]
+pub enum OutFrame {
+    Frame(pb::ServerFrame),
+    Events { events: Vec<Bytes>, epoch: u32 },
+}
+
+const SERVER_FRAME_EVENTS: u8 = (2 << 3) | 2;
+const EVENTS_EVENT: u8 = (1 << 3) | 2;
+const EVENTS_EPOCH: u8 = 2 << 3;
+
+/// The encoded length of an `Events` message holding these events.
+fn events_len(events: &[Bytes], epoch: u32) -> usize {
+    let mut n: usize = events
+        .iter()
+        .map(|e| 1 + encoded_len_varint(e.len() as u64) + e.len())
+        .sum();
+    if epoch != 0 {
+        n += 1 + encoded_len_varint(u64::from(epoch));
+    }
+    n
+}
+
+fn events_frame_len(events: &[Bytes], epoch: u32) -> usize {
+    let inner = events_len(events, epoch);
+    1 + encoded_len_varint(inner as u64) + inner
+}
+
+/// Writes a `ServerFrame{events: Events{events, epoch}}` with the stored event bytes spliced in.
+pub fn put_events_frame<B: BufMut>(events: &[Bytes], epoch: u32, buf: &mut B) {
+    buf.put_u8(SERVER_FRAME_EVENTS);
+    encode_varint(events_len(events, epoch) as u64, buf);
+    for e in events {
+        buf.put_u8(EVENTS_EVENT);
+        encode_varint(e.len() as u64, buf);
+        buf.put_slice(e);
+    }
+    if epoch != 0 {
+        buf.put_u8(EVENTS_EPOCH);
+        encode_varint(u64::from(epoch), buf);
+    }
+}
+
+impl WireEncode for OutFrame {
+    fn encode_into(self, buf: &mut EncodeBuf<'_>) {
+        match self {
+            OutFrame::Frame(f) => f.encode_into(buf),
+            OutFrame::Events { events, epoch } => {
+                buf.reserve(events_frame_len(&events, epoch));
+                put_events_frame(&events, epoch, buf);
+            }
+        }
+    }
+}
+
+/// What a client receives on a Session: `Events` frames as raw event bytes, the rest decoded.
+#[derive(Debug, Clone)]
+pub enum InFrame {
+    Frame(pb::ServerFrame),
+    Events { events: Vec<Bytes>, epoch: u32 },
+}
+
+impl WireDecode for InFrame {
+    fn decode_from(buf: &mut DecodeBuf<'_>) -> Result<Self, Status> {
+        let msg = buf.copy_to_bytes(buf.remaining());
+        decode_in_frame(msg)
+    }
+}
+
+fn malformed(what: &str) -> Status {
+    Status::internal(format!("malformed ServerFrame from the server: {what}"))
+}
+
+/// Splits an encoded `ServerFrame` holding `Events` into the stored event bytes (zero-copy);
+/// any other frame is decoded with prost.
+pub fn decode_in_frame(msg: Bytes) -> Result<InFrame, Status> {
+    if msg.first() != Some(&SERVER_FRAME_EVENTS) {
+        return pb::ServerFrame::decode(msg)
+            .map(InFrame::Frame)
+            .map_err(|e| malformed(&e.to_string()));
+    }
+    let mut b = msg.clone();
+    b.advance(1);
+    let len = prost::encoding::decode_varint(&mut b).map_err(|e| malformed(&e.to_string()))?;
+    if len as usize != b.remaining() {
+        // Not the single-field layout this codec writes: take the general path.
+        return pb::ServerFrame::decode(msg)
+            .map(InFrame::Frame)
+            .map_err(|e| malformed(&e.to_string()));
+    }
+    let mut events = Vec::new();
+    let mut epoch = 0u32;
+    while b.has_remaining() {
+        let key = prost::encoding::decode_varint(&mut b).map_err(|e| malformed(&e.to_string()))?;
+        match key {
+            k if k == u64::from(EVENTS_EVENT) => {
+                let n = prost::encoding::decode_varint(&mut b)
+                    .map_err(|e| malformed(&e.to_string()))? as usize;
+                if n > b.remaining() {
+                    return Err(malformed("event longer than the frame"));
+                }
+                events.push(b.split_to(n));
+            }
+            k if k == u64::from(EVENTS_EPOCH) => {
+                epoch = prost::encoding::decode_varint(&mut b)
+                    .map_err(|e| malformed(&e.to_string()))? as u32;
+            }
+            _ => {
+                return pb::ServerFrame::decode(msg)
+                    .map(InFrame::Frame)
+                    .map_err(|e| malformed(&e.to_string()));
+            }
+        }
+    }
+    Ok(InFrame::Events { events, epoch })
+}
+
+/// A codec that encodes `E` and decodes `D` with the traits above.
+pub struct WireCodec<E, D>(PhantomData<fn(E, D)>);
+
+impl<E, D> Default for WireCodec<E, D> {
+    fn default() -> Self {
+        WireCodec(PhantomData)
+    }
+}
+
+/// Encoder buffers: start at 64 KiB and hand a frame to HTTP/2 every 64 KiB, so one small
+/// event per message does not mean one write per event.
+fn buffer_settings() -> BufferSettings {
+    BufferSettings::new(64 * 1024, 64 * 1024)
+}
+
+pub struct WireEncoder<E>(PhantomData<fn(E)>);
+pub struct WireDecoder<D>(PhantomData<fn(D)>);
+
+impl<E: WireEncode> Encoder for WireEncoder<E> {
+    type Item = E;
+    type Error = Status;
+
+    fn encode(&mut self, item: E, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode_into(dst);
+        Ok(())
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        buffer_settings()
+    }
+}
+
+impl<D: WireDecode> Decoder for WireDecoder<D> {
+    type Item = D;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<D>, Status> {
+        D::decode_from(src).map(Some)
+    }
+}
+
+impl<E: WireEncode, D: WireDecode> Codec for WireCodec<E, D> {
+    type Encode = E;
+    type Decode = D;
+    type Encoder = WireEncoder<E>;
+    type Decoder = WireDecoder<D>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        WireEncoder(PhantomData)
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        WireDecoder(PhantomData)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(frame: OutFrame) -> Bytes {
+        match frame {
+            OutFrame::Frame(f) => f.encode_to_vec().into(),
+            OutFrame::Events { events, epoch } => {
+                let mut b = bytes::BytesMut::new();
+                put_events_frame(&events, epoch, &mut b);
+                assert_eq!(b.len(), events_frame_len(&events, epoch));
+                b.freeze()
+            }
+        }
+    }
+
+    fn archived(offset: u64) -> Bytes {
+        pb::ArchivedEvent {
+            txn_id: format!("t{offset}"),
+            commit_ts: offset + 10,
+            operations: vec![],
+            offset,
+            commit_time_ns: None,
+            namespace: "ns".into(),
+            agent_id: "a".into(),
+        }
+        .encode_to_vec()
+        .into()
+    }
+
+    #[test]
+    fn spliced_events_decode_with_prost_and_back_to_raw() {
+        let events: Vec<Bytes> = (0..3).map(archived).collect();
+        let wire = encode(OutFrame::Events {
+            events: events.clone(),
+            epoch: 2,
+        });
+        let frame = pb::ServerFrame::decode(wire.clone()).unwrap();
+        let Some(pb::server_frame::Frame::Events(ev)) = frame.frame else {
+            panic!("not an Events frame: {frame:?}");
+        };
+        assert_eq!(ev.epoch, 2);
+        assert_eq!(ev.events.len(), 3);
+        assert_eq!(ev.events[2].offset, 2);
+        match decode_in_frame(wire).unwrap() {
+            InFrame::Events { events: got, epoch } => {
+                assert_eq!(got, events);
+                assert_eq!(epoch, 2);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn other_frames_and_prost_encoded_events_decode_too() {
+        let hb = pb::ServerFrame {
+            frame: Some(pb::server_frame::Frame::Heartbeat(pb::ServerHeartbeat {
+                server_time_ns: 5,
+                head_offset: 9,
+            })),
+        };
+        assert!(matches!(
+            decode_in_frame(encode(OutFrame::Frame(hb))).unwrap(),
+            InFrame::Frame(pb::ServerFrame {
+                frame: Some(pb::server_frame::Frame::Heartbeat(_))
+            })
+        ));
+        let empty = encode(OutFrame::Events {
+            events: vec![],
+            epoch: 0,
+        });
+        assert!(matches!(
+            decode_in_frame(empty).unwrap(),
+            InFrame::Events { events, epoch: 0 } if events.is_empty()
+        ));
+        assert!(decode_in_frame(Bytes::from_static(&[0x12, 0x05, 0x0a, 0x09, 1])).is_err());
+    }
+}

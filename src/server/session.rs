@@ -1,0 +1,974 @@
+//! `replayscope.v1.ReplayService`: the credit-controlled `Session` and `Describe`.
+//!
+//! One task per session runs a biased select loop over: cancellation (shutdown, watchdog),
+//! client frames (acks, seek, pause, resume, cancel, heartbeat), batches from the producer, and
+//! a gauge tick. The producer reads the archive, waits for credit from the session's window and
+//! hands batches over; the loop records each in the replay ring and sends it as stored bytes.
+//! A cut stream leaves the session detached (ring and position kept) until the watchdog reaps
+//! it, so `Open{resume}` continues from the ring — or, once it has moved past, from the archive.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tonic::body::Body;
+use tonic::codegen::{BoxFuture, Service, http};
+use tonic::server::{Grpc, NamedService, StreamingService, UnaryService};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::codec::{OutFrame, WireCodec};
+use super::metrics::{Rpc, SessionGauges};
+use super::{Shared, StreamGuard, archive_status};
+use crate::event::Position;
+use crate::event::wire::NameCache;
+use crate::flow::watchdog::WatchedSession;
+use crate::flow::{BACKPRESSURE_PCT, CreditWindow, ReplayRing, RingItem};
+use crate::proto::replayscope::v1 as pb;
+use crate::source::Filter;
+use pb::client_frame::Frame as In;
+use pb::server_frame::Frame as Out;
+
+#[derive(Clone)]
+pub struct ReplayServer {
+    shared: Arc<Shared>,
+}
+
+impl ReplayServer {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        ReplayServer { shared }
+    }
+}
+
+impl NamedService for ReplayServer {
+    const NAME: &'static str = "replayscope.v1.ReplayService";
+}
+
+impl Service<http::Request<Body>> for ReplayServer {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let shared = self.shared.clone();
+        match req.uri().path() {
+            "/replayscope.v1.ReplayService/Session" => Box::pin(async move {
+                let mut grpc = Grpc::new(WireCodec::<OutFrame, pb::ClientFrame>::default());
+                Ok(grpc.streaming(SessionSvc(shared), req).await)
+            }),
+            "/replayscope.v1.ReplayService/Describe" => Box::pin(async move {
+                let mut grpc =
+                    Grpc::new(WireCodec::<pb::ArchiveInfo, pb::DescribeRequest>::default());
+                Ok(grpc.unary(DescribeSvc(shared), req).await)
+            }),
+            path => {
+                let status = Status::unimplemented(format!(
+                    "{path} is not a method of replayscope.v1.ReplayService (Session, Describe)"
+                ));
+                Box::pin(async move { Ok(status.into_http()) })
+            }
+        }
+    }
+}
+
+struct DescribeSvc(Arc<Shared>);
+
+impl UnaryService<pb::DescribeRequest> for DescribeSvc {
+    type Response = pb::ArchiveInfo;
+    type Future = BoxFuture<Response<pb::ArchiveInfo>, Status>;
+
+    fn call(&mut self, _request: Request<pb::DescribeRequest>) -> Self::Future {
+        let info = self.0.describe.clone();
+        Box::pin(async move { Ok(Response::new(info)) })
+    }
+}
+
+struct SessionSvc(Arc<Shared>);
+
+/// The response stream: frames the session task produces.
+pub struct FrameStream(mpsc::Receiver<Result<OutFrame, Status>>);
+
+impl Stream for FrameStream {
+    type Item = Result<OutFrame, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+impl StreamingService<pb::ClientFrame> for SessionSvc {
+    type Response = OutFrame;
+    type ResponseStream = FrameStream;
+    type Future = BoxFuture<Response<FrameStream>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<pb::ClientFrame>>) -> Self::Future {
+        let shared = self.0.clone();
+        Box::pin(async move {
+            let (tx, rx) = mpsc::channel(16);
+            tokio::spawn(run(shared, request.into_inner(), tx));
+            Ok(Response::new(FrameStream(rx)))
+        })
+    }
+}
+
+/// An event in the replay ring: its offset and stored bytes.
+#[derive(Debug, Clone)]
+pub struct SentEvent {
+    offset: u64,
+    payload: Bytes,
+}
+
+impl RingItem for SentEvent {
+    fn offset(&self) -> u64 {
+        self.offset
+    }
+    fn size(&self) -> u64 {
+        self.payload.len() as u64
+    }
+}
+
+/// What a session is, apart from its stream: kept across a cut for resume.
+pub struct Detached {
+    state: State,
+    watched: WatchedSession,
+}
+
+struct State {
+    id: String,
+    /// Channel selected by (namespace, agent_id), if any.
+    channel: Option<usize>,
+    /// Key-prefix / txn_id filter (needs the event decoded).
+    filter: Filter,
+    until: Option<u64>,
+    /// Where the producer continues reading (after the last batch handed to the stream).
+    next_read: u64,
+    ring: ReplayRing<SentEvent>,
+    epoch: u32,
+    window_bytes: u64,
+    started: Instant,
+    events_sent: u64,
+    bytes_sent: u64,
+    first_offset: Option<u64>,
+    last_offset: Option<u64>,
+}
+
+fn position(p: Option<&pb::Position>) -> Option<Position> {
+    match p?.at? {
+        pb::position::At::Offset(o) => Some(Position::Offset(o)),
+        pb::position::At::CommitTs(t) => Some(Position::CommitTs(t)),
+        pb::position::At::TimeNs(t) => Some(Position::Time(t)),
+    }
+}
+
+fn new_session_id() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut h = blake3::Hasher::new();
+    h.update(&now.to_le_bytes());
+    h.update(&n.to_le_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    crate::event::hex(&h.finalize().as_bytes()[..8])
+}
+
+fn frame(f: Out) -> OutFrame {
+    OutFrame::Frame(pb::ServerFrame { frame: Some(f) })
+}
+
+/// Runs one session; every exit path ends the response stream with End or a status.
+async fn run(
+    shared: Arc<Shared>,
+    mut inbound: Streaming<pb::ClientFrame>,
+    tx: mpsc::Sender<Result<OutFrame, Status>>,
+) {
+    let first = tokio::select! {
+        f = inbound.message() => f,
+        _ = tokio::time::sleep(shared.options.idle) => Err(Status::deadline_exceeded(format!(
+            "no Open frame within {} s of the Session call", shared.options.idle.as_secs()
+        ))),
+        _ = shared.shutdown.cancelled() => Err(Status::unavailable("server shutting down")),
+    };
+    let open = match first {
+        Ok(Some(pb::ClientFrame {
+            frame: Some(In::Open(open)),
+        })) => open,
+        Ok(None) => return,
+        Ok(Some(_)) => {
+            let s = Status::failed_precondition(
+                "the first frame of a Session must be Open (namespace, agent_id, from, until, filter, window_bytes, resume)",
+            );
+            shared.metrics.error(s.code());
+            let _ = tx.send(Err(s)).await;
+            return;
+        }
+        Err(s) => {
+            if s.code() != tonic::Code::Cancelled {
+                shared.metrics.error(s.code());
+                let _ = tx.send(Err(s)).await;
+            }
+            return;
+        }
+    };
+    let guard = match shared.admit(Rpc::Session) {
+        Ok(g) => g,
+        Err(s) => {
+            shared.metrics.error(s.code());
+            tracing::info!(message = s.message(), "Session rejected");
+            let _ = tx.send(Err(s)).await;
+            return;
+        }
+    };
+    let (state, watched, replay) = match setup(&shared, &open) {
+        Ok(x) => x,
+        Err(s) => {
+            shared.metrics.error(s.code());
+            tracing::info!(code = ?s.code(), message = s.message(), "Session rejected");
+            let _ = tx.send(Err(s)).await;
+            return;
+        }
+    };
+    let session = Session {
+        window: CreditWindow::new(state.window_bytes),
+        shared,
+        state,
+        watched,
+        tx,
+        guard,
+        paused: false,
+        producer: None,
+        last_credit: None,
+        last_ring: None,
+        backpressure: false,
+    };
+    session.serve(inbound, replay).await;
+}
+
+/// Resolves an Open (fresh or resume) into the session's state, its watchdog registration and
+/// the ring events to send again first.
+fn setup(
+    shared: &Arc<Shared>,
+    open: &pb::Open,
+) -> Result<(State, WatchedSession, Vec<SentEvent>), Status> {
+    let archive = &shared.archive;
+    let window_bytes = match open.window_bytes {
+        0 => shared.options.default_window_bytes,
+        w if w > shared.options.max_window_bytes => {
+            return Err(Status::resource_exhausted(format!(
+                "window_bytes {w} is more than this server allows ({} bytes, --max-window-bytes)",
+                shared.options.max_window_bytes
+            )));
+        }
+        w => w,
+    };
+    if let Some(resume) = open.resume.as_ref().filter(|r| !r.session_id.is_empty()) {
+        let next = resume.last_received_offset.saturating_add(1);
+        let detached = shared
+            .detached
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&resume.session_id);
+        if let Some(Detached { mut state, watched }) = detached {
+            watched.touch();
+            state.window_bytes = window_bytes;
+            let from_ring = state.ring.from_offset(next);
+            let replay = match from_ring {
+                Ok(items) => {
+                    shared.metrics.resumed(true);
+                    tracing::info!(session = %state.id, from = next, events = items.len(), "Session resumed from the replay ring");
+                    items
+                }
+                Err(e) => {
+                    shared.metrics.resumed(false);
+                    tracing::info!(session = %state.id, from = next, ring = %e, "Session resumed by re-reading the archive");
+                    state.ring.clear();
+                    state.next_read = next;
+                    vec![]
+                }
+            };
+            return Ok((state, watched, replay));
+        }
+        // The session is gone (reaped, or from another server run): the archive can re-read,
+        // so continue from the next offset with this Open's parameters.
+        let mut state = fresh_state(shared, open, window_bytes)?;
+        if let Some(last) = archive.last_offset()
+            && resume.last_received_offset > last
+        {
+            return Err(Status::out_of_range(format!(
+                "cannot resume after offset {}: {} ends at offset {last}",
+                resume.last_received_offset,
+                archive.name()
+            )));
+        }
+        state.id = resume.session_id.clone();
+        state.next_read = state.next_read.max(next);
+        shared.metrics.resumed(false);
+        tracing::info!(session = %state.id, from = state.next_read, "Session resumed by re-reading the archive (session no longer held)");
+        return Ok((state, shared.watchdog.register(), vec![]));
+    }
+    let state = fresh_state(shared, open, window_bytes)?;
+    tracing::info!(
+        session = %state.id,
+        namespace = %open.namespace,
+        agent_id = %open.agent_id,
+        from = state.next_read,
+        until = ?state.until,
+        window_bytes,
+        "Session opened"
+    );
+    Ok((state, shared.watchdog.register(), vec![]))
+}
+
+fn fresh_state(shared: &Arc<Shared>, open: &pb::Open, window_bytes: u64) -> Result<State, Status> {
+    let archive = &shared.archive;
+    let channel = match (open.namespace.is_empty(), open.agent_id.is_empty()) {
+        (true, true) => None,
+        (false, false) => Some(shared.channel(&open.namespace, &open.agent_id)?),
+        _ => {
+            return Err(Status::invalid_argument(format!(
+                "give both namespace and agent_id, or neither for every agent (got namespace {:?}, agent_id {:?})",
+                open.namespace, open.agent_id
+            )));
+        }
+    };
+    let first = archive.first_offset().unwrap_or(0);
+    let from = match position(open.from.as_ref()) {
+        None => first,
+        Some(p) => archive.resolve_from(p).map_err(|e| archive_status(&e))?,
+    };
+    let until = match position(open.until.as_ref()) {
+        None => None,
+        Some(p) => {
+            let u = archive.resolve_until(p).map_err(|e| archive_status(&e))?;
+            match u {
+                Some(u) if u >= from => Some(u),
+                _ => {
+                    return Err(Status::invalid_argument(format!(
+                        "until ({p}) is before from (offset {from}): nothing to replay"
+                    )));
+                }
+            }
+        }
+    };
+    let filter = open
+        .filter
+        .as_ref()
+        .map(|f| Filter {
+            agent: None,
+            key_prefix: (!f.key_prefix.is_empty()).then(|| f.key_prefix.clone()),
+            txn_id: (!f.txn_id.is_empty()).then(|| f.txn_id.clone()),
+        })
+        .unwrap_or_default();
+    Ok(State {
+        id: new_session_id(),
+        channel,
+        filter,
+        until,
+        next_read: from,
+        ring: ReplayRing::new(shared.options.ring_bytes),
+        epoch: 0,
+        window_bytes,
+        started: Instant::now(),
+        events_sent: 0,
+        bytes_sent: 0,
+        first_offset: None,
+        last_offset: None,
+    })
+}
+
+enum Produced {
+    Batch {
+        events: Vec<SentEvent>,
+        bytes: u64,
+        /// The cursor position after this batch.
+        read_through: u64,
+    },
+    Done,
+    Failed(Status),
+}
+
+struct Producer {
+    rx: mpsc::Receiver<Produced>,
+    task: tokio::task::JoinHandle<()>,
+    waiting: Arc<AtomicBool>,
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    state: State,
+    watched: WatchedSession,
+    window: CreditWindow,
+    tx: mpsc::Sender<Result<OutFrame, Status>>,
+    guard: StreamGuard,
+    paused: bool,
+    producer: Option<Producer>,
+    last_credit: Option<pb::Credit>,
+    last_ring: Option<pb::Ring>,
+    backpressure: bool,
+}
+
+/// Why the loop ended.
+enum Exit {
+    /// End sent (finished or cancelled by the client): the session is over.
+    Ended,
+    /// The stream broke: keep the session for resume.
+    Cut(String),
+    /// Ended with a status (shutdown, watchdog, archive error).
+    Failed(Status),
+}
+
+impl Session {
+    async fn serve(mut self, mut inbound: Streaming<pb::ClientFrame>, replay: Vec<SentEvent>) {
+        let opened = frame(Out::Opened(pb::Opened {
+            session_id: self.state.id.clone(),
+            archive: Some(self.shared.describe.clone()),
+            window_bytes: self.state.window_bytes,
+            ring_capacity: self.shared.options.ring_bytes,
+        }));
+        let exit = match self.send(opened).await {
+            Err(e) => e,
+            Ok(()) => self.main_loop(&mut inbound, replay).await,
+        };
+        self.producer = None;
+        let id = self.state.id.clone();
+        match exit {
+            Exit::Ended => {
+                self.shared.metrics.remove_gauges(&id);
+            }
+            Exit::Failed(status) => {
+                self.shared.metrics.error(status.code());
+                tracing::info!(session = %id, events = self.state.events_sent, code = ?status.code(), message = status.message(), "Session ended with an error");
+                self.shared.metrics.remove_gauges(&id);
+                let _ = self.tx.send(Err(status)).await;
+            }
+            Exit::Cut(why) => {
+                tracing::info!(session = %id, events = self.state.events_sent, next = self.state.next_read, reason = %why, "Session stream cut; kept for resume");
+                self.shared.metrics.set_gauges(
+                    &id,
+                    SessionGauges {
+                        in_flight_bytes: 0,
+                        ring_bytes: self.state.ring.snapshot().bytes_used,
+                        waiting_for_credit: false,
+                    },
+                );
+                let cancel = self.watched.cancelled().clone();
+                let shared = self.shared.clone();
+                let session_id = id.clone();
+                self.shared
+                    .detached
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(
+                        id,
+                        Detached {
+                            state: self.state,
+                            watched: self.watched,
+                        },
+                    );
+                // Reap it when the watchdog fires (unless resumed first).
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = shared.shutdown.cancelled() => {}
+                    }
+                    let gone = shared
+                        .detached
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&session_id);
+                    if gone.is_some() {
+                        shared.metrics.reaped();
+                        shared.metrics.remove_gauges(&session_id);
+                        tracing::info!(session = %session_id, "detached session reaped by the idle watchdog");
+                    }
+                });
+            }
+        }
+        drop(self.guard);
+    }
+
+    /// Sends a frame, or reports the stream gone.
+    async fn send(&self, f: OutFrame) -> Result<(), Exit> {
+        tokio::select! {
+            r = self.tx.send(Ok(f)) => r.map_err(|_| Exit::Cut("the client stopped receiving".into())),
+            _ = self.watched.cancelled().cancelled() => Err(self.idle_status()),
+            _ = self.shared.shutdown.cancelled() => Err(self.shutdown_status()),
+        }
+    }
+
+    /// Sends a gauge frame only if there is room: gauges are snapshots, the next one will do.
+    fn send_gauge(&self, f: OutFrame) {
+        let _ = self.tx.try_send(Ok(f));
+    }
+
+    fn idle_status(&self) -> Exit {
+        self.shared.metrics.reaped();
+        Exit::Failed(Status::deadline_exceeded(format!(
+            "session {} cancelled: nothing sent or acknowledged for {} s (idle watchdog); resume with last_received_offset",
+            self.state.id,
+            self.shared.options.idle.as_secs()
+        )))
+    }
+
+    fn shutdown_status(&self) -> Exit {
+        let resume = match self.state.last_offset {
+            Some(o) => format!("resume with session_id {} after offset {o}", self.state.id),
+            None => "nothing was sent yet".to_string(),
+        };
+        Exit::Failed(Status::unavailable(format!(
+            "server shutting down; {resume}"
+        )))
+    }
+
+    fn start_producer(&mut self) {
+        self.producer = None;
+        let (tx, rx) = mpsc::channel(2);
+        let waiting = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(produce(
+            self.shared.clone(),
+            ProduceFrom {
+                from: self.state.next_read,
+                until: self.state.until,
+                channel: self.state.channel,
+                filter: self.state.filter.clone(),
+            },
+            self.window.clone(),
+            waiting.clone(),
+            tx,
+        ));
+        self.producer = Some(Producer { rx, task, waiting });
+    }
+
+    async fn main_loop(
+        &mut self,
+        inbound: &mut Streaming<pb::ClientFrame>,
+        replay: Vec<SentEvent>,
+    ) -> Exit {
+        // Events from the ring first (a resume), through the window like any others.
+        for chunk in replay.chunks(self.shared.options.batch_events.max(1)) {
+            let bytes = chunk.iter().map(|e| e.payload.len() as u64).sum();
+            let last = chunk.last().map(|e| e.offset).unwrap_or(0);
+            tokio::select! {
+                r = self.window.acquire(bytes, last) => if r.is_err() { return Exit::Ended },
+                _ = self.watched.cancelled().cancelled() => return self.idle_status(),
+                _ = self.shared.shutdown.cancelled() => return self.shutdown_status(),
+            }
+            if let Err(e) = self.send_batch(chunk.to_vec(), bytes, false).await {
+                return e;
+            }
+        }
+        self.start_producer();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heartbeat = Instant::now();
+        loop {
+            let can_pull = !self.paused && self.producer.is_some();
+            tokio::select! {
+                biased;
+                _ = self.shared.shutdown.cancelled() => return self.shutdown_status(),
+                _ = self.watched.cancelled().cancelled() => return self.idle_status(),
+                f = inbound.message() => match f {
+                    Ok(Some(f)) => {
+                        self.watched.touch();
+                        if let Some(exit) = self.on_frame(f).await {
+                            return exit;
+                        }
+                    }
+                    Ok(None) => return Exit::Cut("the client closed its side of the stream".into()),
+                    Err(s) => return Exit::Cut(s.message().to_string()),
+                },
+                p = recv(&mut self.producer), if can_pull => match p {
+                    Some(Produced::Batch { events, bytes, read_through }) => {
+                        self.state.next_read = read_through;
+                        if let Err(e) = self.send_batch(events, bytes, true).await {
+                            return e;
+                        }
+                    }
+                    Some(Produced::Done) | None => {
+                        self.producer = None;
+                        return self.end().await;
+                    }
+                    Some(Produced::Failed(status)) => {
+                        self.producer = None;
+                        return Exit::Failed(status);
+                    }
+                },
+                _ = tick.tick() => {
+                    self.gauges();
+                    if last_heartbeat.elapsed() >= self.shared.options.heartbeat {
+                        last_heartbeat = Instant::now();
+                        self.send_gauge(self.heartbeat());
+                    }
+                }
+            }
+        }
+    }
+
+    fn heartbeat(&self) -> OutFrame {
+        frame(Out::Heartbeat(pb::ServerHeartbeat {
+            server_time_ns: crate::event::now_ns(),
+            head_offset: self.shared.archive.last_offset().unwrap_or(0),
+        }))
+    }
+
+    /// Records a batch in the ring and sends it as stored bytes.
+    async fn send_batch(
+        &mut self,
+        events: Vec<SentEvent>,
+        bytes: u64,
+        into_ring: bool,
+    ) -> Result<(), Exit> {
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Ok(());
+        };
+        self.state.first_offset.get_or_insert(first.offset);
+        self.state.last_offset = Some(last.offset);
+        self.state.events_sent += events.len() as u64;
+        self.state.bytes_sent += bytes;
+        self.guard.events += events.len() as u64;
+        self.shared
+            .metrics
+            .sent(Rpc::Session, events.len() as u64, bytes);
+        let payloads = events.iter().map(|e| e.payload.clone()).collect();
+        if into_ring {
+            self.state.ring.push(events);
+        }
+        self.watched.touch();
+        self.send(OutFrame::Events {
+            events: payloads,
+            epoch: self.state.epoch,
+        })
+        .await
+    }
+
+    /// Credit, ring and backpressure frames when they changed; gauges for the metrics.
+    fn gauges(&mut self) {
+        let c = self.window.snapshot();
+        let credit = pb::Credit {
+            sent_through: c.sent_through.unwrap_or(0),
+            acked_through: c.acked_through.unwrap_or(0),
+            in_flight_bytes: c.in_flight_bytes,
+            window_bytes: c.window_bytes,
+        };
+        if self.last_credit.as_ref() != Some(&credit) {
+            self.send_gauge(frame(Out::Credit(credit)));
+            self.last_credit = Some(credit);
+        }
+        let r = self.state.ring.snapshot();
+        let ring = pb::Ring {
+            bytes_used: r.bytes_used,
+            capacity: r.capacity,
+            oldest_offset: r.oldest_offset.unwrap_or(0),
+            newest_offset: r.newest_offset.unwrap_or(0),
+        };
+        if self.last_ring.as_ref() != Some(&ring) {
+            self.send_gauge(frame(Out::Ring(ring)));
+            self.last_ring = Some(ring);
+        }
+        let pct = c.in_flight_pct();
+        let waiting = self
+            .producer
+            .as_ref()
+            .is_some_and(|p| p.waiting.load(Ordering::Relaxed));
+        if pct >= BACKPRESSURE_PCT || waiting {
+            if !self.backpressure {
+                // Sent on entering backpressure; Credit frames follow the in-flight bytes.
+                // The suggestion: about one gauge tick per 10 % over the threshold.
+                let over = pct.saturating_sub(BACKPRESSURE_PCT);
+                self.send_gauge(frame(Out::Backpressure(pb::Backpressure {
+                    in_flight_pct: pct.min(u64::from(u32::MAX)) as u32,
+                    recommended_delay_ms: 100 * (1 + over / 10),
+                })));
+                tracing::debug!(session = %self.state.id, in_flight_pct = pct, "backpressure");
+            }
+            self.backpressure = true;
+        } else {
+            self.backpressure = false;
+        }
+        self.shared.metrics.set_gauges(
+            &self.state.id,
+            SessionGauges {
+                in_flight_bytes: c.in_flight_bytes,
+                ring_bytes: r.bytes_used,
+                waiting_for_credit: waiting,
+            },
+        );
+    }
+
+    async fn on_frame(&mut self, f: pb::ClientFrame) -> Option<Exit> {
+        match f.frame? {
+            In::Ack(a) => {
+                if a.epoch == self.state.epoch {
+                    self.window.ack(a.through_offset);
+                }
+            }
+            In::Seek(s) => {
+                let Some(pos) = position(s.to.as_ref()) else {
+                    return self
+                        .error_frame(
+                            "INVALID_ARGUMENT",
+                            "Seek without a position (offset, commit_ts or time_ns)".into(),
+                            None,
+                        )
+                        .await;
+                };
+                match self.shared.archive.resolve_from(pos) {
+                    Err(e) => {
+                        let status = archive_status(&e);
+                        return self
+                            .error_frame(
+                                code_name(status.code()),
+                                status.message().to_string(),
+                                None,
+                            )
+                            .await;
+                    }
+                    Ok(offset) => {
+                        self.producer = None;
+                        self.window.reset();
+                        self.state.ring.clear();
+                        self.state.epoch += 1;
+                        self.state.next_read = offset;
+                        self.last_credit = None;
+                        tracing::info!(session = %self.state.id, to = %pos, offset, epoch = self.state.epoch, "Session seek");
+                        self.start_producer();
+                    }
+                }
+            }
+            In::Pause(_) => {
+                self.paused = true;
+                tracing::debug!(session = %self.state.id, "paused");
+            }
+            In::Resume(_) => {
+                self.paused = false;
+                tracing::debug!(session = %self.state.id, "resumed");
+            }
+            In::Cancel(_) => {
+                tracing::info!(session = %self.state.id, "Session cancelled by the client");
+                self.producer = None;
+                return Some(self.end().await);
+            }
+            In::Heartbeat(_) => {
+                let hb = self.heartbeat();
+                if let Err(e) = self.send(hb).await {
+                    return Some(e);
+                }
+            }
+            In::Open(_) => {
+                return self
+                    .error_frame(
+                        "FAILED_PRECONDITION",
+                        "the session is already open; Seek to move, or start a new Session".into(),
+                        None,
+                    )
+                    .await;
+            }
+        }
+        None
+    }
+
+    /// A non-fatal error: the session goes on.
+    async fn error_frame(&self, code: &str, message: String, offset: Option<u64>) -> Option<Exit> {
+        tracing::info!(session = %self.state.id, code, %message, "Session error frame");
+        self.send(frame(Out::Error(pb::SessionError {
+            code: code.to_string(),
+            message,
+            offset,
+        })))
+        .await
+        .err()
+    }
+
+    /// Sends End with the report.
+    async fn end(&mut self) -> Exit {
+        let s = &self.state;
+        let duration = s.started.elapsed();
+        let report = pb::Report {
+            events_sent: s.events_sent,
+            failures: 0,
+            bytes: s.bytes_sent,
+            duration_ms: duration.as_millis() as u64,
+            first_offset: s.first_offset,
+            last_offset: s.last_offset,
+            achieved_rate: if duration.as_secs_f64() > 0.0 {
+                s.events_sent as f64 / duration.as_secs_f64()
+            } else {
+                0.0
+            },
+            final_hash: s
+                .last_offset
+                .map(|o| self.shared.chain_head_through(o))
+                .unwrap_or_default(),
+        };
+        tracing::info!(
+            session = %s.id,
+            events = s.events_sent,
+            bytes = s.bytes_sent,
+            duration_ms = report.duration_ms,
+            "Session ended"
+        );
+        self.gauges();
+        match self
+            .send(frame(Out::End(pb::End {
+                report: Some(report),
+            })))
+            .await
+        {
+            Ok(()) => Exit::Ended,
+            Err(e) => e,
+        }
+    }
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::OutOfRange => "OUT_OF_RANGE",
+        tonic::Code::InvalidArgument => "INVALID_ARGUMENT",
+        tonic::Code::DataLoss => "DATA_LOSS",
+        _ => "INTERNAL",
+    }
+}
+
+async fn recv(p: &mut Option<Producer>) -> Option<Produced> {
+    match p {
+        Some(p) => p.rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+struct ProduceFrom {
+    from: u64,
+    until: Option<u64>,
+    channel: Option<usize>,
+    filter: Filter,
+}
+
+/// Reads batches from the archive and hands them over once the window has room for them.
+async fn produce(
+    shared: Arc<Shared>,
+    at: ProduceFrom,
+    window: CreditWindow,
+    waiting: Arc<AtomicBool>,
+    tx: mpsc::Sender<Produced>,
+) {
+    let archive = &shared.archive;
+    let past_end =
+        archive.last_offset().is_none_or(|l| at.from > l) || at.until.is_some_and(|u| at.from > u);
+    if past_end {
+        let _ = tx.send(Produced::Done).await;
+        return;
+    }
+    let mut cursor = match archive.cursor_at(at.from) {
+        Ok(c) => c.until(at.until).verify_chain(false),
+        Err(e) => {
+            let _ = tx.send(Produced::Failed(archive_status(&e))).await;
+            return;
+        }
+    };
+    let max_events = shared.options.batch_events.max(1);
+    let max_bytes = shared.options.batch_bytes.max(1);
+    // Filtered events are copied out of their chunk, so the ring does not pin whole chunks.
+    let filtered = at.channel.is_some() || !at.filter.is_empty();
+    let mut names = NameCache::default();
+    loop {
+        let mut events = Vec::with_capacity(256);
+        let mut bytes = 0u64;
+        let mut read = 0u64;
+        let mut failure = None;
+        let mut done = false;
+        while events.len() < max_events && bytes < max_bytes {
+            let raw = match cursor.next_raw() {
+                None => {
+                    done = true;
+                    break;
+                }
+                Some(Ok(raw)) => raw,
+                Some(Err(e)) => {
+                    failure = Some(archive_status(&e));
+                    break;
+                }
+            };
+            read += 1;
+            if at.channel.is_some_and(|c| c != raw.channel) {
+                continue;
+            }
+            if !at.filter.is_empty() {
+                match raw.decode_with(&mut names) {
+                    Ok(e) if at.filter.matches(&e) => {}
+                    Ok(_) => continue,
+                    Err(e) => {
+                        failure = Some(Status::data_loss(format!(
+                            "{}: cannot decode event at offset {}: {e}",
+                            archive.name(),
+                            raw.offset
+                        )));
+                        break;
+                    }
+                }
+            }
+            bytes += raw.payload.len() as u64;
+            let payload = if filtered {
+                Bytes::copy_from_slice(&raw.payload)
+            } else {
+                raw.payload
+            };
+            events.push(SentEvent {
+                offset: raw.offset,
+                payload,
+            });
+        }
+        shared.metrics.read(read);
+        if let Some(last) = events.last().map(|e| e.offset) {
+            let snap = window.snapshot();
+            let blocked =
+                snap.in_flight_bytes > 0 && snap.in_flight_bytes + bytes > snap.window_bytes;
+            waiting.store(blocked, Ordering::Relaxed);
+            let acquired = window.acquire(bytes, last).await;
+            waiting.store(false, Ordering::Relaxed);
+            if acquired.is_err() {
+                return;
+            }
+            let read_through = cursor.next_offset();
+            if tx
+                .send(Produced::Batch {
+                    events,
+                    bytes,
+                    read_through,
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        if let Some(f) = failure {
+            let _ = tx.send(Produced::Failed(f)).await;
+            return;
+        }
+        if done || cursor.until_reached() {
+            let _ = tx.send(Produced::Done).await;
+            return;
+        }
+        // When the window and the channel are both ready nothing above yields: let the other
+        // sessions run between batches.
+        tokio::task::yield_now().await;
+    }
+}
