@@ -394,6 +394,8 @@ enum Produced {
         bytes: u64,
         /// The cursor position after this batch.
         read_through: u64,
+        /// Sent again from the replay ring (already in it).
+        from_ring: bool,
     },
     Done,
     Failed(Status),
@@ -538,7 +540,8 @@ impl Session {
         )))
     }
 
-    fn start_producer(&mut self) {
+    /// Starts reading at `next_read`, after sending `replay` (ring events of a resume).
+    fn start_producer(&mut self, replay: Vec<SentEvent>) {
         self.producer = None;
         let (tx, rx) = mpsc::channel(2);
         let waiting = Arc::new(AtomicBool::new(false));
@@ -549,6 +552,8 @@ impl Session {
                 until: self.state.until,
                 channel: self.state.channel,
                 filter: self.state.filter.clone(),
+                replay,
+                replay_batch: self.shared.options.batch_events.max(1),
             },
             self.window.clone(),
             waiting.clone(),
@@ -562,20 +567,7 @@ impl Session {
         inbound: &mut Streaming<pb::ClientFrame>,
         replay: Vec<SentEvent>,
     ) -> Exit {
-        // Events from the ring first (a resume), through the window like any others.
-        for chunk in replay.chunks(self.shared.options.batch_events.max(1)) {
-            let bytes = chunk.iter().map(|e| e.payload.len() as u64).sum();
-            let last = chunk.last().map(|e| e.offset).unwrap_or(0);
-            tokio::select! {
-                r = self.window.acquire(bytes, last) => if r.is_err() { return Exit::Ended },
-                _ = self.watched.cancelled().cancelled() => return self.idle_status(),
-                _ = self.shared.shutdown.cancelled() => return self.shutdown_status(),
-            }
-            if let Err(e) = self.send_batch(chunk.to_vec(), bytes, false).await {
-                return e;
-            }
-        }
-        self.start_producer();
+        self.start_producer(replay);
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heartbeat = Instant::now();
@@ -596,9 +588,9 @@ impl Session {
                     Err(s) => return Exit::Cut(s.message().to_string()),
                 },
                 p = recv(&mut self.producer), if can_pull => match p {
-                    Some(Produced::Batch { events, bytes, read_through }) => {
+                    Some(Produced::Batch { events, bytes, read_through, from_ring }) => {
                         self.state.next_read = read_through;
-                        if let Err(e) = self.send_batch(events, bytes, true).await {
+                        if let Err(e) = self.send_batch(events, bytes, !from_ring).await {
                             return e;
                         }
                     }
@@ -742,14 +734,17 @@ impl Session {
                             .await;
                     }
                     Ok(offset) => {
+                        // A fresh window: the old producer (aborted, but possibly still running
+                        // on another worker) can only take credit from the old one.
                         self.producer = None;
-                        self.window.reset();
+                        self.window.cancel();
+                        self.window = CreditWindow::new(self.state.window_bytes);
                         self.state.ring.clear();
                         self.state.epoch += 1;
                         self.state.next_read = offset;
                         self.last_credit = None;
                         tracing::info!(session = %self.state.id, to = %pos, offset, epoch = self.state.epoch, "Session seek");
-                        self.start_producer();
+                        self.start_producer(vec![]);
                     }
                 }
             }
@@ -854,11 +849,33 @@ async fn recv(p: &mut Option<Producer>) -> Option<Produced> {
     }
 }
 
+const FIRST_BATCH_EVENTS: usize = 32;
+
+/// Copies a batch's payloads into one buffer of exactly their size. The ring then holds what
+/// it counts: slices of the ~1 MiB decompressed chunks would keep whole chunks (message
+/// headers, other agents' events) alive for as long as the ring holds one event of them.
+fn compact(events: &mut [SentEvent], bytes: u64) {
+    let mut buf = bytes::BytesMut::with_capacity(bytes as usize);
+    for e in events.iter() {
+        buf.extend_from_slice(&e.payload);
+    }
+    let buf = buf.freeze();
+    let mut at = 0;
+    for e in events.iter_mut() {
+        let n = e.payload.len();
+        e.payload = buf.slice(at..at + n);
+        at += n;
+    }
+}
+
 struct ProduceFrom {
     from: u64,
     until: Option<u64>,
     channel: Option<usize>,
     filter: Filter,
+    /// Ring events to send first (a resume), in batches of `replay_batch`.
+    replay: Vec<SentEvent>,
+    replay_batch: usize,
 }
 
 /// Reads batches from the archive and hands them over once the window has room for them.
@@ -870,6 +887,22 @@ async fn produce(
     tx: mpsc::Sender<Produced>,
 ) {
     let archive = &shared.archive;
+    for chunk in at.replay.chunks(at.replay_batch) {
+        let bytes = chunk.iter().map(|e| e.payload.len() as u64).sum();
+        let last = chunk.last().map(|e| e.offset).unwrap_or(0);
+        if window.acquire(bytes, last).await.is_err() {
+            return;
+        }
+        let batch = Produced::Batch {
+            events: chunk.to_vec(),
+            bytes,
+            read_through: at.from,
+            from_ring: true,
+        };
+        if tx.send(batch).await.is_err() {
+            return;
+        }
+    }
     let past_end =
         archive.last_offset().is_none_or(|l| at.from > l) || at.until.is_some_and(|u| at.from > u);
     if past_end {
@@ -885,8 +918,9 @@ async fn produce(
     };
     let max_events = shared.options.batch_events.max(1);
     let max_bytes = shared.options.batch_bytes.max(1);
-    // Filtered events are copied out of their chunk, so the ring does not pin whole chunks.
-    let filtered = at.channel.is_some() || !at.filter.is_empty();
+    // The first batch is small so the first event goes out at once; batches then grow 4x
+    // each up to the maximum (throughput needs big ones).
+    let mut batch_events = max_events.min(FIRST_BATCH_EVENTS);
     let mut names = NameCache::default();
     loop {
         let mut events = Vec::with_capacity(256);
@@ -894,7 +928,7 @@ async fn produce(
         let mut read = 0u64;
         let mut failure = None;
         let mut done = false;
-        while events.len() < max_events && bytes < max_bytes {
+        while events.len() < batch_events && bytes < max_bytes {
             let raw = match cursor.next_raw() {
                 None => {
                     done = true;
@@ -925,17 +959,13 @@ async fn produce(
                 }
             }
             bytes += raw.payload.len() as u64;
-            let payload = if filtered {
-                Bytes::copy_from_slice(&raw.payload)
-            } else {
-                raw.payload
-            };
             events.push(SentEvent {
                 offset: raw.offset,
-                payload,
+                payload: raw.payload,
             });
         }
         shared.metrics.read(read);
+        compact(&mut events, bytes);
         if let Some(last) = events.last().map(|e| e.offset) {
             let snap = window.snapshot();
             let blocked =
@@ -952,6 +982,7 @@ async fn produce(
                     events,
                     bytes,
                     read_through,
+                    from_ring: false,
                 })
                 .await
                 .is_err()
@@ -967,6 +998,7 @@ async fn produce(
             let _ = tx.send(Produced::Done).await;
             return;
         }
+        batch_events = (batch_events * 4).min(max_events);
         // When the window and the channel are both ready nothing above yields: let the other
         // sessions run between batches.
         tokio::task::yield_now().await;

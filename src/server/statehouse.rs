@@ -97,6 +97,13 @@ fn open_replay(shared: &Arc<Shared>, req: ReplayRequest) -> Result<ReplayStream,
     let archive = &shared.archive;
     let channel = shared.channel(&req.namespace, &req.agent_id)?;
     let guard = shared.admit(Rpc::Replay)?;
+    // `until` first: resolving `from` last leaves its chunk in the chunk cache for the cursor.
+    let until = match req.end_ts {
+        Some(ts) => archive
+            .resolve_until(Position::CommitTs(ts))
+            .map_err(|e| archive_status(&e))?,
+        None => archive.last_offset(),
+    };
     let from = match req.start_ts {
         // Past the end: an empty stream, as the Statehouse daemon answers.
         Some(ts) if archive.last_commit_ts().is_none_or(|last| ts > last) => u64::MAX,
@@ -104,12 +111,6 @@ fn open_replay(shared: &Arc<Shared>, req: ReplayRequest) -> Result<ReplayStream,
             .resolve_from(Position::CommitTs(ts))
             .map_err(|e| archive_status(&e))?,
         None => archive.first_offset().unwrap_or(0),
-    };
-    let until = match req.end_ts {
-        Some(ts) => archive
-            .resolve_until(Position::CommitTs(ts))
-            .map_err(|e| archive_status(&e))?,
-        None => archive.last_offset(),
     };
     let empty = match (until, archive.last_offset()) {
         (None, _) | (_, None) => true,
@@ -145,6 +146,7 @@ fn open_replay(shared: &Arc<Shared>, req: ReplayRequest) -> Result<ReplayStream,
         bytes: 0,
         read: 0,
         done: false,
+        first_flushed: false,
     })
 }
 
@@ -160,6 +162,9 @@ pub struct ReplayStream {
     bytes: u64,
     read: u64,
     done: bool,
+    /// After the first event the stream says "not ready" once, so tonic sends it at once
+    /// instead of filling its 64 KiB buffer first (time to first event).
+    first_flushed: bool,
 }
 
 impl ReplayStream {
@@ -206,6 +211,11 @@ impl Stream for ReplayStream {
             ));
             this.finish(Some(&status));
             return Poll::Ready(Some(Err(status)));
+        }
+        if this.guard.events == 1 && !this.first_flushed {
+            this.first_flushed = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
         let Some(cursor) = this.cursor.as_mut() else {
             this.finish(None);

@@ -1,0 +1,419 @@
+//! `replayscope serve` over loopback: throughput of statehouse.v1 Replay (one event per message)
+//! and of replayscope.v1 Session (batched, acked), with the client decoding every event; time to
+//! first event on the 10M archive; server peak RSS with 1 and 16 concurrent streams.
+//!
+//! The server is the real binary in its own process (`replayscope serve … --listen
+//! 127.0.0.1:0`); the client runs here on a 2-worker tokio runtime.
+//!
+//! ```sh
+//! cargo bench --bench serve                       # everything (builds the archives on first run)
+//! cargo bench --bench serve -- --only throughput  # or: ttfe, rss
+//! ```
+
+#[path = "support.rs"]
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use replayscope::archive::{Archive, ArchiveWriter, OpenOptions, WriterOptions};
+use replayscope::client::{Client, ConnectOptions};
+use replayscope::event::wire::{NameCache, decode_event};
+use replayscope::event::{Event, ObjectValue, Operation, Position};
+use replayscope::proto::replayscope::v1 as pb;
+use replayscope::proto::statehouse::v1::ReplayRequest;
+use replayscope::server::codec::InFrame;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data")
+}
+
+/// One agent, one small operation per transaction: ~90-byte events.
+fn ensure_small_archive(path: &Path, events: u64) {
+    if path.exists() {
+        return;
+    }
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let tmp = path.with_extension("tmp");
+    let mut w = ArchiveWriter::create(&tmp, WriterOptions::default()).unwrap();
+    let ns: Arc<str> = Arc::from("bench");
+    let agent: Arc<str> = Arc::from("agent-0");
+    for i in 0..events {
+        let mut obj = serde_json::Map::new();
+        obj.insert("n".into(), serde_json::Value::from(i % 1000));
+        obj.insert("ok".into(), serde_json::Value::Bool(i % 3 == 0));
+        let e = Event {
+            offset: i,
+            txn_id: format!("tx-{i:08x}"),
+            commit_ts: i + 1,
+            commit_time_ns: Some(1_790_000_000_000_000_000 + i * 1_000_000),
+            namespace: ns.clone(),
+            agent_id: agent.clone(),
+            operations: vec![Operation {
+                key: Arc::from(format!("counter/{}", i % 64)),
+                value: Some(ObjectValue::from_object(obj)),
+                version: i / 64 + 1,
+            }],
+        };
+        w.append(&e).unwrap();
+    }
+    w.finish().unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A `replayscope serve` process; killed on drop.
+struct ServerProcess {
+    child: Child,
+    addr: String,
+}
+
+impl ServerProcess {
+    fn start(archive: &Path, extra: &[&str]) -> ServerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_replayscope"))
+            .arg("serve")
+            .arg(archive)
+            .args(["--listen", "127.0.0.1:0", "--log", "info"])
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start replayscope serve");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("server exited before listening")
+                .unwrap();
+            if let Some(rest) = line.split("serving on ").nth(1) {
+                let clean: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                    .collect();
+                break clean;
+            }
+        };
+        // Keep draining the log so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        ServerProcess { child, addr }
+    }
+
+    fn vm_hwm_mib(&self) -> f64 {
+        proc_status_kb(self.child.id(), "VmHWM:") as f64 / 1024.0
+    }
+
+    fn vm_rss_mib(&self) -> f64 {
+        proc_status_kb(self.child.id(), "VmRSS:") as f64 / 1024.0
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn proc_status_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// (events, payload bytes, seconds) of a whole Replay, decoding each event.
+async fn replay_run(client: &Client, ns: &str, agent: &str) -> (u64, u64, f64) {
+    let start = Instant::now();
+    let mut s = client
+        .replay_raw(ReplayRequest {
+            namespace: ns.into(),
+            agent_id: agent.into(),
+            start_ts: None,
+            end_ts: None,
+        })
+        .await
+        .unwrap();
+    let mut names = NameCache::default();
+    let (mut n, mut bytes, mut check) = (0u64, 0u64, 0u64);
+    while let Some(m) = s.message().await.unwrap() {
+        let e = decode_event(&m, &mut names).unwrap();
+        check = check.wrapping_add(e.commit_ts + e.operations.len() as u64);
+        n += 1;
+        bytes += m.len() as u64;
+    }
+    std::hint::black_box(check);
+    (n, bytes, start.elapsed().as_secs_f64())
+}
+
+/// (events, payload bytes, seconds) of a whole Session, decoding each event, acking each batch.
+async fn session_run(client: &Client, open: pb::Open) -> (u64, u64, f64) {
+    let start = Instant::now();
+    let mut s = client.session(open).await.unwrap();
+    let mut names = NameCache::default();
+    let (mut n, mut bytes, mut check) = (0u64, 0u64, 0u64);
+    loop {
+        match s.next().await.unwrap().expect("End") {
+            InFrame::Events { events, epoch } => {
+                let mut last = 0;
+                for m in &events {
+                    let e = decode_event(m, &mut names).unwrap();
+                    check = check.wrapping_add(e.commit_ts + e.operations.len() as u64);
+                    last = e.offset;
+                    bytes += m.len() as u64;
+                }
+                n += events.len() as u64;
+                s.ack(last, epoch).await;
+            }
+            InFrame::Frame(pb::ServerFrame {
+                frame: Some(pb::server_frame::Frame::End(_)),
+            }) => break,
+            InFrame::Frame(_) => {}
+        }
+    }
+    std::hint::black_box(check);
+    (n, bytes, start.elapsed().as_secs_f64())
+}
+
+fn line(what: &str, (n, bytes, secs): (u64, u64, f64)) {
+    println!(
+        "{what:<58} {n:>10} events in {secs:>6.2} s = {:>10.0} events/s, {:>6.1} MB/s ({:.0} B/event)",
+        n as f64 / secs,
+        bytes as f64 / secs / 1e6,
+        bytes as f64 / n.max(1) as f64
+    );
+}
+
+fn offset_pos(o: u64) -> Option<pb::Position> {
+    Some(pb::Position {
+        at: Some(pb::position::At::Offset(o)),
+    })
+}
+
+async fn throughput(small: &Path, big: &Path) {
+    println!("## throughput (loopback, client decodes every event)");
+    for (label, path) in [("small events", small), ("10M gen archive", big)] {
+        let server = ServerProcess::start(path, &[]);
+        let client = Client::connect(&server.addr, ConnectOptions::default())
+            .await
+            .unwrap();
+        let archive = Archive::open(path, OpenOptions::default()).unwrap();
+        // The busiest agent for Replay (one agent per call, like Statehouse).
+        let counts = archive.channel_counts();
+        let busiest = (0..counts.len()).max_by_key(|&i| counts[i]).unwrap();
+        let ch = &archive.channels()[busiest];
+        for run in 1..=3 {
+            line(
+                &format!(
+                    "{label}: Replay {}/{} (run {run})",
+                    ch.namespace, ch.agent_id
+                ),
+                replay_run(&client, &ch.namespace, &ch.agent_id).await,
+            );
+        }
+        for run in 1..=3 {
+            line(
+                &format!("{label}: Session, every agent, 64 MiB window (run {run})"),
+                session_run(&client, pb::Open::default()).await,
+            );
+        }
+        println!("{label}: server peak RSS {:.1} MiB", server.vm_hwm_mib());
+    }
+}
+
+async fn ttfe(big: &Path) {
+    println!(
+        "## time to first event, 10M archive (connected client, 200 random start points, 600-event ranges)"
+    );
+    let server = ServerProcess::start(big, &[]);
+    let client = Client::connect(&server.addr, ConnectOptions::default())
+        .await
+        .unwrap();
+    let archive = Archive::open(big, OpenOptions::default()).unwrap();
+    let last = archive.last_offset().unwrap();
+    let ch = archive.channels()[0].clone();
+    let mut rng = replayscope::generate::Rng::new(42);
+    let (mut replay, mut session) = (vec![], vec![]);
+    // Each call asks for a short range and reads it to the end, so one call's read-ahead does
+    // not overlap the next call.
+    let ts_of = |o: u64| {
+        archive
+            .cursor_at(o)
+            .unwrap()
+            .next_raw()
+            .unwrap()
+            .unwrap()
+            .commit_ts
+    };
+    for _ in 0..200 {
+        let at = rng.below(last - 1_000);
+        let (ts, end_ts) = (ts_of(at), ts_of(at + 600));
+        let start = Instant::now();
+        let mut s = client
+            .replay_raw(ReplayRequest {
+                namespace: ch.namespace.clone(),
+                agent_id: ch.agent_id.clone(),
+                start_ts: Some(ts),
+                end_ts: Some(end_ts),
+            })
+            .await
+            .unwrap();
+        let first: Option<Bytes> = s.message().await.unwrap();
+        replay.push(start.elapsed().as_secs_f64() * 1e3);
+        assert!(first.is_some());
+        while s.message().await.unwrap().is_some() {}
+
+        let start = Instant::now();
+        let mut s = client
+            .session(pb::Open {
+                from: offset_pos(at),
+                until: offset_pos(at + 600),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut first = true;
+        loop {
+            match s.next().await.unwrap().unwrap() {
+                InFrame::Events { events, epoch } => {
+                    if first {
+                        session.push(start.elapsed().as_secs_f64() * 1e3);
+                        first = false;
+                    }
+                    let last = decode_event(events.last().unwrap(), &mut NameCache::default())
+                        .unwrap()
+                        .offset;
+                    s.ack(last, epoch).await;
+                }
+                InFrame::Frame(pb::ServerFrame {
+                    frame: Some(pb::server_frame::Frame::End(_)),
+                }) => break,
+                InFrame::Frame(_) => {}
+            }
+        }
+    }
+    for (what, mut v) in [
+        ("Replay (start_ts)", replay),
+        ("Session (Open from offset)", session),
+    ] {
+        v.sort_by(f64::total_cmp);
+        println!(
+            "{what:<28} p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} calls)",
+            support::percentile(&v, 0.5),
+            support::percentile(&v, 0.99),
+            v.last().unwrap(),
+            v.len()
+        );
+    }
+}
+
+async fn rss(big: &Path) {
+    println!(
+        "## server RSS, 10M archive, Session streams of 1,000,000 events each (64 MiB window, 64 MiB ring)"
+    );
+    let archive = Archive::open(big, OpenOptions::default()).unwrap();
+    let last = archive.last_offset().unwrap();
+    for streams in [1usize, 16] {
+        let server = ServerProcess::start(big, &[]);
+        let client = Client::connect(&server.addr, ConnectOptions::default())
+            .await
+            .unwrap();
+        client.describe().await.unwrap();
+        let idle = server.vm_rss_mib();
+        let start = Instant::now();
+        let mut tasks = vec![];
+        for i in 0..streams {
+            let client = client.clone();
+            let from = (last - 1_000_000) / streams as u64 * i as u64;
+            tasks.push(tokio::spawn(async move {
+                session_run(
+                    &client,
+                    pb::Open {
+                        from: offset_pos(from),
+                        until: offset_pos(from + 999_999),
+                        ..Default::default()
+                    },
+                )
+                .await
+            }));
+        }
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.unwrap().0;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let hwm = server.vm_hwm_mib();
+        let floor = 64.0 + streams as f64 * 2.0 * 64.0;
+        println!(
+            "{streams:>2} Session stream(s): idle {idle:.1} MiB, peak {hwm:.1} MiB = {:.1} MiB per stream above idle (floor: peak <= {floor:.0} MiB); {total} events in {secs:.1} s = {:.0} events/s",
+            (hwm - idle) / streams as f64,
+            total as f64 / secs
+        );
+
+        // The same number of Replay streams (no window, no ring: HTTP/2 flow control only).
+        let server = ServerProcess::start(big, &[]);
+        let client = Client::connect(&server.addr, ConnectOptions::default())
+            .await
+            .unwrap();
+        client.describe().await.unwrap();
+        let idle = server.vm_rss_mib();
+        let mut tasks = vec![];
+        for i in 0..streams {
+            let client = client.clone();
+            let ch = archive.channels()[i % archive.channels().len()].clone();
+            tasks.push(tokio::spawn(async move {
+                replay_run(&client, &ch.namespace, &ch.agent_id).await
+            }));
+        }
+        let mut total = 0;
+        let start = Instant::now();
+        for t in tasks {
+            total += t.await.unwrap().0;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "{streams:>2} Replay stream(s) (whole agents): idle {idle:.1} MiB, peak {:.1} MiB; {total} events in {secs:.1} s",
+            server.vm_hwm_mib()
+        );
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let only = support::arg(&args, "--only");
+    let small_events: u64 = support::arg(&args, "--events")
+        .map(|v| v.parse().unwrap())
+        .unwrap_or(5_000_000);
+    let small = data_dir().join(format!("small-{small_events}.mcap"));
+    let big = data_dir().join("gen-10000000.mcap");
+    ensure_small_archive(&small, small_events);
+    support::ensure_archive(&big, 10_000_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let want = |m: &str| only.as_deref().is_none_or(|o| o == m);
+        if want("throughput") {
+            throughput(&small, &big).await;
+        }
+        if want("ttfe") {
+            ttfe(&big).await;
+        }
+        if want("rss") {
+            rss(&big).await;
+        }
+    });
+}
