@@ -23,7 +23,7 @@ use bytes::Bytes;
 use replayscope::archive::{Archive, ArchiveWriter, OpenOptions, WriterOptions};
 use replayscope::client::{Client, ConnectOptions};
 use replayscope::event::wire::{NameCache, decode_event};
-use replayscope::event::{Event, ObjectValue, Operation, Position};
+use replayscope::event::{Event, ObjectValue, Operation};
 use replayscope::proto::replayscope::v1 as pb;
 use replayscope::proto::statehouse::v1::ReplayRequest;
 use replayscope::server::codec::InFrame;
