@@ -64,6 +64,13 @@ pub fn exit_code(err: &color_eyre::Report) -> i32 {
         if cause.downcast_ref::<UsageError>().is_some() {
             return exit::USAGE;
         }
+        if let Some(e) = cause.downcast_ref::<crate::server::ServeError>() {
+            return match e {
+                crate::server::ServeError::Tls { .. }
+                | crate::server::ServeError::TlsFile { .. } => exit::USAGE,
+                _ => exit::FAILURE,
+            };
+        }
         if let Some(a) = cause.downcast_ref::<ArchiveError>() {
             if a.is_integrity() {
                 return exit::INTEGRITY;

@@ -297,3 +297,81 @@ fn play_errors_have_the_right_exit_codes() {
         stderr(&o)
     );
 }
+
+/// `serve` binds where told, logs the address it bound, serves, and exits 0 on SIGTERM.
+#[test]
+fn serve_logs_its_address_serves_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/sample.mcap");
+    let mut child = bin()
+        .args(["serve", sample, "--listen", "127.0.0.1:0"])
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("serve logs before exiting").unwrap();
+        if let Some(rest) = line.split("serving on ").nth(1) {
+            break rest
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                .collect::<String>();
+        }
+    };
+    assert!(
+        addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
+        "{addr}"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let info = rt.block_on(async {
+        let c = replayscope::client::Client::connect(&addr, Default::default())
+            .await
+            .unwrap();
+        c.describe().await.unwrap()
+    });
+    assert_eq!(info.events, 6000);
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
+}
+
+#[test]
+fn serve_errors_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/sample.mcap");
+    let empty = dir.path().join("empty-token");
+    std::fs::write(&empty, "\n").unwrap();
+    let o = run(&[
+        "serve",
+        sample,
+        "--token-file",
+        &empty.display().to_string(),
+    ]);
+    assert_one_line_error(&o, 2, &["--token-file", "empty"]);
+    let bad = dir.path().join("bad.pem");
+    std::fs::write(&bad, "not a certificate").unwrap();
+    let key = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tls/server.key");
+    let o = run(&[
+        "serve",
+        sample,
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &bad.display().to_string(),
+        "--tls-key",
+        key,
+    ]);
+    assert_one_line_error(&o, 2, &["bad.pem", "CERTIFICATE"]);
+    let o = run(&["serve", sample, "--window", "1GiB"]);
+    assert_one_line_error(&o, 2, &["--window", "--max-window"]);
+    let o = run(&["serve", "/nonexistent/archive.mcap"]);
+    assert_one_line_error(&o, 2, &["/nonexistent/archive.mcap"]);
+}
