@@ -386,6 +386,16 @@ impl Archive {
         self.locate(pos, true)
     }
 
+    /// An offset no event with commit_ts <= `ts` lies after: the last offset of the chunk that
+    /// holds the first event at or after `ts`, from the index alone (no chunk is read). For a
+    /// reader that stops on the commit_ts itself and must not read ahead past the range.
+    pub fn commit_ts_upper_bound(&self, ts: u64) -> Option<u64> {
+        self.spans()
+            .find(|s| s.last_commit_ts >= ts)
+            .map(|s| s.last_offset())
+            .or(self.last_offset())
+    }
+
     /// Finds the first event >= pos (or, with `at_or_before`, the last event <= pos).
     fn locate(&self, pos: Position, at_or_before: bool) -> Result<Option<u64>> {
         let (Some(first), Some(last)) = (self.first_offset(), self.last_offset()) else {

@@ -97,11 +97,10 @@ fn open_replay(shared: &Arc<Shared>, req: ReplayRequest) -> Result<ReplayStream,
     let archive = &shared.archive;
     let channel = shared.channel(&req.namespace, &req.agent_id)?;
     let guard = shared.admit(Rpc::Replay)?;
-    // `until` first: resolving `from` last leaves its chunk in the chunk cache for the cursor.
+    // `end_ts` is applied on each event's commit_ts; the cursor only needs a bound from the
+    // index, so opening a range reads one chunk (the start), not two.
     let until = match req.end_ts {
-        Some(ts) => archive
-            .resolve_until(Position::CommitTs(ts))
-            .map_err(|e| archive_status(&e))?,
+        Some(ts) => archive.commit_ts_upper_bound(ts),
         None => archive.last_offset(),
     };
     let from = match req.start_ts {
@@ -147,6 +146,7 @@ fn open_replay(shared: &Arc<Shared>, req: ReplayRequest) -> Result<ReplayStream,
         read: 0,
         done: false,
         first_flushed: false,
+        end_ts: req.end_ts,
     })
 }
 
@@ -165,6 +165,8 @@ pub struct ReplayStream {
     /// After the first event the stream says "not ready" once, so tonic sends it at once
     /// instead of filling its 64 KiB buffer first (time to first event).
     first_flushed: bool,
+    /// Inclusive end of the requested commit_ts range.
+    end_ts: Option<u64>,
 }
 
 impl ReplayStream {
@@ -241,6 +243,10 @@ impl Stream for ReplayStream {
                     return Poll::Ready(Some(Err(status)));
                 }
                 Some(Ok(raw)) => {
+                    if this.end_ts.is_some_and(|end| raw.commit_ts > end) {
+                        this.finish(None);
+                        return Poll::Ready(None);
+                    }
                     this.read += 1;
                     if raw.channel != this.channel {
                         continue;
