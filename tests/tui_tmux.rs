@@ -134,7 +134,10 @@ fn the_inspector_in_a_real_terminal() {
     t.keys(&["Escape"]);
 
     t.keys(&["s"]);
-    let s = t.wait_for("the report", limit, |s| s.contains("run stopped"));
+    // Wait for the whole report: a capture can land in the middle of a frame being drawn.
+    let s = t.wait_for("the report", limit, |s| {
+        s.contains("run stopped") && s.contains("resume from offset")
+    });
     assert!(s.contains("resume from offset 3001"), "{s}");
     assert!(s.contains("STOPPED"), "{s}");
 
