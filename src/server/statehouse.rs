@@ -94,6 +94,7 @@ impl ServerStreamingService<ReplayRequest> for ReplaySvc {
 }
 
 fn open_replay(shared: &Arc<Shared>, req: ReplayRequest) -> Result<ReplayStream, Status> {
+    let opened_at = std::time::Instant::now();
     let archive = &shared.archive;
     let channel = shared.channel(&req.namespace, &req.agent_id)?;
     let guard = shared.admit(Rpc::Replay)?;
@@ -147,6 +148,7 @@ fn open_replay(shared: &Arc<Shared>, req: ReplayRequest) -> Result<ReplayStream,
         done: false,
         first_flushed: false,
         end_ts: req.end_ts,
+        opened_at,
     })
 }
 
@@ -167,6 +169,7 @@ pub struct ReplayStream {
     first_flushed: bool,
     /// Inclusive end of the requested commit_ts range.
     end_ts: Option<u64>,
+    opened_at: std::time::Instant,
 }
 
 impl ReplayStream {
@@ -216,6 +219,11 @@ impl Stream for ReplayStream {
         }
         if this.guard.events == 1 && !this.first_flushed {
             this.first_flushed = true;
+            tracing::debug!(
+                after_us = this.opened_at.elapsed().as_micros() as u64,
+                read = this.read,
+                "Replay first event"
+            );
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
