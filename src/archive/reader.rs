@@ -159,8 +159,11 @@ impl std::fmt::Debug for Archive {
 }
 
 impl Archive {
-    /// Opens a file or a segment directory.
+    /// Opens a file, a segment directory, or an `s3://` object or segment prefix.
     pub fn open(path: &Path, options: OpenOptions) -> Result<Archive> {
+        if let Some(url) = path.to_str().filter(|p| p.starts_with("s3://")) {
+            return crate::archive::s3::open(url, options);
+        }
         let name = path.display().to_string();
         let meta = std::fs::metadata(path).map_err(|e| ArchiveError::io(&name, e))?;
         if meta.is_dir() {

@@ -1,0 +1,301 @@
+//! Archives in S3-compatible object storage, against a real S3 server (moto, started on
+//! 127.0.0.1 by this test; `scripts/test` installs it and sets REPLAYSCOPE_REQUIRE_S3=1 so the
+//! test cannot skip). Reads must equal the local file, and opening and seeking must fetch only
+//! what they need.
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use object_store::ObjectStore;
+use object_store::path::Path as ObjectPath;
+use replayscope::archive::s3::{S3Config, open_with};
+use replayscope::archive::{
+    Archive, ArchiveError, ArchiveWriter, OpenOptions, SegmentedWriter, WriterOptions,
+};
+use replayscope::event::Position;
+use replayscope::generate::{GenOptions, Generator};
+
+const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/sample.mcap");
+
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts moto's S3 server on a free loopback port, or `None` (skip) when it is not installed
+/// and not required.
+fn moto() -> Option<Moto> {
+    let required = std::env::var_os("REPLAYSCOPE_REQUIRE_S3").is_some();
+    let available = Command::new("python3")
+        .args(["-c", "import moto.server"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !available {
+        assert!(
+            !required,
+            "moto is not installed (scripts/test installs it)"
+        );
+        eprintln!("skipping: moto (S3 test server) is not installed; run scripts/test");
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start moto");
+    let moto = Moto {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(moto)
+}
+
+fn config(m: &Moto) -> S3Config {
+    S3Config {
+        endpoint: Some(m.endpoint.clone()),
+        allow_http: true,
+        region: Some("us-east-1".into()),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some("test".into()),
+    }
+}
+
+/// Creates a bucket (an unsigned S3 CreateBucket: moto does not check signatures).
+fn create_bucket(m: &Moto, bucket: &str) {
+    use std::io::{Read, Write};
+    let addr = m.endpoint.trim_start_matches("http://");
+    let mut c = TcpStream::connect(addr).unwrap();
+    write!(
+        c,
+        "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "create bucket: {resp}");
+}
+
+fn put(m: &Moto, bucket: &str, key: &str, data: Vec<u8>) {
+    let store: Arc<dyn ObjectStore> = config(m).store(bucket).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(store.put(&ObjectPath::from(key), data.into()))
+        .unwrap();
+}
+
+fn events(a: &Archive) -> Vec<(u64, Bytes)> {
+    let mut c = a.cursor().unwrap();
+    let mut out = vec![];
+    while let Some(r) = c.next_raw() {
+        let r = r.unwrap();
+        out.push((r.offset, r.payload));
+    }
+    out
+}
+
+fn local(path: &Path) -> Archive {
+    Archive::open(path, OpenOptions::default()).unwrap()
+}
+
+#[test]
+fn an_s3_archive_reads_like_the_local_file_and_fetches_only_what_it_needs() {
+    let Some(m) = moto() else { return };
+    create_bucket(&m, "archives");
+    // A 40,000-event archive: 13 chunks of 1 MiB, so "only what it needs" is measurable.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.mcap");
+    let mut w = ArchiveWriter::create(&path, WriterOptions::default()).unwrap();
+    for e in Generator::new(GenOptions::default()).take(40_000) {
+        w.append(&e).unwrap();
+    }
+    w.finish().unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let size = bytes.len() as u64;
+    put(&m, "archives", "sessions/big.mcap", bytes);
+
+    let url = "s3://archives/sessions/big.mcap";
+    let (remote, stats) = open_with(url, OpenOptions::default(), &config(&m)).unwrap();
+    let local = local(&path);
+    let open_bytes = stats.bytes();
+    let chunks = local.segments()[0].chunk_count() as u64;
+    assert!(chunks >= 10, "{chunks} chunks");
+    // The head block and the tail block (footer, summary, index attachment, metadata), not the
+    // archive.
+    assert!(
+        open_bytes <= (4 + 64) * 1024 && open_bytes * 50 < size,
+        "opening fetched {open_bytes} of {size} bytes"
+    );
+    assert!(
+        stats.requests() <= 3,
+        "{} requests to open",
+        stats.requests()
+    );
+    assert_eq!(remote.events(), local.events());
+    assert_eq!(remote.recorded_final_hash(), local.recorded_final_hash());
+    assert_eq!(remote.name(), url);
+
+    // A seek reads one chunk.
+    let (compressed, _) = local.segments()[0].chunk_bytes();
+    let average = compressed / chunks;
+    let before = stats.bytes();
+    let target = remote.resolve_from(Position::Offset(23_456)).unwrap();
+    let mut c = remote.cursor_at(target).unwrap();
+    let e = c.next_raw().unwrap().unwrap();
+    assert_eq!(e.offset, 23_456);
+    let seek_bytes = stats.bytes() - before;
+    assert!(
+        seek_bytes > 0 && seek_bytes <= 2 * average,
+        "a seek fetched {seek_bytes} bytes (chunks average {average})"
+    );
+    drop(c);
+
+    // Every event, checked end to end (CRCs and hash chain), equals the local file.
+    assert!(events(&remote) == events(&local));
+    replayscope::archive::verify::verify(&remote, None).unwrap();
+}
+
+#[test]
+fn a_segment_prefix_reads_like_the_directory_and_gaps_are_refused() {
+    let Some(m) = moto() else { return };
+    create_bucket(&m, "segs");
+    let dir = tempfile::tempdir().unwrap();
+    let seg_dir = dir.path().join("run");
+    let mut w = SegmentedWriter::create(&seg_dir, 2_000, WriterOptions::default()).unwrap();
+    for e in Generator::new(GenOptions::default()).take(7_000) {
+        w.append(&e).unwrap();
+    }
+    w.finish().unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(&seg_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 4);
+    for n in &names {
+        put(
+            &m,
+            "segs",
+            &format!("run1/{n}"),
+            std::fs::read(seg_dir.join(n)).unwrap(),
+        );
+        // A second prefix with the third segment missing.
+        if n != &names[2] {
+            put(
+                &m,
+                "segs",
+                &format!("gap/{n}"),
+                std::fs::read(seg_dir.join(n)).unwrap(),
+            );
+        }
+    }
+    let (remote, _) = open_with("s3://segs/run1", OpenOptions::default(), &config(&m)).unwrap();
+    let local = local(&seg_dir);
+    assert_eq!(remote.segments().len(), 4);
+    assert_eq!(remote.events(), 7_000);
+    assert!(events(&remote) == events(&local));
+    assert_eq!(remote.recorded_final_hash(), local.recorded_final_hash());
+
+    let err = open_with("s3://segs/gap/", OpenOptions::default(), &config(&m)).unwrap_err();
+    assert!(matches!(err, ArchiveError::ContinuityGap { .. }), "{err}");
+    assert!(err.to_string().contains("s3://segs/gap/"), "{err}");
+}
+
+#[test]
+fn missing_objects_and_non_archives_are_clear_errors() {
+    let Some(m) = moto() else { return };
+    create_bucket(&m, "misc");
+    put(&m, "misc", "notes.txt", b"hello, not an archive".to_vec());
+    put(
+        &m,
+        "misc",
+        "fake.mcap",
+        b"hello, not an archive either".to_vec(),
+    );
+    let open = |url: &str| open_with(url, OpenOptions::default(), &config(&m)).unwrap_err();
+
+    let e = open("s3://misc/nothing-here.mcap");
+    assert!(matches!(e, ArchiveError::NotFound { .. }), "{e}");
+    assert!(e.to_string().contains("s3://misc/nothing-here.mcap"), "{e}");
+    let e = open("s3://misc/empty-prefix/");
+    assert!(matches!(e, ArchiveError::NotFound { .. }), "{e}");
+    let e = open("s3://misc/fake.mcap");
+    assert!(matches!(e, ArchiveError::NotMcap { .. }), "{e}");
+    assert!(e.to_string().contains("s3://misc/fake.mcap"), "{e}");
+    let e = open("s3://misc/");
+    assert!(
+        e.to_string().contains("notes.txt"),
+        "names what the prefix holds: {e}"
+    );
+    let e = open("s3://no-such-bucket/a.mcap");
+    assert!(e.to_string().contains("s3://no-such-bucket/a.mcap"), "{e}");
+}
+
+/// The CLI takes `s3://` wherever it takes an archive, configured by the AWS environment.
+#[test]
+fn the_cli_reads_s3_archives_from_the_aws_environment() {
+    let Some(m) = moto() else { return };
+    create_bucket(&m, "cli");
+    put(&m, "cli", "sample.mcap", std::fs::read(SAMPLE).unwrap());
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_replayscope"))
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", &m.endpoint)
+            .env("AWS_ALLOW_HTTP", "true")
+            .output()
+            .unwrap()
+    };
+    let remote = run(&["export", "s3://cli/sample.mcap"]);
+    assert!(
+        remote.status.success(),
+        "{}",
+        String::from_utf8_lossy(&remote.stderr)
+    );
+    let local = run(&["export", SAMPLE]);
+    assert!(
+        remote.stdout == local.stdout,
+        "export from S3 differs from the local file"
+    );
+    let v = run(&["verify", "s3://cli/sample.mcap"]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    let info = run(&["info", "s3://cli/sample.mcap"]);
+    assert!(String::from_utf8_lossy(&info.stdout).contains("6000"));
+    let missing = run(&["info", "s3://cli/missing.mcap"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("s3://cli/missing.mcap"));
+}
