@@ -6,6 +6,7 @@ pub mod index;
 pub mod integrity;
 pub mod jsonl;
 pub mod reader;
+pub mod repair;
 pub mod s3;
 pub mod scan;
 pub mod segments;

@@ -333,6 +333,11 @@ pub struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+
+    /// Turn a truncated archive (a recorder killed mid-write) into a valid one holding its
+    /// readable prefix; the damaged file is kept as FILE.truncated. Then verify it.
+    #[arg(long)]
+    pub repair: bool,
 }
 
 #[derive(Debug, Args)]

@@ -795,6 +795,41 @@ fn human_duration(secs: f64) -> String {
 
 fn verify_cmd(a: VerifyArgs) -> Result<()> {
     let expect = parse_expect_hash(a.expect_hash.as_deref())?;
+    if a.repair {
+        use crate::archive::repair::{Repair, repair};
+        match repair(&a.source.source)? {
+            Repair::Intact => eprintln!(
+                "{}: not truncated, nothing to repair",
+                a.source.source.display()
+            ),
+            Repair::Repaired {
+                file: _,
+                original,
+                kept: None,
+                truncated_at,
+                size,
+            } => eprintln!(
+                "repaired {}: its last segment had no complete chunk (readable up to byte \
+                 {truncated_at} of {size}) and was moved aside to {}",
+                a.source.source.display(),
+                original.display(),
+            ),
+            Repair::Repaired {
+                file,
+                original,
+                kept,
+                truncated_at,
+                size,
+            } => eprintln!(
+                "repaired {}: kept {}, dropped bytes {truncated_at}..{size} (the incomplete tail); \
+                 the damaged original is {}",
+                file.display(),
+                kept.map(|(f, l)| format!("offsets {f}..={l} ({} events)", l - f + 1))
+                    .unwrap_or_else(|| "no events".into()),
+                original.display()
+            ),
+        }
+    }
     let archive = open_source(&a.source)?;
     let report = crate::archive::verify::verify(&archive, expect)?;
     let mut out = std::io::stdout().lock();
