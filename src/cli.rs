@@ -192,6 +192,9 @@ pub struct OpenArgs {
     pub source: SourceArgs,
 
     #[command(flatten)]
+    pub remote: RemoteArgs,
+
+    #[command(flatten)]
     pub play: PlayFlags,
 
     /// Start paused.
@@ -203,6 +206,9 @@ pub struct OpenArgs {
 pub struct PlayArgs {
     #[command(flatten)]
     pub source: SourceArgs,
+
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 
     #[command(flatten)]
     pub play: PlayFlags,
@@ -281,6 +287,26 @@ pub struct ImportArgs {
     /// Output archive file (or directory with --segment-events).
     #[arg(short, long)]
     pub output: PathBuf,
+}
+
+/// How to reach a `replayscope://host:port` source.
+#[derive(Debug, Args, Default, Clone)]
+pub struct RemoteArgs {
+    /// Bearer token for the endpoint.
+    #[arg(long, env = "REPLAYSCOPE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Connect with TLS.
+    #[arg(long, env = "REPLAYSCOPE_TLS")]
+    pub tls: bool,
+
+    /// CA certificate (PEM) to trust for --tls instead of the system roots.
+    #[arg(long, env = "REPLAYSCOPE_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Reconnection attempts after the stream is cut before giving up.
+    #[arg(long, default_value_t = 10, env = "REPLAYSCOPE_RETRIES")]
+    pub retries: u32,
 }
 
 #[derive(Debug, Args)]

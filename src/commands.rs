@@ -109,6 +109,11 @@ pub fn run(cli: Cli) -> Result<()> {
                 source,
                 allow_truncated: false,
             },
+            remote: crate::cli::RemoteArgs {
+                token: std::env::var("REPLAYSCOPE_TOKEN").ok(),
+                retries: 10,
+                ..Default::default()
+            },
             play: crate::cli::PlayFlags {
                 pace: PaceArg::Realtime,
                 speed: 1.0,
@@ -163,7 +168,7 @@ fn demo_cmd(a: crate::cli::DemoArgs) -> Result<()> {
 }
 
 fn open_cmd(a: crate::cli::OpenArgs) -> Result<()> {
-    let source = open_any_source(&a.source)?;
+    let source = open_any_source(&a.source, &a.remote)?;
     let mut options = player_options(&a.play, source.as_ref())?;
     options.start_paused = a.paused;
     run_tui(source, options)
@@ -199,7 +204,30 @@ fn run_tui(source: Arc<dyn Source>, options: PlayerOptions) -> Result<()> {
 }
 
 /// A source from what the user typed (an archive file or segment directory).
-pub fn open_any_source(s: &SourceArgs) -> Result<Arc<dyn Source>> {
+pub fn open_any_source(s: &SourceArgs, remote: &crate::cli::RemoteArgs) -> Result<Arc<dyn Source>> {
+    let text = s.source.to_string_lossy();
+    if text.starts_with("replayscope://") {
+        let ca_pem = match &remote.ca_file {
+            Some(p) => Some(
+                std::fs::read(p).wrap_err_with(|| format!("reading --ca-file {}", p.display()))?,
+            ),
+            None => None,
+        };
+        let source = crate::source::RemoteSource::connect(
+            &text,
+            crate::client::ConnectOptions {
+                token: remote.token.clone(),
+                tls: remote.tls || ca_pem.is_some(),
+                ca_pem,
+                domain: None,
+            },
+            crate::source::RetryPolicy {
+                max_attempts: remote.retries,
+                ..Default::default()
+            },
+        )?;
+        return Ok(Arc::new(source));
+    }
     Ok(Arc::new(ArchiveSource::new(open_source(s)?)))
 }
 
@@ -315,7 +343,7 @@ fn parse_expect_hash(h: Option<&str>) -> Result<Option<[u8; 32]>> {
 
 fn play_cmd(a: PlayArgs) -> Result<()> {
     let expect = parse_expect_hash(a.expect_hash.as_deref())?;
-    let source = open_any_source(&a.source)?;
+    let source = open_any_source(&a.source, &a.remote)?;
     let mut options = player_options(&a.play, source.as_ref())?;
     options.track_state = a.state_hash;
     options.verify_chain = a.verify || expect.is_some();

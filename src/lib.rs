@@ -3,6 +3,7 @@
 //! The core (event, archive) has no tonic or ratatui dependency; the command line sits on it.
 
 pub mod archive;
+pub mod bridge;
 pub mod cli;
 pub mod client;
 pub mod commands;

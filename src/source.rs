@@ -4,6 +4,7 @@
 //! alike.
 
 pub mod archive;
+pub mod remote;
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use crate::event::{Event, Position};
 use crate::flow::CreditWindow;
 
 pub use archive::ArchiveSource;
+pub use remote::{RemoteSource, RetryPolicy};
 
 /// What a source holds, as far as it knows.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -7,13 +7,13 @@
 //! `AWS_ENDPOINT_URL` for an S3-compatible server, `AWS_ALLOW_HTTP=true` for a plain-HTTP one).
 //!
 //! The reader is synchronous (it runs on read-ahead threads and inside stream polls); requests go
-//! to one background thread that runs the async object store, and the caller waits for the
-//! answer like it would for a `pread`.
+//! to the background runtime of [`crate::bridge`], and the caller waits for the answer like it
+//! would for a `pread`.
 
 use std::io;
 use std::ops::Range;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock, mpsc};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,44 +43,7 @@ impl FetchStats {
     }
 }
 
-type Job = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-
-/// The background thread that runs object-store requests.
-fn bridge() -> &'static tokio::sync::mpsc::UnboundedSender<Job> {
-    static BRIDGE: OnceLock<tokio::sync::mpsc::UnboundedSender<Job>> = OnceLock::new();
-    BRIDGE.get_or_init(|| {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
-        std::thread::Builder::new()
-            .name("replayscope-s3".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a current-thread runtime for object storage");
-                rt.block_on(async move {
-                    while let Some(job) = rx.recv().await {
-                        tokio::spawn(job);
-                    }
-                });
-            })
-            .expect("spawning the object-storage thread");
-        tx
-    })
-}
-
-/// Runs `fut` on the object-storage thread and waits for its result (from any thread).
-fn run<T: Send + 'static>(
-    fut: impl std::future::Future<Output = T> + Send + 'static,
-) -> io::Result<T> {
-    let (tx, rx) = mpsc::sync_channel(1);
-    bridge()
-        .send(Box::pin(async move {
-            let _ = tx.send(fut.await);
-        }))
-        .map_err(|_| io::Error::other("the object-storage thread is gone"))?;
-    rx.recv()
-        .map_err(|_| io::Error::other("the object-storage request was dropped"))
-}
+use crate::bridge::run;
 
 /// `s3://bucket/key` split into bucket and key (the key may be empty).
 pub fn parse_url(url: &str) -> Option<(String, String)> {

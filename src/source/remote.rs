@@ -1,0 +1,424 @@
+//! `replayscope://host:port`: a replayscope endpoint (`replayscope serve`) as a source, over the
+//! credit-controlled Session.
+//!
+//! Each stream the player opens is one Session from the requested offset. Batches go to the
+//! player through the same local credit window as an archive's, and what the player has played
+//! (the local window's cumulative ack) is what is acknowledged to the server, so the server's
+//! window follows the player. A cut stream (the server restarted, the network dropped) is
+//! retried with capped exponential backoff and jitter and resumed right after the last offset
+//! received — from the server's ring, or re-read — with no gap and no duplicate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::client::{Client, ConnectOptions};
+use crate::event::Position;
+use crate::event::wire::{NameCache, decode_event};
+use crate::flow::CreditWindow;
+use crate::proto::replayscope::v1 as pb;
+use crate::server::codec::InFrame;
+use crate::source::{Batch, BatchStream, Source, SourceError, SourceInfo, StreamRequest};
+
+/// How a remote source retries.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts after a failure before giving up (0 = never retry).
+    pub max_attempts: u32,
+    pub initial: Duration,
+    /// Backoff cap (the delay never grows beyond it).
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 10,
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before attempt `n` (1-based): `min(initial * 2^(n-1), max)`, minus up to 25 %
+    /// jitter so that many clients do not retry in step.
+    pub fn delay(&self, n: u32) -> Duration {
+        let base = self
+            .initial
+            .saturating_mul(1u32 << (n.saturating_sub(1)).min(16))
+            .min(self.max);
+        let jitter = (crate::event::now_ns() % 1000) as f64 / 1000.0 * 0.25;
+        base.mul_f64(1.0 - jitter)
+    }
+}
+
+pub struct RemoteSource {
+    client: Client,
+    info: SourceInfo,
+    retry: RetryPolicy,
+}
+
+fn err(endpoint: &str, message: impl std::fmt::Display) -> SourceError {
+    SourceError::Invalid {
+        source_name: endpoint.to_string(),
+        message: message.to_string(),
+    }
+}
+
+fn offset_pos(o: u64) -> Option<pb::Position> {
+    Some(pb::Position {
+        at: Some(pb::position::At::Offset(o)),
+    })
+}
+
+fn to_pb(p: Position) -> Option<pb::Position> {
+    Some(pb::Position {
+        at: Some(match p {
+            Position::Offset(o) => pb::position::At::Offset(o),
+            Position::CommitTs(t) => pb::position::At::CommitTs(t),
+            Position::Time(t) => pb::position::At::TimeNs(t),
+        }),
+    })
+}
+
+/// Whether a status is worth retrying (the endpoint went away) rather than an answer.
+fn retryable(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+    ) || s.code() == tonic::Code::Internal && s.message().contains("h2")
+}
+
+impl RemoteSource {
+    /// Connects and asks the endpoint what it holds (blocking; callable from any thread).
+    pub fn connect(
+        url: &str,
+        options: ConnectOptions,
+        retry: RetryPolicy,
+    ) -> Result<RemoteSource, SourceError> {
+        let addr = url
+            .strip_prefix("replayscope://")
+            .ok_or_else(|| err(url, "expected replayscope://host:port"))?
+            .trim_end_matches('/')
+            .to_string();
+        let name = url.to_string();
+        let (client, describe) = crate::bridge::run(async move {
+            let client = Client::connect(&addr, options)
+                .await
+                .map_err(|e| e.to_string())?;
+            let describe = client
+                .describe()
+                .await
+                .map_err(|s| format!("Describe failed: {} ({:?})", s.message(), s.code()))?;
+            Ok::<_, String>((client, describe))
+        })
+        .map_err(|e| err(&name, e))?
+        .map_err(|e| err(&name, e))?;
+        let any = describe.events > 0;
+        let final_hash = crate::event::parse_hash(&describe.final_hash);
+        let info = SourceInfo {
+            name: name.clone(),
+            kind: "replayscope endpoint".into(),
+            events: Some(describe.events),
+            first_offset: any.then_some(describe.first_offset),
+            last_offset: any.then_some(describe.last_offset),
+            first_commit_ts: any.then_some(describe.first_commit_ts),
+            last_commit_ts: any.then_some(describe.last_commit_ts),
+            first_time_ns: describe.first_time_ns,
+            last_time_ns: describe.last_time_ns,
+            channels: describe
+                .channels
+                .into_iter()
+                .map(|c| (c.namespace, c.agent_id, c.events))
+                .collect(),
+            final_hash,
+        };
+        Ok(RemoteSource {
+            client,
+            info,
+            retry,
+        })
+    }
+
+    /// The first event at or after `pos` (offset and key), asked of the server.
+    fn first_at(&self, pos: Position) -> Result<Option<pb::ArchivedEvent>, SourceError> {
+        let client = self.client.clone();
+        let name = self.info.name.clone();
+        crate::bridge::run(async move {
+            let mut s = client
+                .session(pb::Open {
+                    from: to_pb(pos),
+                    window_bytes: 64 * 1024,
+                    ..Default::default()
+                })
+                .await?;
+            loop {
+                match s.next().await? {
+                    None => return Ok(None),
+                    Some(InFrame::Events { events, .. }) => {
+                        s.send(pb::client_frame::Frame::Cancel(pb::Cancel {})).await;
+                        return Ok(events.first().and_then(|b| {
+                            <pb::ArchivedEvent as prost::Message>::decode(b.clone()).ok()
+                        }));
+                    }
+                    Some(InFrame::Frame(pb::ServerFrame {
+                        frame: Some(pb::server_frame::Frame::End(_)),
+                    })) => return Ok(None),
+                    Some(_) => {}
+                }
+            }
+        })
+        .map_err(|e| err(&name, e))?
+        .map_err(|s: tonic::Status| err(&name, s.message()))
+    }
+}
+
+impl Source for RemoteSource {
+    fn info(&self) -> &SourceInfo {
+        &self.info
+    }
+
+    fn resolve(&self, pos: Position, at_or_before: bool) -> Result<Option<u64>, SourceError> {
+        let (Some(first), Some(last)) = (self.info.first_offset, self.info.last_offset) else {
+            return Ok(None);
+        };
+        if let Position::Offset(o) = pos {
+            if at_or_before {
+                return Ok((o >= first).then(|| o.min(last)));
+            }
+            if o < first || o > last {
+                return Err(err(
+                    &self.info.name,
+                    format!("offset {o} is outside the source (offsets {first}..={last})"),
+                ));
+            }
+            return Ok(Some(o));
+        }
+        let found = match self.first_at(pos) {
+            Ok(f) => f,
+            // Past the end: nothing at or after it.
+            Err(_) if at_or_before => None,
+            Err(e) => return Err(e),
+        };
+        if !at_or_before {
+            return match found {
+                Some(e) => Ok(Some(e.offset)),
+                None => Err(err(
+                    &self.info.name,
+                    format!("{pos} is past the end of the source"),
+                )),
+            };
+        }
+        Ok(match found {
+            None => Some(last),
+            Some(e) => {
+                let exact = match pos {
+                    Position::CommitTs(t) => e.commit_ts == t,
+                    Position::Time(t) => e.commit_time_ns == Some(t),
+                    Position::Offset(_) => true,
+                };
+                if exact {
+                    Some(e.offset)
+                } else {
+                    e.offset.checked_sub(1).filter(|o| *o >= first)
+                }
+            }
+        })
+    }
+
+    fn open(&self, req: StreamRequest, window: CreditWindow) -> Result<BatchStream, SourceError> {
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(produce(
+            self.client.clone(),
+            self.info.name.clone(),
+            self.retry.clone(),
+            req,
+            window,
+            tx,
+        ));
+        Ok(rx)
+    }
+
+    fn chain_head_through(&self, offset: u64) -> Option<[u8; 32]> {
+        let client = self.client.clone();
+        crate::bridge::run(async move {
+            let mut s = client
+                .session(pb::Open {
+                    from: offset_pos(offset),
+                    until: offset_pos(offset),
+                    ..Default::default()
+                })
+                .await
+                .ok()?;
+            loop {
+                match s.next().await.ok()?? {
+                    InFrame::Events { events, epoch } => {
+                        s.ack(offset, epoch).await;
+                        drop(events);
+                    }
+                    InFrame::Frame(pb::ServerFrame {
+                        frame: Some(pb::server_frame::Frame::End(end)),
+                    }) => return crate::event::parse_hash(&end.report?.final_hash),
+                    InFrame::Frame(_) => {}
+                }
+            }
+        })
+        .ok()
+        .flatten()
+    }
+}
+
+/// Streams batches from Sessions, reconnecting and resuming after cuts.
+async fn produce(
+    client: Client,
+    name: String,
+    retry: RetryPolicy,
+    req: StreamRequest,
+    window: CreditWindow,
+    tx: mpsc::Sender<Result<Batch, SourceError>>,
+) {
+    let (namespace, agent_id) = req.filter.agent.clone().unwrap_or_default();
+    let filter = Some(pb::Filter {
+        key_prefix: req.filter.key_prefix.clone().unwrap_or_default(),
+        txn_id: req.filter.txn_id.clone().unwrap_or_default(),
+    });
+    let window_bytes = window.snapshot().window_bytes;
+    let mut names = NameCache::default();
+    // The last offset received, and the session to resume.
+    let mut last_received: Option<u64> = None;
+    let mut session_id = String::new();
+    let mut attempt = 0u32;
+    loop {
+        let open = pb::Open {
+            namespace: namespace.clone(),
+            agent_id: agent_id.clone(),
+            from: offset_pos(req.from),
+            until: req.until.and_then(offset_pos),
+            filter: filter.clone(),
+            window_bytes,
+            resume: last_received.map(|o| pb::ResumeFrom {
+                session_id: session_id.clone(),
+                last_received_offset: o,
+            }),
+        };
+        let failure = match client.session(open).await {
+            Err(s) => s,
+            Ok(mut s) => {
+                let mut acked = None;
+                let mut tick = tokio::time::interval(Duration::from_millis(20));
+                let outcome = loop {
+                    // Forward what the player has played as the cumulative ack.
+                    let played = window.snapshot().acked_through;
+                    if let Some(p) = played
+                        && played != acked
+                    {
+                        acked = played;
+                        s.ack(p, 0).await;
+                    }
+                    let frame = tokio::select! {
+                        f = s.next() => f,
+                        _ = tick.tick() => continue,
+                    };
+                    match frame {
+                        Err(status) => break Err(status),
+                        Ok(None) => {
+                            break Err(tonic::Status::unavailable("the stream ended without End"));
+                        }
+                        Ok(Some(InFrame::Events { events, .. })) => {
+                            attempt = 0;
+                            let mut batch = Vec::with_capacity(events.len());
+                            let mut bytes = 0u64;
+                            for b in &events {
+                                match decode_event(b, &mut names) {
+                                    Ok(e) => {
+                                        bytes += b.len() as u64;
+                                        batch.push((Arc::new(e), b.len() as u32));
+                                    }
+                                    Err(e) => {
+                                        let _ = tx
+                                            .send(Err(err(
+                                                &name,
+                                                format!("undecodable event: {e}"),
+                                            )))
+                                            .await;
+                                        return;
+                                    }
+                                }
+                            }
+                            let Some(last) = batch.last().map(|(e, _)| e.offset) else {
+                                continue;
+                            };
+                            if window.acquire(bytes, last).await.is_err() {
+                                return;
+                            }
+                            last_received = Some(last);
+                            if tx
+                                .send(Ok(Batch {
+                                    events: batch,
+                                    bytes,
+                                }))
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Ok(Some(InFrame::Frame(pb::ServerFrame { frame: Some(f) }))) => match f {
+                            pb::server_frame::Frame::Opened(o) => session_id = o.session_id,
+                            pb::server_frame::Frame::End(_) => return,
+                            pb::server_frame::Frame::Error(e) => {
+                                tracing::warn!(endpoint = %name, code = %e.code, message = %e.message, "server error frame");
+                            }
+                            _ => {}
+                        },
+                        Ok(Some(InFrame::Frame(_))) => {}
+                    }
+                };
+                match outcome {
+                    Err(status) => status,
+                    Ok(()) => return,
+                }
+            }
+        };
+        if !retryable(&failure) {
+            let _ = tx
+                .send(Err(err(
+                    &name,
+                    format!("{} ({:?})", failure.message(), failure.code()),
+                )))
+                .await;
+            return;
+        }
+        attempt += 1;
+        if attempt > retry.max_attempts {
+            let _ = tx
+                .send(Err(err(
+                    &name,
+                    format!(
+                        "gave up after {} reconnection attempts; last error: {}",
+                        retry.max_attempts,
+                        failure.message()
+                    ),
+                )))
+                .await;
+            return;
+        }
+        let delay = retry.delay(attempt);
+        tracing::warn!(
+            endpoint = %name,
+            attempt,
+            next_in_ms = delay.as_millis() as u64,
+            last_error = %failure.message(),
+            resume_after = ?last_received,
+            "reconnecting (attempt {attempt}, next in {:.1}s, last error: {})",
+            delay.as_secs_f64(),
+            failure.message()
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = tx.closed() => return,
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! `replayscope://` sources: `play` through a real `replayscope serve` (in this process on
+//! 127.0.0.1:0, or as its own process when it must be killed) equals local play, positions are
+//! resolved by the server, and a server killed and restarted mid-play is survived with no gap
+//! and no duplicate.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use replayscope::archive::{Archive, OpenOptions};
+use replayscope::server::{ServeOptions, Server};
+use tokio_util::sync::CancellationToken;
+
+const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/sample.mcap");
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_replayscope"))
+}
+
+fn play(source: &str, extra: &[&str]) -> Output {
+    bin()
+        .args(["play", source])
+        .args(extra)
+        .output()
+        .expect("play runs")
+}
+
+fn report(o: &Output) -> serde_json::Value {
+    let err = String::from_utf8_lossy(&o.stderr);
+    let start = err.find('{').expect("a JSON report on stderr");
+    serde_json::from_str(&err[start..]).unwrap()
+}
+
+/// A server in this process (a runtime of its own), stopped on drop.
+struct InProcess {
+    addr: String,
+    stop: CancellationToken,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl InProcess {
+    fn start(archive: &str) -> InProcess {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let stop = CancellationToken::new();
+        let addr = rt.block_on(async {
+            let server = Server::bind(
+                Archive::open(Path::new(archive), OpenOptions::default()).unwrap(),
+                ServeOptions {
+                    listen: "127.0.0.1:0".parse().unwrap(),
+                    ..ServeOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+            let addr = server.local_addr();
+            tokio::spawn(server.run(stop.clone()));
+            addr
+        });
+        InProcess {
+            addr: format!("replayscope://{addr}"),
+            stop,
+            rt: Some(rt),
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+#[test]
+fn remote_play_equals_local_play() {
+    let server = InProcess::start(SAMPLE);
+    for extra in [
+        &["--format", "jsonl"][..],
+        &["--format", "jsonl", "--from", "1234", "--until", "4321"],
+        &["--format", "jsonl", "--from", "@2000", "--until", "@5000"],
+        &[
+            "--format",
+            "jsonl",
+            "--from",
+            "2026-11-02T09:10:00Z",
+            "--until",
+            "2026-11-02T09:20:00.5Z",
+        ],
+        &["--format", "none", "--state-hash"],
+        &[
+            "--format",
+            "jsonl",
+            "--agent",
+            "support/triage-d814",
+            "--key-prefix",
+            "memory/",
+        ],
+    ] {
+        let local = play(SAMPLE, extra);
+        let remote = play(&server.addr, extra);
+        assert!(
+            local.status.success(),
+            "{}",
+            String::from_utf8_lossy(&local.stderr)
+        );
+        assert!(
+            remote.status.success(),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&remote.stderr)
+        );
+        assert!(
+            local.stdout == remote.stdout,
+            "{extra:?}: remote output differs"
+        );
+        let (l, r) = (report(&local), report(&remote));
+        for k in [
+            "events_sent",
+            "first_offset",
+            "last_offset",
+            "final_hash",
+            "state_hash",
+        ] {
+            assert_eq!(l[k], r[k], "{extra:?}: {k}");
+        }
+    }
+}
+
+#[test]
+fn remote_errors_name_the_endpoint() {
+    // Nothing listens there (a port just released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("replayscope://127.0.0.1:{port}");
+    let o = play(&url, &["--format", "none"]);
+    assert_ne!(o.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&url) && err.contains("cannot connect"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let server = InProcess::start(SAMPLE);
+    let o = play(&server.addr, &["--format", "none", "--from", "9999"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("0..=5999"), "names the range: {err}");
+}
+
+/// `replayscope serve` as its own process on a given port.
+fn serve_process(archive: &str, port: u16) -> Child {
+    let mut child = bin()
+        .args(["serve", archive, "--listen", &format!("127.0.0.1:{port}")])
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("serve exited").unwrap();
+        if line.contains("serving on") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+#[test]
+fn a_server_killed_and_restarted_mid_play_is_survived_without_gap_or_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("a.mcap").display().to_string();
+    let o = bin()
+        .args(["gen", "--events", "30000", "--seed", "4", "-o", &archive])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = serve_process(&archive, port);
+    let out = dir.path().join("out.jsonl");
+    // Paced, so the kill lands mid-play.
+    let mut player = bin()
+        .args([
+            "play",
+            &format!("replayscope://127.0.0.1:{port}"),
+            "--pace",
+            "rate",
+            "--rate",
+            "20000",
+            "-o",
+            &out.display().to_string(),
+            "--log",
+            "warn",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) < 1_000_000 {
+        assert!(Instant::now() < deadline, "play did not start writing");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let mut server = serve_process(&archive, port);
+    let status = player.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut player.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains("reconnecting (attempt 1"),
+        "logs the reconnection: {err}"
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    let got = std::fs::read(&out).unwrap();
+    let want = bin().args(["export", &archive]).output().unwrap().stdout;
+    assert_eq!(
+        got.iter().filter(|&&b| b == b'\n').count(),
+        30_000,
+        "every event exactly once"
+    );
+    assert!(
+        got == want,
+        "remote play after a restart equals the archive"
+    );
+}
