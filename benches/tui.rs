@@ -61,6 +61,7 @@ fn model() -> Model {
         ring: Default::default(),
         failures: 0,
         buffered: 0,
+        source_status: None,
     };
     let mut m = Model::new(source, stats);
     let mut state = KvState::new();

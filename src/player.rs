@@ -303,6 +303,7 @@ pub fn spawn(
         ring: Default::default(),
         failures: 0,
         buffered: 0,
+        source_status: None,
     };
     let (stats_tx, stats_rx) = watch::channel(initial.clone());
     let tracker = options.track_state.then(|| {
@@ -872,6 +873,7 @@ impl Player {
             ring: self.ring.snapshot(),
             failures: self.failures,
             buffered: self.buffer.len(),
+            source_status: self.source.status(),
         };
         self.stats.send_replace(stats);
     }

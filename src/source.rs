@@ -140,4 +140,10 @@ pub trait Source: Send + Sync + 'static {
 
     /// The hash-chain head after the event at `offset`, when the source can tell.
     fn chain_head_through(&self, offset: u64) -> Option<[u8; 32]>;
+
+    /// What the source is going through right now, when it is not simply delivering (a remote
+    /// source: "reconnecting (attempt 2, next in 0.8s, last error: …)").
+    fn status(&self) -> Option<String> {
+        None
+    }
 }

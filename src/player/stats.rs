@@ -67,6 +67,8 @@ pub struct Stats {
     pub failures: u64,
     /// Events buffered between the source and the player.
     pub buffered: usize,
+    /// The source's own state when it is not simply delivering (e.g. reconnecting).
+    pub source_status: Option<String>,
 }
 
 /// Lag histogram: 10 µs buckets up to 100 ms, then one overflow bucket (for p99 without keeping

@@ -58,6 +58,12 @@ pub struct RemoteSource {
     client: Client,
     info: SourceInfo,
     retry: RetryPolicy,
+    /// "reconnecting (…)" while a stream waits to reconnect.
+    status: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+fn set_status(status: &std::sync::Mutex<Option<String>>, s: Option<String>) {
+    *status.lock().unwrap_or_else(|p| p.into_inner()) = s;
 }
 
 fn err(endpoint: &str, message: impl std::fmt::Display) -> SourceError {
@@ -139,6 +145,7 @@ impl RemoteSource {
             client,
             info,
             retry,
+            status: Default::default(),
         })
     }
 
@@ -234,11 +241,19 @@ impl Source for RemoteSource {
             self.client.clone(),
             self.info.name.clone(),
             self.retry.clone(),
+            self.status.clone(),
             req,
             window,
             tx,
         ));
         Ok(rx)
+    }
+
+    fn status(&self) -> Option<String> {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn chain_head_through(&self, offset: u64) -> Option<[u8; 32]> {
@@ -275,6 +290,7 @@ async fn produce(
     client: Client,
     name: String,
     retry: RetryPolicy,
+    status: Arc<std::sync::Mutex<Option<String>>>,
     req: StreamRequest,
     window: CreditWindow,
     tx: mpsc::Sender<Result<Batch, SourceError>>,
@@ -327,7 +343,11 @@ async fn produce(
                             break Err(tonic::Status::unavailable("the stream ended without End"));
                         }
                         Ok(Some(InFrame::Events { events, .. })) => {
-                            attempt = 0;
+                            if attempt > 0 {
+                                attempt = 0;
+                                set_status(&status, None);
+                                tracing::info!(endpoint = %name, resume_after = ?last_received, "reconnected");
+                            }
                             let mut batch = Vec::with_capacity(events.len());
                             let mut bytes = 0u64;
                             for b in &events {
@@ -393,6 +413,7 @@ async fn produce(
         }
         attempt += 1;
         if attempt > retry.max_attempts {
+            set_status(&status, None);
             let _ = tx
                 .send(Err(err(
                     &name,
@@ -406,16 +427,19 @@ async fn produce(
             return;
         }
         let delay = retry.delay(attempt);
-        tracing::warn!(
-            endpoint = %name,
-            attempt,
-            next_in_ms = delay.as_millis() as u64,
-            last_error = %failure.message(),
-            resume_after = ?last_received,
+        let line = format!(
             "reconnecting (attempt {attempt}, next in {:.1}s, last error: {})",
             delay.as_secs_f64(),
             failure.message()
         );
+        tracing::warn!(
+            endpoint = %name,
+            attempt,
+            next_in_ms = delay.as_millis() as u64,
+            resume_after = ?last_received,
+            "{line}"
+        );
+        set_status(&status, Some(line));
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = tx.closed() => return,

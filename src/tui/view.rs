@@ -98,6 +98,14 @@ fn render_header(frame: &mut Frame, area: Rect, model: &Model, view: &ViewState)
     {
         state.push(Span::raw(format!(" {r}")));
     }
+    if let Some(status) = &s.source_status
+        && !matches!(s.state, PlayState::Stopped | PlayState::Finished)
+    {
+        state.push(Span::styled(
+            format!("  {status}"),
+            Style::new().fg(Color::Yellow).bold(),
+        ));
+    }
     if view.frozen_at.is_some() {
         state.push(Span::styled(
             format!("  FROZEN (+{} pending)", model.pending(view)),
@@ -854,6 +862,7 @@ pub(crate) mod tests {
             ring: Default::default(),
             failures: 0,
             buffered: 0,
+            source_status: None,
         }
     }
 
