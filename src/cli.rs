@@ -58,6 +58,8 @@ pub enum Command {
     /// Serve an archive over gRPC: statehouse.v1 Replay, replayscope.v1 Session and Describe,
     /// health and reflection.
     Serve(ServeArgs),
+    /// Record what an endpoint (or any source) replays into an archive, written as it arrives.
+    Record(RecordArgs),
 }
 
 /// How fast to play.
@@ -415,4 +417,33 @@ pub struct ServeArgs {
     /// Interval of the Heartbeat frames sent on each Session.
     #[arg(long, default_value = "5s", env = "REPLAYSCOPE_HEARTBEAT")]
     pub heartbeat: Dur,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// What to record: `replayscope://host:port` (or any source `play` takes).
+    pub endpoint: PathBuf,
+
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+
+    /// Output archive file (or directory with --segment-events).
+    #[arg(short, long)]
+    pub output: PathBuf,
+
+    #[command(flatten)]
+    pub archive: OutputArchiveArgs,
+
+    /// Only this agent (NAMESPACE/AGENT_ID); its events are re-numbered from offset 0.
+    #[arg(long, env = "REPLAYSCOPE_AGENT")]
+    pub agent: Option<String>,
+
+    /// Last event to record: offset, commit_ts (@57) or RFC 3339 time; inclusive.
+    #[arg(long)]
+    pub until: Option<Position>,
+
+    /// Close the current chunk and flush it to disk at least this often, so a recorder killed
+    /// at any moment loses at most this much (`verify --repair` keeps the rest).
+    #[arg(long, default_value = "1s", env = "REPLAYSCOPE_FLUSH_INTERVAL")]
+    pub flush_interval: Dur,
 }

@@ -145,6 +145,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Verify(a) => verify_cmd(a),
         Command::Play(a) => play_cmd(a),
         Command::Serve(a) => serve_cmd(a),
+        Command::Record(a) => record_cmd(a),
     }
 }
 
@@ -272,28 +273,7 @@ pub fn player_options(flags: &PlayFlags, source: &dyn Source) -> Result<PlayerOp
         },
         None => None,
     };
-    let agent = match &flags.agent {
-        Some(a) => {
-            let (ns, id) = a
-                .split_once('/')
-                .ok_or_else(|| UsageError(format!("--agent {a:?}: expected NAMESPACE/AGENT_ID")))?;
-            if !info.channels.iter().any(|(n, i, _)| n == ns && i == id) {
-                let known: Vec<String> = info
-                    .channels
-                    .iter()
-                    .map(|(n, i, _)| format!("{n}/{i}"))
-                    .collect();
-                return Err(UsageError(format!(
-                    "{}: unknown agent {a}; it has {}",
-                    info.name,
-                    known.join(", ")
-                ))
-                .into());
-            }
-            Some((ns.to_string(), id.to_string()))
-        }
-        None => None,
-    };
+    let agent = parse_agent(flags.agent.as_deref(), info)?;
     Ok(PlayerOptions {
         pace,
         max_gap: flags.max_gap.map(|d| d.0),
@@ -307,6 +287,31 @@ pub fn player_options(flags: &PlayFlags, source: &dyn Source) -> Result<PlayerOp
         },
         ..PlayerOptions::default()
     })
+}
+
+/// `--agent NAMESPACE/AGENT_ID`, checked against what the source holds.
+fn parse_agent(
+    flag: Option<&str>,
+    info: &crate::source::SourceInfo,
+) -> Result<Option<(String, String)>> {
+    let Some(a) = flag else { return Ok(None) };
+    let (ns, id) = a
+        .split_once('/')
+        .ok_or_else(|| UsageError(format!("--agent {a:?}: expected NAMESPACE/AGENT_ID")))?;
+    if !info.channels.iter().any(|(n, i, _)| n == ns && i == id) {
+        let known: Vec<String> = info
+            .channels
+            .iter()
+            .map(|(n, i, _)| format!("{n}/{i}"))
+            .collect();
+        return Err(UsageError(format!(
+            "{}: unknown agent {a}; it has {}",
+            info.name,
+            known.join(", ")
+        ))
+        .into());
+    }
+    Ok(Some((ns.to_string(), id.to_string())))
 }
 
 /// A tokio runtime for the async commands: two workers (the player and its source).
@@ -511,6 +516,128 @@ fn serve_cmd(a: crate::cli::ServeArgs) -> Result<()> {
         server.run(stop).await?;
         Ok(())
     })
+}
+
+/// Where `record` writes: one file or a segment directory.
+enum RecordWriter {
+    File(ArchiveWriter),
+    Segments(SegmentedWriter),
+}
+
+impl RecordWriter {
+    fn append(&mut self, e: &crate::event::Event) -> crate::archive::Result<()> {
+        match self {
+            RecordWriter::File(w) => w.append(e),
+            RecordWriter::Segments(w) => w.append(e),
+        }
+    }
+    fn flush(&mut self) -> crate::archive::Result<()> {
+        match self {
+            RecordWriter::File(w) => w.flush(),
+            RecordWriter::Segments(w) => w.flush(),
+        }
+    }
+    fn finish(self) -> crate::archive::Result<Vec<WriteSummary>> {
+        match self {
+            RecordWriter::File(w) => Ok(vec![w.finish()?]),
+            RecordWriter::Segments(w) => w.finish(),
+        }
+    }
+}
+
+fn record_cmd(a: crate::cli::RecordArgs) -> Result<()> {
+    use crate::flow::CreditWindow;
+    use crate::source::{Filter, StreamRequest};
+    let source = open_any_source(
+        &SourceArgs {
+            source: a.endpoint.clone(),
+            allow_truncated: false,
+        },
+        &a.remote,
+    )?;
+    let info = source.info().clone();
+    let agent = parse_agent(a.agent.as_deref(), &info)?;
+    let Some(first) = info.first_offset else {
+        return Err(UsageError(format!("{}: the source is empty", info.name)).into());
+    };
+    let until = match a.until {
+        Some(p) => Some(source.resolve(p, true)?.ok_or_else(|| {
+            UsageError(format!(
+                "{}: --until {p} is before the first event",
+                info.name
+            ))
+        })?),
+        None => None,
+    };
+    let renumber = agent.is_some();
+    let options = writer_options(&a.archive);
+    let mut writer = match a.archive.segment_events {
+        Some(k) => RecordWriter::Segments(SegmentedWriter::create(&a.output, k, options)?),
+        None => RecordWriter::File(ArchiveWriter::create(&a.output, options)?),
+    };
+    let rt = runtime()?;
+    let flush_every = a.flush_interval.0.max(std::time::Duration::from_millis(10));
+    let (summaries, failure) = rt.block_on(async move {
+        let window = CreditWindow::new(crate::player::PlayerOptions::default().window_bytes);
+        let mut stream = source.open(
+            StreamRequest {
+                from: first,
+                until,
+                filter: Filter {
+                    agent,
+                    ..Filter::default()
+                },
+                batch_events: 1024,
+                verify_chain: false,
+            },
+            window.clone(),
+        )?;
+        let mut tick = tokio::time::interval(flush_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stop = shutdown_signal();
+        tokio::pin!(stop);
+        let mut next = 0u64;
+        let mut failure = None;
+        loop {
+            tokio::select! {
+                b = stream.recv() => match b {
+                    None => break,
+                    Some(Err(e)) => {
+                        failure = Some(e);
+                        break;
+                    }
+                    Some(Ok(batch)) => {
+                        for (e, _) in &batch.events {
+                            if renumber {
+                                let mut copy = (**e).clone();
+                                copy.offset = next;
+                                writer.append(&copy)?;
+                            } else {
+                                writer.append(e)?;
+                            }
+                            next += 1;
+                            window.ack(e.offset);
+                        }
+                    }
+                },
+                _ = tick.tick() => writer.flush()?,
+                _ = &mut stop => {
+                    tracing::warn!("stopped by a signal: closing the archive");
+                    break;
+                }
+            }
+        }
+        // Whatever was received is kept as a valid archive, even when the source failed.
+        Ok::<_, color_eyre::Report>((writer.finish()?, failure))
+    })?;
+    print_summaries(&summaries);
+    if let Some(e) = failure {
+        return Err(color_eyre::Report::new(e).wrap_err(format!(
+            "recording stopped early; {} holds what was received",
+            a.output.display()
+        )));
+    }
+    Ok(())
 }
 
 /// SIGINT or SIGTERM.

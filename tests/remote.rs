@@ -240,3 +240,69 @@ fn a_server_killed_and_restarted_mid_play_is_survived_without_gap_or_duplicate()
         "remote play after a restart equals the archive"
     );
 }
+
+#[test]
+fn record_writes_the_same_archive_and_a_killed_recorder_is_repairable() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = InProcess::start(SAMPLE);
+    let out = dir.path().join("copy.mcap").display().to_string();
+    let o = bin()
+        .args(["record", &server.addr, "-o", &out])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Same offsets, same stored bytes: the same hash chain and the same export.
+    let info = |p: &str| -> serde_json::Value {
+        serde_json::from_slice(&bin().args(["info", p, "--json"]).output().unwrap().stdout).unwrap()
+    };
+    assert_eq!(info(&out)["final_hash"], info(SAMPLE)["final_hash"]);
+    let export = |p: &str| bin().args(["export", p]).output().unwrap().stdout;
+    assert!(export(&out) == export(SAMPLE));
+    drop(server);
+
+    // A recorder killed mid-stream leaves a truncated archive that --repair makes valid.
+    let big = dir.path().join("big.mcap").display().to_string();
+    assert!(
+        bin()
+            .args(["gen", "--events", "300000", "--seed", "8", "-o", &big])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let server = InProcess::start(&big);
+    let rec = dir.path().join("rec.mcap");
+    let mut recorder = bin()
+        .args([
+            "record",
+            &server.addr,
+            "-o",
+            &rec.display().to_string(),
+            "--flush-interval",
+            "50ms",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(&rec).map(|m| m.len()).unwrap_or(0) < 2_000_000 {
+        assert!(Instant::now() < deadline, "the recorder wrote nothing");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    recorder.kill().unwrap();
+    recorder.wait().unwrap();
+    let rec = rec.display().to_string();
+    let o = bin().args(["verify", &rec]).output().unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("truncated at byte"));
+    let o = bin().args(["verify", "--repair", &rec]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let kept = export(&rec);
+    let n = kept.iter().filter(|&&b| b == b'\n').count();
+    assert!(n > 1000 && n < 300_000, "{n} events kept");
+    let whole = export(&big);
+    assert!(
+        whole.starts_with(&kept),
+        "the repaired recording is a prefix of the source"
+    );
+}
