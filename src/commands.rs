@@ -169,7 +169,7 @@ fn demo_cmd(a: crate::cli::DemoArgs) -> Result<()> {
 }
 
 fn open_cmd(a: crate::cli::OpenArgs) -> Result<()> {
-    let source = open_any_source(&a.source, &a.remote)?;
+    let source = open_any_source(&a.source, &a.remote, a.play.agent.as_deref())?;
     let mut options = player_options(&a.play, source.as_ref())?;
     options.start_paused = a.paused;
     run_tui(source, options)
@@ -205,29 +205,55 @@ fn run_tui(source: Arc<dyn Source>, options: PlayerOptions) -> Result<()> {
 }
 
 /// A source from what the user typed (an archive file or segment directory).
-pub fn open_any_source(s: &SourceArgs, remote: &crate::cli::RemoteArgs) -> Result<Arc<dyn Source>> {
-    let text = s.source.to_string_lossy();
-    if text.starts_with("replayscope://") {
+pub fn open_any_source(
+    s: &SourceArgs,
+    remote: &crate::cli::RemoteArgs,
+    agent: Option<&str>,
+) -> Result<Arc<dyn Source>> {
+    let text = s.source.to_string_lossy().into_owned();
+    let scheme = text.split_once("://").map(|(s, _)| s);
+    if let Some(scheme @ ("replayscope" | "statehouse" | "grpc")) = scheme {
         let ca_pem = match &remote.ca_file {
             Some(p) => Some(
                 std::fs::read(p).wrap_err_with(|| format!("reading --ca-file {}", p.display()))?,
             ),
             None => None,
         };
-        let source = crate::source::RemoteSource::connect(
-            &text,
-            crate::client::ConnectOptions {
-                token: remote.token.clone(),
-                tls: remote.tls || ca_pem.is_some(),
-                ca_pem,
-                domain: None,
-            },
-            crate::source::RetryPolicy {
-                max_attempts: remote.retries,
-                ..Default::default()
-            },
-        )?;
-        return Ok(Arc::new(source));
+        let options = crate::client::ConnectOptions {
+            token: remote.token.clone(),
+            tls: remote.tls || ca_pem.is_some(),
+            ca_pem,
+            domain: None,
+        };
+        let retry = crate::source::RetryPolicy {
+            max_attempts: remote.retries,
+            ..Default::default()
+        };
+        let as_replayscope =
+            |url: &str| crate::source::RemoteSource::connect(url, options.clone(), retry.clone());
+        let as_statehouse = |url: &str| {
+            crate::source::StatehouseSource::connect(url, agent, options.clone(), retry.clone())
+        };
+        let source: Arc<dyn Source> = match scheme {
+            "replayscope" => Arc::new(as_replayscope(&text)?),
+            "statehouse" => Arc::new(as_statehouse(&text)?),
+            // Probe: a replayscope endpoint answers Describe; anything else is taken for a
+            // Statehouse daemon.
+            _ => {
+                let rest = &text["grpc://".len()..];
+                match as_replayscope(&format!("replayscope://{rest}")) {
+                    Ok(r) => {
+                        tracing::info!(endpoint = %text, "grpc:// probe: a replayscope endpoint");
+                        Arc::new(r)
+                    }
+                    Err(probe) => {
+                        tracing::info!(endpoint = %text, %probe, "grpc:// probe: not replayscope, trying Statehouse Replay");
+                        Arc::new(as_statehouse(&format!("statehouse://{rest}"))?)
+                    }
+                }
+            }
+        };
+        return Ok(source);
     }
     Ok(Arc::new(ArchiveSource::new(open_source(s)?)))
 }
@@ -348,7 +374,7 @@ fn parse_expect_hash(h: Option<&str>) -> Result<Option<[u8; 32]>> {
 
 fn play_cmd(a: PlayArgs) -> Result<()> {
     let expect = parse_expect_hash(a.expect_hash.as_deref())?;
-    let source = open_any_source(&a.source, &a.remote)?;
+    let source = open_any_source(&a.source, &a.remote, a.play.agent.as_deref())?;
     let mut options = player_options(&a.play, source.as_ref())?;
     options.track_state = a.state_hash;
     options.verify_chain = a.verify || expect.is_some();
@@ -554,6 +580,7 @@ fn record_cmd(a: crate::cli::RecordArgs) -> Result<()> {
             allow_truncated: false,
         },
         &a.remote,
+        a.agent.as_deref(),
     )?;
     let info = source.info().clone();
     let agent = parse_agent(a.agent.as_deref(), &info)?;

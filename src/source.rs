@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod remote;
+pub mod statehouse;
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use crate::flow::CreditWindow;
 
 pub use archive::ArchiveSource;
 pub use remote::{RemoteSource, RetryPolicy};
+pub use statehouse::StatehouseSource;
 
 /// What a source holds, as far as it knows.
 #[derive(Debug, Clone, Default, PartialEq)]

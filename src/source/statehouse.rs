@@ -1,0 +1,383 @@
+//! `statehouse://host:port`: the plain Statehouse `Replay` RPC as a source — a real Statehouse
+//! daemon, or `replayscope serve` (which answers the same RPC).
+//!
+//! The protocol streams one agent's transactions in commit order and nothing else: no offsets,
+//! no wall-clock times, no counts. So the source scans the agent's history once when it
+//! connects (keeping only each transaction's commit_ts: 8 bytes per event) and numbers the
+//! events 0.. in arrival order; a seek or a resume restarts `Replay` at the right `start_ts`
+//! (inclusive) and drops the transactions already delivered (by txn_id), so nothing is lost or
+//! repeated. Realtime pacing falls back to the logical tick (there are no wall-clock times).
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use crate::client::{Client, ConnectOptions};
+use crate::event::wire::{NameCache, decode_event};
+use crate::event::{Event, Position};
+use crate::flow::CreditWindow;
+use crate::proto::statehouse::v1::ReplayRequest;
+use crate::source::remote::RetryPolicy;
+use crate::source::{Batch, BatchStream, Source, SourceError, SourceInfo, StreamRequest};
+
+pub struct StatehouseSource {
+    client: Client,
+    info: SourceInfo,
+    namespace: Arc<str>,
+    agent_id: Arc<str>,
+    /// commit_ts of each event, by offset.
+    commit_ts: Arc<Vec<u64>>,
+    retry: RetryPolicy,
+    status: Arc<Mutex<Option<String>>>,
+}
+
+fn err(name: &str, message: impl std::fmt::Display) -> SourceError {
+    SourceError::Invalid {
+        source_name: name.to_string(),
+        message: message.to_string(),
+    }
+}
+
+fn retryable(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+    )
+}
+
+/// One event as this source delivers it: numbered by arrival, named by the configured agent,
+/// without a wall-clock time (the daemon has none; fields a replayscope server adds are dropped
+/// so that both kinds of endpoint give the same events).
+fn normalize(mut e: Event, offset: u64, namespace: &Arc<str>, agent_id: &Arc<str>) -> Event {
+    e.offset = offset;
+    e.commit_time_ns = None;
+    e.namespace = namespace.clone();
+    e.agent_id = agent_id.clone();
+    e
+}
+
+impl StatehouseSource {
+    /// Connects, and scans the agent's history once for its commit timestamps (blocking;
+    /// callable from any thread).
+    pub fn connect(
+        url: &str,
+        agent: Option<&str>,
+        options: ConnectOptions,
+        retry: RetryPolicy,
+    ) -> Result<StatehouseSource, SourceError> {
+        let addr = url
+            .strip_prefix("statehouse://")
+            .or_else(|| url.strip_prefix("grpc://"))
+            .ok_or_else(|| err(url, "expected statehouse://host:port"))?
+            .trim_end_matches('/')
+            .to_string();
+        let agent = agent.ok_or_else(|| {
+            err(
+                url,
+                "a Statehouse endpoint replays one agent at a time: give --agent NAMESPACE/AGENT_ID",
+            )
+        })?;
+        let (namespace, agent_id) = agent.split_once('/').ok_or_else(|| {
+            err(
+                url,
+                format!("--agent {agent:?}: expected NAMESPACE/AGENT_ID"),
+            )
+        })?;
+        let (ns, id) = (namespace.to_string(), agent_id.to_string());
+        let name = url.to_string();
+        let (client, commit_ts) = crate::bridge::run(async move {
+            let client = Client::connect(&addr, options)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut s = client
+                .replay_raw(ReplayRequest {
+                    namespace: ns,
+                    agent_id: id,
+                    start_ts: None,
+                    end_ts: None,
+                })
+                .await
+                .map_err(|s| format!("Replay failed: {} ({:?})", s.message(), s.code()))?;
+            let mut names = NameCache::default();
+            let mut commit_ts = Vec::new();
+            while let Some(m) = s
+                .message()
+                .await
+                .map_err(|s| format!("Replay failed: {} ({:?})", s.message(), s.code()))?
+            {
+                let e = decode_event(&m, &mut names)
+                    .map_err(|e| format!("undecodable ReplayEvent #{}: {e}", commit_ts.len()))?;
+                commit_ts.push(e.commit_ts);
+            }
+            Ok::<_, String>((client, commit_ts))
+        })
+        .map_err(|e| err(&name, e))?
+        .map_err(|e| err(&name, e))?;
+        if commit_ts.is_empty() {
+            return Err(err(
+                &name,
+                format!(
+                    "no transactions for {agent} (a Statehouse daemon answers an unknown agent with an empty replay)"
+                ),
+            ));
+        }
+        let n = commit_ts.len() as u64;
+        let info = SourceInfo {
+            name: name.clone(),
+            kind: "statehouse endpoint".into(),
+            events: Some(n),
+            first_offset: Some(0),
+            last_offset: Some(n - 1),
+            first_commit_ts: commit_ts.first().copied(),
+            last_commit_ts: commit_ts.last().copied(),
+            first_time_ns: None,
+            last_time_ns: None,
+            channels: vec![(namespace.to_string(), agent_id.to_string(), n)],
+            final_hash: None,
+        };
+        Ok(StatehouseSource {
+            client,
+            info,
+            namespace: Arc::from(namespace),
+            agent_id: Arc::from(agent_id),
+            commit_ts: Arc::new(commit_ts),
+            retry,
+            status: Default::default(),
+        })
+    }
+}
+
+impl Source for StatehouseSource {
+    fn info(&self) -> &SourceInfo {
+        &self.info
+    }
+
+    fn resolve(&self, pos: Position, at_or_before: bool) -> Result<Option<u64>, SourceError> {
+        let last = self.commit_ts.len() as u64 - 1;
+        match pos {
+            Position::Offset(o) if at_or_before => Ok(Some(o.min(last))),
+            Position::Offset(o) if o > last => Err(err(
+                &self.info.name,
+                format!("offset {o} is outside the source (offsets 0..={last})"),
+            )),
+            Position::Offset(o) => Ok(Some(o)),
+            Position::CommitTs(t) => {
+                let i = self.commit_ts.partition_point(|&c| c < t) as u64;
+                if at_or_before {
+                    let exact = self.commit_ts.get(i as usize) == Some(&t);
+                    Ok(if exact { Some(i) } else { i.checked_sub(1) })
+                } else if i > last {
+                    Err(err(
+                        &self.info.name,
+                        format!(
+                            "commit_ts @{t} is past the last transaction (@{})",
+                            self.commit_ts[last as usize]
+                        ),
+                    ))
+                } else {
+                    Ok(Some(i))
+                }
+            }
+            Position::Time(_) => Err(err(
+                &self.info.name,
+                "a Statehouse endpoint records no wall-clock times: seek by offset or @commit_ts",
+            )),
+        }
+    }
+
+    fn open(&self, req: StreamRequest, window: CreditWindow) -> Result<BatchStream, SourceError> {
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(produce(
+            self.client.clone(),
+            self.info.name.clone(),
+            (self.namespace.clone(), self.agent_id.clone()),
+            self.commit_ts.clone(),
+            self.retry.clone(),
+            self.status.clone(),
+            req,
+            window,
+            tx,
+        ));
+        Ok(rx)
+    }
+
+    fn chain_head_through(&self, _offset: u64) -> Option<[u8; 32]> {
+        None
+    }
+
+    fn status(&self) -> Option<String> {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn produce(
+    client: Client,
+    name: String,
+    (namespace, agent_id): (Arc<str>, Arc<str>),
+    commit_ts: Arc<Vec<u64>>,
+    retry: RetryPolicy,
+    status: Arc<Mutex<Option<String>>>,
+    req: StreamRequest,
+    window: CreditWindow,
+    tx: mpsc::Sender<Result<Batch, SourceError>>,
+) {
+    let last = commit_ts.len() as u64 - 1;
+    let until = req.until.unwrap_or(last).min(last);
+    if req.from > until {
+        return;
+    }
+    let end_ts = commit_ts[until as usize];
+    let set_status = |s: Option<String>| *status.lock().unwrap_or_else(|p| p.into_inner()) = s;
+    // The next offset to deliver; the commit_ts and txn_ids of the last one delivered.
+    let mut next = req.from;
+    let mut delivered: Option<(u64, Vec<String>)> = None;
+    let mut names = NameCache::default();
+    let mut attempt = 0u32;
+    loop {
+        let start_ts = match &delivered {
+            Some((ts, _)) => *ts,
+            None => commit_ts[next as usize],
+        };
+        let failure = match client
+            .replay_raw(ReplayRequest {
+                namespace: namespace.to_string(),
+                agent_id: agent_id.to_string(),
+                start_ts: Some(start_ts),
+                end_ts: Some(end_ts),
+            })
+            .await
+        {
+            Err(s) => s,
+            Ok(mut s) => loop {
+                let mut batch = Vec::with_capacity(req.batch_events.max(1));
+                let mut bytes = 0u64;
+                let mut ended = false;
+                let mut failed = None;
+                // Take what has arrived, up to a batch.
+                while batch.len() < req.batch_events.max(1) {
+                    let m = if batch.is_empty() {
+                        s.message().await
+                    } else {
+                        match futures_util::FutureExt::now_or_never(s.message()) {
+                            Some(m) => m,
+                            None => break,
+                        }
+                    };
+                    match m {
+                        Err(status) => {
+                            failed = Some(status);
+                            break;
+                        }
+                        Ok(None) => {
+                            ended = true;
+                            break;
+                        }
+                        Ok(Some(m)) => {
+                            let e = match decode_event(&m, &mut names) {
+                                Ok(e) => e,
+                                Err(e) => {
+                                    let _ = tx
+                                        .send(Err(err(
+                                            &name,
+                                            format!("undecodable ReplayEvent: {e}"),
+                                        )))
+                                        .await;
+                                    return;
+                                }
+                            };
+                            // After a restart at the last delivered commit_ts: drop what was
+                            // already delivered.
+                            if let Some((ts, txns)) = &delivered
+                                && e.commit_ts == *ts
+                                && txns.contains(&e.txn_id)
+                            {
+                                continue;
+                            }
+                            match &mut delivered {
+                                Some((ts, txns)) if *ts == e.commit_ts => {
+                                    txns.push(e.txn_id.clone())
+                                }
+                                _ => delivered = Some((e.commit_ts, vec![e.txn_id.clone()])),
+                            }
+                            let e = normalize(e, next, &namespace, &agent_id);
+                            next += 1;
+                            if (req.filter.key_prefix.is_some() || req.filter.txn_id.is_some())
+                                && !req.filter.matches(&e)
+                            {
+                                continue;
+                            }
+                            bytes += m.len() as u64;
+                            batch.push((Arc::new(e), m.len() as u32));
+                        }
+                    }
+                }
+                if attempt > 0 && (!batch.is_empty() || ended) {
+                    attempt = 0;
+                    set_status(None);
+                    tracing::info!(endpoint = %name, next, "reconnected");
+                }
+                if let Some(lastb) = batch.last().map(|(e, _)| e.offset) {
+                    if window.acquire(bytes, lastb).await.is_err() {
+                        return;
+                    }
+                    if tx
+                        .send(Ok(Batch {
+                            events: batch,
+                            bytes,
+                        }))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                if ended || next > until {
+                    return;
+                }
+                if let Some(f) = failed {
+                    break f;
+                }
+            },
+        };
+        if !retryable(&failure) {
+            let _ = tx
+                .send(Err(err(
+                    &name,
+                    format!("{} ({:?})", failure.message(), failure.code()),
+                )))
+                .await;
+            return;
+        }
+        attempt += 1;
+        if attempt > retry.max_attempts {
+            set_status(None);
+            let _ = tx
+                .send(Err(err(
+                    &name,
+                    format!(
+                        "gave up after {} reconnection attempts; last error: {}",
+                        retry.max_attempts,
+                        failure.message()
+                    ),
+                )))
+                .await;
+            return;
+        }
+        let delay = retry.delay(attempt);
+        let line = format!(
+            "reconnecting (attempt {attempt}, next in {:.1}s, last error: {})",
+            delay.as_secs_f64(),
+            failure.message()
+        );
+        tracing::warn!(endpoint = %name, attempt, next, "{line}");
+        set_status(Some(line));
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = tx.closed() => return,
+        }
+    }
+}
