@@ -7,7 +7,7 @@
 //!
 //! ```sh
 //! cargo bench --bench serve                       # everything (builds the archives on first run)
-//! cargo bench --bench serve -- --only throughput  # or: ttfe, rss
+//! cargo bench --bench serve -- --only throughput  # or: ttfe, rss, remote
 //! ```
 
 #[path = "support.rs"]
@@ -79,7 +79,12 @@ impl ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_replayscope"))
             .arg("serve")
             .arg(archive)
-            .args(["--listen", "127.0.0.1:0", "--log", "info"])
+            .args(if extra.contains(&"--listen") {
+                &[][..]
+            } else {
+                &["--listen", "127.0.0.1:0"][..]
+            })
+            .args(["--log", "info"])
             .args(extra)
             .env("NO_COLOR", "1")
             .stderr(Stdio::piped())
@@ -389,6 +394,144 @@ async fn rss(big: &Path) {
     }
 }
 
+/// `replayscope play SOURCE --format none` wall time (seconds) and its report.
+fn play_secs(source: &str, extra: &[&str]) -> (f64, serde_json::Value) {
+    let start = Instant::now();
+    let o = Command::new(env!("CARGO_BIN_EXE_replayscope"))
+        .args(["play", source, "--format", "none"])
+        .args(extra)
+        .output()
+        .unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let report = serde_json::from_str(&err[err.find('{').unwrap()..]).unwrap();
+    (secs, report)
+}
+
+/// Remote play (both protocols) vs local play of the same archive, and the time from a server
+/// restart to the next event at a client that was playing.
+fn remote(big: &Path) {
+    println!(
+        "## remote play vs local play, 10M archive (`play --format none`, wall time of the process)"
+    );
+    let server = ServerProcess::start(big, &[]);
+    let archive = Archive::open(big, OpenOptions::default()).unwrap();
+    let counts = archive.channel_counts();
+    let busiest = (0..counts.len()).max_by_key(|&i| counts[i]).unwrap();
+    let ch = &archive.channels()[busiest];
+    let agent = format!("{}/{}", ch.namespace, ch.agent_id);
+    let big_s = big.display().to_string();
+    for (what, source, extra) in [
+        ("local archive, every agent", big_s.clone(), vec![]),
+        (
+            "replayscope://, every agent",
+            format!("replayscope://{}", server.addr),
+            vec![],
+        ),
+        (
+            "local archive, one agent",
+            big_s.clone(),
+            vec!["--agent", agent.as_str()],
+        ),
+        (
+            "replayscope://, one agent",
+            format!("replayscope://{}", server.addr),
+            vec!["--agent", agent.as_str()],
+        ),
+        (
+            "statehouse://, one agent (incl. the scan at connect)",
+            format!("statehouse://{}", server.addr),
+            vec!["--agent", agent.as_str()],
+        ),
+    ] {
+        let (secs, report) = play_secs(&source, &extra);
+        let n = report["events_sent"].as_u64().unwrap();
+        println!(
+            "{what:<55} {n:>9} events in {secs:>6.2} s = {:>9.0} events/s",
+            n as f64 / secs
+        );
+    }
+    drop(server);
+
+    println!(
+        "## reconnect: server killed and restarted, time from the new server listening to the next event"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let dir = std::env::temp_dir().join(format!("replayscope-reconnect-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut samples = vec![];
+    for (proto, extra) in [
+        ("replayscope", vec![]),
+        ("statehouse", vec!["--agent", agent.as_str()]),
+    ] {
+        for _ in 0..5 {
+            let server = ServerProcess::start(big, &["--listen", &listen]);
+            let out = dir.join("out.jsonl");
+            let _ = std::fs::remove_file(&out);
+            let mut player = Command::new(env!("CARGO_BIN_EXE_replayscope"))
+                .args([
+                    "play",
+                    &format!("{proto}://{listen}"),
+                    "--pace",
+                    "rate",
+                    "--rate",
+                    "50000",
+                    "-o",
+                ])
+                .arg(&out)
+                .args(&extra)
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let size = || std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+            while size() < 2_000_000 {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            drop(server);
+            // Wait until the client has drained what it had buffered.
+            let mut last = size();
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                let now = size();
+                if now == last {
+                    break;
+                }
+                last = now;
+            }
+            let server = ServerProcess::start(big, &["--listen", &listen]);
+            let ready = Instant::now();
+            while size() == last {
+                std::thread::sleep(std::time::Duration::from_micros(500));
+            }
+            samples.push((proto, ready.elapsed().as_secs_f64() * 1e3));
+            let _ = player.kill();
+            let _ = player.wait();
+            drop(server);
+        }
+    }
+    for proto in ["replayscope", "statehouse"] {
+        let mut v: Vec<f64> = samples
+            .iter()
+            .filter(|(p, _)| *p == proto)
+            .map(|(_, t)| *t)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        println!(
+            "{proto}://  restart -> next event: min {:.0} ms, median {:.0} ms, max {:.0} ms (5 restarts; includes the client's backoff wait)",
+            v[0],
+            v[v.len() / 2],
+            v[v.len() - 1]
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let only = support::arg(&args, "--only");
@@ -416,4 +559,7 @@ fn main() {
             rss(&big).await;
         }
     });
+    if only.as_deref().is_none_or(|o| o == "remote") {
+        remote(&big);
+    }
 }

@@ -447,3 +447,122 @@ fn a_statehouse_stream_cut_mid_play_resumes_without_gap_or_duplicate() {
     );
     assert_eq!(got, without_offsets(&want));
 }
+
+mod seeking {
+    use std::sync::{Arc, Mutex};
+
+    use replayscope::event::Position;
+    use replayscope::player::{
+        self, Command, Pace, Played, PlayerOptions, SeekTarget, Sink, SinkError,
+    };
+    use replayscope::source::{RemoteSource, RetryPolicy, Source};
+
+    #[derive(Clone, Default)]
+    struct Offsets(Arc<Mutex<Vec<u64>>>, Arc<tokio::sync::Notify>);
+
+    struct Collect(Offsets);
+
+    impl Sink for Collect {
+        fn played(&mut self, p: &Played<'_>) -> Result<(), SinkError> {
+            (self.0).0.lock().unwrap().push(p.event.offset);
+            (self.0).1.notify_waiters();
+            Ok(())
+        }
+    }
+
+    impl Offsets {
+        async fn wait_len(&self, n: usize) -> Vec<u64> {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+            loop {
+                let notified = self.1.notified();
+                {
+                    let v = self.0.lock().unwrap();
+                    if v.len() >= n {
+                        return v.clone();
+                    }
+                }
+                assert!(
+                    tokio::time::timeout_at(deadline, notified).await.is_ok(),
+                    "only {:?} played",
+                    self.0.lock().unwrap()
+                );
+            }
+        }
+    }
+
+    /// Seeks forward and backward (offset, @commit_ts, percent, step back) over a remote
+    /// source land where they do on the local archive.
+    #[test]
+    fn seeks_over_a_remote_source_land_on_the_right_offsets() {
+        let server = super::InProcess::start(super::SAMPLE);
+        let remote: Arc<dyn Source> = Arc::new(
+            RemoteSource::connect(&server.addr, Default::default(), RetryPolicy::default())
+                .unwrap(),
+        );
+        let local = replayscope::archive::Archive::open(
+            std::path::Path::new(super::SAMPLE),
+            Default::default(),
+        )
+        .unwrap();
+        let ts_1000 = local
+            .cursor_at(1000)
+            .unwrap()
+            .next_raw()
+            .unwrap()
+            .unwrap()
+            .commit_ts;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let offsets = Offsets::default();
+            let h = player::spawn(
+                remote,
+                PlayerOptions {
+                    pace: Pace::Fast,
+                    start_paused: true,
+                    ..PlayerOptions::default()
+                },
+                Box::new(Collect(offsets.clone())),
+            )
+            .unwrap();
+            let mut expected = vec![];
+            let mut run = |cmds: Vec<Command>, want: Vec<u64>| {
+                for c in cmds {
+                    h.send(c);
+                }
+                expected.extend(want);
+                expected.clone()
+            };
+            let e = run(
+                vec![
+                    Command::Seek(SeekTarget::Position(Position::Offset(4000))),
+                    Command::Step(3),
+                ],
+                vec![4000, 4001, 4002],
+            );
+            assert_eq!(offsets.wait_len(e.len()).await, e);
+            let e = run(
+                vec![
+                    Command::Seek(SeekTarget::Position(Position::CommitTs(ts_1000))),
+                    Command::Step(2),
+                ],
+                vec![1000, 1001],
+            );
+            assert_eq!(offsets.wait_len(e.len()).await, e);
+            let e = run(
+                vec![Command::Seek(SeekTarget::Percent(50.0)), Command::Step(1)],
+                vec![3000],
+            );
+            assert_eq!(offsets.wait_len(e.len()).await, e);
+            let e = run(
+                vec![Command::StepBack(1), Command::Step(1)],
+                vec![2999, 3000],
+            );
+            assert_eq!(offsets.wait_len(e.len()).await, e);
+            h.send(Command::Quit);
+        });
+    }
+}
