@@ -854,6 +854,7 @@ impl Player {
     fn publish(&mut self) {
         let now = Instant::now();
         let rate = self.meter.sample(self.total_events, now);
+        let remote = self.source.remote_gauges();
         let stats = Stats {
             state: self.state,
             reason: self.reason.clone(),
@@ -869,8 +870,8 @@ impl Player {
             target_rate: self.pacer.target_rate(),
             lag: self.last_lag,
             max_lag: self.max_lag,
-            credit: self.window.snapshot(),
-            ring: self.ring.snapshot(),
+            credit: remote.map_or_else(|| self.window.snapshot(), |g| g.0),
+            ring: remote.map_or_else(|| self.ring.snapshot(), |g| g.1),
             failures: self.failures,
             buffered: self.buffer.len(),
             source_status: self.source.status(),

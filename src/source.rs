@@ -143,6 +143,13 @@ pub trait Source: Send + Sync + 'static {
     /// The hash-chain head after the event at `offset`, when the source can tell.
     fn chain_head_through(&self, offset: u64) -> Option<[u8; 32]>;
 
+    /// The flow-control gauges of the far end, when the source has one (a replayscope endpoint
+    /// reports its credit window and replay ring): the gauges show those instead of the local
+    /// ones.
+    fn remote_gauges(&self) -> Option<(crate::flow::CreditSnapshot, crate::flow::RingSnapshot)> {
+        None
+    }
+
     /// What the source is going through right now, when it is not simply delivering (a remote
     /// source: "reconnecting (attempt 2, next in 0.8s, last error: …)").
     fn status(&self) -> Option<String> {

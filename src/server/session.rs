@@ -516,11 +516,6 @@ impl Session {
         }
     }
 
-    /// Sends a gauge frame only if there is room: gauges are snapshots, the next one will do.
-    fn send_gauge(&self, f: OutFrame) {
-        let _ = self.tx.try_send(Ok(f));
-    }
-
     fn idle_status(&self) -> Exit {
         self.shared.metrics.reaped();
         Exit::Failed(Status::deadline_exceeded(format!(
@@ -568,7 +563,7 @@ impl Session {
         replay: Vec<SentEvent>,
     ) -> Exit {
         self.start_producer(replay);
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut tick = tokio::time::interval(GAUGE_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heartbeat = Instant::now();
         loop {
@@ -604,10 +599,20 @@ impl Session {
                     }
                 },
                 _ = tick.tick() => {
-                    self.gauges();
+                    // Gauge frames queue for room like events do (dropping them whenever the
+                    // stream was busy starved them on a slow client), but for one tick at
+                    // most: a client that reads nothing does not hold the loop.
+                    let mut frames = self.gauges();
                     if last_heartbeat.elapsed() >= self.shared.options.heartbeat {
                         last_heartbeat = Instant::now();
-                        self.send_gauge(self.heartbeat());
+                        frames.push(self.heartbeat());
+                    }
+                    for f in frames {
+                        match tokio::time::timeout(GAUGE_TICK, self.send(f)).await {
+                            Ok(Err(e)) => return e,
+                            Ok(Ok(())) => {}
+                            Err(_) => break,
+                        }
                     }
                 }
             }
@@ -651,8 +656,9 @@ impl Session {
         .await
     }
 
-    /// Credit, ring and backpressure frames when they changed; gauges for the metrics.
-    fn gauges(&mut self) {
+    /// Credit, ring and backpressure frames when they changed (to send); gauges for the metrics.
+    fn gauges(&mut self) -> Vec<OutFrame> {
+        let mut out = Vec::new();
         let c = self.window.snapshot();
         let credit = pb::Credit {
             sent_through: c.sent_through.unwrap_or(0),
@@ -661,7 +667,7 @@ impl Session {
             window_bytes: c.window_bytes,
         };
         if self.last_credit.as_ref() != Some(&credit) {
-            self.send_gauge(frame(Out::Credit(credit)));
+            out.push(frame(Out::Credit(credit)));
             self.last_credit = Some(credit);
         }
         let r = self.state.ring.snapshot();
@@ -672,7 +678,7 @@ impl Session {
             newest_offset: r.newest_offset.unwrap_or(0),
         };
         if self.last_ring.as_ref() != Some(&ring) {
-            self.send_gauge(frame(Out::Ring(ring)));
+            out.push(frame(Out::Ring(ring)));
             self.last_ring = Some(ring);
         }
         let pct = c.in_flight_pct();
@@ -685,7 +691,7 @@ impl Session {
                 // Sent on entering backpressure; Credit frames follow the in-flight bytes.
                 // The suggestion: about one gauge tick per 10 % over the threshold.
                 let over = pct.saturating_sub(BACKPRESSURE_PCT);
-                self.send_gauge(frame(Out::Backpressure(pb::Backpressure {
+                out.push(frame(Out::Backpressure(pb::Backpressure {
                     in_flight_pct: pct.min(u64::from(u32::MAX)) as u32,
                     recommended_delay_ms: 100 * (1 + over / 10),
                 })));
@@ -703,6 +709,7 @@ impl Session {
                 waiting_for_credit: waiting,
             },
         );
+        out
     }
 
     async fn on_frame(&mut self, f: pb::ClientFrame) -> Option<Exit> {
@@ -820,7 +827,11 @@ impl Session {
             duration_ms = report.duration_ms,
             "Session ended"
         );
-        self.gauges();
+        for f in self.gauges() {
+            if let Err(e) = self.send(f).await {
+                return e;
+            }
+        }
         match self
             .send(frame(Out::End(pb::End {
                 report: Some(report),
@@ -850,6 +861,9 @@ async fn recv(p: &mut Option<Producer>) -> Option<Produced> {
 }
 
 const FIRST_BATCH_EVENTS: usize = 32;
+
+/// How often a session reports its gauges (Credit, Ring, Backpressure frames; metrics).
+const GAUGE_TICK: Duration = Duration::from_millis(100);
 
 /// Copies a batch's payloads into one buffer of exactly their size. The ring then holds what
 /// it counts: slices of the ~1 MiB decompressed chunks would keep whole chunks (message

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::client::{Client, ConnectOptions};
 use crate::event::Position;
 use crate::event::wire::{NameCache, decode_event};
-use crate::flow::CreditWindow;
+use crate::flow::{CreditSnapshot, CreditWindow, RingSnapshot};
 use crate::proto::replayscope::v1 as pb;
 use crate::server::codec::InFrame;
 use crate::source::{Batch, BatchStream, Source, SourceError, SourceInfo, StreamRequest};
@@ -60,7 +60,11 @@ pub struct RemoteSource {
     retry: RetryPolicy,
     /// "reconnecting (…)" while a stream waits to reconnect.
     status: Arc<std::sync::Mutex<Option<String>>>,
+    /// The server's latest Credit and Ring frames.
+    gauges: Gauges,
 }
+
+type Gauges = Arc<std::sync::Mutex<(Option<CreditSnapshot>, Option<RingSnapshot>)>>;
 
 fn set_status(status: &std::sync::Mutex<Option<String>>, s: Option<String>) {
     *status.lock().unwrap_or_else(|p| p.into_inner()) = s;
@@ -146,6 +150,7 @@ impl RemoteSource {
             info,
             retry,
             status: Default::default(),
+            gauges: Default::default(),
         })
     }
 
@@ -242,6 +247,7 @@ impl Source for RemoteSource {
             self.info.name.clone(),
             self.retry.clone(),
             self.status.clone(),
+            self.gauges.clone(),
             req,
             window,
             tx,
@@ -254,6 +260,11 @@ impl Source for RemoteSource {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    fn remote_gauges(&self) -> Option<(CreditSnapshot, RingSnapshot)> {
+        let g = self.gauges.lock().unwrap_or_else(|p| p.into_inner());
+        Some((g.0?, g.1?))
     }
 
     fn chain_head_through(&self, offset: u64) -> Option<[u8; 32]> {
@@ -291,6 +302,7 @@ async fn produce(
     name: String,
     retry: RetryPolicy,
     status: Arc<std::sync::Mutex<Option<String>>>,
+    gauges: Gauges,
     req: StreamRequest,
     window: CreditWindow,
     tx: mpsc::Sender<Result<Batch, SourceError>>,
@@ -387,6 +399,28 @@ async fn produce(
                         }
                         Ok(Some(InFrame::Frame(pb::ServerFrame { frame: Some(f) }))) => match f {
                             pb::server_frame::Frame::Opened(o) => session_id = o.session_id,
+                            pb::server_frame::Frame::Credit(c) => {
+                                let mut g = gauges.lock().unwrap_or_else(|p| p.into_inner());
+                                g.0 = Some(CreditSnapshot {
+                                    sent_through: Some(c.sent_through),
+                                    acked_through: Some(c.acked_through),
+                                    in_flight_bytes: c.in_flight_bytes,
+                                    window_bytes: c.window_bytes,
+                                });
+                            }
+                            pb::server_frame::Frame::Ring(r) => {
+                                let mut g = gauges.lock().unwrap_or_else(|p| p.into_inner());
+                                let any = r.bytes_used > 0;
+                                g.1 = Some(RingSnapshot {
+                                    bytes_used: r.bytes_used,
+                                    capacity: r.capacity,
+                                    oldest_offset: any.then_some(r.oldest_offset),
+                                    newest_offset: any.then_some(r.newest_offset),
+                                });
+                            }
+                            pb::server_frame::Frame::Backpressure(b) => {
+                                tracing::debug!(endpoint = %name, in_flight_pct = b.in_flight_pct, "server backpressure");
+                            }
                             pb::server_frame::Frame::End(_) => return,
                             pb::server_frame::Frame::Error(e) => {
                                 tracing::warn!(endpoint = %name, code = %e.code, message = %e.message, "server error frame");
