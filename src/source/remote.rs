@@ -58,13 +58,17 @@ pub struct RemoteSource {
     client: Client,
     info: SourceInfo,
     retry: RetryPolicy,
-    /// "reconnecting (…)" while a stream waits to reconnect.
-    status: Arc<std::sync::Mutex<Option<String>>>,
-    /// The server's latest Credit and Ring frames.
-    gauges: Gauges,
+    live: Arc<Live>,
 }
 
-type Gauges = Arc<std::sync::Mutex<(Option<CreditSnapshot>, Option<RingSnapshot>)>>;
+/// What the producer tasks report while they run.
+#[derive(Default)]
+struct Live {
+    /// "reconnecting (…)" while a stream waits to reconnect.
+    status: std::sync::Mutex<Option<String>>,
+    /// The server's latest Credit and Ring frames.
+    gauges: std::sync::Mutex<(Option<CreditSnapshot>, Option<RingSnapshot>)>,
+}
 
 fn set_status(status: &std::sync::Mutex<Option<String>>, s: Option<String>) {
     *status.lock().unwrap_or_else(|p| p.into_inner()) = s;
@@ -149,8 +153,7 @@ impl RemoteSource {
             client,
             info,
             retry,
-            status: Default::default(),
-            gauges: Default::default(),
+            live: Default::default(),
         })
     }
 
@@ -246,8 +249,7 @@ impl Source for RemoteSource {
             self.client.clone(),
             self.info.name.clone(),
             self.retry.clone(),
-            self.status.clone(),
-            self.gauges.clone(),
+            self.live.clone(),
             req,
             window,
             tx,
@@ -256,14 +258,15 @@ impl Source for RemoteSource {
     }
 
     fn status(&self) -> Option<String> {
-        self.status
+        self.live
+            .status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
     fn remote_gauges(&self) -> Option<(CreditSnapshot, RingSnapshot)> {
-        let g = self.gauges.lock().unwrap_or_else(|p| p.into_inner());
+        let g = self.live.gauges.lock().unwrap_or_else(|p| p.into_inner());
         Some((g.0?, g.1?))
     }
 
@@ -301,8 +304,7 @@ async fn produce(
     client: Client,
     name: String,
     retry: RetryPolicy,
-    status: Arc<std::sync::Mutex<Option<String>>>,
-    gauges: Gauges,
+    live: Arc<Live>,
     req: StreamRequest,
     window: CreditWindow,
     tx: mpsc::Sender<Result<Batch, SourceError>>,
@@ -357,7 +359,7 @@ async fn produce(
                         Ok(Some(InFrame::Events { events, .. })) => {
                             if attempt > 0 {
                                 attempt = 0;
-                                set_status(&status, None);
+                                set_status(&live.status, None);
                                 tracing::info!(endpoint = %name, resume_after = ?last_received, "reconnected");
                             }
                             let mut batch = Vec::with_capacity(events.len());
@@ -400,7 +402,7 @@ async fn produce(
                         Ok(Some(InFrame::Frame(pb::ServerFrame { frame: Some(f) }))) => match f {
                             pb::server_frame::Frame::Opened(o) => session_id = o.session_id,
                             pb::server_frame::Frame::Credit(c) => {
-                                let mut g = gauges.lock().unwrap_or_else(|p| p.into_inner());
+                                let mut g = live.gauges.lock().unwrap_or_else(|p| p.into_inner());
                                 g.0 = Some(CreditSnapshot {
                                     sent_through: Some(c.sent_through),
                                     acked_through: Some(c.acked_through),
@@ -409,7 +411,7 @@ async fn produce(
                                 });
                             }
                             pb::server_frame::Frame::Ring(r) => {
-                                let mut g = gauges.lock().unwrap_or_else(|p| p.into_inner());
+                                let mut g = live.gauges.lock().unwrap_or_else(|p| p.into_inner());
                                 let any = r.bytes_used > 0;
                                 g.1 = Some(RingSnapshot {
                                     bytes_used: r.bytes_used,
@@ -447,7 +449,7 @@ async fn produce(
         }
         attempt += 1;
         if attempt > retry.max_attempts {
-            set_status(&status, None);
+            set_status(&live.status, None);
             let _ = tx
                 .send(Err(err(
                     &name,
@@ -473,7 +475,7 @@ async fn produce(
             resume_after = ?last_received,
             "{line}"
         );
-        set_status(&status, Some(line));
+        set_status(&live.status, Some(line));
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = tx.closed() => return,
