@@ -169,6 +169,18 @@ fn demo_cmd(a: crate::cli::DemoArgs) -> Result<()> {
 }
 
 fn open_cmd(a: crate::cli::OpenArgs) -> Result<()> {
+    let name = a.source.source.to_string_lossy();
+    if ["replayscope://", "statehouse://", "grpc://"]
+        .iter()
+        .any(|p| name.starts_with(p))
+    {
+        // The inspector's logs go to a file: say what is happening before the screen is ours.
+        eprintln!(
+            "replayscope: connecting to {name} (up to {} retries; log: {})…",
+            a.remote.retries,
+            std::env::temp_dir().join("replayscope.log").display()
+        );
+    }
     let source = open_any_source(&a.source, &a.remote, a.play.agent.as_deref())?;
     let mut options = player_options(&a.play, source.as_ref())?;
     options.start_paused = a.paused;

@@ -141,7 +141,7 @@ fn remote_errors_name_the_endpoint() {
         .unwrap()
         .port();
     let url = format!("replayscope://127.0.0.1:{port}");
-    let o = play(&url, &["--format", "none"]);
+    let o = play(&url, &["--format", "none", "--retries", "0"]);
     assert_ne!(o.status.code(), Some(0));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -149,6 +149,11 @@ fn remote_errors_name_the_endpoint() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
+    // With retries, each attempt is logged and the error says it gave up.
+    let o = play(&url, &["--format", "none", "--retries", "2"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("connecting (attempt 2"), "{err}");
+    assert!(err.contains("gave up after 2 retries"), "{err}");
 
     let server = InProcess::start(SAMPLE);
     let o = play(&server.addr, &["--format", "none", "--from", "9999"]);

@@ -118,10 +118,30 @@ impl RemoteSource {
             .trim_end_matches('/')
             .to_string();
         let name = url.to_string();
+        let policy = retry.clone();
+        let log_name = name.clone();
         let (client, describe) = crate::bridge::run(async move {
-            let client = Client::connect(&addr, options)
-                .await
-                .map_err(|e| e.to_string())?;
+            // An endpoint that is not reachable (yet) is retried like a cut stream.
+            let mut attempt = 0u32;
+            let client = loop {
+                match Client::connect(&addr, options.clone()).await {
+                    Ok(c) => break c,
+                    Err(e) if attempt < policy.max_attempts => {
+                        attempt += 1;
+                        let delay = policy.delay(attempt);
+                        tracing::warn!(
+                            endpoint = %log_name,
+                            "connecting (attempt {attempt}, next in {:.1}s, last error: {e})",
+                            delay.as_secs_f64()
+                        );
+                        tokio::time::sleep(delay).await;
+                    }
+                    Err(e) if attempt > 0 => {
+                        return Err(format!("{e} (gave up after {attempt} retries)"));
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            };
             let describe = client
                 .describe()
                 .await
