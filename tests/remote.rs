@@ -571,3 +571,80 @@ mod seeking {
         });
     }
 }
+
+/// A TLS endpoint with a token: reachable with the CA and the token; a client that does not
+/// trust the certificate, or has the wrong token, gets a one-line error naming the endpoint.
+#[test]
+fn tls_and_token_failures_are_clear() {
+    let tls = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls");
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let mut child = bin()
+        .args(["serve", SAMPLE, "--listen", "127.0.0.1:0", "--token-file"])
+        .arg(&token)
+        .arg("--tls-cert")
+        .arg(tls.join("server.pem"))
+        .arg("--tls-key")
+        .arg(tls.join("server.key"))
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("serve exited").unwrap();
+        if let Some(rest) = line.split("serving on ").nth(1) {
+            break rest
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                .collect::<String>();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let port = addr.rsplit(':').next().unwrap();
+    let url = format!("replayscope://localhost:{port}");
+    let ca = tls.join("ca.pem").display().to_string();
+    let ok = play(
+        &url,
+        &["--format", "none", "--ca-file", &ca, "--token", "s3cret"],
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(report(&ok)["events_sent"], 6000);
+
+    let untrusted = play(
+        &url,
+        &[
+            "--format",
+            "none",
+            "--tls",
+            "--token",
+            "s3cret",
+            "--retries",
+            "0",
+        ],
+    );
+    assert_ne!(untrusted.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(err.contains(&url), "{err}");
+    let plain = play(&url, &["--format", "none", "--retries", "0"]);
+    let err = String::from_utf8_lossy(&plain.stderr);
+    assert!(err.contains("--tls"), "suggests TLS: {err}");
+    let wrong = play(
+        &url,
+        &["--format", "none", "--ca-file", &ca, "--token", "nope"],
+    );
+    assert_ne!(wrong.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        err.contains("Unauthenticated") && err.contains(&url),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

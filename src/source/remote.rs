@@ -120,6 +120,7 @@ impl RemoteSource {
         let name = url.to_string();
         let policy = retry.clone();
         let log_name = name.clone();
+        let tls = options.tls;
         let (client, describe) = crate::bridge::run(async move {
             // An endpoint that is not reachable (yet) is retried like a cut stream.
             let mut attempt = 0u32;
@@ -142,10 +143,14 @@ impl RemoteSource {
                     Err(e) => return Err(e.to_string()),
                 }
             };
-            let describe = client
-                .describe()
-                .await
-                .map_err(|s| format!("Describe failed: {} ({:?})", s.message(), s.code()))?;
+            let describe = client.describe().await.map_err(|s| {
+                let hint = if !tls && s.code() == tonic::Code::Unknown {
+                    "; if the endpoint serves TLS, add --tls (and --ca-file for a private CA)"
+                } else {
+                    ""
+                };
+                format!("Describe failed: {} ({:?}){hint}", s.message(), s.code())
+            })?;
             Ok::<_, String>((client, describe))
         })
         .map_err(|e| err(&name, e))?
