@@ -13,8 +13,11 @@ use crate::event::Position;
     name = "replayscope",
     version,
     about = "Replay inspector for committed-transaction event logs",
-    long_about = "replayscope reads MCAP archives of committed transactions (a file or a directory of \
-                  segments), checks their integrity, and converts them to and from JSON Lines.\n\n\
+    long_about = "replayscope replays committed-transaction logs: MCAP archives (a file, a directory of \
+                  segments, or s3://bucket/key-or-prefix) and replay endpoints (replayscope://, \
+                  statehouse://, grpc:// to probe). It shows them in an inspector, plays them \
+                  headless, serves archives over gRPC, records endpoints, checks integrity and \
+                  converts to and from JSON Lines.\n\n\
                   Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error, 3 integrity \
                   failure (hash, continuity, order, truncation)."
 )]
@@ -41,7 +44,8 @@ pub struct Cli {
 pub enum Command {
     /// The inspector on the bundled sample archive (a multi-agent session), in realtime.
     Demo(DemoArgs),
-    /// The inspector on an archive file or segment directory.
+    /// The inspector on any source: archive file, segment directory, s3://, replayscope://,
+    /// statehouse:// (with --agent) or grpc://.
     Open(OpenArgs),
     /// Generate a deterministic synthetic archive that looks like a real multi-agent session.
     Gen(GenArgs),
@@ -313,7 +317,8 @@ pub struct RemoteArgs {
 
 #[derive(Debug, Args)]
 pub struct SourceArgs {
-    /// Archive file or segment directory.
+    /// Archive file, segment directory or s3://bucket/key-or-prefix (play, open and record also
+    /// take replayscope://, statehouse:// and grpc:// endpoints).
     pub source: PathBuf,
 
     /// Open a truncated archive (a crashed recorder's) and use its readable prefix.
