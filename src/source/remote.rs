@@ -144,7 +144,12 @@ impl RemoteSource {
                 }
             };
             let describe = client.describe().await.map_err(|s| {
-                let hint = if !tls && s.code() == tonic::Code::Unknown {
+                // A plaintext client of a TLS endpoint sees a transport or HTTP/2 failure.
+                let transport = matches!(
+                    s.code(),
+                    tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Unavailable
+                );
+                let hint = if !tls && transport {
                     "; if the endpoint serves TLS, add --tls (and --ca-file for a private CA)"
                 } else {
                     ""
