@@ -10,28 +10,20 @@
 #[path = "support.rs"]
 mod support;
 
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+#[path = "../tests/support/moto.rs"]
+mod moto;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
 use replayscope::archive::OpenOptions;
-use replayscope::archive::s3::{S3Config, open_with};
+use replayscope::archive::s3::open_with;
 use replayscope::event::Position;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-struct Moto(Child);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -43,46 +35,9 @@ fn main() {
     support::ensure_archive(&path, events);
     let size = std::fs::metadata(&path).unwrap().len();
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _moto = Moto(
-        Command::new("python3")
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 -m moto.server (scripts/test installs moto)"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let config = S3Config {
-        endpoint: Some(format!("http://127.0.0.1:{port}")),
-        allow_http: true,
-        region: Some("us-east-1".into()),
-        access_key_id: Some("bench".into()),
-        secret_access_key: Some("bench".into()),
-    };
-    {
-        use std::io::{Read, Write};
-        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(c, "PUT /bench HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
-        let mut r = String::new();
-        c.read_to_string(&mut r).unwrap();
-        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
-    }
+    let server = moto::moto().expect("moto is installed (scripts/test installs it)");
+    moto::create_bucket(&server, "bench");
+    let config = moto::config(&server);
     let store: Arc<dyn ObjectStore> = config.store("bench").unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

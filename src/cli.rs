@@ -36,6 +36,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "REPLAYSCOPE_LOG")]
     pub log: Option<String>,
 
+    /// Log line format: text for people, json (one object per line) for machines.
+    #[arg(long, global = true, value_enum, env = "REPLAYSCOPE_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -58,7 +62,7 @@ pub enum Command {
     /// Check an archive end to end: CRCs, offsets, commit order, hash chain.
     Verify(VerifyArgs),
     /// Replay a source headless: paced events to stdout or a file, a JSON report at the end.
-    Play(PlayArgs),
+    Play(Box<PlayArgs>),
     /// Serve an archive over gRPC: statehouse.v1 Replay, replayscope.v1 Session and Describe,
     /// health and reflection.
     Serve(ServeArgs),
@@ -66,8 +70,33 @@ pub enum Command {
     Record(RecordArgs),
 }
 
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// What kind of source SOURCE is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceMode {
+    /// From its form: a path or s3:// is an archive, replayscope:// and statehouse:// are
+    /// those endpoints, grpc:// probes which one answers.
+    #[default]
+    Auto,
+    /// An archive file, segment directory or s3:// prefix.
+    Archive,
+    /// A Statehouse daemon (`host:port` or statehouse://).
+    Statehouse,
+    /// A replayscope server (`host:port` or replayscope://).
+    Replayscope,
+}
+
 /// How fast to play.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum PaceArg {
     /// Commit-time deltas, scaled by --speed.
     Realtime,
@@ -142,19 +171,20 @@ impl std::str::FromStr for Dur {
     }
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct PlayFlags {
-    /// Pacing: realtime (commit-time deltas / --speed), fast, or rate (--rate events/s).
-    #[arg(long, value_enum, default_value_t = PaceArg::Fast, env = "REPLAYSCOPE_PACE")]
-    pub pace: PaceArg,
+    /// Pacing: realtime (commit-time deltas / --speed), fast, or rate (--rate events/s)
+    /// [default: fast; --rate alone implies rate].
+    #[arg(long, value_enum, env = "REPLAYSCOPE_PACE")]
+    pub pace: Option<PaceArg>,
 
-    /// Realtime speed factor, 0.01 to 100.
-    #[arg(long, default_value_t = 1.0, env = "REPLAYSCOPE_SPEED")]
-    pub speed: f64,
+    /// Realtime speed factor, 0.01 to 100 [default: 1].
+    #[arg(long, env = "REPLAYSCOPE_SPEED")]
+    pub speed: Option<f64>,
 
-    /// Events per second for --pace rate.
-    #[arg(long, default_value_t = 1000.0, env = "REPLAYSCOPE_RATE")]
-    pub rate: f64,
+    /// Events per second for --pace rate [default: 1000].
+    #[arg(long, env = "REPLAYSCOPE_RATE")]
+    pub rate: Option<f64>,
 
     /// First event: offset (1200), @commit_ts or RFC 3339 time; inclusive.
     #[arg(long, env = "REPLAYSCOPE_FROM")]
@@ -176,9 +206,10 @@ pub struct PlayFlags {
     #[arg(long, env = "REPLAYSCOPE_MAX_GAP")]
     pub max_gap: Option<Dur>,
 
-    /// Logical time per commit_ts unit for sources without wall-clock times (realtime pace).
-    #[arg(long, default_value = "10ms", env = "REPLAYSCOPE_TICK")]
-    pub tick: Dur,
+    /// Logical time per commit_ts unit for sources without wall-clock times (realtime pace)
+    /// [default: 10ms].
+    #[arg(long, env = "REPLAYSCOPE_TICK")]
+    pub tick: Option<Dur>,
 }
 
 #[derive(Debug, Args)]
@@ -210,8 +241,17 @@ pub struct OpenArgs {
 
 #[derive(Debug, Args)]
 pub struct PlayArgs {
-    #[command(flatten)]
-    pub source: SourceArgs,
+    /// What to replay: archive file, segment directory, s3://bucket/prefix, replayscope://,
+    /// statehouse:// (with --agent) or grpc:// (optional when --config names one).
+    pub source: Option<PathBuf>,
+
+    /// Open a truncated archive (a crashed recorder's) and use its readable prefix.
+    #[arg(long, env = "REPLAYSCOPE_ALLOW_TRUNCATED")]
+    pub allow_truncated: bool,
+
+    /// What kind of source SOURCE is [default: auto].
+    #[arg(long, value_enum, env = "REPLAYSCOPE_MODE")]
+    pub mode: Option<SourceMode>,
 
     #[command(flatten)]
     pub remote: RemoteArgs,
@@ -219,21 +259,56 @@ pub struct PlayArgs {
     #[command(flatten)]
     pub play: PlayFlags,
 
-    /// Where played events go: a file, or `-` for standard output.
-    #[arg(short, long, default_value = "-", env = "REPLAYSCOPE_OUTPUT")]
-    pub output: PathBuf,
+    /// Where played events go: statehouse://host:port (applied transaction by transaction and
+    /// verified), or an archive path (a new archive of the replayed range). Without it, events
+    /// go to --output.
+    #[arg(long, env = "REPLAYSCOPE_INTO")]
+    pub into: Option<String>,
 
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = crate::sink::OutputFormat::Jsonl, env = "REPLAYSCOPE_FORMAT")]
-    pub format: crate::sink::OutputFormat,
+    /// Where played events go without --into: a file, or `-` for standard output [default: -].
+    #[arg(short, long, env = "REPLAYSCOPE_OUTPUT")]
+    pub output: Option<PathBuf>,
 
-    /// Also write the final report (JSON) to this file.
+    /// Output format for --output [default: jsonl].
+    #[arg(long, value_enum, env = "REPLAYSCOPE_FORMAT")]
+    pub format: Option<crate::sink::OutputFormat>,
+
+    #[command(flatten)]
+    pub archive: OutputArchiveArgs,
+
+    /// Keep the source's offsets in an archive target (default: re-numbered from 0).
+    #[arg(long, env = "REPLAYSCOPE_KEEP_OFFSETS")]
+    pub keep_offsets: bool,
+
+    /// Write a recorded agent's keys as another agent in a Statehouse target:
+    /// FROM_NS/FROM_AGENT=TO_NS/TO_AGENT (repeatable).
+    #[arg(long = "map-agent", value_name = "FROM=TO")]
+    pub map_agent: Vec<String>,
+
+    /// Initial key/value state (JSON: {"NS/AGENT": {"key": {...}}}) that the fold starts from
+    /// and that is written into a Statehouse target before the first transaction.
+    #[arg(long, env = "REPLAYSCOPE_BOOTSTRAP")]
+    pub bootstrap: Option<PathBuf>,
+
+    /// A label for this replayer, carried into log lines, metrics and reports.
+    #[arg(long, env = "REPLAYSCOPE_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Also write each run's final report (JSON) to this file (the latest run's).
     #[arg(long, env = "REPLAYSCOPE_REPORT")]
     pub report: Option<PathBuf>,
+
+    /// Append every run's report to this file, one JSON object per line.
+    #[arg(long, env = "REPLAYSCOPE_REPORTS")]
+    pub reports: Option<PathBuf>,
 
     /// Fail (exit 3) unless the hash chain through the last played event is this.
     #[arg(long, env = "REPLAYSCOPE_EXPECT_HASH")]
     pub expect_hash: Option<String>,
+
+    /// Fail (exit 3) unless the final key/value state hashes to this.
+    #[arg(long, env = "REPLAYSCOPE_EXPECT_STATE_HASH")]
+    pub expect_state_hash: Option<String>,
 
     /// Check the archive's hash chain at every chunk while playing (on with --expect-hash;
     /// chunk CRCs are always checked).
@@ -244,6 +319,49 @@ pub struct PlayArgs {
     #[arg(long, env = "REPLAYSCOPE_STATE_HASH")]
     pub state_hash: bool,
 
+    /// Do not read a Statehouse target's state back after a run (it is compared by default).
+    #[arg(long, env = "REPLAYSCOPE_NO_VERIFY_TARGET")]
+    pub no_verify_target: bool,
+
+    /// Run again every DURATION (e.g. 10m) until stopped; a run still going when the next is
+    /// due is not started twice (that run is skipped and logged).
+    #[arg(long, conflicts_with = "cron", env = "REPLAYSCOPE_EVERY")]
+    pub every: Option<Dur>,
+
+    /// Run at the times of a five-field cron expression (UTC), e.g. "*/15 * * * *".
+    #[arg(long, env = "REPLAYSCOPE_CRON")]
+    pub cron: Option<String>,
+
+    /// Stop a schedule after this many runs.
+    #[arg(long, env = "REPLAYSCOPE_MAX_RUNS")]
+    pub max_runs: Option<u64>,
+
+    /// Check the whole plan (source readable, range valid, target reachable and healthy)
+    /// without writing anything.
+    #[arg(long, env = "REPLAYSCOPE_DRY_RUN")]
+    pub dry_run: bool,
+
+    /// Serve Prometheus metrics of the runs at http://ADDR/metrics.
+    #[arg(long, env = "REPLAYSCOPE_PLAY_METRICS")]
+    pub metrics: Option<std::net::SocketAddr>,
+
+    /// How often a status line is logged while a run goes [default: 5s].
+    #[arg(long, env = "REPLAYSCOPE_STATUS_INTERVAL")]
+    pub status_interval: Option<Dur>,
+
+    /// Transactions staged on a Statehouse target ahead of the one committing [default: 16].
+    #[arg(long, env = "REPLAYSCOPE_PIPELINE")]
+    pub pipeline: Option<usize>,
+
+    /// How long a Statehouse target may take to answer one call [default: 10s].
+    #[arg(long, env = "REPLAYSCOPE_TARGET_TIMEOUT")]
+    pub target_timeout: Option<Dur>,
+
+    /// Read these parameters from a TOML file (kebab-case keys, the flags' names; unknown keys
+    /// are rejected). Flags given on the command line win.
+    #[arg(long, env = "REPLAYSCOPE_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// No progress bar.
     #[arg(long, short, env = "REPLAYSCOPE_QUIET")]
     pub quiet: bool,
@@ -251,9 +369,9 @@ pub struct PlayArgs {
 
 #[derive(Debug, Args)]
 pub struct OutputArchiveArgs {
-    /// Chunk compression.
-    #[arg(long, value_enum, default_value_t = Compression::Zstd, env = "REPLAYSCOPE_COMPRESSION")]
-    pub compression: Compression,
+    /// Chunk compression of a written archive [default: zstd].
+    #[arg(long, value_enum, env = "REPLAYSCOPE_COMPRESSION")]
+    pub compression: Option<Compression>,
 
     /// Write a directory of segments with this many events each instead of one file.
     #[arg(long, env = "REPLAYSCOPE_SEGMENT_EVENTS")]
@@ -311,8 +429,12 @@ pub struct RemoteArgs {
     pub ca_file: Option<PathBuf>,
 
     /// Reconnection attempts after the stream is cut before giving up.
-    #[arg(long, default_value_t = 10, env = "REPLAYSCOPE_RETRIES")]
+    #[arg(long, default_value_t = RemoteArgs::DEFAULT_RETRIES, env = "REPLAYSCOPE_RETRIES")]
     pub retries: u32,
+}
+
+impl RemoteArgs {
+    pub const DEFAULT_RETRIES: u32 = 10;
 }
 
 #[derive(Debug, Args)]

@@ -13,8 +13,8 @@ use crate::archive::{
     Archive, ArchiveError, ArchiveWriter, OpenOptions, SegmentedWriter, WriterOptions,
 };
 use crate::cli::{
-    Cli, Command, ExportArgs, GenArgs, ImportArgs, InfoArgs, PaceArg, PlayArgs, PlayFlags,
-    SourceArgs, VerifyArgs,
+    Cli, Command, ExportArgs, GenArgs, ImportArgs, InfoArgs, PaceArg, PlayFlags, SourceArgs,
+    SourceMode, VerifyArgs,
 };
 use crate::event::{format_time_ns, hex, parse_hash};
 use crate::generate::{GenOptions, Generator};
@@ -23,6 +23,9 @@ use crate::player::{Pace, PlayerOptions};
 use crate::source::{ArchiveSource, Filter, Source};
 use std::io::IsTerminal;
 use std::sync::Arc;
+
+pub mod config;
+pub mod play;
 
 /// A mistake in how the command was called (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +95,16 @@ pub fn default_log_filter(cli: &Cli) -> &'static str {
     match cli.command {
         // A server's per-session lines are its record of what it did.
         Some(Command::Serve(_)) => "info",
+        // Runs into a target or on a schedule report their progress as log lines.
+        Some(Command::Play(ref a))
+            if a.into.is_some()
+                || a.every.is_some()
+                || a.cron.is_some()
+                || a.config.is_some()
+                || a.metrics.is_some() =>
+        {
+            "info"
+        }
         _ => "warn",
     }
 }
@@ -111,19 +124,19 @@ pub fn run(cli: Cli) -> Result<()> {
             },
             remote: crate::cli::RemoteArgs {
                 token: std::env::var("REPLAYSCOPE_TOKEN").ok(),
-                retries: 10,
+                retries: crate::cli::RemoteArgs::DEFAULT_RETRIES,
                 ..Default::default()
             },
             play: crate::cli::PlayFlags {
-                pace: PaceArg::Realtime,
-                speed: 1.0,
-                rate: 1000.0,
+                pace: Some(PaceArg::Realtime),
+                speed: None,
+                rate: None,
                 from: None,
                 until: None,
                 agent: None,
                 key_prefix: None,
                 max_gap: None,
-                tick: crate::cli::Dur(std::time::Duration::from_millis(10)),
+                tick: None,
             },
             paused: false,
         }),
@@ -143,7 +156,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export(a) => export_cmd(a),
         Command::Info(a) => info_cmd(a),
         Command::Verify(a) => verify_cmd(a),
-        Command::Play(a) => play_cmd(a),
+        Command::Play(a) => play::play_cmd(*a),
         Command::Serve(a) => serve_cmd(a),
         Command::Record(a) => record_cmd(a),
     }
@@ -223,74 +236,132 @@ pub fn open_any_source(
     agent: Option<&str>,
 ) -> Result<Arc<dyn Source>> {
     let text = s.source.to_string_lossy().into_owned();
+    Ok(open_source_as(&text, SourceMode::Auto, s.allow_truncated, remote, agent)?.0)
+}
+
+/// How to reach an endpoint, from the remote flags.
+pub fn connect_options(remote: &crate::cli::RemoteArgs) -> Result<crate::client::ConnectOptions> {
+    let ca_pem = match &remote.ca_file {
+        Some(p) => {
+            Some(std::fs::read(p).wrap_err_with(|| format!("reading --ca-file {}", p.display()))?)
+        }
+        None => None,
+    };
+    Ok(crate::client::ConnectOptions {
+        token: remote.token.clone(),
+        tls: remote.tls || ca_pem.is_some(),
+        ca_pem,
+        domain: None,
+    })
+}
+
+/// Opens `text` as `mode` says (auto: by its form); returns the source and the kind of source
+/// it turned out to be (`archive`, `replayscope`, `statehouse`).
+pub fn open_source_as(
+    text: &str,
+    mode: SourceMode,
+    allow_truncated: bool,
+    remote: &crate::cli::RemoteArgs,
+    agent: Option<&str>,
+) -> Result<(Arc<dyn Source>, String)> {
     let scheme = text.split_once("://").map(|(s, _)| s);
-    if let Some(scheme @ ("replayscope" | "statehouse" | "grpc")) = scheme {
-        let ca_pem = match &remote.ca_file {
-            Some(p) => Some(
-                std::fs::read(p).wrap_err_with(|| format!("reading --ca-file {}", p.display()))?,
-            ),
-            None => None,
-        };
-        let options = crate::client::ConnectOptions {
-            token: remote.token.clone(),
-            tls: remote.tls || ca_pem.is_some(),
-            ca_pem,
-            domain: None,
-        };
-        let retry = crate::source::RetryPolicy {
-            max_attempts: remote.retries,
-            ..Default::default()
-        };
-        let as_replayscope =
-            |url: &str| crate::source::RemoteSource::connect(url, options.clone(), retry.clone());
-        let as_statehouse = |url: &str| {
-            crate::source::StatehouseSource::connect(url, agent, options.clone(), retry.clone())
-        };
-        let source: Arc<dyn Source> = match scheme {
-            "replayscope" => Arc::new(as_replayscope(&text)?),
-            "statehouse" => Arc::new(as_statehouse(&text)?),
-            // Probe: a replayscope endpoint answers Describe; anything else is taken for a
-            // Statehouse daemon.
-            _ => {
-                let rest = &text["grpc://".len()..];
-                match as_replayscope(&format!("replayscope://{rest}")) {
-                    Ok(r) => {
-                        tracing::info!(endpoint = %text, "grpc:// probe: a replayscope endpoint");
-                        Arc::new(r)
-                    }
-                    Err(probe) => {
-                        tracing::info!(endpoint = %text, %probe, "grpc:// probe: not replayscope, trying Statehouse Replay");
-                        Arc::new(as_statehouse(&format!("statehouse://{rest}"))?)
-                    }
+    let bare = |prefix: &str| match text.split_once("://") {
+        Some((_, rest)) => format!("{prefix}://{rest}"),
+        None => format!("{prefix}://{text}"),
+    };
+    let endpoint = match (mode, scheme) {
+        (SourceMode::Auto, Some(s @ ("replayscope" | "statehouse" | "grpc"))) => {
+            Some((s.to_string(), text.to_string()))
+        }
+        (SourceMode::Auto | SourceMode::Archive, _) => None,
+        (SourceMode::Statehouse, None | Some("statehouse" | "grpc")) => {
+            Some(("statehouse".to_string(), bare("statehouse")))
+        }
+        (SourceMode::Replayscope, None | Some("replayscope" | "grpc")) => {
+            Some(("replayscope".to_string(), bare("replayscope")))
+        }
+        (m, Some(s)) => {
+            return Err(UsageError(format!(
+                "{text}: --mode {} does not take a {s}:// source",
+                format!("{m:?}").to_lowercase()
+            ))
+            .into());
+        }
+    };
+    if mode == SourceMode::Archive
+        && let Some(s @ ("replayscope" | "statehouse" | "grpc")) = scheme
+    {
+        return Err(UsageError(format!(
+            "{text}: --mode archive takes a path or s3:// URL, not a {s}:// endpoint"
+        ))
+        .into());
+    }
+    let Some((scheme, url)) = endpoint else {
+        let archive = Archive::open(Path::new(text), OpenOptions { allow_truncated })?;
+        return Ok((Arc::new(ArchiveSource::new(archive)), "archive".to_string()));
+    };
+    let options = connect_options(remote)?;
+    let retry = crate::source::RetryPolicy {
+        max_attempts: remote.retries,
+        ..Default::default()
+    };
+    let as_replayscope =
+        |url: &str| crate::source::RemoteSource::connect(url, options.clone(), retry.clone());
+    let as_statehouse = |url: &str| {
+        crate::source::StatehouseSource::connect(url, agent, options.clone(), retry.clone())
+    };
+    Ok(match scheme.as_str() {
+        "replayscope" => (Arc::new(as_replayscope(&url)?), scheme),
+        "statehouse" => (Arc::new(as_statehouse(&url)?), scheme),
+        // Probe: a replayscope endpoint answers Describe; anything else is taken for a
+        // Statehouse daemon.
+        _ => {
+            let rest = &url["grpc://".len()..];
+            match as_replayscope(&format!("replayscope://{rest}")) {
+                Ok(r) => {
+                    tracing::info!(endpoint = %url, "grpc:// probe: a replayscope endpoint");
+                    (Arc::new(r), "replayscope".to_string())
+                }
+                Err(probe) => {
+                    tracing::info!(endpoint = %url, %probe, "grpc:// probe: not replayscope, trying Statehouse Replay");
+                    (
+                        Arc::new(as_statehouse(&format!("statehouse://{rest}"))?),
+                        "statehouse".to_string(),
+                    )
                 }
             }
-        };
-        return Ok(source);
-    }
-    Ok(Arc::new(ArchiveSource::new(open_source(s)?)))
+        }
+    })
 }
 
 /// Player options from the shared play flags, positions resolved against the source.
 pub fn player_options(flags: &PlayFlags, source: &dyn Source) -> Result<PlayerOptions> {
     let info = source.info();
-    let pace = match flags.pace {
+    // --rate alone means rate pace; --speed alone means realtime.
+    let pace_arg = flags.pace.unwrap_or(match (flags.rate, flags.speed) {
+        (Some(_), _) => PaceArg::Rate,
+        (None, Some(_)) => PaceArg::Realtime,
+        (None, None) => PaceArg::Fast,
+    });
+    let pace = match pace_arg {
         PaceArg::Fast => Pace::Fast,
         PaceArg::Realtime => {
-            if !(MIN_SPEED..=MAX_SPEED).contains(&flags.speed) {
+            let speed = flags.speed.unwrap_or(1.0);
+            if !(MIN_SPEED..=MAX_SPEED).contains(&speed) {
                 return Err(UsageError(format!(
-                    "--speed {} is outside {MIN_SPEED}..={MAX_SPEED}",
-                    flags.speed
+                    "--speed {speed} is outside {MIN_SPEED}..={MAX_SPEED}"
                 ))
                 .into());
             }
-            Pace::Realtime { speed: flags.speed }
+            Pace::Realtime { speed }
         }
         PaceArg::Rate => {
-            if !(flags.rate.is_finite() && flags.rate > 0.0) {
-                return Err(UsageError(format!("--rate {} must be above 0", flags.rate)).into());
+            let rate = flags.rate.unwrap_or(1000.0);
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(UsageError(format!("--rate {rate} must be above 0")).into());
             }
             Pace::Rate {
-                events_per_sec: flags.rate,
+                events_per_sec: rate,
             }
         }
     };
@@ -315,7 +386,9 @@ pub fn player_options(flags: &PlayFlags, source: &dyn Source) -> Result<PlayerOp
     Ok(PlayerOptions {
         pace,
         max_gap: flags.max_gap.map(|d| d.0),
-        tick: flags.tick.0,
+        tick: flags
+            .tick
+            .map_or(std::time::Duration::from_millis(10), |d| d.0),
         from,
         until,
         filter: Filter {
@@ -373,7 +446,7 @@ pub enum PlayOutcome {
 }
 
 /// `--expect-hash HEX` as a hash (a usage error when it is not 64 hex digits).
-fn parse_expect_hash(h: Option<&str>) -> Result<Option<[u8; 32]>> {
+pub(crate) fn parse_expect_hash(h: Option<&str>) -> Result<Option<[u8; 32]>> {
     match h {
         Some(h) => Ok(Some(parse_hash(h).ok_or_else(|| {
             UsageError(format!(
@@ -384,89 +457,7 @@ fn parse_expect_hash(h: Option<&str>) -> Result<Option<[u8; 32]>> {
     }
 }
 
-fn play_cmd(a: PlayArgs) -> Result<()> {
-    let expect = parse_expect_hash(a.expect_hash.as_deref())?;
-    let source = open_any_source(&a.source, &a.remote, a.play.agent.as_deref())?;
-    let mut options = player_options(&a.play, source.as_ref())?;
-    options.track_state = a.state_hash;
-    options.verify_chain = a.verify || expect.is_some();
-    options.exit_when_done = true;
-    let out_name = a.output.display().to_string();
-    let out: Box<dyn Write + Send> = if out_name == "-" {
-        Box::new(std::io::stdout())
-    } else {
-        Box::new(File::create(&a.output).map_err(|e| ArchiveError::io(&out_name, e))?)
-    };
-    let sink = crate::sink::StreamSink::new(out, a.format, &out_name);
-    let info = source.info().clone();
-    let from = options.from.or(info.first_offset).unwrap_or(0);
-    let until = options.until.or(info.last_offset);
-    let total = until.map_or(0, |u| (u + 1).saturating_sub(from));
-    let show_progress = !a.quiet && std::io::stderr().is_terminal();
-
-    let rt = runtime()?;
-    let (report, interrupted) = rt.block_on(async move {
-        let handle = crate::player::spawn(source, options, Box::new(sink))?;
-        let commander = handle.commander();
-        let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = interrupted.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                flag.store(true, std::sync::atomic::Ordering::SeqCst);
-                let _ = commander.send(crate::player::Command::Stop);
-            }
-        });
-        let progress = show_progress.then(|| spawn_progress(handle.stats(), from, total));
-        let report = handle.join().await;
-        if let Some(p) = progress {
-            p.abort();
-        }
-        Ok::<_, color_eyre::Report>((
-            report?,
-            interrupted.load(std::sync::atomic::Ordering::SeqCst),
-        ))
-    })?;
-
-    let json = serde_json::to_string_pretty(&report).wrap_err("encoding the report")?;
-    eprintln!("{json}");
-    if let Some(path) = &a.report {
-        std::fs::write(path, format!("{json}\n"))
-            .map_err(|e| ArchiveError::io(&path.display().to_string(), e))?;
-    }
-    if interrupted {
-        return Err(PlayOutcome::Interrupted(report.next_offset).into());
-    }
-    if report.output_closed {
-        return Ok(()); // the reader went away (`play | head`)
-    }
-    if report.outcome == "failed" {
-        let reason = report.reason.clone().unwrap_or_default();
-        return Err(if report.integrity_failure {
-            PlayOutcome::Integrity(reason)
-        } else {
-            PlayOutcome::Failed(reason)
-        }
-        .into());
-    }
-    if let Some(expected) = expect {
-        let got = report.final_hash.clone().unwrap_or_default();
-        if got != hex(&expected) {
-            return Err(PlayOutcome::Integrity(format!(
-                "{}: hash chain mismatch through offset {}: expected {}, got {}",
-                report.source,
-                report
-                    .last_offset
-                    .map_or_else(|| "-".to_string(), |o| o.to_string()),
-                hex(&expected),
-                if got.is_empty() { "(unknown)" } else { &got }
-            ))
-            .into());
-        }
-    }
-    Ok(())
-}
-
-fn spawn_progress(
+pub(crate) fn spawn_progress(
     mut stats: tokio::sync::watch::Receiver<crate::player::Stats>,
     from: u64,
     total: u64,
@@ -556,33 +547,6 @@ fn serve_cmd(a: crate::cli::ServeArgs) -> Result<()> {
     })
 }
 
-/// Where `record` writes: one file or a segment directory.
-enum RecordWriter {
-    File(ArchiveWriter),
-    Segments(SegmentedWriter),
-}
-
-impl RecordWriter {
-    fn append(&mut self, e: &crate::event::Event) -> crate::archive::Result<()> {
-        match self {
-            RecordWriter::File(w) => w.append(e),
-            RecordWriter::Segments(w) => w.append(e),
-        }
-    }
-    fn flush(&mut self) -> crate::archive::Result<()> {
-        match self {
-            RecordWriter::File(w) => w.flush(),
-            RecordWriter::Segments(w) => w.flush(),
-        }
-    }
-    fn finish(self) -> crate::archive::Result<Vec<WriteSummary>> {
-        match self {
-            RecordWriter::File(w) => Ok(vec![w.finish()?]),
-            RecordWriter::Segments(w) => w.finish(),
-        }
-    }
-}
-
 fn record_cmd(a: crate::cli::RecordArgs) -> Result<()> {
     use crate::flow::CreditWindow;
     use crate::source::{Filter, StreamRequest};
@@ -610,10 +574,8 @@ fn record_cmd(a: crate::cli::RecordArgs) -> Result<()> {
     };
     let renumber = agent.is_some();
     let options = writer_options(&a.archive);
-    let mut writer = match a.archive.segment_events {
-        Some(k) => RecordWriter::Segments(SegmentedWriter::create(&a.output, k, options)?),
-        None => RecordWriter::File(ArchiveWriter::create(&a.output, options)?),
-    };
+    let mut writer =
+        crate::sink::ArchiveOutput::create(&a.output, a.archive.segment_events, options)?;
     let rt = runtime()?;
     let flush_every = a.flush_interval.0.max(std::time::Duration::from_millis(10));
     let (summaries, failure) = rt.block_on(async move {
@@ -647,13 +609,7 @@ fn record_cmd(a: crate::cli::RecordArgs) -> Result<()> {
                     }
                     Some(Ok(batch)) => {
                         for (e, _) in &batch.events {
-                            if renumber {
-                                let mut copy = (**e).clone();
-                                copy.offset = next;
-                                writer.append(&copy)?;
-                            } else {
-                                writer.append(e)?;
-                            }
+                            writer.append_at(e, if renumber { next } else { e.offset })?;
                             next += 1;
                             window.ack(e.offset);
                         }
@@ -680,7 +636,7 @@ fn record_cmd(a: crate::cli::RecordArgs) -> Result<()> {
 }
 
 /// SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -734,7 +690,7 @@ fn print_summaries(summaries: &[WriteSummary]) {
 
 fn writer_options(a: &crate::cli::OutputArchiveArgs) -> WriterOptions {
     WriterOptions {
-        compression: a.compression,
+        compression: a.compression.unwrap_or_default(),
         ..WriterOptions::default()
     }
 }

@@ -99,7 +99,91 @@ impl Event {
 
     /// Encoded `ArchivedEvent` bytes.
     pub fn encode(&self) -> Result<Vec<u8>, ValueError> {
-        Ok(self.to_archived()?.encode_to_vec())
+        self.encode_at(self.offset)
+    }
+
+    /// Encoded `ArchivedEvent` bytes with `offset` in place of the event's own (re-numbering
+    /// while copying). Values that came from protobuf are copied as they are, not converted to
+    /// JSON and back; the bytes equal `to_archived()?.encode_to_vec()` for such values.
+    pub fn encode_at(&self, offset: u64) -> Result<Vec<u8>, ValueError> {
+        use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+        fn len_field(tag_len: usize, len: usize) -> usize {
+            tag_len + encoded_len_varint(len as u64) + len
+        }
+        fn put_str(tag: u32, s: &str, buf: &mut Vec<u8>) {
+            encode_key(tag, WireType::LengthDelimited, buf);
+            encode_varint(s.len() as u64, buf);
+            buf.extend_from_slice(s.as_bytes());
+        }
+        let mut converted: Vec<Option<Vec<u8>>> = Vec::new();
+        let mut size = self.txn_id.len() + self.namespace.len() + self.agent_id.len() + 40;
+        for (i, op) in self.operations.iter().enumerate() {
+            if let Some(v) = &op.value
+                && v.raw().is_none()
+            {
+                if converted.is_empty() {
+                    converted.resize(self.operations.len(), None);
+                }
+                converted[i] = Some(object_to_struct(v.object(&op.key)?, &op.key)?.encode_to_vec());
+            }
+            size += op.key.len()
+                + 24
+                + op.value
+                    .as_ref()
+                    .map_or(0, |v| v.raw().map_or(0, |r| r.len()));
+        }
+        let mut buf = Vec::with_capacity(size);
+        if !self.txn_id.is_empty() {
+            put_str(1, &self.txn_id, &mut buf);
+        }
+        if self.commit_ts != 0 {
+            prost::encoding::uint64::encode(2, &self.commit_ts, &mut buf);
+        }
+        for (i, op) in self.operations.iter().enumerate() {
+            let value: Option<&[u8]> = match &op.value {
+                None => None,
+                Some(v) => Some(match v.raw() {
+                    Some(raw) => raw,
+                    None => converted[i].as_deref().unwrap_or_default(),
+                }),
+            };
+            let mut len = 0;
+            if !op.key.is_empty() {
+                len += len_field(1, op.key.len());
+            }
+            if let Some(v) = value {
+                len += len_field(1, v.len());
+            }
+            if op.version != 0 {
+                len += 1 + encoded_len_varint(op.version);
+            }
+            encode_key(3, WireType::LengthDelimited, &mut buf);
+            encode_varint(len as u64, &mut buf);
+            if !op.key.is_empty() {
+                put_str(1, &op.key, &mut buf);
+            }
+            if let Some(v) = value {
+                encode_key(2, WireType::LengthDelimited, &mut buf);
+                encode_varint(v.len() as u64, &mut buf);
+                buf.extend_from_slice(v);
+            }
+            if op.version != 0 {
+                prost::encoding::uint64::encode(3, &op.version, &mut buf);
+            }
+        }
+        if offset != 0 {
+            prost::encoding::uint64::encode(16, &offset, &mut buf);
+        }
+        if let Some(t) = self.commit_time_ns {
+            prost::encoding::uint64::encode(17, &t, &mut buf);
+        }
+        if !self.namespace.is_empty() {
+            put_str(18, &self.namespace, &mut buf);
+        }
+        if !self.agent_id.is_empty() {
+            put_str(19, &self.agent_id, &mut buf);
+        }
+        Ok(buf)
     }
 
     /// Decodes stored `ArchivedEvent` bytes.
@@ -166,7 +250,10 @@ pub fn topic(namespace: &str, agent_id: &str) -> String {
     format!("{namespace}/{agent_id}")
 }
 
-fn object_to_struct(obj: &JsonObject, key: &str) -> Result<prost_types::Struct, ValueError> {
+pub(crate) fn object_to_struct(
+    obj: &JsonObject,
+    key: &str,
+) -> Result<prost_types::Struct, ValueError> {
     let mut fields = std::collections::BTreeMap::new();
     for (k, v) in obj {
         fields.insert(k.clone(), json_to_value(v, key)?);
@@ -212,7 +299,10 @@ fn number_to_f64(n: &Number, key: &str) -> Result<f64, ValueError> {
     Ok(n.as_f64().unwrap_or(f64::NAN))
 }
 
-fn struct_to_object(s: prost_types::Struct, key: &str) -> Result<JsonObject, ValueError> {
+pub(crate) fn struct_to_object(
+    s: prost_types::Struct,
+    key: &str,
+) -> Result<JsonObject, ValueError> {
     let mut obj = Map::new();
     for (k, v) in s.fields {
         obj.insert(k, value_to_json(v, key)?);
@@ -385,6 +475,31 @@ mod tests {
         let e = sample();
         let back = Event::decode(&e.encode().unwrap()).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn direct_encoding_equals_prost_for_json_and_stored_values() {
+        let e = sample();
+        let prost_bytes = e.to_archived().unwrap().encode_to_vec();
+        assert_eq!(e.encode().unwrap(), prost_bytes);
+        // Decoded from bytes, the values stay as stored and are spliced back unchanged.
+        let stored = Event::decode(&prost_bytes).unwrap();
+        assert!(stored.operations[0].value.as_ref().unwrap().raw().is_some());
+        assert_eq!(stored.encode().unwrap(), prost_bytes);
+        // Re-numbered: only the offset differs.
+        let mut moved = e.clone();
+        moved.offset = 0;
+        assert_eq!(
+            stored.encode_at(0).unwrap(),
+            moved.to_archived().unwrap().encode_to_vec()
+        );
+        let mut empty = e.clone();
+        empty.operations[0].value = Some(ObjectValue::from_object(JsonObject::new()));
+        empty.commit_time_ns = Some(0);
+        assert_eq!(
+            empty.encode().unwrap(),
+            empty.to_archived().unwrap().encode_to_vec()
+        );
     }
 
     #[test]

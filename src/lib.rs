@@ -13,6 +13,7 @@ pub mod generate;
 pub mod logging;
 pub mod player;
 pub mod proto;
+pub mod schedule;
 pub mod server;
 pub mod sink;
 pub mod source;

@@ -1,14 +1,22 @@
 //! Logs go to a file (through tracing-appender) or to stderr for headless commands; never to a
-//! terminal screen the TUI owns.
+//! terminal screen the TUI owns. `--log-format json` writes one JSON object per line (with the
+//! event's fields: run, node_id, progress, rate …) for machines.
 
 use std::path::Path;
 
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
+use crate::cli::LogFormat;
+
 /// Installs the global subscriber. Keep the guard alive until exit so buffered lines are written.
-pub fn init(filter: &str, log_file: Option<&Path>) -> std::io::Result<Option<WorkerGuard>> {
+pub fn init(
+    filter: &str,
+    log_file: Option<&Path>,
+    format: LogFormat,
+) -> std::io::Result<Option<WorkerGuard>> {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match log_file {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
@@ -16,20 +24,19 @@ pub fn init(filter: &str, log_file: Option<&Path>) -> std::io::Result<Option<Wor
                 .append(true)
                 .open(path)?;
             let (writer, guard) = tracing_appender::non_blocking(file);
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_ansi(false)
-                .with_writer(writer)
-                .try_init()
-                .ok();
+            let builder = builder.with_ansi(false).with_writer(writer);
+            match format {
+                LogFormat::Text => builder.try_init().ok(),
+                LogFormat::Json => builder.json().try_init().ok(),
+            };
             Ok(Some(guard))
         }
         None => {
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .try_init()
-                .ok();
+            let builder = builder.with_writer(std::io::stderr);
+            match format {
+                LogFormat::Text => builder.try_init().ok(),
+                LogFormat::Json => builder.json().with_ansi(false).try_init().ok(),
+            };
             Ok(None)
         }
     }

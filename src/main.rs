@@ -15,7 +15,15 @@ fn main() {
         .log
         .clone()
         .unwrap_or_else(|| commands::default_log_filter(&cli).to_string());
-    let _guard = match replayscope::logging::init(&filter, log_file.as_deref()) {
+    let format = cli.log_format.unwrap_or_else(|| match &cli.command {
+        Some(replayscope::cli::Command::Play(a)) => a
+            .config
+            .as_deref()
+            .and_then(commands::config::ReplayConfig::peek_log_format)
+            .unwrap_or(replayscope::cli::LogFormat::Text),
+        _ => replayscope::cli::LogFormat::Text,
+    });
+    let _guard = match replayscope::logging::init(&filter, log_file.as_deref(), format) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("error: cannot open log file: {e}");

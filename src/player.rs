@@ -8,6 +8,7 @@ pub mod stats;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -125,6 +126,9 @@ pub struct SinkError {
     pub message: String,
     /// The output's reader went away (a closed pipe): stop quietly.
     pub closed: bool,
+    /// The first offset the target did not take (a sink that writes behind the player may
+    /// fail on an event played a while ago): a later run resumes from here.
+    pub resume_offset: Option<u64>,
 }
 
 impl SinkError {
@@ -132,6 +136,7 @@ impl SinkError {
         SinkError {
             message: message.into(),
             closed: false,
+            resume_offset: None,
         }
     }
 }
@@ -157,8 +162,22 @@ pub trait Sink: Send {
     /// The player moved (seek, step back, resume-from): `next_offset` plays next; `state` is the
     /// state before it (when tracked).
     fn repositioned(&mut self, _next_offset: u64, _state: Option<&KvState>) {}
-    /// A run ended (finished, stopped or failed).
-    fn run_ended(&mut self, _report: &Report) {}
+    /// Whether the sink takes another event now. A sink that writes to its target behind the
+    /// player (a network service) returns `Pending` while its queue is full: the player waits,
+    /// so a slow target holds the pace back (and shows as lag) instead of piling up events. An
+    /// error ends the run.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), SinkError>> {
+        Poll::Ready(Ok(()))
+    }
+    /// Everything handed over so far is in the target. The player waits for this before it
+    /// ends a run, so that "finished" means the target has every event and a failure on the
+    /// last ones is the run's failure.
+    fn poll_flush(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), SinkError>> {
+        Poll::Ready(Ok(()))
+    }
+    /// A run ended (finished, stopped or failed); `state` is the state it played to (when
+    /// tracked).
+    fn run_ended(&mut self, _report: &Report, _state: Option<&KvState>) {}
     /// The player is about to wait (for a deadline, data or a command): a sink that batches
     /// hands over what it holds. `state` is the state now (when tracked); a sink that keeps it
     /// should clone it here rather than per event: holding a clone makes the next change copy
@@ -345,6 +364,10 @@ pub fn spawn(
         last_report: None,
         integrity_failure: false,
         output_closed: false,
+        sink_blocked: false,
+        sink_failed: false,
+        report_due: false,
+        resume_override: None,
     };
     player.open_stream(from)?;
     let task = tokio::spawn(async move { player.run(cmd_rx).await });
@@ -387,11 +410,20 @@ struct Player {
     last_report: Option<Report>,
     integrity_failure: bool,
     output_closed: bool,
+    /// The sink said it cannot take another event yet.
+    sink_blocked: bool,
+    /// The sink failed in this run (its error is the run's reason).
+    sink_failed: bool,
+    /// A run ended and its report is made once the sink has flushed.
+    report_due: bool,
+    /// Where a later run resumes when the sink failed behind the player.
+    resume_override: Option<u64>,
 }
 
 enum Wake {
     Command(Option<Command>),
     Batch(Option<Result<crate::source::Batch, SourceError>>),
+    SinkReady(Result<(), SinkError>),
     Due,
     Stats,
 }
@@ -442,6 +474,7 @@ impl Player {
             // Play whatever is due now.
             let mut due = None;
             let mut budget = EMIT_BUDGET;
+            self.sink_blocked = false;
             while budget > 0 && self.can_emit() {
                 let silent = self.is_silent_front();
                 let deadline = if silent || self.pending_steps > 0 {
@@ -464,6 +497,9 @@ impl Player {
                         break;
                     }
                 }
+                if !silent && !self.sink_is_ready() {
+                    break;
+                }
                 self.emit_front(deadline);
                 budget -= 1;
             }
@@ -472,6 +508,9 @@ impl Player {
                 due = Some(Instant::now());
             }
             self.check_finished();
+            if self.report_due {
+                self.complete_run().await;
+            }
             if self.state_is_done() && self.options.exit_when_done {
                 break;
             }
@@ -481,6 +520,7 @@ impl Player {
                 biased;
                 c = commands.recv(), if commands_open => Wake::Command(c),
                 b = next_batch(&mut self.stream), if wants_data => Wake::Batch(b),
+                r = std::future::poll_fn(|cx| self.sink.poll_ready(cx)), if self.sink_blocked => Wake::SinkReady(r),
                 _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => Wake::Due,
                 _ = stats_tick.tick() => Wake::Stats,
             };
@@ -492,12 +532,17 @@ impl Player {
                 }
                 Wake::Command(None) => commands_open = false,
                 Wake::Batch(b) => self.on_batch(b),
+                Wake::SinkReady(Ok(())) => {}
+                Wake::SinkReady(Err(e)) => self.on_sink_error(e),
                 Wake::Due => {}
                 Wake::Stats => self.publish(),
             }
         }
-        if self.last_report.is_none() || !self.state_is_done() {
+        if (self.last_report.is_none() && !self.report_due) || !self.state_is_done() {
             self.end_run(PlayState::Stopped, Some("player closed".to_string()));
+        }
+        if self.report_due {
+            self.complete_run().await;
         }
         self.publish();
         let report = self.last_report.clone().expect("end_run stores a report");
@@ -595,6 +640,7 @@ impl Player {
             )
             && self.silent_until.is_none_or(|s| s <= self.next_offset)
             && self.last_report.is_none()
+            && !self.report_due
         {
             if self.state == PlayState::Paused && self.pending_steps == 0 {
                 // Paused at the very end: nothing more to play, but it is the user's pause.
@@ -651,9 +697,45 @@ impl Player {
             lag,
         };
         if let Err(e) = self.sink.played(&played) {
-            self.failures += 1;
-            self.run.failures += 1;
-            self.output_closed = e.closed;
+            self.on_sink_error(e);
+        }
+    }
+
+    /// Asks the sink (without waiting) whether it takes another event; when it does not, the
+    /// loop waits for it.
+    fn sink_is_ready(&mut self) -> bool {
+        match self
+            .sink
+            .poll_ready(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(Ok(())) => true,
+            Poll::Ready(Err(e)) => {
+                self.on_sink_error(e);
+                false
+            }
+            Poll::Pending => {
+                self.sink_blocked = true;
+                false
+            }
+        }
+    }
+
+    fn on_sink_error(&mut self, e: SinkError) {
+        if self.sink_failed {
+            return;
+        }
+        self.sink_failed = true;
+        self.failures += 1;
+        self.run.failures += 1;
+        self.output_closed = e.closed;
+        if e.resume_offset.is_some() {
+            self.resume_override = e.resume_offset;
+        }
+        if self.state_is_done() {
+            // The run was ending already (its report waits for the flush that failed).
+            self.state = PlayState::Stopped;
+            self.reason = Some(format!("output failed: {e}"));
+        } else {
             self.end_run(PlayState::Stopped, Some(format!("output failed: {e}")));
         }
     }
@@ -794,15 +876,30 @@ impl Player {
         Ok(())
     }
 
+    /// Ends the run: nothing more is played; the report is made by [`Player::complete_run`]
+    /// once the sink has flushed.
     fn end_run(&mut self, state: PlayState, reason: Option<String>) {
-        let now = Instant::now();
         self.state = state;
-        self.reason = reason.clone();
+        self.reason = reason;
         self.pending_steps = 0;
         self.window.cancel();
         if state == PlayState::Stopped {
             self.stream = None;
         }
+        self.report_due = true;
+    }
+
+    /// Waits for the sink to hand everything to its target, then makes the run's report.
+    async fn complete_run(&mut self) {
+        self.report_due = false;
+        let flushed = std::future::poll_fn(|cx| self.sink.poll_flush(cx)).await;
+        if let Err(e) = flushed {
+            self.on_sink_error(e);
+            self.report_due = false;
+        }
+        let now = Instant::now();
+        let state = self.state;
+        let reason = self.reason.clone();
         let duration = now.duration_since(self.run.started);
         let outcome = match (state, self.run.failures) {
             (PlayState::Finished, 0) => "finished",
@@ -838,13 +935,19 @@ impl Player {
             integrity_failure: std::mem::take(&mut self.integrity_failure),
             output_closed: std::mem::take(&mut self.output_closed),
         };
-        self.sink.run_ended(&report);
+        self.sink
+            .run_ended(&report, self.tracker.as_ref().map(|t| t.state()));
+        self.sink_failed = false;
+        self.resume_override = None;
         self.last_report = Some(report);
         self.publish();
     }
 
     /// The offset a later run should start from to continue this one (None after the end).
     fn resume_offset(&self) -> Option<u64> {
+        if let Some(o) = self.resume_override {
+            return Some(o);
+        }
         let next = self.position.map_or(self.next_offset, |p| p + 1);
         // Past `--until` a later run may still continue: only the source's end stops that.
         let last = self.source.info().last_offset?;

@@ -325,9 +325,10 @@ impl Server {
         let metrics = shared.metrics.clone();
         if let Some((l, a)) = metrics_listener {
             tracing::info!(addr = %a, "metrics at http://{a}/metrics");
+            let m = metrics.clone();
             tokio::spawn(metrics::serve_metrics(
                 l,
-                metrics.clone(),
+                std::sync::Arc::new(move || m.render()),
                 shared.shutdown.clone(),
             ));
         }

@@ -83,8 +83,8 @@ impl Sink for TuiSink {
         });
     }
 
-    fn run_ended(&mut self, report: &Report) {
-        self.flush(None);
+    fn run_ended(&mut self, report: &Report, state: Option<&KvState>) {
+        self.flush(state);
         let _ = self
             .updates
             .send(Update::RunEnded(Box::new(report.clone())));

@@ -13,7 +13,8 @@ use crate::archive::{ArchiveError, FORMAT_VERSION, METADATA_NAME, PROFILE, Resul
 use crate::event::{Event, hex};
 
 /// Chunk compression.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Compression {
     #[default]
     Zstd,
@@ -169,11 +170,22 @@ impl ArchiveWriter {
     }
 
     pub fn append(&mut self, event: &Event) -> Result<()> {
-        let payload = event.encode().map_err(|e| ArchiveError::Invalid {
+        self.append_at(event, event.offset)
+    }
+
+    /// Appends `event` as the event at `offset` (a copy re-numbered from 0, say).
+    pub fn append_at(&mut self, event: &Event, offset: u64) -> Result<()> {
+        let payload = event.encode_at(offset).map_err(|e| ArchiveError::Invalid {
             path: self.name(),
             message: format!("event at offset {}: {e}", event.offset),
         })?;
-        self.append_encoded(EventMeta::of(event), &payload)
+        self.append_encoded(
+            EventMeta {
+                offset,
+                ..EventMeta::of(event)
+            },
+            &payload,
+        )
     }
 
     /// Appends an already-encoded `ArchivedEvent` (its fields must match `meta`).
@@ -376,11 +388,22 @@ impl SegmentedWriter {
     }
 
     pub fn append(&mut self, event: &Event) -> Result<()> {
-        let payload = event.encode().map_err(|e| ArchiveError::Invalid {
+        self.append_at(event, event.offset)
+    }
+
+    /// Appends `event` as the event at `offset`.
+    pub fn append_at(&mut self, event: &Event, offset: u64) -> Result<()> {
+        let payload = event.encode_at(offset).map_err(|e| ArchiveError::Invalid {
             path: self.dir.display().to_string(),
             message: format!("event at offset {}: {e}", event.offset),
         })?;
-        self.append_encoded(EventMeta::of(event), &payload)
+        self.append_encoded(
+            EventMeta {
+                offset,
+                ..EventMeta::of(event)
+            },
+            &payload,
+        )
     }
 
     pub fn append_encoded(&mut self, meta: EventMeta<'_>, payload: &[u8]) -> Result<()> {

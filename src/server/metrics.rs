@@ -282,12 +282,12 @@ fn code_label(code: tonic::Code) -> &'static str {
     }
 }
 
-/// Serves `GET /metrics` (HTTP/1.1, one response per connection) until `stop`.
-pub async fn serve_metrics(
-    listener: TcpListener,
-    metrics: std::sync::Arc<Metrics>,
-    stop: CancellationToken,
-) {
+/// Renders the Prometheus text of whatever is being measured.
+pub type Render = std::sync::Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Serves `GET /metrics` (HTTP/1.1, one response per connection) until `stop`, each response
+/// rendered by `render`.
+pub async fn serve_metrics(listener: TcpListener, render: Render, stop: CancellationToken) {
     loop {
         let (mut conn, peer) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -299,7 +299,7 @@ pub async fn serve_metrics(
                 }
             },
         };
-        let metrics = metrics.clone();
+        let render = render.clone();
         tokio::spawn(async move {
             let mut req = Vec::with_capacity(1024);
             let mut buf = [0u8; 1024];
@@ -324,7 +324,7 @@ pub async fn serve_metrics(
                 ["GET", "/metrics", ..] => (
                     "200 OK",
                     "text/plain; version=0.0.4; charset=utf-8",
-                    metrics.render(),
+                    render(),
                 ),
                 ["GET", ..] => (
                     "404 Not Found",

@@ -5,7 +5,8 @@ use std::io::{self, Write};
 use crate::event::{Event, format_time_ns};
 use crate::player::{Played, Sink, SinkError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum OutputFormat {
     /// One JSON object per line (the same bytes as `export`).
     #[default]
@@ -37,6 +38,7 @@ impl StreamSink {
         SinkError {
             message: format!("{}: {e}", self.name),
             closed: e.kind() == io::ErrorKind::BrokenPipe,
+            resume_offset: None,
         }
     }
 }
