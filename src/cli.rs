@@ -174,7 +174,8 @@ impl std::str::FromStr for Dur {
 #[derive(Debug, Clone, Args)]
 pub struct PlayFlags {
     /// Pacing: realtime (commit-time deltas / --speed), fast, or rate (--rate events/s)
-    /// [default: fast; --rate alone implies rate].
+    /// [default: fast for play, realtime for open; --rate alone implies rate, --speed alone
+    /// realtime].
     #[arg(long, value_enum, env = "REPLAYSCOPE_PACE")]
     pub pace: Option<PaceArg>,
 

@@ -195,7 +195,12 @@ fn open_cmd(a: crate::cli::OpenArgs) -> Result<()> {
         );
     }
     let source = open_any_source(&a.source, &a.remote, a.play.agent.as_deref())?;
-    let mut options = player_options(&a.play, source.as_ref())?;
+    // An inspector plays in realtime unless told otherwise (like the bare `replayscope SOURCE`).
+    let mut flags = a.play.clone();
+    if flags.pace.is_none() && flags.rate.is_none() {
+        flags.pace = Some(PaceArg::Realtime);
+    }
+    let mut options = player_options(&flags, source.as_ref())?;
     options.start_paused = a.paused;
     run_tui(source, options)
 }

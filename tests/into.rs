@@ -707,3 +707,57 @@ fn an_unreachable_target_is_named_and_a_lost_one_says_where_to_resume() {
     let next = r["next_offset"].as_u64().unwrap();
     assert_eq!(next, r["applied_transactions"].as_u64().unwrap(), "{r}");
 }
+
+#[test]
+fn mistakes_in_how_play_is_called_are_usage_errors_naming_the_flag() {
+    let f = fixture(50);
+    let copy = f.dir.path().join("copy.mcap").display().to_string();
+    for (args, says) in [
+        (
+            vec!["--into", f.archive.as_str()],
+            "that is the source itself",
+        ),
+        (
+            vec!["--compression", "lz4"],
+            "--compression and --segment-events",
+        ),
+        (
+            vec!["--into", &copy, "--output", "x.jsonl"],
+            "--output and --format",
+        ),
+        (
+            vec!["--keep-offsets"],
+            "--keep-offsets needs an archive target",
+        ),
+        (
+            vec!["--into", &copy, "--keep-offsets", "--key-prefix", "memory/"],
+            "has gaps",
+        ),
+        (
+            vec!["--map-agent", "a/b=c/d"],
+            "--map-agent needs a Statehouse target",
+        ),
+        (
+            vec!["--every", "1s", "--cron", "* * * * *"],
+            "cannot be used with",
+        ),
+        (vec!["--cron", "61 * * * *"], "minute"),
+        (vec!["--every", "0s"], "--every must be longer than 0"),
+        (vec!["--expect-state-hash", "abc"], "--expect-state-hash"),
+        (vec!["--into", "grpc://127.0.0.1:9"], "read-only"),
+    ] {
+        let o = bin()
+            .arg("play")
+            .arg(&f.archive)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+    }
+    let o = run(&["play"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no source"), "{}", stderr(&o));
+    // A source written into nothing was not touched.
+    ok(&run(&["verify", &f.archive]));
+}

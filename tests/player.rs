@@ -454,3 +454,123 @@ async fn state_after_steps_and_seeks_equals_a_plain_fold() {
     h.send(Command::Quit);
     h.join().await.unwrap();
 }
+
+/// A sink that takes events only while the test gives it credit, and flushes only when told:
+/// a stand-in for a slow network target.
+#[derive(Default)]
+struct Gate {
+    credits: u64,
+    flush: Option<Result<(), SinkError>>,
+    waker: Option<std::task::Waker>,
+    played: Vec<u64>,
+}
+
+struct GatedSink(Arc<Mutex<Gate>>, tokio::sync::watch::Sender<usize>);
+
+impl Sink for GatedSink {
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), SinkError>> {
+        let mut g = self.0.lock().unwrap();
+        if g.credits > 0 {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        g.waker = Some(cx.waker().clone());
+        std::task::Poll::Pending
+    }
+
+    fn played(&mut self, p: &Played<'_>) -> Result<(), SinkError> {
+        let mut g = self.0.lock().unwrap();
+        assert!(g.credits > 0, "played without being ready");
+        g.credits -= 1;
+        g.played.push(p.event.offset);
+        self.1.send_replace(g.played.len());
+        Ok(())
+    }
+
+    fn poll_flush(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), SinkError>> {
+        let mut g = self.0.lock().unwrap();
+        match g.flush.clone() {
+            Some(r) => std::task::Poll::Ready(r),
+            None => {
+                g.waker = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        }
+    }
+}
+
+fn gate(g: &Arc<Mutex<Gate>>, f: impl FnOnce(&mut Gate)) {
+    let mut g = g.lock().unwrap();
+    f(&mut g);
+    if let Some(w) = g.waker.take() {
+        w.wake();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_sink_holds_the_player_back_and_a_run_ends_only_when_it_has_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.mcap");
+    write(&path, &events(100));
+    for fails in [false, true] {
+        let g = Arc::new(Mutex::new(Gate {
+            credits: 10,
+            ..Gate::default()
+        }));
+        let (count, mut counted) = tokio::sync::watch::channel(0usize);
+        let h = player::spawn(
+            source(&path),
+            PlayerOptions {
+                precise_timing: false,
+                ..PlayerOptions::default()
+            },
+            Box::new(GatedSink(g.clone(), count)),
+        )
+        .unwrap();
+        counted.wait_for(|n| *n >= 10).await.unwrap();
+        // An hour later (virtual) it has still played only what the sink took.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert_eq!(g.lock().unwrap().played.len(), 10);
+        assert_eq!(h.stats().borrow().state, PlayState::Playing);
+
+        gate(&g, |g| g.credits = 1000);
+        counted.wait_for(|n| *n >= 100).await.unwrap();
+        let joined = tokio::spawn(h.join());
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(
+            !joined.is_finished(),
+            "the run ended before the sink flushed"
+        );
+        gate(&g, |g| {
+            g.flush = Some(if fails {
+                Err(SinkError {
+                    message: "target lost at offset 95".into(),
+                    closed: false,
+                    resume_offset: Some(95),
+                })
+            } else {
+                Ok(())
+            })
+        });
+        let report = joined.await.unwrap().unwrap();
+        assert_eq!(report.events_sent, 100);
+        assert_eq!(g.lock().unwrap().played, (0..100).collect::<Vec<_>>());
+        if fails {
+            assert_eq!(report.outcome, "failed");
+            assert_eq!(
+                report.next_offset,
+                Some(95),
+                "resume where the target failed"
+            );
+            assert!(report.reason.unwrap().contains("target lost at offset 95"));
+        } else {
+            assert_eq!(report.outcome, "finished");
+            assert_eq!(report.next_offset, None);
+        }
+    }
+}

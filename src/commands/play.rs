@@ -231,6 +231,22 @@ impl PlayPlan {
                  to the target",
             ));
         }
+        if !matches!(target, Target::Archive { .. })
+            && (a.archive.compression.is_some() || a.archive.segment_events.is_some())
+        {
+            return Err(usage(
+                "--compression and --segment-events are for an archive target (--into PATH)",
+            ));
+        }
+        if let Target::Archive { path, .. } = &target
+            && let (Ok(t), Ok(s)) = (std::fs::canonicalize(path), std::fs::canonicalize(&source))
+            && (t == s || t.starts_with(&s))
+        {
+            return Err(usage(format!(
+                "--into {}: that is the source itself; write the copy somewhere else",
+                path.display()
+            )));
+        }
         if keep_offsets {
             if !matches!(target, Target::Archive { .. }) {
                 return Err(usage(
