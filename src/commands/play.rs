@@ -693,9 +693,9 @@ async fn execute(plan: PlayPlan) -> Result<()> {
         if !wait.is_zero() {
             tracing::info!(
                 node_id = plan.node_id.as_deref().unwrap_or(""),
-                due = %at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                due = %at.to_rfc3339_opts(SecondsFormat::Millis, true),
                 "next run at {}",
-                at.to_rfc3339_opts(SecondsFormat::Secs, true)
+                at.to_rfc3339_opts(SecondsFormat::Millis, true)
             );
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -1006,7 +1006,7 @@ async fn play_one(
     tracing::info!(
         run,
         node_id = plan.node_id.as_deref().unwrap_or(""),
-        mode = ?plan.mode,
+        mode = format!("{:?}", plan.mode).to_lowercase().as_str(),
         source_type = source_type.as_str(),
         source = %info.name,
         target = %plan.target.name(),
@@ -1243,6 +1243,13 @@ async fn status_lines(
                     .target_rate
                     .map_or("as fast as possible".to_string(), |r| format!("target {r:.0}/s"));
                 let applied_txns = applied.as_ref().map(|a| a.committed());
+                // The stats are published every 100 ms; a commit implies its event was played.
+                let done = s
+                    .next_offset
+                    .saturating_sub(from)
+                    .max(applied_txns.unwrap_or(0))
+                    .min(total.max(1));
+                let p = if total == 0 { p } else { p.max(done as f64 / total as f64) };
                 tracing::info!(
                     run,
                     node_id = node_id.as_str(),
@@ -1253,9 +1260,8 @@ async fn status_lines(
                     target_rate = s.target_rate.unwrap_or(0.0),
                     lag_ms = s.lag.as_secs_f64() * 1e3,
                     applied = applied_txns,
-                    "run {run}: {:.1}% ({} of {total} events), {:.0} events/s ({target_rate}), lag {:.0} ms, {}{}",
+                    "run {run}: {:.1}% ({done} of {total} events), {:.0} events/s ({target_rate}), lag {:.0} ms, {}{}",
                     p * 100.0,
-                    s.next_offset.saturating_sub(from),
                     s.rate,
                     s.lag.as_secs_f64() * 1e3,
                     s.state.label(),
