@@ -499,6 +499,26 @@ fn dry_run_checks_everything_and_writes_nothing() {
         target_state(&d.url, &refs).is_empty(),
         "a dry run writes nothing"
     );
+    // A cron schedule: its next three times (UTC minutes, every 5).
+    let out = ok(&run(&[
+        "play",
+        &f.archive,
+        "--dry-run",
+        "--cron",
+        "*/5 * * * *",
+    ]));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("schedule: next runs at "))
+        .unwrap();
+    let times: Vec<&str> = line["schedule: next runs at ".len()..]
+        .split(", ")
+        .collect();
+    assert_eq!(times.len(), 3, "{line}");
+    for t in &times {
+        let minute: u32 = t[14..16].parse().unwrap();
+        assert!(minute.is_multiple_of(5) && t.ends_with(":00Z"), "{line}");
+    }
     let out_path = f.dir.path().join("never.mcap");
     ok(&run(&[
         "play",
