@@ -32,7 +32,7 @@ pub struct Cli {
     pub log_file: Option<PathBuf>,
 
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `replayscope=debug` [default:
-    /// `info` for serve, `warn` otherwise].
+    /// `info` for serve and for play into a target or on a schedule, `warn` otherwise].
     #[arg(long, global = true, env = "REPLAYSCOPE_LOG")]
     pub log: Option<String>,
 
@@ -61,7 +61,8 @@ pub enum Command {
     Info(InfoArgs),
     /// Check an archive end to end: CRCs, offsets, commit order, hash chain.
     Verify(VerifyArgs),
-    /// Replay a source headless: paced events to stdout or a file, a JSON report at the end.
+    /// Replay a source headless, paced: events to stdout or a file, or --into a Statehouse
+    /// daemon (verified) or a new archive; once or on a schedule; a JSON report per run.
     Play(Box<PlayArgs>),
     /// Serve an archive over gRPC: statehouse.v1 Replay, replayscope.v1 Session and Describe,
     /// health and reflection.
