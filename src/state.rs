@@ -12,6 +12,8 @@
 //! not part of the hash, so a target that re-commits the same history (with its own versions)
 //! hashes the same. The empty state hashes to BLAKE3 of no bytes.
 
+pub mod folder;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -312,6 +314,15 @@ impl StateTracker {
                 self.checkpoints.remove(k);
             }
         }
+    }
+
+    /// The latest checkpoint at or before `offset`: where it is and the state before the event
+    /// there (the tracker itself does not move).
+    pub fn checkpoint_at_or_before(&self, offset: u64) -> Option<(u64, KvState)> {
+        self.checkpoints
+            .range(..=offset)
+            .next_back()
+            .map(|(&at, s)| (at, s.clone()))
     }
 
     /// Rewinds to the latest checkpoint at or before `target` (the state before event `target`

@@ -14,9 +14,12 @@ use futures_util::StreamExt;
 use ratatui::DefaultTerminal;
 use tokio::sync::mpsc;
 
-use crate::player::{self, Played, PlayerError, PlayerOptions, Report, Sink, SinkError};
+use crate::player::{
+    self, Pace, PlayState, Played, PlayerError, PlayerOptions, Report, Sink, SinkError,
+};
 use crate::source::Source;
 use crate::state::KvState;
+use crate::state::folder::{FoldRequest, FoldView, Folder};
 use app::{Model, Row, Update, ViewState};
 
 /// Frame interval (30 fps).
@@ -26,14 +29,10 @@ const UPDATE_BURST: usize = 50_000;
 /// State checkpoints kept by the inspector's player.
 const TUI_MAX_CHECKPOINTS: usize = 256;
 
-/// The state at the cursor, shared with the UI (read when drawing, not sent per event).
-type SharedState = Arc<std::sync::Mutex<Option<KvState>>>;
-
-/// The player's sink for the TUI: forwards every played event to the UI loop and keeps the
-/// state at the cursor where the UI can read it.
+/// The player's sink for the TUI: forwards every played event to the UI loop (the state is
+/// folded by a [`Folder`], off the player's path).
 struct TuiSink {
     updates: mpsc::UnboundedSender<Update>,
-    state: SharedState,
     /// Rows not handed to the UI yet (sent in batches: one wake-up of the UI per batch).
     rows: Vec<Row>,
 }
@@ -42,18 +41,12 @@ struct TuiSink {
 const SINK_BATCH: usize = 1024;
 
 impl TuiSink {
-    fn flush(&mut self, state: Option<&KvState>) {
+    fn flush(&mut self) {
         if !self.rows.is_empty() {
             // The UI may be gone (quitting); the player is stopped right after.
             let _ = self
                 .updates
                 .send(Update::Batch(std::mem::take(&mut self.rows)));
-        }
-        if let Some(s) = state
-            && let Ok(mut slot) = self.state.lock()
-        {
-            // O(1): the state shares its structure (the next change copies what it touches).
-            *slot = Some(s.clone());
         }
     }
 }
@@ -66,25 +59,25 @@ impl Sink for TuiSink {
             diff: p.diff.cloned(),
         });
         if self.rows.len() >= SINK_BATCH {
-            self.flush(p.state);
+            self.flush();
         }
         Ok(())
     }
 
-    fn idle(&mut self, state: Option<&KvState>) {
-        self.flush(state);
+    fn idle(&mut self, _state: Option<&KvState>) {
+        self.flush();
     }
 
-    fn repositioned(&mut self, next_offset: u64, state: Option<&KvState>) {
-        self.flush(state);
+    fn repositioned(&mut self, next_offset: u64, _state: Option<&KvState>) {
+        self.flush();
         let _ = self.updates.send(Update::Repositioned {
             next_offset,
             state: None,
         });
     }
 
-    fn run_ended(&mut self, report: &Report, state: Option<&KvState>) {
-        self.flush(state);
+    fn run_ended(&mut self, report: &Report, _state: Option<&KvState>) {
+        self.flush();
         let _ = self
             .updates
             .send(Update::RunEnded(Box::new(report.clone())));
@@ -98,18 +91,25 @@ pub async fn run(
     mut options: PlayerOptions,
 ) -> Result<Report, PlayerError> {
     options.exit_when_done = false;
-    options.track_state = true;
-    // Checkpoints hold the keys changed between them: bound how many are kept.
-    options.max_checkpoints = options.max_checkpoints.min(TUI_MAX_CHECKPOINTS);
-    let (tx, mut updates) = mpsc::unbounded_channel();
-    let shared: SharedState = Arc::default();
+    // The player only plays; the state is folded by its own task (off the ingestion path).
+    options.track_state = false;
     let info = source.info().clone();
+    let folder = Folder::spawn(
+        source.clone(),
+        options.filter.clone(),
+        options.from.or(info.first_offset).unwrap_or(0),
+        options.bootstrap.clone(),
+        options.checkpoint_every,
+        // Checkpoints hold the keys changed between them: bound how many are kept.
+        options.max_checkpoints.min(TUI_MAX_CHECKPOINTS),
+    );
+    let mut folded = folder.view();
+    let (tx, mut updates) = mpsc::unbounded_channel();
     let handle = player::spawn(
         source,
         options,
         Box::new(TuiSink {
             updates: tx,
-            state: shared.clone(),
             rows: Vec::with_capacity(SINK_BATCH),
         }),
     )?;
@@ -139,7 +139,7 @@ pub async fn run(
                             }
                         }
                         // Draw right away: a key press is shown without waiting for the frame tick.
-                        draw(terminal, &mut model, &view, &shared);
+                        draw(terminal, &model, &view);
                         dirty = false;
                     }
                     Some(Err(e)) => {
@@ -170,25 +170,53 @@ pub async fn run(
                     dirty = true;
                 }
             }
+            changed = folded.changed() => {
+                if changed.is_ok() {
+                    apply_fold(&mut model, &folded.borrow_and_update());
+                    dirty = true;
+                }
+            }
             _ = frame.tick() => {
                 if dirty {
-                    draw(terminal, &mut model, &view, &shared);
+                    draw(terminal, &model, &view);
                     dirty = false;
                 }
             }
         }
+        folder.request(fold_request(&model, &view));
     }
     handle.send(player::Command::Quit);
     handle.join().await
 }
 
-fn draw(terminal: &mut DefaultTerminal, model: &mut Model, view: &ViewState, state: &SharedState) {
-    if let Ok(slot) = state.lock()
-        && slot.is_some()
-    {
-        model.state = slot.clone();
+/// Where the folder should be: at the cursor, throttled while the player ingests at full speed,
+/// with the diff of the selected row when the row has none.
+fn fold_request(model: &Model, view: &ViewState) -> FoldRequest {
+    let s = &model.stats;
+    FoldRequest {
+        through: model.position(),
+        throttle: s.state == PlayState::Playing && (s.pace == Pace::Fast || s.rate > 20_000.0),
+        diff_of: model
+            .selected_row(view)
+            .filter(|r| r.diff.is_none())
+            .map(|r| r.event.offset),
     }
-    let model = &*model;
+}
+
+fn apply_fold(model: &mut Model, v: &FoldView) {
+    model.folded = true;
+    model.state = Some(v.state.clone());
+    model.state_through = v.through;
+    model.fold_paused = v.paused;
+    model.worked_out_diff = v.diff.clone();
+    if let Some(e) = &v.error
+        && model.error.is_none()
+    {
+        model.error = Some(e.clone());
+    }
+}
+
+fn draw(terminal: &mut DefaultTerminal, model: &Model, view: &ViewState) {
     if let Err(e) = terminal.draw(|f| view::render(f, model, view)) {
         tracing::error!("drawing failed: {e}");
     }

@@ -43,8 +43,16 @@ pub struct Model {
     pub source: SourceInfo,
     pub stats: Stats,
     pub rows: VecDeque<Row>,
-    /// The state at the cursor (after the last event played).
+    /// The state shown (the folder's: at the cursor, or behind it while it catches up).
     pub state: Option<KvState>,
+    /// The state comes from the folder, which has folded through `state_through` (None:
+    /// nothing yet); otherwise it is the state at the cursor.
+    pub folded: bool,
+    pub state_through: Option<u64>,
+    /// The folder holds off while the player ingests at full speed.
+    pub fold_paused: bool,
+    /// The diff of a transaction worked out on request (rows do not carry one).
+    pub worked_out_diff: Option<Arc<Diff>>,
     pub report: Option<Report>,
     /// An error to show in a banner until dismissed.
     pub error: Option<String>,
@@ -124,8 +132,34 @@ impl Model {
             stats,
             rows: VecDeque::new(),
             state: None,
+            folded: false,
+            state_through: None,
+            fold_paused: false,
+            worked_out_diff: None,
             report: None,
             error: None,
+        }
+    }
+
+    /// What the selected transaction changed: its own diff, or the one worked out for it.
+    pub fn selected_diff(&self, view: &ViewState) -> Option<Arc<Diff>> {
+        let row = self.selected_row(view)?;
+        row.diff.clone().or_else(|| {
+            self.worked_out_diff
+                .clone()
+                .filter(|d| d.offset == row.event.offset)
+        })
+    }
+
+    /// How many offsets the state shown is behind the cursor (0: at it).
+    pub fn state_behind(&self) -> u64 {
+        if !self.folded {
+            return 0;
+        }
+        match (self.state_through, self.position()) {
+            (Some(t), Some(p)) => p.saturating_sub(t),
+            (None, Some(p)) => (p + 1).saturating_sub(self.source.first_offset.unwrap_or(0)),
+            _ => 0,
         }
     }
 

@@ -296,13 +296,32 @@ fn render_state(frame: &mut Frame, area: Rect, model: &Model, view: &ViewState) 
         );
         return;
     };
-    let title = format!(
-        " state at #{}: {} keys ",
-        model.position().map_or("-".into(), |p| p.to_string()),
-        state.len()
-    );
+    let behind = model.state_behind();
+    let title = if behind > 0 && model.fold_paused {
+        format!(
+            " state at #{}: {} keys ({behind} behind, waits out full speed) ",
+            model
+                .state_through
+                .map_or("start".into(), |p| p.to_string()),
+            state.len()
+        )
+    } else if behind > 0 {
+        format!(
+            " state at #{}: {} keys (folding: {behind} behind the cursor) ",
+            model
+                .state_through
+                .map_or("start".into(), |p| p.to_string()),
+            state.len()
+        )
+    } else {
+        format!(
+            " state at #{}: {} keys ",
+            model.position().map_or("-".into(), |p| p.to_string()),
+            state.len()
+        )
+    };
     let block = focused_block(&title, view.focus == Focus::State);
-    let diff = model.selected_row(view).and_then(|r| r.diff.clone());
+    let diff = model.selected_diff(view);
     let mut lines: Vec<Line> = Vec::new();
     if let Some(d) = &diff {
         lines.push(Line::styled(
@@ -918,6 +937,61 @@ pub(crate) mod tests {
         let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
         t.draw(|f| render(f, m, v)).unwrap();
         t
+    }
+
+    /// The screen as text (rows joined by newlines).
+    fn screen(t: &Terminal<TestBackend>) -> String {
+        let b = t.backend().buffer();
+        (0..b.area.height)
+            .map(|y| {
+                (0..b.area.width)
+                    .map(|x| b[(x, y)].symbol().to_string())
+                    .collect::<String>()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn a_state_folding_behind_the_cursor_says_so_and_a_worked_out_diff_is_shown() {
+        let mut m = played_model();
+        // As the inspector gets it: rows without diffs, the state from the folder at #30.
+        for r in m.rows.iter_mut() {
+            r.diff = None;
+        }
+        let evs = events(100);
+        let mut state = KvState::new();
+        for e in evs.iter().take(31) {
+            state.apply(e);
+        }
+        m.folded = true;
+        m.state = Some(state.clone());
+        m.state_through = Some(30);
+        let t = screen(&draw(&m, &ViewState::default(), 160, 45));
+        assert!(t.contains("state at #30:"), "{t}");
+        assert!(t.contains("(folding: 29 behind the cursor)"), "{t}");
+        assert!(!t.contains("changes of #"), "no diff until worked out: {t}");
+        m.fold_paused = true;
+        let t = screen(&draw(&m, &ViewState::default(), 160, 45));
+        assert!(t.contains("(29 behind, waits out full speed)"), "{t}");
+        m.fold_paused = false;
+        // Caught up, with the selected (last) row's diff worked out by the folder.
+        let mut before = KvState::new();
+        for e in evs.iter().take(59) {
+            before.apply(e);
+        }
+        m.worked_out_diff = Some(Arc::new(before.apply(&evs[59])));
+        m.state = Some(before);
+        m.state_through = Some(59);
+        let t = screen(&draw(&m, &ViewState::default(), 160, 45));
+        assert!(t.contains("state at #59:") && !t.contains("folding"), "{t}");
+        assert!(t.contains("changes of #59:"), "{t}");
+        // A diff worked out for another row is not shown for this one.
+        if let Some(d) = m.worked_out_diff.as_mut() {
+            Arc::make_mut(d).offset = 58;
+        }
+        let t = screen(&draw(&m, &ViewState::default(), 160, 45));
+        assert!(!t.contains("changes of #"), "{t}");
     }
 
     #[test]
