@@ -246,7 +246,9 @@ fn main() {
     t.cmd(&["send-keys", "-t", "b", "Escape"]);
     let caught_up = t
         .wait(Duration::from_secs(600), Duration::from_millis(100), |s| {
-            s.contains("state at #") && !s.contains(" behind")
+            s.contains("state at #")
+                && !s.contains("behind the cursor")
+                && !s.contains("waits out full speed")
         })
         .expect("the state catches up");
     let state_secs = (caught_up - start).as_secs_f64();
