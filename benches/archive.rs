@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use replayscope::archive::{Archive, OpenOptions};
 use replayscope::event::Position;
-use replayscope::generate::Rng;
+use replayscope::event::generate::Rng;
 
 #[path = "support.rs"]
 mod support;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use replayscope::archive::{Archive, OpenOptions, WriterOptions};
 use replayscope::event::Event;
-use replayscope::generate::{GenOptions, Generator};
+use replayscope::event::generate::{GenOptions, Generator};
 use replayscope::player::{NullSink, PlayerOptions, Sink};
 use replayscope::sink::statehouse::{TargetTxn, verify_target};
 use replayscope::sink::{AgentMap, ArchiveSink, StatehouseSink, StatehouseTarget};
@@ -38,14 +38,19 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Plays `source` as fast as possible into `sink`; returns (events, seconds).
-fn play(rt: &tokio::runtime::Runtime, source: Arc<dyn Source>, sink: Box<dyn Sink>) -> (u64, f64) {
+/// Plays `source` as fast as possible into `sink`; returns (events, seconds, the sink).
+fn play<S: Sink + 'static>(
+    rt: &tokio::runtime::Runtime,
+    source: Arc<dyn Source>,
+    sink: S,
+) -> (u64, f64, S) {
     rt.block_on(async {
         let start = Instant::now();
         let h = replayscope::player::spawn(source, PlayerOptions::default(), sink).unwrap();
-        let r = h.join().await.unwrap();
-        assert_eq!(r.outcome, "finished", "{r:?}");
-        (r.events_sent, start.elapsed().as_secs_f64())
+        let ended = h.join_with_sink().await.unwrap();
+        let r = ended.report;
+        assert_eq!(r.outcome, replayscope::player::Outcome::Finished, "{r:?}");
+        (r.events_sent, start.elapsed().as_secs_f64(), ended.sink)
     })
 }
 
@@ -94,7 +99,7 @@ fn main() {
             Archive::open(&path, OpenOptions::default()).unwrap(),
         ))
     };
-    let (n, secs) = play(&rt, open(), Box::new(NullSink));
+    let (n, secs, _) = play(&rt, open(), NullSink);
     println!(
         "archive -> null sink: {n} events in {secs:.2} s = {:.0} events/s",
         n as f64 / secs
@@ -102,10 +107,9 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     for keep in [false, true] {
         let out = dir.path().join("copy.mcap");
-        let (sink, result) =
-            ArchiveSink::create(&out, None, WriterOptions::default(), keep).unwrap();
-        let (n, secs) = play(&rt, open(), Box::new(sink));
-        let written = result.lock().unwrap().take().unwrap().unwrap();
+        let sink = ArchiveSink::create(&out, None, WriterOptions::default(), keep).unwrap();
+        let (n, secs, sink) = play(&rt, open(), sink);
+        let written = sink.written().unwrap();
         assert_eq!(written[0].events, n);
         println!(
             "archive -> archive ({}): {n} events in {secs:.2} s = {:.0} events/s, {:.1} MB written",
@@ -168,7 +172,7 @@ fn main() {
             let (sink, stats) = rt.block_on(async {
                 StatehouseSink::new(target.clone(), AgentMap::default(), depth)
             });
-            let (played, secs) = play(&rt, source, Box::new(sink));
+            let (played, secs, _) = play(&rt, source, sink);
             assert_eq!(stats.committed(), played);
             println!(
                 "statehouse {store}: play --into, pipeline {depth:>2}: {:.0} txn/s ({:.2}x the ceiling)",

@@ -15,8 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use replayscope::archive::{Archive, ArchiveWriter, OpenOptions, WriterOptions};
-use replayscope::generate::{GenOptions, Generator};
-use replayscope::player::{self, Command, Pace, PlayState, Played, PlayerOptions, Sink, SinkError};
+use replayscope::event::generate::{GenOptions, Generator};
+use replayscope::player::{
+    self, Command, Outcome, Pace, PlayState, Played, PlayerOptions, Sink, SinkError,
+};
 use replayscope::source::{ArchiveSource, Source};
 
 #[path = "support.rs"]
@@ -50,7 +52,7 @@ fn throughput_phase(path: &Path) {
         h.join().await.unwrap()
     });
     let secs = start.elapsed().as_secs_f64();
-    assert_eq!(report.outcome, "finished");
+    assert_eq!(report.outcome, Outcome::Finished);
     println!("{} {secs} {}", report.events_sent, vm_hwm_kb());
 }
 

@@ -92,7 +92,7 @@ fn main() {
     );
 
     let (archive, stats) = open_with(url, OpenOptions::default(), &config).unwrap();
-    let mut rng = replayscope::generate::Rng::new(9);
+    let mut rng = replayscope::event::generate::Rng::new(9);
     let mut seeks = vec![];
     let mut per_seek = vec![];
     for _ in 0..50 {

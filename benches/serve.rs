@@ -21,12 +21,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use replayscope::archive::{Archive, ArchiveWriter, OpenOptions, WriterOptions};
-use replayscope::client::{Client, ConnectOptions};
 use replayscope::event::wire::{NameCache, decode_event};
 use replayscope::event::{Event, ObjectValue, Operation};
-use replayscope::proto::replayscope::v1 as pb;
-use replayscope::proto::statehouse::v1::ReplayRequest;
-use replayscope::server::codec::InFrame;
+use replayscope::wire::client::{Client, ConnectOptions};
+use replayscope::wire::codec::InFrame;
+use replayscope::wire::proto::replayscope::v1 as pb;
+use replayscope::wire::proto::statehouse::v1::ReplayRequest;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -248,7 +248,7 @@ async fn ttfe(big: &Path) {
     let archive = Archive::open(big, OpenOptions::default()).unwrap();
     let last = archive.last_offset().unwrap();
     let ch = archive.channels()[0].clone();
-    let mut rng = replayscope::generate::Rng::new(42);
+    let mut rng = replayscope::event::generate::Rng::new(42);
     let (mut replay, mut session) = (vec![], vec![]);
     // Each call asks for a short range and reads it to the end, so one call's read-ahead does
     // not overlap the next call.

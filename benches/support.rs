@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use replayscope::archive::{ArchiveWriter, WriterOptions};
-use replayscope::generate::{GenOptions, Generator};
+use replayscope::event::generate::{GenOptions, Generator};
 
 /// The value after `name` on the command line.
 pub fn arg(args: &[String], name: &str) -> Option<String> {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
-use replayscope::generate::{GenOptions, Generator};
+use replayscope::event::generate::{GenOptions, Generator};
 use replayscope::player::{Pace, PlayState, Stats};
 use replayscope::source::SourceInfo;
 use replayscope::state::KvState;

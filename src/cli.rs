@@ -5,8 +5,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::app::config::defaults;
 use crate::archive::Compression;
 use crate::event::Position;
+use crate::sink::OutputFormat;
+use crate::source::open::SourceMode;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -82,7 +85,7 @@ pub enum LogFormat {
 /// What kind of source SOURCE is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum SourceMode {
+pub enum SourceModeArg {
     /// From its form: a path or s3:// is an archive, replayscope:// and statehouse:// are
     /// those endpoints, grpc:// probes which one answers.
     #[default]
@@ -93,6 +96,69 @@ pub enum SourceMode {
     Statehouse,
     /// A replayscope server (`host:port` or replayscope://).
     Replayscope,
+}
+
+impl From<SourceModeArg> for SourceMode {
+    fn from(m: SourceModeArg) -> SourceMode {
+        match m {
+            SourceModeArg::Auto => SourceMode::Auto,
+            SourceModeArg::Archive => SourceMode::Archive,
+            SourceModeArg::Statehouse => SourceMode::Statehouse,
+            SourceModeArg::Replayscope => SourceMode::Replayscope,
+        }
+    }
+}
+
+/// `--compression` of a new archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CompressionArg {
+    #[default]
+    Zstd,
+    Lz4,
+    None,
+}
+
+impl From<CompressionArg> for Compression {
+    fn from(c: CompressionArg) -> Compression {
+        match c {
+            CompressionArg::Zstd => Compression::Zstd,
+            CompressionArg::Lz4 => Compression::Lz4,
+            CompressionArg::None => Compression::None,
+        }
+    }
+}
+
+/// `--format` of `play`'s stream output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FormatArg {
+    /// One JSON object per line (the same bytes as `export`).
+    #[default]
+    Jsonl,
+    /// One readable line per event.
+    Text,
+    /// Nothing (for --state-hash / --expect-hash runs and benchmarks).
+    None,
+}
+
+impl From<FormatArg> for OutputFormat {
+    fn from(f: FormatArg) -> OutputFormat {
+        match f {
+            FormatArg::Jsonl => OutputFormat::Jsonl,
+            FormatArg::Text => OutputFormat::Text,
+            FormatArg::None => OutputFormat::None,
+        }
+    }
+}
+
+impl From<LogFormat> for crate::logging::LogFormat {
+    fn from(f: LogFormat) -> crate::logging::LogFormat {
+        match f {
+            LogFormat::Text => crate::logging::LogFormat::Text,
+            LogFormat::Json => crate::logging::LogFormat::Json,
+        }
+    }
 }
 
 /// How fast to play.
@@ -217,7 +283,7 @@ pub struct PlayFlags {
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Realtime speed factor (the sample's ~50 minutes, idle gaps capped at 2 s, in ~90 s).
-    #[arg(long, default_value_t = 15.0, env = "REPLAYSCOPE_DEMO_SPEED")]
+    #[arg(long, default_value_t = defaults::DEMO_SPEED, env = "REPLAYSCOPE_DEMO_SPEED")]
     pub speed: f64,
 
     /// Start paused.
@@ -253,7 +319,7 @@ pub struct PlayArgs {
 
     /// What kind of source SOURCE is [default: auto].
     #[arg(long, value_enum, env = "REPLAYSCOPE_MODE")]
-    pub mode: Option<SourceMode>,
+    pub mode: Option<SourceModeArg>,
 
     #[command(flatten)]
     pub remote: RemoteArgs,
@@ -273,7 +339,7 @@ pub struct PlayArgs {
 
     /// Output format for --output [default: jsonl].
     #[arg(long, value_enum, env = "REPLAYSCOPE_FORMAT")]
-    pub format: Option<crate::sink::OutputFormat>,
+    pub format: Option<FormatArg>,
 
     #[command(flatten)]
     pub archive: OutputArchiveArgs,
@@ -373,7 +439,7 @@ pub struct PlayArgs {
 pub struct OutputArchiveArgs {
     /// Chunk compression of a written archive [default: zstd].
     #[arg(long, value_enum, env = "REPLAYSCOPE_COMPRESSION")]
-    pub compression: Option<Compression>,
+    pub compression: Option<CompressionArg>,
 
     /// Write a directory of segments with this many events each instead of one file.
     #[arg(long, env = "REPLAYSCOPE_SEGMENT_EVENTS")]
@@ -383,15 +449,15 @@ pub struct OutputArchiveArgs {
 #[derive(Debug, Args)]
 pub struct GenArgs {
     /// Number of events.
-    #[arg(long, default_value_t = 10_000, env = "REPLAYSCOPE_GEN_EVENTS")]
+    #[arg(long, default_value_t = defaults::GEN_EVENTS, env = "REPLAYSCOPE_GEN_EVENTS")]
     pub events: u64,
 
     /// Number of agents (spread over up to four namespaces).
-    #[arg(long, default_value_t = 6, env = "REPLAYSCOPE_GEN_AGENTS")]
+    #[arg(long, default_value_t = defaults::GEN_AGENTS, env = "REPLAYSCOPE_GEN_AGENTS")]
     pub agents: usize,
 
     /// Random seed: the same seed gives the same archive.
-    #[arg(long, default_value_t = 1, env = "REPLAYSCOPE_GEN_SEED")]
+    #[arg(long, default_value_t = defaults::GEN_SEED, env = "REPLAYSCOPE_GEN_SEED")]
     pub seed: u64,
 
     #[command(flatten)]
@@ -431,12 +497,15 @@ pub struct RemoteArgs {
     pub ca_file: Option<PathBuf>,
 
     /// Reconnection attempts after the stream is cut before giving up.
-    #[arg(long, default_value_t = RemoteArgs::DEFAULT_RETRIES, env = "REPLAYSCOPE_RETRIES")]
-    pub retries: u32,
+    #[arg(long, env = "REPLAYSCOPE_RETRIES")]
+    pub retries: Option<u32>,
 }
 
 impl RemoteArgs {
-    pub const DEFAULT_RETRIES: u32 = 10;
+    /// `--retries`, or its default.
+    pub fn retries(&self) -> u32 {
+        self.retries.unwrap_or(defaults::RETRIES)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -503,7 +572,7 @@ pub struct ServeArgs {
     pub source: SourceArgs,
 
     /// Address to listen on (port 0 picks a free one; the bound address is printed).
-    #[arg(long, default_value = "127.0.0.1:50051", env = "REPLAYSCOPE_LISTEN")]
+    #[arg(long, default_value = defaults::LISTEN, env = "REPLAYSCOPE_LISTEN")]
     pub listen: std::net::SocketAddr,
 
     /// Require `authorization: Bearer <token>` on every RPC but health, with the token read
@@ -524,27 +593,27 @@ pub struct ServeArgs {
     pub metrics: Option<std::net::SocketAddr>,
 
     /// Streams (Replay and Session) served at once; more get RESOURCE_EXHAUSTED.
-    #[arg(long, default_value_t = 64, env = "REPLAYSCOPE_MAX_SESSIONS")]
+    #[arg(long, default_value_t = defaults::MAX_SESSIONS, env = "REPLAYSCOPE_MAX_SESSIONS")]
     pub max_sessions: u64,
 
     /// Credit window of a Session that does not ask for one.
-    #[arg(long, default_value = "64MiB", env = "REPLAYSCOPE_WINDOW")]
+    #[arg(long, default_value = defaults::SERVE_WINDOW, env = "REPLAYSCOPE_WINDOW")]
     pub window: ByteSize,
 
     /// The largest window a client may ask for.
-    #[arg(long, default_value = "256MiB", env = "REPLAYSCOPE_MAX_WINDOW")]
+    #[arg(long, default_value = defaults::SERVE_MAX_WINDOW, env = "REPLAYSCOPE_MAX_WINDOW")]
     pub max_window: ByteSize,
 
     /// Replay ring per Session (what a resume can be served from without re-reading).
-    #[arg(long, default_value = "64MiB", env = "REPLAYSCOPE_RING")]
+    #[arg(long, default_value = defaults::SERVE_RING, env = "REPLAYSCOPE_RING")]
     pub ring: ByteSize,
 
     /// Cancel a session with neither a send nor an ack for this long (and forget a cut one).
-    #[arg(long, default_value = "60s", env = "REPLAYSCOPE_IDLE_TIMEOUT")]
+    #[arg(long, default_value = defaults::IDLE_TIMEOUT, env = "REPLAYSCOPE_IDLE_TIMEOUT")]
     pub idle_timeout: Dur,
 
     /// Interval of the Heartbeat frames sent on each Session.
-    #[arg(long, default_value = "5s", env = "REPLAYSCOPE_HEARTBEAT")]
+    #[arg(long, default_value = defaults::HEARTBEAT, env = "REPLAYSCOPE_HEARTBEAT")]
     pub heartbeat: Dur,
 }
 
@@ -573,6 +642,6 @@ pub struct RecordArgs {
 
     /// Close the current chunk and flush it to disk at least this often, so a recorder killed
     /// at any moment loses at most this much (`verify --repair` keeps the rest).
-    #[arg(long, default_value = "1s", env = "REPLAYSCOPE_FLUSH_INTERVAL")]
+    #[arg(long, default_value = defaults::FLUSH_INTERVAL, env = "REPLAYSCOPE_FLUSH_INTERVAL")]
     pub flush_interval: Dur,
 }

@@ -2,6 +2,7 @@
 //! operations, positions (offset / commit_ts / wall time) and the conversions between the
 //! JSON form users see and the protobuf form stored in archives and sent on the wire.
 
+pub mod generate;
 pub mod value;
 pub mod wire;
 
@@ -14,8 +15,8 @@ use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 
-use crate::proto::replayscope::v1::ArchivedEvent;
-use crate::proto::statehouse::v1 as sh;
+use crate::wire::proto::replayscope::v1::ArchivedEvent;
+use crate::wire::proto::statehouse::v1 as sh;
 
 /// A JSON object: the value of one key.
 pub type JsonObject = Map<String, Value>;

@@ -20,7 +20,7 @@ use crate::source::{BatchStream, Filter, Source, SourceError, StreamRequest};
 use crate::state::{Diff, KvState, StateTracker};
 
 pub use pace::{Pace, Pacer};
-pub use stats::{LagHistogram, PlayState, RateMeter, Report, Stats};
+pub use stats::{LagHistogram, Outcome, PlayState, RateMeter, Report, Stats};
 
 /// Credit window between a source and the player. Counted in encoded bytes; decoded events take
 /// several times that in memory, so the client side keeps it well below the server's 64 MiB.
@@ -189,6 +189,31 @@ pub trait Sink: Send {
     }
 }
 
+/// A boxed sink is a sink (the inspector and tests hand the player `Box<dyn Sink>`).
+impl<S: Sink + ?Sized> Sink for Box<S> {
+    fn played(&mut self, played: &Played<'_>) -> Result<(), SinkError> {
+        (**self).played(played)
+    }
+    fn repositioned(&mut self, next_offset: u64, state: Option<&KvState>) {
+        (**self).repositioned(next_offset, state)
+    }
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SinkError>> {
+        (**self).poll_ready(cx)
+    }
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SinkError>> {
+        (**self).poll_flush(cx)
+    }
+    fn run_ended(&mut self, report: &Report, state: Option<&KvState>) {
+        (**self).run_ended(report, state)
+    }
+    fn idle(&mut self, state: Option<&KvState>) {
+        (**self).idle(state)
+    }
+    fn close(&mut self) -> Result<(), SinkError> {
+        (**self).close()
+    }
+}
+
 /// A sink that drops everything (benchmarks, dry runs).
 pub struct NullSink;
 
@@ -208,14 +233,22 @@ pub enum PlayerError {
     Output(SinkError),
 }
 
-/// Controls a running player.
-pub struct PlayerHandle {
-    commands: mpsc::UnboundedSender<Command>,
-    stats: watch::Receiver<Stats>,
-    task: tokio::task::JoinHandle<Result<Report, PlayerError>>,
+/// What a player hands back when it ends: the last run's report, its sink (to finish or read
+/// what the target took) and the state it played to (when tracked).
+pub struct Ended<S> {
+    pub report: Report,
+    pub sink: S,
+    pub state: Option<KvState>,
 }
 
-impl PlayerHandle {
+/// Controls a running player.
+pub struct PlayerHandle<S> {
+    commands: mpsc::UnboundedSender<Command>,
+    stats: watch::Receiver<Stats>,
+    task: tokio::task::JoinHandle<Result<Ended<S>, PlayerError>>,
+}
+
+impl<S> PlayerHandle<S> {
     pub fn send(&self, c: Command) {
         // The player may have ended already; then there is nothing to command.
         let _ = self.commands.send(c);
@@ -229,12 +262,17 @@ impl PlayerHandle {
         self.stats.clone()
     }
 
-    /// Waits for the player to end and returns the last run's report.
-    pub async fn join(self) -> Result<Report, PlayerError> {
+    /// Waits for the player to end; returns the last run's report, the sink and the state.
+    pub async fn join_with_sink(self) -> Result<Ended<S>, PlayerError> {
         match self.task.await {
             Ok(r) => r,
             Err(e) => Err(PlayerError::Invalid(format!("player task failed: {e}"))),
         }
+    }
+
+    /// Waits for the player to end and returns the last run's report.
+    pub async fn join(self) -> Result<Report, PlayerError> {
+        self.join_with_sink().await.map(|e| e.report)
     }
 }
 
@@ -276,11 +314,11 @@ impl Run {
 }
 
 /// Starts the player on the current tokio runtime.
-pub fn spawn(
+pub fn spawn<S: Sink + 'static>(
     source: Arc<dyn Source>,
     options: PlayerOptions,
-    sink: Box<dyn Sink>,
-) -> Result<PlayerHandle, PlayerError> {
+    sink: S,
+) -> Result<PlayerHandle<S>, PlayerError> {
     let info = source.info().clone();
     let first = info.first_offset.unwrap_or(0);
     let from = options.from.unwrap_or(first);
@@ -378,10 +416,10 @@ pub fn spawn(
     })
 }
 
-struct Player {
+struct Player<S> {
     source: Arc<dyn Source>,
     options: PlayerOptions,
-    sink: Box<dyn Sink>,
+    sink: S,
     pacer: Pacer,
     window: CreditWindow,
     stream: Option<BatchStream>,
@@ -462,11 +500,11 @@ fn wait_precisely(deadline: Instant) {
     }
 }
 
-impl Player {
+impl<S: Sink> Player<S> {
     async fn run(
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,
-    ) -> Result<Report, PlayerError> {
+    ) -> Result<Ended<S>, PlayerError> {
         let mut stats_tick = tokio::time::interval(self.options.stats_interval);
         stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut commands_open = true;
@@ -548,7 +586,11 @@ impl Player {
         let report = self.last_report.clone().expect("end_run stores a report");
         match self.sink.close() {
             Err(e) if !e.closed && !report.output_closed => Err(PlayerError::Output(e)),
-            _ => Ok(report),
+            _ => Ok(Ended {
+                report,
+                state: self.tracker.map(|t| t.state().clone()),
+                sink: self.sink,
+            }),
         }
     }
 
@@ -901,10 +943,11 @@ impl Player {
         let state = self.state;
         let reason = self.reason.clone();
         let duration = now.duration_since(self.run.started);
+        let integrity = std::mem::take(&mut self.integrity_failure);
         let outcome = match (state, self.run.failures) {
-            (PlayState::Finished, 0) => "finished",
-            (_, f) if f > 0 => "failed",
-            _ => "stopped",
+            (PlayState::Finished, 0) => Outcome::Finished,
+            (_, f) if f > 0 => Outcome::Failed { integrity },
+            _ => Outcome::Stopped,
         };
         let final_hash = self
             .run
@@ -913,7 +956,7 @@ impl Player {
             .map(|h| hex(&h));
         let report = Report {
             source: self.source.info().name.clone(),
-            outcome: outcome.to_string(),
+            outcome,
             reason,
             events_sent: self.run.events,
             failures: self.run.failures,
@@ -931,8 +974,7 @@ impl Player {
             p99_lag_ms: self.run.lags.quantile(0.99).as_secs_f64() * 1e3,
             final_hash,
             state_hash: self.tracker.as_ref().map(|t| hex(&t.state().hash())),
-            pace: self.pacer.pace().label(),
-            integrity_failure: std::mem::take(&mut self.integrity_failure),
+            pace: self.pacer.pace(),
             output_closed: std::mem::take(&mut self.output_closed),
         };
         self.sink

@@ -11,7 +11,6 @@
 //! meter it with the same credit window, ring and watchdog as the client side.
 
 pub mod auth;
-pub mod codec;
 pub mod metrics;
 pub mod session;
 pub mod statehouse;
@@ -30,7 +29,7 @@ use tonic::transport::{Identity, ServerTlsConfig};
 use crate::archive::{Archive, ArchiveError};
 use crate::event::hex;
 use crate::flow::Watchdog;
-use crate::proto::replayscope::v1 as pb;
+use crate::wire::proto::replayscope::v1 as pb;
 
 pub use auth::Token;
 pub use metrics::{Metrics, Rpc};
@@ -326,7 +325,7 @@ impl Server {
         if let Some((l, a)) = metrics_listener {
             tracing::info!(addr = %a, "metrics at http://{a}/metrics");
             let m = metrics.clone();
-            tokio::spawn(metrics::serve_metrics(
+            tokio::spawn(crate::metrics::serve_metrics(
                 l,
                 std::sync::Arc::new(move || m.render()),
                 shared.shutdown.clone(),
@@ -339,7 +338,7 @@ impl Server {
             .await;
         health_reporter.set_serving::<session::ReplayServer>().await;
         let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(crate::wire::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| ServeError::Transport {

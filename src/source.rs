@@ -1,9 +1,10 @@
-//! Where events come from. Every source (an archive file or segment directory now; remote
-//! endpoints and object storage later) produces batches of events in offset order through the
-//! same interface, gated by the same credit window, so the player — and the gauges — treat them
-//! alike.
+//! Where events come from: an archive (a file, a segment directory or an `s3://` prefix), a
+//! replayscope endpoint or a Statehouse daemon. Every source produces batches of events in
+//! offset order through the same interface, gated by the same credit window, so the player,
+//! the server and the gauges treat them alike. [`open`] turns what the user typed into one.
 
 pub mod archive;
+pub mod open;
 pub mod remote;
 pub mod statehouse;
 
@@ -16,7 +17,7 @@ use crate::event::{Event, Position};
 use crate::flow::CreditWindow;
 
 pub use archive::ArchiveSource;
-pub use remote::{RemoteSource, RetryPolicy};
+pub use remote::RemoteSource;
 pub use statehouse::StatehouseSource;
 
 /// What a source holds, as far as it knows.

@@ -345,7 +345,7 @@ impl StateTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generate::{GenOptions, Generator};
+    use crate::event::generate::{GenOptions, Generator};
 
     fn fold(events: &[Event]) -> KvState {
         let mut s = KvState::new();

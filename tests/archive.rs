@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use replayscope::archive::jsonl::{self, ImportTarget};
 use replayscope::archive::writer::{ArchiveWriter, Compression, SegmentedWriter, WriterOptions};
 use replayscope::archive::{Archive, ArchiveError, OpenOptions, verify::verify};
+use replayscope::event::generate::{GenOptions, Generator, Rng};
 use replayscope::event::{Event, Position, hex};
-use replayscope::generate::{GenOptions, Generator, Rng};
 
 fn events(n: usize) -> Vec<Event> {
     Generator::new(GenOptions::default()).take(n).collect()
@@ -376,7 +376,7 @@ fn write_foreign(path: &Path, evs: &[Event], options: mcap::WriteOptions) {
         .add_schema(
             "replayscope.v1.ArchivedEvent",
             "protobuf",
-            &replayscope::proto::archived_event_schema(),
+            &replayscope::wire::proto::archived_event_schema(),
         )
         .unwrap();
     let mut channels = std::collections::HashMap::new();

@@ -328,7 +328,7 @@ fn serve_logs_its_address_serves_and_stops_on_sigterm() {
         .build()
         .unwrap();
     let info = rt.block_on(async {
-        let c = replayscope::client::Client::connect(&addr, Default::default())
+        let c = replayscope::wire::client::Client::connect(&addr, Default::default())
             .await
             .unwrap();
         c.describe().await.unwrap()

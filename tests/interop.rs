@@ -74,7 +74,7 @@ fn python_mcap_reads_a_generated_archive() {
         },
     )
     .unwrap();
-    for e in replayscope::generate::Generator::new(Default::default()).take(2000) {
+    for e in replayscope::event::generate::Generator::new(Default::default()).take(2000) {
         w.append(&e).unwrap();
     }
     w.finish().unwrap();

@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use replayscope::archive::{Archive, ArchiveWriter, OpenOptions, WriterOptions};
+use replayscope::event::generate::{GenOptions, Generator, Rng};
 use replayscope::event::{Event, Position, hex};
-use replayscope::generate::{GenOptions, Generator, Rng};
 use replayscope::player::{
-    self, Command, Pace, PlayState, Played, PlayerHandle, PlayerOptions, SeekTarget, Sink,
+    self, Command, Outcome, Pace, PlayState, Played, PlayerHandle, PlayerOptions, SeekTarget, Sink,
     SinkError, Stats,
 };
 use replayscope::source::{ArchiveSource, Source};
@@ -95,14 +95,17 @@ impl Sink for RecordingSink {
     }
 }
 
-fn start(src: Arc<dyn Source>, options: PlayerOptions) -> (PlayerHandle, Recorded) {
+fn start(
+    src: Arc<dyn Source>,
+    options: PlayerOptions,
+) -> (PlayerHandle<Box<RecordingSink>>, Recorded) {
     let rec = Recorded::default();
     let h = player::spawn(src, options, Box::new(RecordingSink(rec.clone()))).unwrap();
     (h, rec)
 }
 
 /// Waits (on the paused clock: at most an hour of virtual time) for the stats to satisfy `what`.
-async fn wait_for(h: &PlayerHandle, what: impl Fn(&Stats) -> bool) -> Stats {
+async fn wait_for<S>(h: &PlayerHandle<S>, what: impl Fn(&Stats) -> bool) -> Stats {
     let mut rx = h.stats();
     let wait = async move {
         loop {
@@ -216,7 +219,7 @@ async fn realtime_schedule_is_exact_across_pause_speed_change_and_seek() {
         after_seek,
         (300..300 + after_seek.len() as u64).collect::<Vec<_>>()
     );
-    assert_eq!(report.outcome, "stopped");
+    assert_eq!(report.outcome, Outcome::Stopped);
     assert_eq!(report.next_offset, Some(after_seek.last().unwrap() + 1));
 }
 
@@ -246,7 +249,7 @@ async fn rate_pace_emits_on_a_fixed_grid_and_fast_takes_no_time() {
         assert_eq!(*due, Some(expected));
         assert!(*at >= expected && *at - expected < Duration::from_millis(1));
     }
-    assert_eq!(report.outcome, "finished");
+    assert_eq!(report.outcome, Outcome::Finished);
     assert!(
         (report.achieved_rate - 200.0).abs() < 1.0,
         "{}",
@@ -561,7 +564,7 @@ async fn a_slow_sink_holds_the_player_back_and_a_run_ends_only_when_it_has_flush
         assert_eq!(report.events_sent, 100);
         assert_eq!(g.lock().unwrap().played, (0..100).collect::<Vec<_>>());
         if fails {
-            assert_eq!(report.outcome, "failed");
+            assert!(report.outcome.is_failed());
             assert_eq!(
                 report.next_offset,
                 Some(95),
@@ -569,7 +572,7 @@ async fn a_slow_sink_holds_the_player_back_and_a_run_ends_only_when_it_has_flush
             );
             assert!(report.reason.unwrap().contains("target lost at offset 95"));
         } else {
-            assert_eq!(report.outcome, "finished");
+            assert_eq!(report.outcome, Outcome::Finished);
             assert_eq!(report.next_offset, None);
         }
     }

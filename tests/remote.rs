@@ -460,7 +460,8 @@ mod seeking {
     use replayscope::player::{
         self, Command, Pace, Played, PlayerOptions, SeekTarget, Sink, SinkError,
     };
-    use replayscope::source::{RemoteSource, RetryPolicy, Source};
+    use replayscope::source::{RemoteSource, Source};
+    use replayscope::wire::RetryPolicy;
 
     #[derive(Clone, Default)]
     struct Offsets(Arc<Mutex<Vec<u64>>>, Arc<tokio::sync::Notify>);

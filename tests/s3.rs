@@ -11,7 +11,7 @@ use replayscope::archive::{
     Archive, ArchiveError, ArchiveWriter, OpenOptions, SegmentedWriter, WriterOptions,
 };
 use replayscope::event::Position;
-use replayscope::generate::{GenOptions, Generator};
+use replayscope::event::generate::{GenOptions, Generator};
 
 #[path = "support/moto.rs"]
 mod moto;

@@ -9,13 +9,13 @@ use bytes::Bytes;
 use prost::Message as _;
 use replayscope::archive::integrity::HashChain;
 use replayscope::archive::{Archive, ArchiveWriter, OpenOptions, WriterOptions};
-use replayscope::client::{Client, ConnectOptions, SessionStream};
+use replayscope::event::generate::{GenOptions, Generator};
 use replayscope::event::hex;
-use replayscope::generate::{GenOptions, Generator};
-use replayscope::proto::replayscope::v1 as pb;
-use replayscope::proto::statehouse::v1 as sh;
-use replayscope::server::codec::InFrame;
 use replayscope::server::{Metrics, Rpc, ServeOptions, Server, Token};
+use replayscope::wire::client::{Client, ConnectOptions, SessionStream};
+use replayscope::wire::codec::InFrame;
+use replayscope::wire::proto::replayscope::v1 as pb;
+use replayscope::wire::proto::statehouse::v1 as sh;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 

@@ -7,7 +7,7 @@
 //! `AWS_ENDPOINT_URL` for an S3-compatible server, `AWS_ALLOW_HTTP=true` for a plain-HTTP one).
 //!
 //! The reader is synchronous (it runs on read-ahead threads and inside stream polls); requests go
-//! to the background runtime of [`crate::bridge`], and the caller waits for the answer like it
+//! to the background runtime of [`crate::background_runtime`], and the caller waits for the answer like it
 //! would for a `pread`.
 
 use std::io;
@@ -43,7 +43,7 @@ impl FetchStats {
     }
 }
 
-use crate::bridge::run;
+use crate::background_runtime::block_on;
 
 /// `s3://bucket/key` split into bucket and key (the key may be empty).
 pub fn parse_url(url: &str) -> Option<(String, String)> {
@@ -94,7 +94,7 @@ impl S3Config {
             })
             .build()
             .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
-            .map_err(|e| one_line(&e))
+            .map_err(|e| crate::error_line::one_line(&e))
     }
 }
 
@@ -115,24 +115,9 @@ fn object_error(url: &str, e: &object_store::Error) -> ArchiveError {
         },
         e => ArchiveError::Io {
             path: url.to_string(),
-            source: io::Error::other(one_line(e)),
+            source: io::Error::other(crate::error_line::one_line(e)),
         },
     }
-}
-
-/// The error and its causes on one line.
-fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = c.source();
-    }
-    s.replace('\n', " ")
 }
 
 /// One object, read with ranged GETs.
@@ -219,8 +204,8 @@ impl RangeRead for ObjectFile {
         let (range, keep) = self.block_for(offset, end);
         let (store, location) = (self.store.clone(), self.location.clone());
         let fetch = range.clone();
-        let got = run(async move { store.get_range(&location, fetch).await })?
-            .map_err(|e| io::Error::other(one_line(&e)))?;
+        let got = block_on(async move { store.get_range(&location, fetch).await })?
+            .map_err(|e| io::Error::other(crate::error_line::one_line(&e)))?;
         self.stats.requests.fetch_add(1, Relaxed);
         self.stats.bytes.fetch_add(got.len() as u64, Relaxed);
         if got.len() as u64 != range.end - range.start {
@@ -273,7 +258,8 @@ pub fn open_with(
         let location = ObjectPath::from(key.as_str());
         let head = {
             let (store, location) = (store.clone(), location.clone());
-            run(async move { store.head(&location).await }).map_err(|e| ArchiveError::io(url, e))?
+            block_on(async move { store.head(&location).await })
+                .map_err(|e| ArchiveError::io(url, e))?
         };
         stats.requests.fetch_add(1, Relaxed);
         match head {
@@ -295,7 +281,7 @@ pub fn open_with(
     let listed = {
         let store = store.clone();
         let prefix = (!prefix.is_empty()).then(|| ObjectPath::from(prefix.as_str()));
-        run(async move {
+        block_on(async move {
             store
                 .list(prefix.as_ref())
                 .collect::<Vec<object_store::Result<object_store::ObjectMeta>>>()

@@ -13,8 +13,7 @@ use crate::archive::{ArchiveError, FORMAT_VERSION, METADATA_NAME, PROFILE, Resul
 use crate::event::{Event, hex};
 
 /// Chunk compression.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
     #[default]
     Zstd,
@@ -121,7 +120,7 @@ impl ArchiveWriter {
             .compression_threads(0)
             .create(BufWriter::with_capacity(1 << 20, file))
             .map_err(write_err)?;
-        let schema = crate::proto::archived_event_schema();
+        let schema = crate::wire::proto::archived_event_schema();
         let schema_id = inner
             .add_schema(SCHEMA_NAME, "protobuf", &schema)
             .map_err(write_err)?;

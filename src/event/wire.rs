@@ -345,7 +345,7 @@ fn decode_value(b: &[u8], key: &str, depth: u32) -> Result<Value, ValueError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generate::{GenOptions, Generator};
+    use crate::event::generate::{GenOptions, Generator};
     use prost::Message as _;
 
     #[test]
@@ -356,7 +356,8 @@ mod tests {
                 decode_event(&Bytes::from(bytes.clone()), &mut NameCache::default()).unwrap();
             direct.check_values().unwrap();
             let via_prost = Event::from_archived(
-                crate::proto::replayscope::v1::ArchivedEvent::decode(bytes.as_slice()).unwrap(),
+                crate::wire::proto::replayscope::v1::ArchivedEvent::decode(bytes.as_slice())
+                    .unwrap(),
             )
             .unwrap();
             assert_eq!(direct, via_prost);

@@ -174,3 +174,10 @@ impl Pacer {
         }
     }
 }
+
+impl serde::Serialize for Pace {
+    /// As its label ("realtime 1x", "as fast as possible", "500 events/s").
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.label())
+    }
+}

@@ -192,11 +192,50 @@ impl RateMeter {
     }
 }
 
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every event of the range was played (and the sink flushed).
+    Finished,
+    /// Ended early: stopped by the user, a signal or the output's reader going away.
+    Stopped,
+    /// Ended by a failure; `integrity` when the source's bytes were wrong (hash, CRC,
+    /// continuity, order) or a check of the result did not match.
+    Failed { integrity: bool },
+}
+
+impl Outcome {
+    /// The word reports and screens use: finished, stopped, failed.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Finished => "finished",
+            Outcome::Stopped => "stopped",
+            Outcome::Failed { .. } => "failed",
+        }
+    }
+
+    pub fn is_failed(self) -> bool {
+        matches!(self, Outcome::Failed { .. })
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+impl Serialize for Outcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.label())
+    }
+}
+
 /// The end-of-run report (DESIGN.md section 6), printed as JSON by `play`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
     pub source: String,
-    pub outcome: String,
+    pub outcome: Outcome,
     /// Why the run ended early, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -217,10 +256,7 @@ pub struct Report {
     /// Hash of the materialized state after the last event played (when tracked).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_hash: Option<String>,
-    pub pace: String,
-    /// The run failed on an integrity problem of the source (hash, CRC, continuity, order).
-    #[serde(skip)]
-    pub integrity_failure: bool,
+    pub pace: Pace,
     /// The run stopped because the output was closed by its reader (a closed pipe).
     #[serde(skip)]
     pub output_closed: bool,

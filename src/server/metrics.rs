@@ -1,28 +1,16 @@
-//! Server counters and the Prometheus text endpoint (`--metrics ADDR`, `GET /metrics`).
+//! The server's counters (`serve --metrics ADDR`), written by [`crate::metrics`].
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use crate::metrics::{Exposition, MetricKind};
 
 /// Which RPC a counter is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rpc {
     Replay,
     Session,
-}
-
-impl Rpc {
-    fn label(self) -> &'static str {
-        match self {
-            Rpc::Replay => "replay",
-            Rpc::Session => "session",
-        }
-    }
 }
 
 #[derive(Debug, Default)]
@@ -163,99 +151,100 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let mut family = |name: &str, kind: &str, help: &str, rows: &[(String, u64)]| {
-            let _ = writeln!(out, "# HELP replayscope_{name} {help}");
-            let _ = writeln!(out, "# TYPE replayscope_{name} {kind}");
-            for (labels, v) in rows {
-                let _ = writeln!(out, "replayscope_{name}{labels} {v}");
-            }
+        use MetricKind::{Counter, Gauge};
+        let per = |f: fn(&PerRpc) -> u64| -> Vec<(&'static str, String)> {
+            [
+                (Rpc::Replay, "rpc=\"replay\""),
+                (Rpc::Session, "rpc=\"session\""),
+            ]
+            .iter()
+            .map(|&(r, labels)| (labels, f(self.rpc(r)).to_string()))
+            .collect()
         };
-        let per = |f: fn(&PerRpc) -> u64| -> Vec<(String, u64)> {
-            [Rpc::Replay, Rpc::Session]
-                .iter()
-                .map(|&r| (format!("{{rpc=\"{}\"}}", r.label()), f(self.rpc(r))))
-                .collect()
-        };
-        family(
-            "streams_started_total",
-            "counter",
-            "Replay and Session streams opened.",
-            &per(|p| p.started.load(Relaxed)),
-        );
-        family(
-            "streams_active",
-            "gauge",
-            "Streams being served now.",
-            &per(|p| p.active.load(Relaxed)),
-        );
-        family(
-            "events_sent_total",
-            "counter",
-            "Events sent to clients.",
-            &per(|p| p.events.load(Relaxed)),
-        );
-        family(
-            "bytes_sent_total",
-            "counter",
-            "Encoded event bytes sent to clients.",
-            &per(|p| p.bytes.load(Relaxed)),
-        );
-        family(
-            "events_read_total",
-            "counter",
-            "Events read from the archive (sent or filtered out).",
-            &[(String::new(), self.events_read())],
-        );
         let totals = self.totals();
-        family(
-            "in_flight_bytes",
-            "gauge",
-            "Session bytes sent and not yet acknowledged, over all sessions.",
-            &[(String::new(), totals.in_flight_bytes)],
-        );
-        family(
-            "ring_bytes",
-            "gauge",
-            "Bytes held by the sessions' replay rings.",
-            &[(String::new(), totals.ring_bytes)],
-        );
-        family(
-            "sessions_waiting_for_credit",
-            "gauge",
-            "Sessions whose window is full, waiting for the client's acks.",
-            &[(String::new(), totals.waiting_for_credit)],
-        );
         let (ring, archive) = self.resumes();
-        family(
-            "resumes_total",
-            "counter",
-            "Sessions resumed, from the replay ring or by re-reading the archive.",
-            &[
-                ("{from=\"ring\"}".into(), ring),
-                ("{from=\"archive\"}".into(), archive),
-            ],
-        );
-        family(
-            "sessions_reaped_total",
-            "counter",
-            "Sessions cancelled by the idle watchdog.",
-            &[(String::new(), self.sessions_reaped())],
-        );
-        let errors: Vec<(String, u64)> = self
+        let errors: Vec<(String, String)> = self
             .errors
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|(code, n)| (format!("{{code=\"{code}\"}}"), *n))
+            .map(|(code, n)| (format!("code=\"{code}\""), n.to_string()))
             .collect();
-        family(
+        let errors: Vec<(&str, String)> = errors
+            .iter()
+            .map(|(l, v)| (l.as_str(), v.clone()))
+            .collect();
+        let mut e = Exposition::new("replayscope_", "");
+        e.family(
+            "streams_started_total",
+            Counter,
+            "Replay and Session streams opened.",
+            &per(|p| p.started.load(Relaxed)),
+        )
+        .family(
+            "streams_active",
+            Gauge,
+            "Streams being served now.",
+            &per(|p| p.active.load(Relaxed)),
+        )
+        .family(
+            "events_sent_total",
+            Counter,
+            "Events sent to clients.",
+            &per(|p| p.events.load(Relaxed)),
+        )
+        .family(
+            "bytes_sent_total",
+            Counter,
+            "Encoded event bytes sent to clients.",
+            &per(|p| p.bytes.load(Relaxed)),
+        )
+        .single(
+            "events_read_total",
+            Counter,
+            "Events read from the archive (sent or filtered out).",
+            self.events_read().to_string(),
+        )
+        .single(
+            "in_flight_bytes",
+            Gauge,
+            "Session bytes sent and not yet acknowledged, over all sessions.",
+            totals.in_flight_bytes.to_string(),
+        )
+        .single(
+            "ring_bytes",
+            Gauge,
+            "Bytes held by the sessions' replay rings.",
+            totals.ring_bytes.to_string(),
+        )
+        .single(
+            "sessions_waiting_for_credit",
+            Gauge,
+            "Sessions whose window is full, waiting for the client's acks.",
+            totals.waiting_for_credit.to_string(),
+        )
+        .family(
+            "resumes_total",
+            Counter,
+            "Sessions resumed, from the replay ring or by re-reading the archive.",
+            &[
+                ("from=\"ring\"", ring.to_string()),
+                ("from=\"archive\"", archive.to_string()),
+            ],
+        )
+        .single(
+            "sessions_reaped_total",
+            Counter,
+            "Sessions cancelled by the idle watchdog.",
+            self.sessions_reaped().to_string(),
+        )
+        .family(
             "errors_total",
-            "counter",
+            Counter,
             "Streams and calls that ended with an error, by gRPC status code.",
             &errors,
         );
-        out
+        e.finish()
     }
 }
 
@@ -279,72 +268,5 @@ fn code_label(code: tonic::Code) -> &'static str {
         Unavailable => "UNAVAILABLE",
         DataLoss => "DATA_LOSS",
         Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
-/// Renders the Prometheus text of whatever is being measured.
-pub type Render = std::sync::Arc<dyn Fn() -> String + Send + Sync>;
-
-/// Serves `GET /metrics` (HTTP/1.1, one response per connection) until `stop`, each response
-/// rendered by `render`.
-pub async fn serve_metrics(listener: TcpListener, render: Render, stop: CancellationToken) {
-    loop {
-        let (mut conn, peer) = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics endpoint: accept failed");
-                    continue;
-                }
-            },
-        };
-        let render = render.clone();
-        tokio::spawn(async move {
-            let mut req = Vec::with_capacity(1024);
-            let mut buf = [0u8; 1024];
-            // Read the request head (bounded: 8 KiB, 5 s).
-            let head = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-            })
-            .await;
-            if head.is_err() {
-                return;
-            }
-            let line = String::from_utf8_lossy(req.split(|&b| b == b'\n').next().unwrap_or(&[]))
-                .trim()
-                .to_string();
-            let (status, content_type, body) = match line.split_whitespace().collect::<Vec<_>>()[..]
-            {
-                ["GET", "/metrics", ..] => (
-                    "200 OK",
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    render(),
-                ),
-                ["GET", ..] => (
-                    "404 Not Found",
-                    "text/plain; charset=utf-8",
-                    "not found: metrics are at /metrics\n".to_string(),
-                ),
-                _ => (
-                    "405 Method Not Allowed",
-                    "text/plain; charset=utf-8",
-                    "only GET /metrics is served\n".to_string(),
-                ),
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            if let Err(e) = conn.write_all(resp.as_bytes()).await {
-                tracing::debug!(%peer, error = %e, "metrics endpoint: write failed");
-            }
-            let _ = conn.shutdown().await;
-        });
     }
 }

@@ -23,15 +23,15 @@ use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::{Grpc, NamedService, StreamingService, UnaryService};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::codec::{OutFrame, WireCodec};
 use super::metrics::{Rpc, SessionGauges};
 use super::{Shared, StreamGuard, archive_status};
 use crate::event::Position;
 use crate::event::wire::NameCache;
 use crate::flow::watchdog::WatchedSession;
 use crate::flow::{BACKPRESSURE_PCT, CreditWindow, ReplayRing, RingItem};
-use crate::proto::replayscope::v1 as pb;
 use crate::source::Filter;
+use crate::wire::codec::{OutFrame, WireCodec};
+use crate::wire::proto::replayscope::v1 as pb;
 use pb::client_frame::Frame as In;
 use pb::server_frame::Frame as Out;
 

@@ -16,12 +16,12 @@ use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::{Grpc, NamedService, ServerStreamingService};
 use tonic::{Request, Response, Status};
 
-use super::codec::WireCodec;
 use super::metrics::Rpc;
 use super::{Shared, StreamGuard, archive_status};
 use crate::archive::Cursor;
 use crate::event::Position;
-use crate::proto::statehouse::v1::ReplayRequest;
+use crate::wire::codec::WireCodec;
+use crate::wire::proto::statehouse::v1::ReplayRequest;
 
 #[derive(Clone)]
 pub struct StatehouseServer {

@@ -3,7 +3,7 @@
 //! through the same [`ArchiveOutput`].
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::archive::writer::WriteSummary;
 use crate::archive::{ArchiveWriter, Result, SegmentedWriter, WriterOptions};
@@ -58,16 +58,21 @@ impl ArchiveOutput {
     }
 }
 
-/// What an [`ArchiveSink`] wrote, readable once the player has ended.
-pub type ArchiveResult = Arc<Mutex<Option<std::result::Result<Vec<WriteSummary>, String>>>>;
+/// Events between two looks at the clock of [`ArchiveSink::flushing_every`].
+const FLUSH_CHECK_EVERY: u64 = 1024;
 
-/// Writes played events into a new archive.
+/// Writes played events into a new archive. The archive is closed when the run ends; what it
+/// holds (or why closing failed) is [`ArchiveSink::written`], read from the sink the player
+/// hands back.
 pub struct ArchiveSink {
     output: Option<ArchiveOutput>,
     path: PathBuf,
     keep_offsets: bool,
     next: u64,
-    result: ArchiveResult,
+    written: Option<std::result::Result<Vec<WriteSummary>, String>>,
+    /// Write complete chunks out this often (a recorder: a killed writer leaves them).
+    flush_every: Option<Duration>,
+    last_flush: Instant,
 }
 
 impl ArchiveSink {
@@ -78,37 +83,49 @@ impl ArchiveSink {
         segment_events: Option<u64>,
         options: WriterOptions,
         keep_offsets: bool,
-    ) -> Result<(ArchiveSink, ArchiveResult)> {
-        let output = ArchiveOutput::create(path, segment_events, options)?;
-        let result: ArchiveResult = Arc::default();
-        Ok((
-            ArchiveSink {
-                output: Some(output),
-                path: path.to_path_buf(),
-                keep_offsets,
-                next: 0,
-                result: result.clone(),
-            },
-            result,
-        ))
+    ) -> Result<ArchiveSink> {
+        Ok(ArchiveSink {
+            output: Some(ArchiveOutput::create(path, segment_events, options)?),
+            path: path.to_path_buf(),
+            keep_offsets,
+            next: 0,
+            written: None,
+            flush_every: None,
+            last_flush: Instant::now(),
+        })
     }
 
-    fn finish(&mut self) -> std::result::Result<(), SinkError> {
-        let Some(output) = self.output.take() else {
+    /// Closes the current chunk and writes it out at least every `interval` while events
+    /// arrive or the player waits.
+    pub fn flushing_every(mut self, interval: Duration) -> ArchiveSink {
+        self.flush_every = Some(interval);
+        self
+    }
+
+    fn flush_if_due(&mut self) -> std::result::Result<(), SinkError> {
+        let (Some(every), Some(output)) = (self.flush_every, self.output.as_mut()) else {
             return Ok(());
         };
-        let r = output.finish().map_err(|e| e.to_string());
-        let failed = r.as_ref().err().cloned();
-        if let Ok(mut slot) = self.result.lock() {
-            *slot = Some(r);
+        if self.last_flush.elapsed() >= every {
+            self.last_flush = Instant::now();
+            output.flush().map_err(|e| SinkError::new(e.to_string()))?;
         }
-        match failed {
-            Some(e) => Err(SinkError::new(e)),
-            None => Ok(()),
+        Ok(())
+    }
+
+    /// The summaries of what was written, once the run has ended (closing the archive now if
+    /// it has not been closed yet); `Err` names why closing failed.
+    pub fn written(mut self) -> std::result::Result<Vec<WriteSummary>, String> {
+        self.finish();
+        self.written.unwrap_or_else(|| Ok(Vec::new()))
+    }
+
+    fn finish(&mut self) {
+        if let Some(output) = self.output.take() {
+            self.written = Some(output.finish().map_err(|e| e.to_string()));
         }
     }
 }
-
 impl Sink for ArchiveSink {
     fn played(&mut self, p: &Played<'_>) -> std::result::Result<(), SinkError> {
         let Some(output) = self.output.as_mut() else {
@@ -128,7 +145,16 @@ impl Sink for ArchiveSink {
             resume_offset: Some(p.event.offset),
         })?;
         self.next += 1;
+        if self.next % FLUSH_CHECK_EVERY == 0 {
+            self.flush_if_due()?;
+        }
         Ok(())
+    }
+
+    fn idle(&mut self, _state: Option<&KvState>) {
+        if let Err(e) = self.flush_if_due() {
+            tracing::warn!(archive = %self.path.display(), "writing out a chunk failed: {e}");
+        }
     }
 
     fn poll_flush(
@@ -145,11 +171,7 @@ impl Sink for ArchiveSink {
     fn run_ended(&mut self, _report: &Report, _state: Option<&KvState>) {
         // One run, one archive: a finished or stopped run leaves a complete archive of what
         // was played (a stopped one is a valid prefix; its report says where to resume).
-        // A failure to close is kept in the result for the caller.
-        let _ = self.finish();
-    }
-
-    fn close(&mut self) -> std::result::Result<(), SinkError> {
-        self.finish()
+        // A failure to close is kept for `written`.
+        self.finish();
     }
 }

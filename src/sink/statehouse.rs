@@ -27,12 +27,12 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::PollSender;
 use tonic::transport::Channel;
 
-use crate::client::{Client, ConnectOptions};
 use crate::event::{Event, JsonObject, ObjectValue};
 use crate::player::{Played, Sink, SinkError};
-use crate::proto::statehouse::v1 as sh;
-use crate::proto::statehouse::v1::statehouse_service_client::StatehouseServiceClient;
 use crate::state::KvState;
+use crate::wire::client::{Client, ConnectOptions};
+use crate::wire::proto::statehouse::v1 as sh;
+use crate::wire::proto::statehouse::v1::statehouse_service_client::StatehouseServiceClient;
 
 /// How long a transaction may stay open on the target (it is committed well before).
 const TXN_TIMEOUT_MS: u64 = 120_000;
@@ -198,9 +198,9 @@ impl StatehouseTarget {
                 .map_err(|e| TargetError::Unreachable {
                     url: url.to_string(),
                     message: match e {
-                        crate::client::ClientError::Connect { message, .. }
-                        | crate::client::ClientError::Endpoint { message, .. }
-                        | crate::client::ClientError::Tls { message, .. } => message,
+                        crate::wire::client::ClientError::Connect { message, .. }
+                        | crate::wire::client::ClientError::Endpoint { message, .. }
+                        | crate::wire::client::ClientError::Tls { message, .. } => message,
                     },
                 })?;
         Ok(StatehouseTarget {

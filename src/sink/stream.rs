@@ -5,8 +5,7 @@ use std::io::{self, Write};
 use crate::event::{Event, format_time_ns};
 use crate::player::{Played, Sink, SinkError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OutputFormat {
     /// One JSON object per line (the same bytes as `export`).
     #[default]

@@ -13,46 +13,14 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::client::{Client, ConnectOptions};
 use crate::event::Position;
 use crate::event::wire::{NameCache, decode_event};
 use crate::flow::{CreditSnapshot, CreditWindow, RingSnapshot};
-use crate::proto::replayscope::v1 as pb;
-use crate::server::codec::InFrame;
 use crate::source::{Batch, BatchStream, Source, SourceError, SourceInfo, StreamRequest};
-
-/// How a remote source retries.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    /// Attempts after a failure before giving up (0 = never retry).
-    pub max_attempts: u32,
-    pub initial: Duration,
-    /// Backoff cap (the delay never grows beyond it).
-    pub max: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 10,
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(5),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The delay before attempt `n` (1-based): `min(initial * 2^(n-1), max)`, minus up to 25 %
-    /// jitter so that many clients do not retry in step.
-    pub fn delay(&self, n: u32) -> Duration {
-        let base = self
-            .initial
-            .saturating_mul(1u32 << (n.saturating_sub(1)).min(16))
-            .min(self.max);
-        let jitter = (crate::event::now_ns() % 1000) as f64 / 1000.0 * 0.25;
-        base.mul_f64(1.0 - jitter)
-    }
-}
+use crate::wire::client::{Client, ConnectOptions};
+use crate::wire::codec::InFrame;
+use crate::wire::proto::replayscope::v1 as pb;
+use crate::wire::reconnect::{Phase, Reconnect, Retry, RetryPolicy, StatusLine};
 
 pub struct RemoteSource {
     client: Client,
@@ -65,13 +33,9 @@ pub struct RemoteSource {
 #[derive(Default)]
 struct Live {
     /// "reconnecting (…)" while a stream waits to reconnect.
-    status: std::sync::Mutex<Option<String>>,
+    status: StatusLine,
     /// The server's latest Credit and Ring frames.
     gauges: std::sync::Mutex<(Option<CreditSnapshot>, Option<RingSnapshot>)>,
-}
-
-fn set_status(status: &std::sync::Mutex<Option<String>>, s: Option<String>) {
-    *status.lock().unwrap_or_else(|p| p.into_inner()) = s;
 }
 
 fn err(endpoint: &str, message: impl std::fmt::Display) -> SourceError {
@@ -97,14 +61,6 @@ fn to_pb(p: Position) -> Option<pb::Position> {
     })
 }
 
-/// Whether a status is worth retrying (the endpoint went away) rather than an answer.
-fn retryable(s: &tonic::Status) -> bool {
-    matches!(
-        s.code(),
-        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
-    ) || s.code() == tonic::Code::Internal && s.message().contains("h2")
-}
-
 impl RemoteSource {
     /// Connects and asks the endpoint what it holds (blocking; callable from any thread).
     pub fn connect(
@@ -121,26 +77,17 @@ impl RemoteSource {
         let policy = retry.clone();
         let log_name = name.clone();
         let tls = options.tls;
-        let (client, describe) = crate::bridge::run(async move {
+        let (client, describe) = crate::background_runtime::block_on(async move {
             // An endpoint that is not reachable (yet) is retried like a cut stream.
-            let mut attempt = 0u32;
+            let mut reconnect =
+                Reconnect::new(&log_name, policy, Phase::Connecting, StatusLine::default());
             let client = loop {
                 match Client::connect(&addr, options.clone()).await {
                     Ok(c) => break c,
-                    Err(e) if attempt < policy.max_attempts => {
-                        attempt += 1;
-                        let delay = policy.delay(attempt);
-                        tracing::warn!(
-                            endpoint = %log_name,
-                            "connecting (attempt {attempt}, next in {:.1}s, last error: {e})",
-                            delay.as_secs_f64()
-                        );
-                        tokio::time::sleep(delay).await;
-                    }
-                    Err(e) if attempt > 0 => {
-                        return Err(format!("{e} (gave up after {attempt} retries)"));
-                    }
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => match reconnect.after_failure(&e, std::future::pending()).await {
+                        Retry::Now | Retry::Cancelled => {}
+                        Retry::GiveUp(message) => return Err(message),
+                    },
                 }
             };
             let describe = client.describe().await.map_err(|s| {
@@ -191,7 +138,7 @@ impl RemoteSource {
     fn first_at(&self, pos: Position) -> Result<Option<pb::ArchivedEvent>, SourceError> {
         let client = self.client.clone();
         let name = self.info.name.clone();
-        crate::bridge::run(async move {
+        crate::background_runtime::block_on(async move {
             let mut s = client
                 .session(pb::Open {
                     from: to_pb(pos),
@@ -302,7 +249,7 @@ impl Source for RemoteSource {
 
     fn chain_head_through(&self, offset: u64) -> Option<[u8; 32]> {
         let client = self.client.clone();
-        crate::bridge::run(async move {
+        crate::background_runtime::block_on(async move {
             let mut s = client
                 .session(pb::Open {
                     from: offset_pos(offset),
@@ -349,7 +296,7 @@ async fn produce(
     // The last offset received, and the session to resume.
     let mut last_received: Option<u64> = None;
     let mut session_id = String::new();
-    let mut attempt = 0u32;
+    let mut reconnect = Reconnect::new(&name, retry, Phase::Reconnecting, live.status.clone());
     loop {
         let open = pb::Open {
             namespace: namespace.clone(),
@@ -387,11 +334,7 @@ async fn produce(
                             break Err(tonic::Status::unavailable("the stream ended without End"));
                         }
                         Ok(Some(InFrame::Events { events, .. })) => {
-                            if attempt > 0 {
-                                attempt = 0;
-                                set_status(&live.status, None);
-                                tracing::info!(endpoint = %name, resume_after = ?last_received, "reconnected");
-                            }
+                            reconnect.delivered(last_received);
                             let mut batch = Vec::with_capacity(events.len());
                             let mut bytes = 0u64;
                             for b in &events {
@@ -468,47 +411,13 @@ async fn produce(
                 }
             }
         };
-        if !retryable(&failure) {
-            let _ = tx
-                .send(Err(err(
-                    &name,
-                    format!("{} ({:?})", failure.message(), failure.code()),
-                )))
-                .await;
-            return;
-        }
-        attempt += 1;
-        if attempt > retry.max_attempts {
-            set_status(&live.status, None);
-            let _ = tx
-                .send(Err(err(
-                    &name,
-                    format!(
-                        "gave up after {} reconnection attempts; last error: {}",
-                        retry.max_attempts,
-                        failure.message()
-                    ),
-                )))
-                .await;
-            return;
-        }
-        let delay = retry.delay(attempt);
-        let line = format!(
-            "reconnecting (attempt {attempt}, next in {:.1}s, last error: {})",
-            delay.as_secs_f64(),
-            failure.message()
-        );
-        tracing::warn!(
-            endpoint = %name,
-            attempt,
-            next_in_ms = delay.as_millis() as u64,
-            resume_after = ?last_received,
-            "{line}"
-        );
-        set_status(&live.status, Some(line));
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = tx.closed() => return,
+        match reconnect.after_status(&failure, tx.closed()).await {
+            Retry::Now => {}
+            Retry::Cancelled => return,
+            Retry::GiveUp(message) => {
+                let _ = tx.send(Err(err(&name, message))).await;
+                return;
+            }
         }
     }
 }

@@ -8,17 +8,17 @@
 //! (inclusive) and drops the transactions already delivered (by txn_id), so nothing is lost or
 //! repeated. Realtime pacing falls back to the logical tick (there are no wall-clock times).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::client::{Client, ConnectOptions};
 use crate::event::wire::{NameCache, decode_event};
 use crate::event::{Event, Position};
 use crate::flow::CreditWindow;
-use crate::proto::statehouse::v1::ReplayRequest;
-use crate::source::remote::RetryPolicy;
 use crate::source::{Batch, BatchStream, Source, SourceError, SourceInfo, StreamRequest};
+use crate::wire::client::{Client, ConnectOptions};
+use crate::wire::proto::statehouse::v1::ReplayRequest;
+use crate::wire::reconnect::{Phase, Reconnect, Retry, RetryPolicy, StatusLine};
 
 pub struct StatehouseSource {
     client: Client,
@@ -28,7 +28,7 @@ pub struct StatehouseSource {
     /// commit_ts of each event, by offset.
     commit_ts: Arc<Vec<u64>>,
     retry: RetryPolicy,
-    status: Arc<Mutex<Option<String>>>,
+    status: StatusLine,
 }
 
 fn err(name: &str, message: impl std::fmt::Display) -> SourceError {
@@ -36,13 +36,6 @@ fn err(name: &str, message: impl std::fmt::Display) -> SourceError {
         source_name: name.to_string(),
         message: message.to_string(),
     }
-}
-
-fn retryable(s: &tonic::Status) -> bool {
-    matches!(
-        s.code(),
-        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
-    )
 }
 
 /// One event as this source delivers it: numbered by arrival, named by the configured agent,
@@ -85,7 +78,7 @@ impl StatehouseSource {
         })?;
         let (ns, id) = (namespace.to_string(), agent_id.to_string());
         let name = url.to_string();
-        let (client, commit_ts) = crate::bridge::run(async move {
+        let (client, commit_ts) = crate::background_runtime::block_on(async move {
             let client = Client::connect(&addr, options)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -220,7 +213,7 @@ async fn produce(
     (namespace, agent_id): (Arc<str>, Arc<str>),
     commit_ts: Arc<Vec<u64>>,
     retry: RetryPolicy,
-    status: Arc<Mutex<Option<String>>>,
+    status: StatusLine,
     req: StreamRequest,
     window: CreditWindow,
     tx: mpsc::Sender<Result<Batch, SourceError>>,
@@ -231,12 +224,11 @@ async fn produce(
         return;
     }
     let end_ts = commit_ts[until as usize];
-    let set_status = |s: Option<String>| *status.lock().unwrap_or_else(|p| p.into_inner()) = s;
     // The next offset to deliver; the commit_ts and txn_ids of the last one delivered.
     let mut next = req.from;
     let mut delivered: Option<(u64, Vec<String>)> = None;
     let mut names = NameCache::default();
-    let mut attempt = 0u32;
+    let mut reconnect = Reconnect::new(&name, retry, Phase::Reconnecting, status);
     loop {
         let start_ts = match &delivered {
             Some((ts, _)) => *ts,
@@ -315,10 +307,8 @@ async fn produce(
                         }
                     }
                 }
-                if attempt > 0 && (!batch.is_empty() || ended) {
-                    attempt = 0;
-                    set_status(None);
-                    tracing::info!(endpoint = %name, next, "reconnected");
+                if !batch.is_empty() || ended {
+                    reconnect.delivered(next);
                 }
                 if let Some(lastb) = batch.last().map(|(e, _)| e.offset) {
                     if window.acquire(bytes, lastb).await.is_err() {
@@ -343,41 +333,13 @@ async fn produce(
                 }
             },
         };
-        if !retryable(&failure) {
-            let _ = tx
-                .send(Err(err(
-                    &name,
-                    format!("{} ({:?})", failure.message(), failure.code()),
-                )))
-                .await;
-            return;
-        }
-        attempt += 1;
-        if attempt > retry.max_attempts {
-            set_status(None);
-            let _ = tx
-                .send(Err(err(
-                    &name,
-                    format!(
-                        "gave up after {} reconnection attempts; last error: {}",
-                        retry.max_attempts,
-                        failure.message()
-                    ),
-                )))
-                .await;
-            return;
-        }
-        let delay = retry.delay(attempt);
-        let line = format!(
-            "reconnecting (attempt {attempt}, next in {:.1}s, last error: {})",
-            delay.as_secs_f64(),
-            failure.message()
-        );
-        tracing::warn!(endpoint = %name, attempt, next, "{line}");
-        set_status(Some(line));
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = tx.closed() => return,
+        match reconnect.after_status(&failure, tx.closed()).await {
+            Retry::Now => {}
+            Retry::Cancelled => return,
+            Retry::GiveUp(message) => {
+                let _ = tx.send(Err(err(&name, message))).await;
+                return;
+            }
         }
     }
 }

@@ -325,7 +325,7 @@ impl FoldTask {
 mod tests {
     use super::*;
     use crate::archive::{Archive, ArchiveWriter, OpenOptions, WriterOptions};
-    use crate::generate::{GenOptions, Generator};
+    use crate::event::generate::{GenOptions, Generator};
     use crate::source::ArchiveSource;
 
     fn fold(evs: &[Event]) -> KvState {

@@ -212,7 +212,7 @@ impl Model {
                 self.report = None;
             }
             Update::RunEnded(report) => {
-                if report.outcome == "failed" {
+                if report.outcome.is_failed() {
                     self.error = report.reason.clone();
                 }
                 self.report = Some(*report);
@@ -668,7 +668,7 @@ mod tests {
         m.error = Some("boom".into());
         m.report = Some(crate::player::Report {
             source: "s".into(),
-            outcome: "stopped".into(),
+            outcome: crate::player::Outcome::Stopped,
             reason: None,
             events_sent: 0,
             failures: 0,
@@ -682,8 +682,7 @@ mod tests {
             p99_lag_ms: 0.0,
             final_hash: None,
             state_hash: None,
-            pace: "fast".into(),
-            integrity_failure: false,
+            pace: Pace::Fast,
             output_closed: false,
         });
         let mut v = ViewState {

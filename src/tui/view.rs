@@ -851,7 +851,7 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::event::Event;
-    use crate::generate::{GenOptions, Generator};
+    use crate::event::generate::{GenOptions, Generator};
     use crate::player::{Report, Stats};
     use crate::state::KvState;
     use crate::tui::app::{Row, Update, handle};
@@ -1041,7 +1041,7 @@ pub(crate) mod tests {
         m.stats.reason = Some("stopped by the user".into());
         m.apply(Update::RunEnded(Box::new(Report {
             source: "assets/sample.mcap".into(),
-            outcome: "stopped".into(),
+            outcome: crate::player::Outcome::Stopped,
             reason: Some("stopped by the user".into()),
             events_sent: 60,
             failures: 0,
@@ -1055,8 +1055,7 @@ pub(crate) mod tests {
             p99_lag_ms: 0.4,
             final_hash: Some("ab".repeat(32)),
             state_hash: Some("cd".repeat(32)),
-            pace: "realtime 15x".into(),
-            integrity_failure: false,
+            pace: Pace::Realtime { speed: 15.0 },
             output_closed: false,
         })));
         let t = draw(&m, &ViewState::default(), 160, 45);

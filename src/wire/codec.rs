@@ -14,7 +14,7 @@ use prost::encoding::{encode_varint, encoded_len_varint};
 use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
-use crate::proto::replayscope::v1 as pb;
+use crate::wire::proto::replayscope::v1 as pb;
 
 /// Something a codec can write into a gRPC message.
 pub trait WireEncode: Send + 'static {
@@ -46,7 +46,7 @@ macro_rules! prost_wire {
 }
 
 prost_wire!(
-    crate::proto::statehouse::v1::ReplayRequest,
+    crate::wire::proto::statehouse::v1::ReplayRequest,
     pb::ClientFrame,
     pb::ServerFrame,
     pb::DescribeRequest,

@@ -11,29 +11,29 @@ use std::sync::{OnceLock, mpsc};
 type Job = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 fn sender() -> &'static tokio::sync::mpsc::UnboundedSender<Job> {
-    static BRIDGE: OnceLock<tokio::sync::mpsc::UnboundedSender<Job>> = OnceLock::new();
-    BRIDGE.get_or_init(|| {
+    static RUNTIME: OnceLock<tokio::sync::mpsc::UnboundedSender<Job>> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
         std::thread::Builder::new()
-            .name("replayscope-bridge".into())
+            .name("replayscope-background-runtime".into())
             .spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .expect("a current-thread runtime for the bridge");
+                    .expect("a current-thread runtime for the background runtime");
                 rt.block_on(async move {
                     while let Some(job) = rx.recv().await {
                         tokio::spawn(job);
                     }
                 });
             })
-            .expect("spawning the bridge thread");
+            .expect("spawning the background runtime thread");
         tx
     })
 }
 
-/// Runs `fut` on the bridge runtime and waits for its result (from any thread).
-pub fn run<T: Send + 'static>(
+/// Runs `fut` on the background runtime and waits for its result (from any thread).
+pub fn block_on<T: Send + 'static>(
     fut: impl std::future::Future<Output = T> + Send + 'static,
 ) -> io::Result<T> {
     let (tx, rx) = mpsc::sync_channel(1);
@@ -41,7 +41,7 @@ pub fn run<T: Send + 'static>(
         .send(Box::pin(async move {
             let _ = tx.send(fut.await);
         }))
-        .map_err(|_| io::Error::other("the bridge thread is gone"))?;
+        .map_err(|_| io::Error::other("the background runtime thread is gone"))?;
     rx.recv()
-        .map_err(|_| io::Error::other("the bridged call was dropped"))
+        .map_err(|_| io::Error::other("the background call was dropped"))
 }

@@ -21,15 +21,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::archive::Compression;
-use crate::cli::{LogFormat, PaceArg, SourceMode};
-use crate::sink::OutputFormat;
+use crate::cli::{CompressionArg, FormatArg, LogFormat, PaceArg, SourceModeArg};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ReplayConfig {
     pub source: Option<String>,
-    pub mode: Option<SourceMode>,
+    pub mode: Option<SourceModeArg>,
     pub allow_truncated: Option<bool>,
     pub agent: Option<String>,
     pub key_prefix: Option<String>,
@@ -42,8 +40,8 @@ pub struct ReplayConfig {
     pub tick: Option<String>,
     pub into: Option<String>,
     pub output: Option<String>,
-    pub format: Option<OutputFormat>,
-    pub compression: Option<Compression>,
+    pub format: Option<FormatArg>,
+    pub compression: Option<CompressionArg>,
     pub segment_events: Option<u64>,
     pub keep_offsets: Option<bool>,
     pub map_agent: Option<Vec<String>>,
@@ -153,7 +151,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.source.as_deref(), Some("a.mcap"));
-        assert_eq!(c.mode, Some(SourceMode::Archive));
+        assert_eq!(c.mode, Some(SourceModeArg::Archive));
         assert_eq!(c.pace, Some(PaceArg::Rate));
         assert_eq!(c.rate, Some(250.0));
         assert_eq!(c.map_agent.unwrap(), vec!["a/b=c/d".to_string()]);

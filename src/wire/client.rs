@@ -11,9 +11,9 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status, Streaming};
 
-use crate::proto::replayscope::v1 as pb;
-use crate::proto::statehouse::v1::ReplayRequest;
-use crate::server::codec::{InFrame, WireCodec};
+use crate::wire::codec::{InFrame, WireCodec};
+use crate::wire::proto::replayscope::v1 as pb;
+use crate::wire::proto::statehouse::v1::ReplayRequest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -45,21 +45,6 @@ pub struct Client {
     endpoint: String,
 }
 
-/// An error and its causes on one line.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = c.source();
-    }
-    s
-}
-
 impl Client {
     /// Connects to `host:port` (no scheme) or an `http(s)://` URL.
     pub async fn connect(addr: &str, options: ConnectOptions) -> Result<Client, ClientError> {
@@ -72,7 +57,7 @@ impl Client {
         let mut endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| ClientError::Endpoint {
                 endpoint: addr.to_string(),
-                message: chain(&e),
+                message: crate::error_line::one_line(&e),
             })?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
@@ -88,12 +73,12 @@ impl Client {
             }
             endpoint = endpoint.tls_config(tls).map_err(|e| ClientError::Tls {
                 endpoint: addr.to_string(),
-                message: chain(&e),
+                message: crate::error_line::one_line(&e),
             })?;
         }
         let channel = endpoint.connect().await.map_err(|e| ClientError::Connect {
             endpoint: addr.to_string(),
-            message: chain(&e),
+            message: crate::error_line::one_line(&e),
         })?;
         let token =
             match &options.token {
@@ -131,9 +116,13 @@ impl Client {
 
     async fn ready(&self) -> Result<tonic::client::Grpc<Channel>, Status> {
         let mut grpc = tonic::client::Grpc::new(self.channel.clone());
-        grpc.ready()
-            .await
-            .map_err(|e| Status::unavailable(format!("{}: {}", self.endpoint, chain(&e))))?;
+        grpc.ready().await.map_err(|e| {
+            Status::unavailable(format!(
+                "{}: {}",
+                self.endpoint,
+                crate::error_line::one_line(&e)
+            ))
+        })?;
         Ok(grpc)
     }
 

@@ -1,0 +1,101 @@
+//! Archives from and to other forms: `gen` (a synthetic session), `import FILE.jsonl` and
+//! `export SOURCE` (JSON Lines, DESIGN.md section 3).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter};
+use std::path::Path;
+
+use color_eyre::eyre::Result;
+
+use super::{UsageError, open_archive, print_summaries, writer_options};
+use crate::archive::jsonl::{self, ImportTarget};
+use crate::archive::{ArchiveError, ArchiveWriter, SegmentedWriter};
+use crate::cli::{ExportArgs, GenArgs, ImportArgs};
+use crate::event::generate::{GenOptions, Generator};
+
+pub fn gen_cmd(a: GenArgs) -> Result<()> {
+    if a.agents == 0 {
+        return Err(UsageError("--agents must be at least 1".into()).into());
+    }
+    let generator = Generator::new(GenOptions {
+        seed: a.seed,
+        agents: a.agents,
+        ..GenOptions::default()
+    });
+    let options = writer_options(&a.archive);
+    let summaries = match a.archive.segment_events {
+        Some(k) => {
+            let mut w = SegmentedWriter::create(&a.output, k, options)?;
+            for e in generator.take(a.events as usize) {
+                w.append(&e)?;
+            }
+            w.finish()?
+        }
+        None => {
+            let mut w = ArchiveWriter::create(&a.output, options)?;
+            for e in generator.take(a.events as usize) {
+                w.append(&e)?;
+            }
+            vec![w.finish()?]
+        }
+    };
+    print_summaries(&summaries);
+    Ok(())
+}
+
+pub fn import_cmd(a: ImportArgs) -> Result<()> {
+    let name = a.input.display().to_string();
+    let input: Box<dyn BufRead> = if name == "-" {
+        Box::new(BufReader::new(std::io::stdin()))
+    } else {
+        let f = File::open(&a.input).map_err(|e| ArchiveError::io(&name, e))?;
+        Box::new(BufReader::with_capacity(1 << 20, f))
+    };
+    let target = match a.archive.segment_events {
+        Some(k) => ImportTarget::Segments(&a.output, k),
+        None => ImportTarget::File(&a.output),
+    };
+    let summaries = jsonl::import(input, &name, target, writer_options(&a.archive))?;
+    print_summaries(&summaries);
+    Ok(())
+}
+
+pub fn export_cmd(a: ExportArgs) -> Result<()> {
+    let archive = open_archive(&a.source)?;
+    let Some(first) = archive.first_offset() else {
+        return Ok(()); // empty archive: nothing to export
+    };
+    let from = match a.from {
+        Some(p) => archive.resolve_from(p)?,
+        None => first,
+    };
+    let until = match a.until {
+        Some(p) => match archive.resolve_until(p)? {
+            Some(u) => Some(u),
+            None => return Ok(()), // --until before the first event: nothing to export
+        },
+        None => None,
+    };
+    let mut cursor = archive.cursor_at(from)?.until(until);
+    let out_name = a
+        .output
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "-".into());
+    let n = match a.output.as_deref().filter(|p| *p != Path::new("-")) {
+        Some(path) => {
+            let f = File::create(path).map_err(|e| ArchiveError::io(&out_name, e))?;
+            jsonl::export(&mut cursor, BufWriter::with_capacity(1 << 20, f), &out_name)?
+        }
+        None => {
+            let stdout = std::io::stdout().lock();
+            jsonl::export(
+                &mut cursor,
+                BufWriter::with_capacity(1 << 16, stdout),
+                &out_name,
+            )?
+        }
+    };
+    tracing::info!(events = n, from, ?until, "export finished");
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! `replayscope info SOURCE [--json]`: what an archive holds, without reading its events.
+
+use std::io::Write;
+
+use color_eyre::eyre::{Context, Result};
+
+use super::open_archive;
+use crate::archive::Archive;
+use crate::cli::InfoArgs;
+use crate::event::{format_time_ns, hex};
+
+#[derive(Debug, serde::Serialize)]
+struct InfoJson {
+    source: String,
+    segments: usize,
+    chunks: usize,
+    events: u64,
+    file_bytes: u64,
+    chunk_bytes_compressed: u64,
+    chunk_bytes_uncompressed: u64,
+    compression_ratio: f64,
+    bytes_per_event: f64,
+    first_offset: Option<u64>,
+    last_offset: Option<u64>,
+    first_commit_ts: Option<u64>,
+    last_commit_ts: Option<u64>,
+    first_time: Option<String>,
+    last_time: Option<String>,
+    duration_s: Option<f64>,
+    final_hash: Option<String>,
+    truncated: bool,
+    channels: Vec<ChannelJson>,
+    notes: Vec<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct ChannelJson {
+    namespace: String,
+    agent_id: String,
+    events: u64,
+}
+
+fn info_of(archive: &Archive) -> InfoJson {
+    let segs = archive.segments();
+    let (compressed, uncompressed) = segs
+        .iter()
+        .map(|s| s.chunk_bytes())
+        .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
+    let file_bytes: u64 = segs.iter().map(|s| s.size()).sum();
+    let events = archive.events();
+    let counts = archive.channel_counts();
+    let channels = archive
+        .channels()
+        .iter()
+        .zip(counts)
+        .map(|(c, n)| ChannelJson {
+            namespace: c.namespace.clone(),
+            agent_id: c.agent_id.clone(),
+            events: n,
+        })
+        .collect();
+    let (t0, t1) = (archive.first_time_ns(), archive.last_time_ns());
+    InfoJson {
+        source: archive.name().to_string(),
+        segments: segs.len(),
+        chunks: segs.iter().map(|s| s.chunk_count()).sum(),
+        events,
+        file_bytes,
+        chunk_bytes_compressed: compressed,
+        chunk_bytes_uncompressed: uncompressed,
+        compression_ratio: if compressed > 0 {
+            uncompressed as f64 / compressed as f64
+        } else {
+            1.0
+        },
+        bytes_per_event: if events > 0 {
+            file_bytes as f64 / events as f64
+        } else {
+            0.0
+        },
+        first_offset: archive.first_offset(),
+        last_offset: archive.last_offset(),
+        first_commit_ts: archive.first_commit_ts(),
+        last_commit_ts: archive.last_commit_ts(),
+        first_time: t0.map(format_time_ns),
+        last_time: t1.map(format_time_ns),
+        duration_s: t0.zip(t1).map(|(a, b)| b.saturating_sub(a) as f64 / 1e9),
+        final_hash: archive.recorded_final_hash().map(|h| hex(&h)),
+        truncated: segs.iter().any(|s| s.truncated_at.is_some()),
+        channels,
+        notes: archive.notes().to_vec(),
+    }
+}
+
+pub fn info_cmd(a: InfoArgs) -> Result<()> {
+    let archive = open_archive(&a.source)?;
+    let info = info_of(&archive);
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        serde_json::to_writer_pretty(&mut out, &info).wrap_err("writing JSON")?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    writeln!(out, "source        {}", info.source)?;
+    writeln!(
+        out,
+        "segments      {} ({} chunks)",
+        info.segments, info.chunks
+    )?;
+    writeln!(
+        out,
+        "events        {} (offsets {}..={})",
+        info.events,
+        opt(info.first_offset),
+        opt(info.last_offset)
+    )?;
+    writeln!(
+        out,
+        "commit_ts     @{}..=@{}",
+        opt(info.first_commit_ts),
+        opt(info.last_commit_ts)
+    )?;
+    match (&info.first_time, &info.last_time, info.duration_s) {
+        (Some(a), Some(b), Some(d)) => {
+            writeln!(out, "time          {a} .. {b} ({})", human_duration(d))?
+        }
+        _ => writeln!(
+            out,
+            "time          no wall-clock commit times (logical commit_ts only)"
+        )?,
+    }
+    writeln!(
+        out,
+        "bytes         {} on disk, {:.1} bytes/event, chunks {} -> {} (compression {:.2}x)",
+        info.file_bytes,
+        info.bytes_per_event,
+        info.chunk_bytes_uncompressed,
+        info.chunk_bytes_compressed,
+        info.compression_ratio
+    )?;
+    writeln!(
+        out,
+        "final hash    {}",
+        info.final_hash.as_deref().unwrap_or("(not recorded)")
+    )?;
+    writeln!(out, "channels      {}", info.channels.len())?;
+    let width = info
+        .channels
+        .iter()
+        .map(|c| c.namespace.len() + c.agent_id.len() + 1)
+        .max()
+        .unwrap_or(0);
+    for c in &info.channels {
+        let topic = format!("{}/{}", c.namespace, c.agent_id);
+        writeln!(out, "  {topic:<width$}  {:>10} events", c.events)?;
+    }
+    for n in &info.notes {
+        writeln!(out, "note          {n}")?;
+    }
+    Ok(())
+}
+
+fn human_duration(secs: f64) -> String {
+    let s = secs.round() as u64;
+    match s {
+        0..=59 => format!("{secs:.1}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m{:02}s", s / 3600, (s / 60) % 60, s % 60),
+    }
+}

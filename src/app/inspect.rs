@@ -1,0 +1,83 @@
+//! The inspector: `replayscope demo` (the bundled sample archive), `replayscope open SOURCE`
+//! and the bare `replayscope SOURCE`. The terminal is restored on quit, on error and on panic.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use color_eyre::eyre::Result;
+
+use super::config::defaults;
+use super::exit::{RunFailure, UsageError};
+use super::options::{open_request, player_options};
+use super::runtime;
+use crate::archive::Archive;
+use crate::cli::{DemoArgs, OpenArgs, PaceArg};
+use crate::player::{Pace, PlayerOptions};
+use crate::source::open::{is_endpoint, open_source};
+use crate::source::{ArchiveSource, Source};
+
+/// The bundled sample archive (see assets/README.md).
+pub const SAMPLE: &[u8] = include_bytes!("../../assets/sample.mcap");
+
+pub fn demo_cmd(a: DemoArgs) -> Result<()> {
+    let speed = super::options::check_speed(a.speed)?;
+    let archive = Archive::open_memory(SAMPLE, "bundled sample (assets/sample.mcap)")?;
+    let source: Arc<dyn Source> = Arc::new(ArchiveSource::new(archive));
+    let options = PlayerOptions {
+        pace: Pace::Realtime { speed },
+        max_gap: Some(defaults::DEMO_MAX_GAP),
+        start_paused: a.paused,
+        ..PlayerOptions::default()
+    };
+    run_tui(source, options)
+}
+
+pub fn open_cmd(a: OpenArgs) -> Result<()> {
+    let name = a.source.source.to_string_lossy().into_owned();
+    if is_endpoint(&name) {
+        // The inspector's logs go to a file: say what is happening before the screen is ours.
+        eprintln!(
+            "replayscope: connecting to {name} (up to {} retries; log: {})…",
+            a.remote.retries(),
+            defaults::log_file().display()
+        );
+    }
+    let request = open_request(
+        &a.remote,
+        Default::default(),
+        a.source.allow_truncated,
+        a.play.agent.clone(),
+    )?;
+    let (source, _) = open_source(&name, &request)?;
+    // An inspector plays in realtime unless told otherwise (like the bare `replayscope SOURCE`).
+    let mut flags = a.play.clone();
+    if flags.pace.is_none() && flags.rate.is_none() {
+        flags.pace = Some(PaceArg::Realtime);
+    }
+    let mut options = player_options(&flags, source.as_ref())?;
+    options.start_paused = a.paused;
+    run_tui(source, options)
+}
+
+/// Runs the TUI; the terminal is restored on quit, on error and on panic (ratatui's hook).
+fn run_tui(source: Arc<dyn Source>, options: PlayerOptions) -> Result<()> {
+    if !std::io::stdout().is_terminal() {
+        return Err(UsageError(
+            "the inspector needs a terminal; use `replayscope play` for headless output".into(),
+        )
+        .into());
+    }
+    let rt = runtime()?;
+    let mut terminal = ratatui::init();
+    let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture);
+    let result = rt.block_on(crate::tui::run(&mut terminal, source, options));
+    let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableMouseCapture);
+    ratatui::restore();
+    let report = result?;
+    tracing::info!(?report, "inspector closed");
+    // A failed last run is reported after the terminal is back, with its exit code.
+    match RunFailure::of_report(&report) {
+        Some(failure) => Err(failure.into()),
+        None => Ok(()),
+    }
+}

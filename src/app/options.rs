@@ -1,0 +1,142 @@
+//! The command line's shared flags turned into the core's options: how to open a source
+//! (remote flags -> [`OpenRequest`]) and how to play it (play flags -> [`PlayerOptions`], with
+//! positions resolved against the source).
+
+use color_eyre::eyre::{Context, Result};
+
+use super::config::defaults;
+use super::exit::UsageError;
+use crate::cli::{PaceArg, PlayFlags, RemoteArgs};
+use crate::player::pace::{MAX_SPEED, MIN_SPEED};
+use crate::player::{Pace, PlayerOptions};
+use crate::source::open::{OpenRequest, SourceMode};
+use crate::source::{Filter, Source, SourceInfo};
+use crate::wire::{ConnectOptions, RetryPolicy};
+
+/// How to reach an endpoint, from the remote flags.
+pub fn connect_options(remote: &RemoteArgs) -> Result<ConnectOptions> {
+    let ca_pem = match &remote.ca_file {
+        Some(p) => {
+            Some(std::fs::read(p).wrap_err_with(|| format!("reading --ca-file {}", p.display()))?)
+        }
+        None => None,
+    };
+    Ok(ConnectOptions {
+        token: remote.token.clone(),
+        tls: remote.tls || ca_pem.is_some(),
+        ca_pem,
+        domain: None,
+    })
+}
+
+/// How to open a source, from the remote flags and the rest of what a command was given.
+pub fn open_request(
+    remote: &RemoteArgs,
+    mode: SourceMode,
+    allow_truncated: bool,
+    agent: Option<String>,
+) -> Result<OpenRequest> {
+    Ok(OpenRequest {
+        mode,
+        allow_truncated,
+        connect: connect_options(remote)?,
+        retry: RetryPolicy {
+            max_attempts: remote.retries(),
+            ..RetryPolicy::default()
+        },
+        agent,
+    })
+}
+
+/// `--speed X`, checked against the supported range.
+pub fn check_speed(speed: f64) -> Result<f64> {
+    if !(MIN_SPEED..=MAX_SPEED).contains(&speed) {
+        return Err(UsageError(format!(
+            "--speed {speed} is outside {MIN_SPEED} to {MAX_SPEED}"
+        ))
+        .into());
+    }
+    Ok(speed)
+}
+
+/// Player options from the shared play flags, positions resolved against the source.
+pub fn player_options(flags: &PlayFlags, source: &dyn Source) -> Result<PlayerOptions> {
+    let info = source.info();
+    // --rate alone means rate pace; --speed alone means realtime.
+    let pace_arg = flags.pace.unwrap_or(match (flags.rate, flags.speed) {
+        (Some(_), _) => PaceArg::Rate,
+        (None, Some(_)) => PaceArg::Realtime,
+        (None, None) => PaceArg::Fast,
+    });
+    let pace = match pace_arg {
+        PaceArg::Fast => Pace::Fast,
+        PaceArg::Realtime => Pace::Realtime {
+            speed: check_speed(flags.speed.unwrap_or(defaults::SPEED))?,
+        },
+        PaceArg::Rate => {
+            let rate = flags.rate.unwrap_or(defaults::RATE);
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(UsageError(format!("--rate {rate} must be above 0")).into());
+            }
+            Pace::Rate {
+                events_per_sec: rate,
+            }
+        }
+    };
+    let from = match flags.from {
+        Some(p) => source.resolve(p, false)?,
+        None => None,
+    };
+    let until = match flags.until {
+        Some(p) => Some(resolve_until(source, p, "--until")?),
+        None => None,
+    };
+    let agent = parse_agent(flags.agent.as_deref(), info)?;
+    Ok(PlayerOptions {
+        pace,
+        max_gap: flags.max_gap.map(|d| d.0),
+        tick: flags.tick.map_or(defaults::TICK, |d| d.0),
+        from,
+        until,
+        filter: Filter {
+            agent,
+            key_prefix: flags.key_prefix.clone(),
+            txn_id: None,
+        },
+        ..PlayerOptions::default()
+    })
+}
+
+/// The last offset at or before `pos`; a usage error naming `flag` when there is none.
+pub fn resolve_until(source: &dyn Source, pos: crate::event::Position, flag: &str) -> Result<u64> {
+    source.resolve(pos, true)?.ok_or_else(|| {
+        UsageError(format!(
+            "{}: {flag} {pos} is before the first event",
+            source.info().name
+        ))
+        .into()
+    })
+}
+
+/// `--agent NAMESPACE/AGENT_ID`, checked against what the source holds.
+pub fn parse_agent(flag: Option<&str>, info: &SourceInfo) -> Result<Option<(String, String)>> {
+    let Some(a) = flag else { return Ok(None) };
+    let (ns, id) = a
+        .split_once('/')
+        .filter(|(n, i)| !n.is_empty() && !i.is_empty())
+        .ok_or_else(|| UsageError(format!("--agent {a:?}: expected NAMESPACE/AGENT_ID")))?;
+    if !info.channels.iter().any(|(n, i, _)| n == ns && i == id) {
+        let known: Vec<String> = info
+            .channels
+            .iter()
+            .map(|(n, i, _)| format!("{n}/{i}"))
+            .collect();
+        return Err(UsageError(format!(
+            "{}: unknown agent {a}; it has {}",
+            info.name,
+            known.join(", ")
+        ))
+        .into());
+    }
+    Ok(Some((ns.to_string(), id.to_string())))
+}

@@ -1,0 +1,71 @@
+//! `replayscope serve SOURCE`: the source behind gRPC (statehouse.v1 Replay, replayscope.v1
+//! Session and Describe, health, reflection) until SIGINT or SIGTERM.
+
+use color_eyre::eyre::{Context, Result};
+
+use super::{UsageError, runtime, shutdown_signal};
+
+pub fn serve_cmd(a: crate::cli::ServeArgs) -> Result<()> {
+    use crate::server::{ServeOptions, Server, Token};
+    let token = match (&a.token_file, std::env::var("REPLAYSCOPE_TOKEN").ok()) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .wrap_err_with(|| format!("reading --token-file {}", path.display()))?;
+            Some(Token::new(&text).ok_or_else(|| {
+                UsageError(format!(
+                    "--token-file {}: the file is empty",
+                    path.display()
+                ))
+            })?)
+        }
+        (None, Some(env)) => Some(
+            Token::new(&env)
+                .ok_or_else(|| UsageError("REPLAYSCOPE_TOKEN is set but empty".to_string()))?,
+        ),
+        (None, None) => None,
+    };
+    if a.window.0 > a.max_window.0 {
+        return Err(UsageError(format!(
+            "--window {} is larger than --max-window {}",
+            a.window.0, a.max_window.0
+        ))
+        .into());
+    }
+    let archive = super::open_archive(&a.source)?;
+    let (name, events) = (archive.name().to_string(), archive.events());
+    let options = ServeOptions {
+        listen: a.listen,
+        tls: a.tls_cert.clone().zip(a.tls_key.clone()),
+        metrics: a.metrics,
+        max_sessions: a.max_sessions.max(1),
+        default_window_bytes: a.window.0.max(1),
+        max_window_bytes: a.max_window.0.max(1),
+        ring_bytes: a.ring.0,
+        idle: a.idle_timeout.0.max(std::time::Duration::from_millis(100)),
+        heartbeat: a.heartbeat.0.max(std::time::Duration::from_millis(10)),
+        token,
+        ..ServeOptions::default()
+    };
+    let secured = match (options.tls.is_some(), options.token.is_some()) {
+        (true, true) => " (TLS, token required)",
+        (true, false) => " (TLS)",
+        (false, true) => " (token required)",
+        (false, false) => "",
+    };
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let server = Server::bind(archive, options).await?;
+        let addr = server.local_addr();
+        tracing::info!(%addr, archive = %name, events, "serving on {addr}{secured}");
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                shutdown_signal().await;
+                stop.cancel();
+            }
+        });
+        server.run(stop).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,156 @@
+//! What the user typed -> a [`Source`]: a path (archive file or segment directory, detected by
+//! magic bytes), `s3://bucket/key-or-prefix`, `replayscope://host:port`, `statehouse://host:port`
+//! or `grpc://host:port` (probes which of the two answers). Every front end opens its source
+//! here.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::archive::{Archive, ArchiveError, OpenOptions};
+use crate::source::{ArchiveSource, RemoteSource, Source, SourceError, StatehouseSource};
+use crate::wire::{ConnectOptions, RetryPolicy};
+
+/// How to read the source text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SourceMode {
+    /// By its form: a scheme names the protocol, anything else is an archive.
+    #[default]
+    Auto,
+    Archive,
+    Statehouse,
+    Replayscope,
+}
+
+impl SourceMode {
+    pub fn label(self) -> &'static str {
+        match self {
+            SourceMode::Auto => "auto",
+            SourceMode::Archive => "archive",
+            SourceMode::Statehouse => "statehouse",
+            SourceMode::Replayscope => "replayscope",
+        }
+    }
+}
+
+/// What a source turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    Archive,
+    Replayscope,
+    Statehouse,
+}
+
+impl SourceKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            SourceKind::Archive => "archive",
+            SourceKind::Replayscope => "replayscope",
+            SourceKind::Statehouse => "statehouse",
+        }
+    }
+}
+
+/// Everything needed to open a source besides its text.
+#[derive(Debug, Clone, Default)]
+pub struct OpenRequest {
+    pub mode: SourceMode,
+    /// Use the readable prefix of a truncated archive.
+    pub allow_truncated: bool,
+    pub connect: ConnectOptions,
+    pub retry: RetryPolicy,
+    /// `NAMESPACE/AGENT_ID` (a Statehouse endpoint replays one agent).
+    pub agent: Option<String>,
+}
+
+/// Why a source could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The text and the mode do not fit together.
+    #[error("{0}")]
+    Usage(String),
+}
+
+const ENDPOINT_SCHEMES: [&str; 3] = ["replayscope", "statehouse", "grpc"];
+
+/// Whether `text` names a network endpoint rather than an archive.
+pub fn is_endpoint(text: &str) -> bool {
+    text.split_once("://")
+        .is_some_and(|(s, _)| ENDPOINT_SCHEMES.contains(&s))
+}
+
+/// Opens `text` as `req.mode` says (auto: by its form); returns the source and what kind of
+/// source it turned out to be. Blocking (it connects or reads the archive's summary).
+pub fn open_source(
+    text: &str,
+    req: &OpenRequest,
+) -> Result<(Arc<dyn Source>, SourceKind), OpenError> {
+    let scheme = text.split_once("://").map(|(s, _)| s);
+    let with_scheme = |prefix: &str| match text.split_once("://") {
+        Some((_, rest)) => format!("{prefix}://{rest}"),
+        None => format!("{prefix}://{text}"),
+    };
+    let endpoint = match (req.mode, scheme) {
+        (SourceMode::Auto, Some(s)) if ENDPOINT_SCHEMES.contains(&s) => Some(text.to_string()),
+        (SourceMode::Archive, Some(s)) if ENDPOINT_SCHEMES.contains(&s) => {
+            return Err(OpenError::Usage(format!(
+                "{text}: --mode archive takes a path or s3:// URL, not a {s}:// endpoint"
+            )));
+        }
+        (SourceMode::Auto | SourceMode::Archive, _) => None,
+        (SourceMode::Statehouse, None | Some("statehouse" | "grpc")) => {
+            Some(with_scheme("statehouse"))
+        }
+        (SourceMode::Replayscope, None | Some("replayscope" | "grpc")) => {
+            Some(with_scheme("replayscope"))
+        }
+        (m, Some(s)) => {
+            return Err(OpenError::Usage(format!(
+                "{text}: --mode {} does not take a {s}:// source",
+                m.label()
+            )));
+        }
+    };
+    let Some(url) = endpoint else {
+        let options = OpenOptions {
+            allow_truncated: req.allow_truncated,
+        };
+        let archive = Archive::open(Path::new(text), options)?;
+        return Ok((Arc::new(ArchiveSource::new(archive)), SourceKind::Archive));
+    };
+    let as_replayscope =
+        |url: &str| RemoteSource::connect(url, req.connect.clone(), req.retry.clone());
+    let as_statehouse = |url: &str| {
+        StatehouseSource::connect(
+            url,
+            req.agent.as_deref(),
+            req.connect.clone(),
+            req.retry.clone(),
+        )
+    };
+    Ok(match url.split_once("://").map(|(s, _)| s) {
+        Some("replayscope") => (Arc::new(as_replayscope(&url)?), SourceKind::Replayscope),
+        Some("statehouse") => (Arc::new(as_statehouse(&url)?), SourceKind::Statehouse),
+        // Probe: a replayscope endpoint answers Describe; anything else is taken for a
+        // Statehouse daemon.
+        _ => {
+            let rest = &url["grpc://".len()..];
+            match as_replayscope(&format!("replayscope://{rest}")) {
+                Ok(r) => {
+                    tracing::info!(endpoint = %url, "grpc:// probe: a replayscope endpoint");
+                    (Arc::new(r), SourceKind::Replayscope)
+                }
+                Err(probe) => {
+                    tracing::info!(endpoint = %url, %probe, "grpc:// probe: not replayscope, trying Statehouse Replay");
+                    (
+                        Arc::new(as_statehouse(&format!("statehouse://{rest}"))?),
+                        SourceKind::Statehouse,
+                    )
+                }
+            }
+        }
+    })
+}
