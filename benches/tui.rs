@@ -41,6 +41,7 @@ fn model() -> Model {
         last_time_ns: evs[5999].commit_time_ns,
         channels: vec![],
         final_hash: None,
+        ..Default::default()
     };
     let stats = Stats {
         state: PlayState::Playing,

@@ -637,6 +637,7 @@ impl<S: Sink> Player<S> {
                 filter: self.options.filter.clone(),
                 batch_events: self.options.batch_events,
                 verify_chain: self.options.verify_chain,
+                ..Default::default()
             },
             self.window.clone(),
         )?;

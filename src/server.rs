@@ -1,4 +1,4 @@
-//! `replayscope serve`: an archive behind gRPC (DESIGN.md sections 4 and 5, server side).
+//! `replayscope serve`: a source behind gRPC (DESIGN.md sections 4 and 5, server side).
 //!
 //! - `statehouse.v1.StatehouseService/Replay` streams one agent's events as stored, one message
 //!   per event (other Statehouse RPCs: UNIMPLEMENTED);
@@ -7,13 +7,16 @@
 //! - `grpc.health.v1.Health` and server reflection v1;
 //! - optional bearer token (every RPC but health), TLS, limits, a Prometheus endpoint.
 //!
-//! The services are thin: they read the archive with the same cursor as everything else and
-//! meter it with the same credit window, ring and watchdog as the client side.
+//! The services are thin: they stream from a [`Source`] (the same producer every front end
+//! uses, in its stored-bytes form) and meter it with the same credit window, ring and watchdog
+//! as the client side. [`service`] routes the replayscope.v1 calls, [`session`] is the session
+//! actor, [`replay`] answers statehouse.v1 Replay.
 
 pub mod auth;
 pub mod metrics;
+pub mod replay;
+pub mod service;
 pub mod session;
-pub mod statehouse;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,9 +29,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tonic::transport::{Identity, ServerTlsConfig};
 
-use crate::archive::{Archive, ArchiveError};
-use crate::event::hex;
+use crate::archive::ArchiveError;
+use crate::event::{Position, hex};
 use crate::flow::Watchdog;
+use crate::source::{Source, SourceError, SourceInfo};
 use crate::wire::proto::replayscope::v1 as pb;
 
 pub use auth::Token;
@@ -107,7 +111,7 @@ pub enum ServeError {
 
 /// State every service shares.
 pub(crate) struct Shared {
-    pub(crate) archive: Archive,
+    pub(crate) source: Arc<dyn Source>,
     pub(crate) describe: pb::ArchiveInfo,
     pub(crate) options: ServeOptions,
     pub(crate) metrics: Arc<Metrics>,
@@ -132,32 +136,51 @@ impl Drop for StreamGuard {
 }
 
 impl Shared {
-    /// The channel index of (namespace, agent_id), or NOT_FOUND listing the ones that exist.
-    pub(crate) fn channel(&self, namespace: &str, agent_id: &str) -> Result<usize, Status> {
-        self.archive
-            .channel_index(namespace, agent_id)
-            .ok_or_else(|| {
-                let known: Vec<String> = self
-                    .archive
-                    .channels()
-                    .iter()
-                    .map(|c| format!("{}/{}", c.namespace, c.agent_id))
-                    .collect();
-                let shown = if known.len() > 20 {
-                    format!("{}, … ({} in all)", known[..20].join(", "), known.len())
-                } else {
-                    known.join(", ")
-                };
-                Status::not_found(format!(
-                    "{}: no events for namespace {namespace:?}, agent_id {agent_id:?}; the archive holds {}",
-                    self.archive.name(),
-                    if shown.is_empty() {
-                        "no channels".to_string()
-                    } else {
-                        shown
-                    }
-                ))
-            })
+    /// (namespace, agent_id) when the source holds it, or NOT_FOUND listing the agents it has.
+    pub(crate) fn agent(
+        &self,
+        namespace: &str,
+        agent_id: &str,
+    ) -> Result<(String, String), Status> {
+        let info = self.source.info();
+        if info
+            .channels
+            .iter()
+            .any(|(n, a, _)| n == namespace && a == agent_id)
+        {
+            return Ok((namespace.to_string(), agent_id.to_string()));
+        }
+        let known: Vec<String> = info
+            .channels
+            .iter()
+            .map(|(n, a, _)| format!("{n}/{a}"))
+            .collect();
+        let shown = if known.len() > 20 {
+            format!("{}, … ({} in all)", known[..20].join(", "), known.len())
+        } else {
+            known.join(", ")
+        };
+        Err(Status::not_found(format!(
+            "{}: no events for namespace {namespace:?}, agent_id {agent_id:?}; the archive holds {}",
+            info.name,
+            if shown.is_empty() {
+                "no channels".to_string()
+            } else {
+                shown
+            }
+        )))
+    }
+
+    /// The offset of the first event at or after `pos`.
+    pub(crate) fn resolve_from(&self, pos: Position) -> Result<u64, Status> {
+        match self.source.resolve(pos, false) {
+            Ok(Some(o)) => Ok(o),
+            Ok(None) => Err(Status::out_of_range(format!(
+                "{}: {pos} is past the end",
+                self.source.info().name
+            ))),
+            Err(e) => Err(source_status(&e)),
+        }
     }
 
     /// Admits one more stream, or RESOURCE_EXHAUSTED at the limit.
@@ -179,13 +202,12 @@ impl Shared {
         Ok(guard)
     }
 
-    /// The archive's hash-chain head after `offset`, in hex ("" when unknown).
+    /// The source's hash-chain head after `offset`, in hex ("" when unknown).
     pub(crate) fn chain_head_through(&self, offset: u64) -> String {
-        let head = self.archive.cursor_at(offset).ok().and_then(|mut c| {
-            c.next_raw()?.ok()?;
-            c.chain_head()
-        });
-        head.map(|h| hex(&h)).unwrap_or_default()
+        self.source
+            .chain_head_through(offset)
+            .map(|h| hex(&h))
+            .unwrap_or_default()
     }
 }
 
@@ -199,32 +221,36 @@ pub(crate) fn archive_status(e: &ArchiveError) -> Status {
     }
 }
 
+/// A source error as a gRPC status (see [`archive_status`]).
+pub(crate) fn source_status(e: &SourceError) -> Status {
+    match e {
+        SourceError::Archive(a) => archive_status(a),
+        SourceError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+    }
+}
+
 /// What `Describe` answers.
-pub fn describe(archive: &Archive) -> pb::ArchiveInfo {
+pub fn describe(info: &SourceInfo) -> pb::ArchiveInfo {
     pb::ArchiveInfo {
-        events: archive.events(),
-        bytes: archive.segments().iter().map(|s| s.size()).sum(),
-        first_offset: archive.first_offset().unwrap_or(0),
-        last_offset: archive.last_offset().unwrap_or(0),
-        first_commit_ts: archive.first_commit_ts().unwrap_or(0),
-        last_commit_ts: archive.last_commit_ts().unwrap_or(0),
-        first_time_ns: archive.first_time_ns(),
-        last_time_ns: archive.last_time_ns(),
-        channels: archive
-            .channels()
+        events: info.events.unwrap_or(0),
+        bytes: info.bytes.unwrap_or(0),
+        first_offset: info.first_offset.unwrap_or(0),
+        last_offset: info.last_offset.unwrap_or(0),
+        first_commit_ts: info.first_commit_ts.unwrap_or(0),
+        last_commit_ts: info.last_commit_ts.unwrap_or(0),
+        first_time_ns: info.first_time_ns,
+        last_time_ns: info.last_time_ns,
+        channels: info
+            .channels
             .iter()
-            .zip(archive.channel_counts())
-            .map(|(c, n)| pb::ChannelInfo {
-                namespace: c.namespace.clone(),
-                agent_id: c.agent_id.clone(),
-                events: n,
+            .map(|(namespace, agent_id, events)| pb::ChannelInfo {
+                namespace: namespace.clone(),
+                agent_id: agent_id.clone(),
+                events: *events,
             })
             .collect(),
-        final_hash: archive
-            .recorded_final_hash()
-            .map(|h| hex(&h))
-            .unwrap_or_default(),
-        segments: archive.segments().len() as u32,
+        final_hash: info.final_hash.map(|h| hex(&h)).unwrap_or_default(),
+        segments: info.segments.unwrap_or(0),
     }
 }
 
@@ -240,7 +266,10 @@ pub struct Server {
 impl Server {
     /// Loads TLS material and binds the listeners (port 0 picks a free port). Must be called
     /// inside a tokio runtime (the watchdog starts here).
-    pub async fn bind(archive: Archive, options: ServeOptions) -> Result<Server, ServeError> {
+    pub async fn bind(
+        source: Arc<dyn Source>,
+        options: ServeOptions,
+    ) -> Result<Server, ServeError> {
         let tls = match &options.tls {
             None => None,
             Some((cert, key)) => {
@@ -280,8 +309,8 @@ impl Server {
             }
         };
         let shared = Arc::new(Shared {
-            describe: describe(&archive),
-            archive,
+            describe: describe(source.info()),
+            source,
             watchdog: Watchdog::start(options.idle),
             options,
             metrics: Arc::new(Metrics::default()),
@@ -334,9 +363,9 @@ impl Server {
 
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter
-            .set_serving::<statehouse::StatehouseServer>()
+            .set_serving::<replay::StatehouseServer>()
             .await;
-        health_reporter.set_serving::<session::ReplayServer>().await;
+        health_reporter.set_serving::<service::ReplayServer>().await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::wire::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -367,12 +396,12 @@ impl Server {
                 metrics.clone(),
             ))
             .add_service(auth::RequireToken::new(
-                statehouse::StatehouseServer::new(shared.clone()),
+                replay::StatehouseServer::new(shared.clone()),
                 token.clone(),
                 metrics.clone(),
             ))
             .add_service(auth::RequireToken::new(
-                session::ReplayServer::new(shared.clone()),
+                service::ReplayServer::new(shared.clone()),
                 token,
                 metrics.clone(),
             ));
@@ -393,8 +422,8 @@ impl Server {
                     streams = metrics.active_streams(),
                     "shutting down: ending streams with UNAVAILABLE"
                 );
-                health_reporter.set_not_serving::<statehouse::StatehouseServer>().await;
-                health_reporter.set_not_serving::<session::ReplayServer>().await;
+                health_reporter.set_not_serving::<replay::StatehouseServer>().await;
+                health_reporter.set_not_serving::<service::ReplayServer>().await;
                 shutdown.cancel();
                 match tokio::time::timeout(grace, &mut serve).await {
                     Ok(r) => r,

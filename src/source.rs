@@ -10,6 +10,7 @@ pub mod statehouse;
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::archive::ArchiveError;
@@ -38,6 +39,10 @@ pub struct SourceInfo {
     pub channels: Vec<(String, String, u64)>,
     /// The recorded final hash of the whole source, if any.
     pub final_hash: Option<[u8; 32]>,
+    /// Stored size in bytes (an archive's files), when known.
+    pub bytes: Option<u64>,
+    /// Archive segments (files), when the source is an archive.
+    pub segments: Option<u32>,
 }
 
 impl SourceInfo {
@@ -96,6 +101,59 @@ impl Batch {
     }
 }
 
+/// One event as stored: its encoded `ArchivedEvent`, forwarded without re-encoding (the server
+/// sends these bytes as they are).
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub offset: u64,
+    pub payload: Bytes,
+}
+
+impl crate::flow::RingItem for StoredEvent {
+    fn offset(&self) -> u64 {
+        self.offset
+    }
+    fn size(&self) -> u64 {
+        self.payload.len() as u64
+    }
+}
+
+/// A run of stored events in offset order.
+#[derive(Debug, Clone)]
+pub struct StoredBatch {
+    pub events: Vec<StoredEvent>,
+    pub bytes: u64,
+    /// Events the source read for this batch, delivered or filtered out.
+    pub read: u64,
+    /// The offset the source reads next (past any filtered-out events).
+    pub next_offset: u64,
+}
+
+/// Receives stored batches; `None` at the end of the range. Dropping it stops the producer.
+pub type StoredStream = mpsc::Receiver<Result<StoredBatch, SourceError>>;
+
+/// A decoded batch as stored bytes.
+fn encode_batch(name: &str, b: Batch) -> Result<StoredBatch, SourceError> {
+    let mut events = Vec::with_capacity(b.events.len());
+    for (e, _) in &b.events {
+        let payload = e.encode().map_err(|err| SourceError::Invalid {
+            source_name: name.to_string(),
+            message: format!("cannot encode the event at offset {}: {err}", e.offset),
+        })?;
+        events.push(StoredEvent {
+            offset: e.offset,
+            payload: Bytes::from(payload),
+        });
+    }
+    let next_offset = b.last_offset().map_or(0, |o| o + 1);
+    Ok(StoredBatch {
+        bytes: events.iter().map(|e| e.payload.len() as u64).sum(),
+        read: events.len() as u64,
+        next_offset,
+        events,
+    })
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error(transparent)]
@@ -114,15 +172,23 @@ impl SourceError {
 }
 
 /// What to stream.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct StreamRequest {
     /// First offset to deliver.
     pub from: u64,
     /// Last offset to deliver (inclusive).
     pub until: Option<u64>,
+    /// Stop after the last event with a commit_ts at or below this (inclusive, like
+    /// Statehouse's end_ts).
+    pub until_commit_ts: Option<u64>,
     pub filter: Filter,
     /// Events per batch.
     pub batch_events: usize,
+    /// Events in the first batch (so that the first event goes out at once); batches then
+    /// grow 4x up to `batch_events`. `None`: every batch is `batch_events`.
+    pub first_batch_events: Option<usize>,
+    /// Bytes per batch, at most (a batch holds at least one event).
+    pub batch_bytes: Option<u64>,
     /// Check the archive's hash chain while reading (CRCs are always checked).
     pub verify_chain: bool,
 }
@@ -140,6 +206,28 @@ pub trait Source: Send + Sync + 'static {
     /// Starts producing batches from `req.from`. The producer acquires credit from `window`
     /// before sending each batch and stops when the stream is dropped or the window cancelled.
     fn open(&self, req: StreamRequest, window: CreditWindow) -> Result<BatchStream, SourceError>;
+
+    /// The same stream as stored bytes, for forwarding (the server). A source that keeps its
+    /// events' bytes (an archive) hands them over without decoding them (unless the filter
+    /// needs a look inside); this default encodes what [`Source::open`] delivers.
+    fn open_stored(
+        &self,
+        req: StreamRequest,
+        window: CreditWindow,
+    ) -> Result<StoredStream, SourceError> {
+        let name = self.info().name.clone();
+        let mut decoded = self.open(req, window)?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            while let Some(b) = decoded.recv().await {
+                let stored = b.and_then(|b| encode_batch(&name, b));
+                if tx.send(stored).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
 
     /// The hash-chain head after the event at `offset`, when the source can tell.
     fn chain_head_through(&self, offset: u64) -> Option<[u8; 32]>;

@@ -6,10 +6,12 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use replayscope::archive::{Archive, OpenOptions};
 use replayscope::server::{ServeOptions, Server};
+use replayscope::source::ArchiveSource;
 use tokio_util::sync::CancellationToken;
 
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/sample.mcap");
@@ -49,7 +51,9 @@ impl InProcess {
         let stop = CancellationToken::new();
         let addr = rt.block_on(async {
             let server = Server::bind(
-                Archive::open(Path::new(archive), OpenOptions::default()).unwrap(),
+                Arc::new(ArchiveSource::new(
+                    Archive::open(Path::new(archive), OpenOptions::default()).unwrap(),
+                )),
                 ServeOptions {
                     listen: "127.0.0.1:0".parse().unwrap(),
                     ..ServeOptions::default()

@@ -12,6 +12,7 @@ use replayscope::archive::{Archive, ArchiveWriter, OpenOptions, WriterOptions};
 use replayscope::event::generate::{GenOptions, Generator};
 use replayscope::event::hex;
 use replayscope::server::{Metrics, Rpc, ServeOptions, Server, Token};
+use replayscope::source::ArchiveSource;
 use replayscope::wire::client::{Client, ConnectOptions, SessionStream};
 use replayscope::wire::codec::InFrame;
 use replayscope::wire::proto::replayscope::v1 as pb;
@@ -75,7 +76,7 @@ struct TestServer {
 impl TestServer {
     async fn start(path: &Path, options: ServeOptions) -> TestServer {
         let server = Server::bind(
-            open(path),
+            Arc::new(ArchiveSource::new(open(path))),
             ServeOptions {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 ..options

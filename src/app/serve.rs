@@ -1,6 +1,8 @@
 //! `replayscope serve SOURCE`: the source behind gRPC (statehouse.v1 Replay, replayscope.v1
 //! Session and Describe, health, reflection) until SIGINT or SIGTERM.
 
+use std::sync::Arc;
+
 use color_eyre::eyre::{Context, Result};
 
 use super::{UsageError, runtime, shutdown_signal};
@@ -54,7 +56,8 @@ pub fn serve_cmd(a: crate::cli::ServeArgs) -> Result<()> {
     };
     let rt = runtime()?;
     rt.block_on(async move {
-        let server = Server::bind(archive, options).await?;
+        let source = Arc::new(crate::source::ArchiveSource::new(archive));
+        let server = Server::bind(source, options).await?;
         let addr = server.local_addr();
         tracing::info!(%addr, archive = %name, events, "serving on {addr}{secured}");
         let stop = tokio_util::sync::CancellationToken::new();

@@ -54,6 +54,8 @@ struct State {
     sent_through: Option<u64>,
     acked_through: Option<u64>,
     cancelled: bool,
+    /// A producer is waiting in `acquire` for acks.
+    waiting: bool,
 }
 
 /// Shared between the producer (which `acquire`s before sending) and whoever receives the acks.
@@ -74,6 +76,7 @@ impl CreditWindow {
                 sent_through: None,
                 acked_through: None,
                 cancelled: false,
+                waiting: false,
             })),
             changed: Arc::new(Notify::new()),
         }
@@ -96,10 +99,12 @@ impl CreditWindow {
             {
                 let mut s = self.lock();
                 if s.cancelled {
+                    s.waiting = false;
                     return Err(FlowError::Cancelled);
                 }
                 let in_flight = s.sent_bytes - s.acked_bytes;
-                if in_flight == 0 || in_flight + bytes <= s.window {
+                s.waiting = !(in_flight == 0 || in_flight + bytes <= s.window);
+                if !s.waiting {
                     s.sent_bytes += bytes;
                     let cumulative = s.sent_bytes;
                     s.unacked.push_back((last_offset, cumulative));
@@ -178,6 +183,11 @@ impl CreditWindow {
         self.changed.notify_waiters();
     }
 
+    /// Whether a producer is waiting for acks to send its next batch (the window is full).
+    pub fn is_waiting(&self) -> bool {
+        self.lock().waiting
+    }
+
     pub fn is_cancelled(&self) -> bool {
         self.lock().cancelled
     }
@@ -221,11 +231,13 @@ mod tests {
         let waiter = tokio::spawn(async move { w2.acquire(50, 1).await });
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
+        assert!(w.is_waiting(), "the producer waits for acks");
         // a timer elapsing does not wake it: only an ack does
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert!(!waiter.is_finished());
         assert!(w.ack(0));
         waiter.await.unwrap().unwrap();
+        assert!(!w.is_waiting());
         assert_eq!(w.snapshot().in_flight_bytes, 50);
     }
 

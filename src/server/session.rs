@@ -1,141 +1,31 @@
-//! `replayscope.v1.ReplayService`: the credit-controlled `Session` and `Describe`.
+//! The session actor of `replayscope.v1.ReplayService/Session`.
 //!
 //! One task per session runs a biased select loop over: cancellation (shutdown, watchdog),
 //! client frames (acks, seek, pause, resume, cancel, heartbeat), batches from the producer, and
-//! a gauge tick. The producer reads the archive, waits for credit from the session's window and
-//! hands batches over; the loop records each in the replay ring and sends it as stored bytes.
-//! A cut stream leaves the session detached (ring and position kept) until the watchdog reaps
-//! it, so `Open{resume}` continues from the ring — or, once it has moved past, from the archive.
+//! a gauge tick. The producer is the source's own ([`Source::open_stored`]): it reads, waits
+//! for credit from the session's window and hands over stored bytes; the loop records each
+//! batch in the replay ring and sends it as it is. A cut stream leaves the session detached
+//! (ring and position kept) until the watchdog reaps it, so `Open{resume}` continues from the
+//! ring — or, once it has moved past, from the source.
 
-use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::Stream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tonic::body::Body;
-use tonic::codegen::{BoxFuture, Service, http};
-use tonic::server::{Grpc, NamedService, StreamingService, UnaryService};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Status, Streaming};
 
 use super::metrics::{Rpc, SessionGauges};
-use super::{Shared, StreamGuard, archive_status};
+use super::{Shared, StreamGuard, source_status};
 use crate::event::Position;
-use crate::event::wire::NameCache;
 use crate::flow::watchdog::WatchedSession;
-use crate::flow::{BACKPRESSURE_PCT, CreditWindow, ReplayRing, RingItem};
-use crate::source::Filter;
-use crate::wire::codec::{OutFrame, WireCodec};
+use crate::flow::{BACKPRESSURE_PCT, CreditWindow, ReplayRing};
+use crate::source::{Filter, StoredEvent, StreamRequest};
+use crate::wire::codec::OutFrame;
 use crate::wire::proto::replayscope::v1 as pb;
 use pb::client_frame::Frame as In;
 use pb::server_frame::Frame as Out;
-
-#[derive(Clone)]
-pub struct ReplayServer {
-    shared: Arc<Shared>,
-}
-
-impl ReplayServer {
-    pub(super) fn new(shared: Arc<Shared>) -> Self {
-        ReplayServer { shared }
-    }
-}
-
-impl NamedService for ReplayServer {
-    const NAME: &'static str = "replayscope.v1.ReplayService";
-}
-
-impl Service<http::Request<Body>> for ReplayServer {
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        let shared = self.shared.clone();
-        match req.uri().path() {
-            "/replayscope.v1.ReplayService/Session" => Box::pin(async move {
-                let mut grpc = Grpc::new(WireCodec::<OutFrame, pb::ClientFrame>::default());
-                Ok(grpc.streaming(SessionSvc(shared), req).await)
-            }),
-            "/replayscope.v1.ReplayService/Describe" => Box::pin(async move {
-                let mut grpc =
-                    Grpc::new(WireCodec::<pb::ArchiveInfo, pb::DescribeRequest>::default());
-                Ok(grpc.unary(DescribeSvc(shared), req).await)
-            }),
-            path => {
-                let status = Status::unimplemented(format!(
-                    "{path} is not a method of replayscope.v1.ReplayService (Session, Describe)"
-                ));
-                Box::pin(async move { Ok(status.into_http()) })
-            }
-        }
-    }
-}
-
-struct DescribeSvc(Arc<Shared>);
-
-impl UnaryService<pb::DescribeRequest> for DescribeSvc {
-    type Response = pb::ArchiveInfo;
-    type Future = BoxFuture<Response<pb::ArchiveInfo>, Status>;
-
-    fn call(&mut self, _request: Request<pb::DescribeRequest>) -> Self::Future {
-        let info = self.0.describe.clone();
-        Box::pin(async move { Ok(Response::new(info)) })
-    }
-}
-
-struct SessionSvc(Arc<Shared>);
-
-/// The response stream: frames the session task produces.
-pub struct FrameStream(mpsc::Receiver<Result<OutFrame, Status>>);
-
-impl Stream for FrameStream {
-    type Item = Result<OutFrame, Status>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx)
-    }
-}
-
-impl StreamingService<pb::ClientFrame> for SessionSvc {
-    type Response = OutFrame;
-    type ResponseStream = FrameStream;
-    type Future = BoxFuture<Response<FrameStream>, Status>;
-
-    fn call(&mut self, request: Request<Streaming<pb::ClientFrame>>) -> Self::Future {
-        let shared = self.0.clone();
-        Box::pin(async move {
-            let (tx, rx) = mpsc::channel(16);
-            tokio::spawn(run(shared, request.into_inner(), tx));
-            Ok(Response::new(FrameStream(rx)))
-        })
-    }
-}
-
-/// An event in the replay ring: its offset and stored bytes.
-#[derive(Debug, Clone)]
-pub struct SentEvent {
-    offset: u64,
-    payload: Bytes,
-}
-
-impl RingItem for SentEvent {
-    fn offset(&self) -> u64 {
-        self.offset
-    }
-    fn size(&self) -> u64 {
-        self.payload.len() as u64
-    }
-}
 
 /// What a session is, apart from its stream: kept across a cut for resume.
 pub struct Detached {
@@ -145,14 +35,12 @@ pub struct Detached {
 
 struct State {
     id: String,
-    /// Channel selected by (namespace, agent_id), if any.
-    channel: Option<usize>,
-    /// Key-prefix / txn_id filter (needs the event decoded).
+    /// Agent (namespace, agent_id), key-prefix and txn_id filter.
     filter: Filter,
     until: Option<u64>,
     /// Where the producer continues reading (after the last batch handed to the stream).
     next_read: u64,
-    ring: ReplayRing<SentEvent>,
+    ring: ReplayRing<StoredEvent>,
     epoch: u32,
     window_bytes: u64,
     started: Instant,
@@ -189,7 +77,7 @@ fn frame(f: Out) -> OutFrame {
 }
 
 /// Runs one session; every exit path ends the response stream with End or a status.
-async fn run(
+pub(super) async fn run(
     shared: Arc<Shared>,
     mut inbound: Streaming<pb::ClientFrame>,
     tx: mpsc::Sender<Result<OutFrame, Status>>,
@@ -261,8 +149,8 @@ async fn run(
 fn setup(
     shared: &Arc<Shared>,
     open: &pb::Open,
-) -> Result<(State, WatchedSession, Vec<SentEvent>), Status> {
-    let archive = &shared.archive;
+) -> Result<(State, WatchedSession, Vec<StoredEvent>), Status> {
+    let info = shared.source.info();
     let window_bytes = match open.window_bytes {
         0 => shared.options.default_window_bytes,
         w if w > shared.options.max_window_bytes => {
@@ -292,7 +180,7 @@ fn setup(
                 }
                 Err(e) => {
                     shared.metrics.resumed(false);
-                    tracing::info!(session = %state.id, from = next, ring = %e, "Session resumed by re-reading the archive");
+                    tracing::info!(session = %state.id, from = next, ring = %e, "Session resumed by re-reading the source");
                     state.ring.clear();
                     state.next_read = next;
                     vec![]
@@ -300,22 +188,21 @@ fn setup(
             };
             return Ok((state, watched, replay));
         }
-        // The session is gone (reaped, or from another server run): the archive can re-read,
+        // The session is gone (reaped, or from another server run): the source can re-read,
         // so continue from the next offset with this Open's parameters.
         let mut state = fresh_state(shared, open, window_bytes)?;
-        if let Some(last) = archive.last_offset()
+        if let Some(last) = info.last_offset
             && resume.last_received_offset > last
         {
             return Err(Status::out_of_range(format!(
                 "cannot resume after offset {}: {} ends at offset {last}",
-                resume.last_received_offset,
-                archive.name()
+                resume.last_received_offset, info.name
             )));
         }
         state.id = resume.session_id.clone();
         state.next_read = state.next_read.max(next);
         shared.metrics.resumed(false);
-        tracing::info!(session = %state.id, from = state.next_read, "Session resumed by re-reading the archive (session no longer held)");
+        tracing::info!(session = %state.id, from = state.next_read, "Session resumed by re-reading the source (session no longer held)");
         return Ok((state, shared.watchdog.register(), vec![]));
     }
     let state = fresh_state(shared, open, window_bytes)?;
@@ -332,10 +219,10 @@ fn setup(
 }
 
 fn fresh_state(shared: &Arc<Shared>, open: &pb::Open, window_bytes: u64) -> Result<State, Status> {
-    let archive = &shared.archive;
-    let channel = match (open.namespace.is_empty(), open.agent_id.is_empty()) {
+    let source = &shared.source;
+    let agent = match (open.namespace.is_empty(), open.agent_id.is_empty()) {
         (true, true) => None,
-        (false, false) => Some(shared.channel(&open.namespace, &open.agent_id)?),
+        (false, false) => Some(shared.agent(&open.namespace, &open.agent_id)?),
         _ => {
             return Err(Status::invalid_argument(format!(
                 "give both namespace and agent_id, or neither for every agent (got namespace {:?}, agent_id {:?})",
@@ -343,15 +230,15 @@ fn fresh_state(shared: &Arc<Shared>, open: &pb::Open, window_bytes: u64) -> Resu
             )));
         }
     };
-    let first = archive.first_offset().unwrap_or(0);
+    let first = source.info().first_offset.unwrap_or(0);
     let from = match position(open.from.as_ref()) {
         None => first,
-        Some(p) => archive.resolve_from(p).map_err(|e| archive_status(&e))?,
+        Some(p) => shared.resolve_from(p)?,
     };
     let until = match position(open.until.as_ref()) {
         None => None,
         Some(p) => {
-            let u = archive.resolve_until(p).map_err(|e| archive_status(&e))?;
+            let u = source.resolve(p, true).map_err(|e| source_status(&e))?;
             match u {
                 Some(u) if u >= from => Some(u),
                 _ => {
@@ -366,14 +253,16 @@ fn fresh_state(shared: &Arc<Shared>, open: &pb::Open, window_bytes: u64) -> Resu
         .filter
         .as_ref()
         .map(|f| Filter {
-            agent: None,
+            agent: agent.clone(),
             key_prefix: (!f.key_prefix.is_empty()).then(|| f.key_prefix.clone()),
             txn_id: (!f.txn_id.is_empty()).then(|| f.txn_id.clone()),
         })
-        .unwrap_or_default();
+        .unwrap_or(Filter {
+            agent,
+            ..Filter::default()
+        });
     Ok(State {
         id: new_session_id(),
-        channel,
         filter,
         until,
         next_read: from,
@@ -390,7 +279,7 @@ fn fresh_state(shared: &Arc<Shared>, open: &pb::Open, window_bytes: u64) -> Resu
 
 enum Produced {
     Batch {
-        events: Vec<SentEvent>,
+        events: Vec<StoredEvent>,
         bytes: u64,
         /// The cursor position after this batch.
         read_through: u64,
@@ -401,15 +290,19 @@ enum Produced {
     Failed(Status),
 }
 
+/// The task forwarding the source's stored batches to the session loop.
 struct Producer {
     rx: mpsc::Receiver<Produced>,
     task: tokio::task::JoinHandle<()>,
-    waiting: Arc<AtomicBool>,
+    /// The window its source stream takes credit from: cancelled with the producer, so the
+    /// source's reader stops even while it waits for credit.
+    window: CreditWindow,
 }
 
 impl Drop for Producer {
     fn drop(&mut self) {
         self.task.abort();
+        self.window.cancel();
     }
 }
 
@@ -438,7 +331,7 @@ enum Exit {
 }
 
 impl Session {
-    async fn serve(mut self, mut inbound: Streaming<pb::ClientFrame>, replay: Vec<SentEvent>) {
+    async fn serve(mut self, mut inbound: Streaming<pb::ClientFrame>, replay: Vec<StoredEvent>) {
         let opened = frame(Out::Opened(pb::Opened {
             session_id: self.state.id.clone(),
             archive: Some(self.shared.describe.clone()),
@@ -536,31 +429,32 @@ impl Session {
     }
 
     /// Starts reading at `next_read`, after sending `replay` (ring events of a resume).
-    fn start_producer(&mut self, replay: Vec<SentEvent>) {
+    fn start_producer(&mut self, replay: Vec<StoredEvent>) {
         self.producer = None;
         let (tx, rx) = mpsc::channel(2);
-        let waiting = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(produce(
             self.shared.clone(),
             ProduceFrom {
                 from: self.state.next_read,
                 until: self.state.until,
-                channel: self.state.channel,
                 filter: self.state.filter.clone(),
                 replay,
                 replay_batch: self.shared.options.batch_events.max(1),
             },
             self.window.clone(),
-            waiting.clone(),
             tx,
         ));
-        self.producer = Some(Producer { rx, task, waiting });
+        self.producer = Some(Producer {
+            rx,
+            task,
+            window: self.window.clone(),
+        });
     }
 
     async fn main_loop(
         &mut self,
         inbound: &mut Streaming<pb::ClientFrame>,
-        replay: Vec<SentEvent>,
+        replay: Vec<StoredEvent>,
     ) -> Exit {
         self.start_producer(replay);
         let mut tick = tokio::time::interval(GAUGE_TICK);
@@ -622,14 +516,14 @@ impl Session {
     fn heartbeat(&self) -> OutFrame {
         frame(Out::Heartbeat(pb::ServerHeartbeat {
             server_time_ns: crate::event::now_ns(),
-            head_offset: self.shared.archive.last_offset().unwrap_or(0),
+            head_offset: self.shared.source.info().last_offset.unwrap_or(0),
         }))
     }
 
     /// Records a batch in the ring and sends it as stored bytes.
     async fn send_batch(
         &mut self,
-        events: Vec<SentEvent>,
+        events: Vec<StoredEvent>,
         bytes: u64,
         into_ring: bool,
     ) -> Result<(), Exit> {
@@ -682,10 +576,7 @@ impl Session {
             self.last_ring = Some(ring);
         }
         let pct = c.in_flight_pct();
-        let waiting = self
-            .producer
-            .as_ref()
-            .is_some_and(|p| p.waiting.load(Ordering::Relaxed));
+        let waiting = self.producer.is_some() && self.window.is_waiting();
         if pct >= BACKPRESSURE_PCT || waiting {
             if !self.backpressure {
                 // Sent on entering backpressure; Credit frames follow the in-flight bytes.
@@ -729,9 +620,8 @@ impl Session {
                         )
                         .await;
                 };
-                match self.shared.archive.resolve_from(pos) {
-                    Err(e) => {
-                        let status = archive_status(&e);
+                match self.shared.resolve_from(pos) {
+                    Err(status) => {
                         return self
                             .error_frame(
                                 code_name(status.code()),
@@ -868,7 +758,7 @@ const GAUGE_TICK: Duration = Duration::from_millis(100);
 /// Copies a batch's payloads into one buffer of exactly their size. The ring then holds what
 /// it counts: slices of the ~1 MiB decompressed chunks would keep whole chunks (message
 /// headers, other agents' events) alive for as long as the ring holds one event of them.
-fn compact(events: &mut [SentEvent], bytes: u64) {
+fn compact(events: &mut [StoredEvent], bytes: u64) {
     let mut buf = bytes::BytesMut::with_capacity(bytes as usize);
     for e in events.iter() {
         buf.extend_from_slice(&e.payload);
@@ -885,22 +775,20 @@ fn compact(events: &mut [SentEvent], bytes: u64) {
 struct ProduceFrom {
     from: u64,
     until: Option<u64>,
-    channel: Option<usize>,
     filter: Filter,
     /// Ring events to send first (a resume), in batches of `replay_batch`.
-    replay: Vec<SentEvent>,
+    replay: Vec<StoredEvent>,
     replay_batch: usize,
 }
 
-/// Reads batches from the archive and hands them over once the window has room for them.
+/// Sends the ring events of a resume (taking credit for them), then forwards the source's
+/// stored batches, each compacted for the ring.
 async fn produce(
     shared: Arc<Shared>,
     at: ProduceFrom,
     window: CreditWindow,
-    waiting: Arc<AtomicBool>,
     tx: mpsc::Sender<Produced>,
 ) {
-    let archive = &shared.archive;
     for chunk in at.replay.chunks(at.replay_batch) {
         let bytes = chunk.iter().map(|e| e.payload.len() as u64).sum();
         let last = chunk.last().map(|e| e.offset).unwrap_or(0);
@@ -917,104 +805,48 @@ async fn produce(
             return;
         }
     }
+    let info = shared.source.info();
     let past_end =
-        archive.last_offset().is_none_or(|l| at.from > l) || at.until.is_some_and(|u| at.from > u);
+        info.last_offset.is_none_or(|l| at.from > l) || at.until.is_some_and(|u| at.from > u);
     if past_end {
         let _ = tx.send(Produced::Done).await;
         return;
     }
-    let mut cursor = match archive.cursor_at(at.from) {
-        Ok(c) => c.until(at.until).verify_chain(false),
+    let request = StreamRequest {
+        from: at.from,
+        until: at.until,
+        filter: at.filter,
+        batch_events: shared.options.batch_events.max(1),
+        // The first batch is small so the first event goes out at once.
+        first_batch_events: Some(FIRST_BATCH_EVENTS),
+        batch_bytes: Some(shared.options.batch_bytes.max(1)),
+        ..StreamRequest::default()
+    };
+    let mut stream = match shared.source.open_stored(request, window) {
+        Ok(s) => s,
         Err(e) => {
-            let _ = tx.send(Produced::Failed(archive_status(&e))).await;
+            let _ = tx.send(Produced::Failed(source_status(&e))).await;
             return;
         }
     };
-    let max_events = shared.options.batch_events.max(1);
-    let max_bytes = shared.options.batch_bytes.max(1);
-    // The first batch is small so the first event goes out at once; batches then grow 4x
-    // each up to the maximum (throughput needs big ones).
-    let mut batch_events = max_events.min(FIRST_BATCH_EVENTS);
-    let mut names = NameCache::default();
-    loop {
-        let mut events = Vec::with_capacity(256);
-        let mut bytes = 0u64;
-        let mut read = 0u64;
-        let mut failure = None;
-        let mut done = false;
-        while events.len() < batch_events && bytes < max_bytes {
-            let raw = match cursor.next_raw() {
-                None => {
-                    done = true;
-                    break;
-                }
-                Some(Ok(raw)) => raw,
-                Some(Err(e)) => {
-                    failure = Some(archive_status(&e));
-                    break;
-                }
-            };
-            read += 1;
-            if at.channel.is_some_and(|c| c != raw.channel) {
-                continue;
-            }
-            if !at.filter.is_empty() {
-                match raw.decode_with(&mut names) {
-                    Ok(e) if at.filter.matches(&e) => {}
-                    Ok(_) => continue,
-                    Err(e) => {
-                        failure = Some(Status::data_loss(format!(
-                            "{}: cannot decode event at offset {}: {e}",
-                            archive.name(),
-                            raw.offset
-                        )));
-                        break;
-                    }
-                }
-            }
-            bytes += raw.payload.len() as u64;
-            events.push(SentEvent {
-                offset: raw.offset,
-                payload: raw.payload,
-            });
-        }
-        shared.metrics.read(read);
-        compact(&mut events, bytes);
-        if let Some(last) = events.last().map(|e| e.offset) {
-            let snap = window.snapshot();
-            let blocked =
-                snap.in_flight_bytes > 0 && snap.in_flight_bytes + bytes > snap.window_bytes;
-            waiting.store(blocked, Ordering::Relaxed);
-            let acquired = window.acquire(bytes, last).await;
-            waiting.store(false, Ordering::Relaxed);
-            if acquired.is_err() {
-                return;
-            }
-            let read_through = cursor.next_offset();
-            if tx
-                .send(Produced::Batch {
-                    events,
-                    bytes,
-                    read_through,
+    while let Some(batch) = stream.recv().await {
+        let produced = match batch {
+            Ok(mut b) => {
+                shared.metrics.read(b.read);
+                compact(&mut b.events, b.bytes);
+                Produced::Batch {
+                    events: b.events,
+                    bytes: b.bytes,
+                    read_through: b.next_offset,
                     from_ring: false,
-                })
-                .await
-                .is_err()
-            {
-                return;
+                }
             }
-        }
-        if let Some(f) = failure {
-            let _ = tx.send(Produced::Failed(f)).await;
+            Err(e) => Produced::Failed(source_status(&e)),
+        };
+        let failed = matches!(produced, Produced::Failed(_));
+        if tx.send(produced).await.is_err() || failed {
             return;
         }
-        if done || cursor.until_reached() {
-            let _ = tx.send(Produced::Done).await;
-            return;
-        }
-        batch_events = (batch_events * 4).min(max_events);
-        // When the window and the channel are both ready nothing above yields: let the other
-        // sessions run between batches.
-        tokio::task::yield_now().await;
     }
+    let _ = tx.send(Produced::Done).await;
 }

@@ -125,6 +125,8 @@ impl RemoteSource {
                 .map(|c| (c.namespace, c.agent_id, c.events))
                 .collect(),
             final_hash,
+            bytes: Some(describe.bytes),
+            segments: Some(describe.segments),
         };
         Ok(RemoteSource {
             client,

@@ -127,6 +127,7 @@ impl StatehouseSource {
             last_time_ns: None,
             channels: vec![(namespace.to_string(), agent_id.to_string(), n)],
             final_hash: None,
+            ..Default::default()
         };
         Ok(StatehouseSource {
             client,

@@ -203,6 +203,7 @@ impl FoldTask {
                     filter: self.filter.clone(),
                     batch_events: 256,
                     verify_chain: false,
+                    ..Default::default()
                 },
                 window.clone(),
             )
@@ -297,6 +298,7 @@ impl FoldTask {
                 filter: self.filter.clone(),
                 batch_events: 256,
                 verify_chain: false,
+                ..Default::default()
             },
             window.clone(),
         );

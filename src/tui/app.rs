@@ -578,6 +578,7 @@ mod tests {
             last_time_ns: Some(101_000_000_000),
             channels: vec![],
             final_hash: None,
+            ..Default::default()
         }
     }
 

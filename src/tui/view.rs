@@ -900,6 +900,7 @@ pub(crate) mod tests {
             last_time_ns: evs[99].commit_time_ns,
             channels: vec![],
             final_hash: None,
+            ..Default::default()
         };
         let mut m = Model::new(source, stats());
         let mut state = KvState::new();

@@ -51,6 +51,7 @@ pub async fn dry_run(plan: &PlayPlan) -> Result<()> {
             filter: options.filter.clone(),
             batch_events: 1,
             verify_chain: plan.verify_chain,
+            ..Default::default()
         },
         window,
     )?;

@@ -1,7 +1,7 @@
-//! `statehouse.v1.StatehouseService` served from an archive: `Replay` streams one agent's events
-//! as the stored bytes, one message per event, read straight from the archive as the client
-//! takes them (constant memory, and a client that goes away stops the reading). Every other
-//! Statehouse RPC answers UNIMPLEMENTED: this endpoint serves archives read-only.
+//! `statehouse.v1.StatehouseService` served from a source: `Replay` streams one agent's events
+//! as the stored bytes, one message per event. The source's producer reads ahead of the client
+//! by at most a small credit window (constant memory), and a client that goes away stops the
+//! reading. Every other Statehouse RPC answers UNIMPLEMENTED: this endpoint is read-only.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -17,9 +17,10 @@ use tonic::server::{Grpc, NamedService, ServerStreamingService};
 use tonic::{Request, Response, Status};
 
 use super::metrics::Rpc;
-use super::{Shared, StreamGuard, archive_status};
-use crate::archive::Cursor;
+use super::{Shared, StreamGuard, source_status};
 use crate::event::Position;
+use crate::flow::CreditWindow;
+use crate::source::{Filter, StoredEvent, StoredStream, StreamRequest};
 use crate::wire::codec::WireCodec;
 use crate::wire::proto::statehouse::v1::ReplayRequest;
 
@@ -93,82 +94,92 @@ impl ServerStreamingService<ReplayRequest> for ReplaySvc {
     }
 }
 
+/// How far the source reads ahead of what the client has taken.
+const REPLAY_WINDOW_BYTES: u64 = 1024 * 1024;
+/// Events in the first batch read (the first event goes out at once).
+const FIRST_BATCH_EVENTS: usize = 32;
+
 fn open_replay(shared: &Arc<Shared>, req: ReplayRequest) -> Result<ReplayStream, Status> {
     let opened_at = std::time::Instant::now();
-    let archive = &shared.archive;
-    let channel = shared.channel(&req.namespace, &req.agent_id)?;
+    let info = shared.source.info();
+    let agent = shared.agent(&req.namespace, &req.agent_id)?;
     let guard = shared.admit(Rpc::Replay)?;
-    // `end_ts` is applied on each event's commit_ts; the cursor only needs a bound from the
-    // index, so opening a range reads one chunk (the start), not two.
-    let until = match req.end_ts {
-        Some(ts) => archive.commit_ts_upper_bound(ts),
-        None => archive.last_offset(),
-    };
     let from = match req.start_ts {
         // Past the end: an empty stream, as the Statehouse daemon answers.
-        Some(ts) if archive.last_commit_ts().is_none_or(|last| ts > last) => u64::MAX,
-        Some(ts) => archive
-            .resolve_from(Position::CommitTs(ts))
-            .map_err(|e| archive_status(&e))?,
-        None => archive.first_offset().unwrap_or(0),
+        Some(ts) if info.last_commit_ts.is_none_or(|last| ts > last) => None,
+        Some(ts) => Some(shared.resolve_from(Position::CommitTs(ts))?),
+        None => info.first_offset,
     };
-    let empty = match (until, archive.last_offset()) {
-        (None, _) | (_, None) => true,
-        (Some(u), Some(last)) => from > u.min(last),
-    };
-    let cursor = if empty {
-        None
-    } else {
-        Some(
-            archive
-                .cursor_at(from)
-                .map_err(|e| archive_status(&e))?
-                .until(until)
-                .verify_chain(false),
-        )
+    let window = CreditWindow::new(REPLAY_WINDOW_BYTES);
+    let stream = match from {
+        None => None,
+        Some(from) => Some(
+            shared
+                .source
+                .open_stored(
+                    StreamRequest {
+                        from,
+                        // `end_ts` is applied on each event's commit_ts.
+                        until_commit_ts: req.end_ts,
+                        filter: Filter {
+                            agent: Some(agent),
+                            ..Filter::default()
+                        },
+                        batch_events: shared.options.batch_events.max(1),
+                        first_batch_events: Some(FIRST_BATCH_EVENTS),
+                        batch_bytes: Some(shared.options.batch_bytes.max(1)),
+                        ..StreamRequest::default()
+                    },
+                    window.clone(),
+                )
+                .map_err(|e| source_status(&e))?,
+        ),
     };
     tracing::info!(
         namespace = %req.namespace,
         agent_id = %req.agent_id,
         start_ts = ?req.start_ts,
         end_ts = ?req.end_ts,
-        from,
-        until = ?until,
+        from = ?from,
         "Replay opened"
     );
     Ok(ReplayStream {
-        cursor,
-        channel,
+        stream,
+        batch: Vec::new().into_iter(),
+        batch_last: None,
+        window,
         shared: shared.clone(),
         stop: Box::pin(shared.shutdown.clone().cancelled_owned()),
         guard,
         events: 0,
         bytes: 0,
         read: 0,
+        last_sent: None,
         done: false,
         first_flushed: false,
-        end_ts: req.end_ts,
         opened_at,
     })
 }
 
-/// Reads the archive as tonic pulls messages: nothing is read ahead of the client beyond the
-/// cursor's chunk read-ahead and HTTP/2's flow-control window.
+/// Hands the source's stored batches to tonic one event at a time; a batch is acknowledged to
+/// the source's window once tonic has taken all of it.
 pub struct ReplayStream {
-    cursor: Option<Cursor>,
-    channel: usize,
+    stream: Option<StoredStream>,
+    batch: std::vec::IntoIter<StoredEvent>,
+    /// The last offset of `batch`, acknowledged when it is drained.
+    batch_last: Option<u64>,
+    window: CreditWindow,
     shared: Arc<Shared>,
     stop: Pin<Box<WaitForCancellationFutureOwned>>,
     guard: StreamGuard,
     events: u64,
     bytes: u64,
     read: u64,
+    last_sent: Option<u64>,
     done: bool,
     /// After the first event the stream says "not ready" once, so tonic sends it at once
     /// instead of filling its 64 KiB buffer first (time to first event).
     first_flushed: bool,
-    /// Inclusive end of the requested commit_ts range.
-    end_ts: Option<u64>,
     opened_at: std::time::Instant,
 }
 
@@ -187,7 +198,8 @@ impl ReplayStream {
     fn finish(&mut self, outcome: Option<&Status>) {
         self.done = true;
         self.flush();
-        self.cursor = None;
+        self.stream = None;
+        self.window.cancel();
         match outcome {
             None => tracing::info!(events = self.guard.events, "Replay finished"),
             Some(s) => {
@@ -207,11 +219,11 @@ impl Stream for ReplayStream {
             return Poll::Ready(None);
         }
         if this.stop.as_mut().poll(cx).is_ready() {
-            let next = this.cursor.as_ref().map(|c| c.next_offset());
             let status = Status::unavailable(format!(
                 "server shutting down after {} events; ask again with start_ts after the last commit_ts received{}",
                 this.guard.events,
-                next.map(|n| format!(" (next offset {n})"))
+                this.last_sent
+                    .map(|o| format!(" (next offset {})", o + 1))
                     .unwrap_or_default()
             ));
             this.finish(Some(&status));
@@ -221,51 +233,44 @@ impl Stream for ReplayStream {
             this.first_flushed = true;
             tracing::debug!(
                 after_us = this.opened_at.elapsed().as_micros() as u64,
-                read = this.read,
                 "Replay first event"
             );
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        let Some(cursor) = this.cursor.as_mut() else {
-            this.finish(None);
-            return Poll::Ready(None);
-        };
-        // Skipping other agents' events yields now and then, so one sparse agent in a big
-        // archive does not hold a worker thread for long.
-        let mut budget = 16 * 1024;
         loop {
-            budget -= 1;
-            if budget == 0 {
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
+            if let Some(e) = this.batch.next() {
+                this.events += 1;
+                this.guard.events += 1;
+                this.bytes += e.payload.len() as u64;
+                this.last_sent = Some(e.offset);
+                if this.events >= 4096 {
+                    this.flush();
+                }
+                return Poll::Ready(Some(Ok(e.payload)));
             }
-            match cursor.next_raw() {
-                None => {
+            if let Some(last) = this.batch_last.take() {
+                this.window.ack(last);
+            }
+            let Some(stream) = this.stream.as_mut() else {
+                this.finish(None);
+                return Poll::Ready(None);
+            };
+            match stream.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
                     this.finish(None);
                     return Poll::Ready(None);
                 }
-                Some(Err(e)) => {
-                    let status = archive_status(&e);
+                Poll::Ready(Some(Err(e))) => {
+                    let status = source_status(&e);
                     this.finish(Some(&status));
                     return Poll::Ready(Some(Err(status)));
                 }
-                Some(Ok(raw)) => {
-                    if this.end_ts.is_some_and(|end| raw.commit_ts > end) {
-                        this.finish(None);
-                        return Poll::Ready(None);
-                    }
-                    this.read += 1;
-                    if raw.channel != this.channel {
-                        continue;
-                    }
-                    this.events += 1;
-                    this.guard.events += 1;
-                    this.bytes += raw.payload.len() as u64;
-                    if this.events >= 4096 {
-                        this.flush();
-                    }
-                    return Poll::Ready(Some(Ok(raw.payload)));
+                Poll::Ready(Some(Ok(b))) => {
+                    this.read += b.read;
+                    this.batch_last = b.events.last().map(|e| e.offset);
+                    this.batch = b.events.into_iter();
                 }
             }
         }
@@ -274,6 +279,8 @@ impl Stream for ReplayStream {
 
 impl Drop for ReplayStream {
     fn drop(&mut self) {
+        // The source's reader stops even while it waits for credit.
+        self.window.cancel();
         if !self.done {
             self.flush();
             tracing::info!(
