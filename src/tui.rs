@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod input;
+pub mod theme;
 pub mod view;
 
 use std::sync::Arc;

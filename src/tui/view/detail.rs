@@ -1,0 +1,66 @@
+//! The transaction pane: the selected event's operations with their values as pretty JSON.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span, Text};
+use ratatui::widgets::{Paragraph, Wrap};
+
+use super::focused_block;
+use crate::event::format_time_ns;
+use crate::tui::app::{Focus, Model, ViewState};
+use crate::tui::theme;
+
+pub fn render_detail(frame: &mut Frame, area: Rect, model: &Model, view: &ViewState) {
+    let block = focused_block(" transaction ", view.focus == Focus::Detail);
+    let Some(row) = model.selected_row(view) else {
+        frame.render_widget(Paragraph::new("no event yet").block(block), area);
+        return;
+    };
+    let e = &row.event;
+    let mut lines = vec![
+        Line::from(vec![
+            Span::styled(format!("#{} ", e.offset), theme::BOLD),
+            Span::raw(format!("@{} ", e.commit_ts)),
+            Span::raw(
+                e.commit_time_ns
+                    .map(format_time_ns)
+                    .unwrap_or_else(|| "(no wall time)".into()),
+            ),
+        ]),
+        Line::from(format!(
+            "{}/{}  txn {}  {} bytes",
+            e.namespace, e.agent_id, e.txn_id, row.size
+        )),
+    ];
+    for op in &e.operations {
+        match &op.value {
+            Some(v) => {
+                lines.push(Line::from(vec![
+                    Span::styled("set ", theme::SET),
+                    Span::styled(op.key.to_string(), theme::BOLD),
+                    Span::raw(format!("  v{}", op.version)),
+                ]));
+                let json = match v.object(&op.key) {
+                    Ok(o) => serde_json::to_string_pretty(o).unwrap_or_default(),
+                    Err(err) => format!("<undecodable value: {err}>"),
+                };
+                for l in json.lines() {
+                    lines.push(Line::from(format!("  {l}")));
+                }
+            }
+            None => lines.push(Line::from(vec![
+                Span::styled("delete ", theme::DELETE),
+                Span::styled(op.key.to_string(), theme::BOLD),
+                Span::raw(format!("  v{}", op.version)),
+            ])),
+        }
+    }
+    let scroll = view.detail_scroll.min(lines.len().saturating_sub(1) as u16);
+    frame.render_widget(
+        Paragraph::new(Text::from(lines))
+            .block(block)
+            .wrap(Wrap { trim: false })
+            .scroll((scroll, 0)),
+        area,
+    );
+}

@@ -1,0 +1,183 @@
+//! The transport gauges: credit window (in flight / window), replay ring, rate with its
+//! sparkline and target, lag behind schedule. Compact: a label over a thin gauge each.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::widgets::{Block, Gauge, LineGauge, Paragraph, Sparkline};
+
+use crate::player::Pace;
+use crate::tui::app::Model;
+use crate::tui::theme;
+
+pub fn human_bytes(b: u64) -> String {
+    const K: f64 = 1024.0;
+    let f = b as f64;
+    if f < K {
+        format!("{b} B")
+    } else if f < K * K {
+        format!("{:.1} KiB", f / K)
+    } else if f < K * K * K {
+        format!("{:.1} MiB", f / K / K)
+    } else {
+        format!("{:.2} GiB", f / K / K / K)
+    }
+}
+
+/// Bytes in at most 5 characters (`3.0M`, `29K`).
+pub fn short_bytes(b: u64) -> String {
+    let f = b as f64;
+    if f < 1024.0 {
+        format!("{b}B")
+    } else if f < 1024.0 * 1024.0 {
+        format!("{:.0}K", f / 1024.0)
+    } else if f < 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.1}M", f / 1024.0 / 1024.0)
+    } else {
+        format!("{:.1}G", f / 1024.0 / 1024.0 / 1024.0)
+    }
+}
+
+pub fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        (a as f64 / b as f64).clamp(0.0, 1.0)
+    }
+}
+
+pub fn render_gauges(frame: &mut Frame, area: Rect, model: &Model, compact: bool) {
+    let s = &model.stats;
+    let credit_label = format!(
+        "credit {} / {} in flight",
+        human_bytes(s.credit.in_flight_bytes),
+        human_bytes(s.credit.window_bytes)
+    );
+    let ring_label = format!(
+        "ring {} / {}{}",
+        human_bytes(s.ring.bytes_used),
+        human_bytes(s.ring.capacity),
+        match (s.ring.oldest_offset, s.ring.newest_offset) {
+            (Some(a), Some(b)) => format!("  #{a}..#{b}"),
+            _ => String::new(),
+        }
+    );
+    let target = match s.target_rate {
+        Some(t) => format!(" (target {t:.0})"),
+        None => match s.pace {
+            Pace::Fast => " (as fast as possible)".to_string(),
+            _ => String::new(),
+        },
+    };
+    let rate_label = format!("rate {:.0} ev/s{target}", s.rate);
+    let lag_label = format!(
+        "lag {:.1} ms (max {:.1} ms)",
+        s.lag.as_secs_f64() * 1e3,
+        s.max_lag.as_secs_f64() * 1e3
+    );
+    let cols = Layout::horizontal([Constraint::Ratio(1, 4); 4]).split(area);
+    if compact {
+        // Two lines: a short label over a thin gauge.
+        let credit_label = format!(
+            "credit {}/{}",
+            short_bytes(s.credit.in_flight_bytes),
+            short_bytes(s.credit.window_bytes)
+        );
+        let ring_label = format!(
+            "ring {}/{}",
+            short_bytes(s.ring.bytes_used),
+            short_bytes(s.ring.capacity)
+        );
+        let rate_label = format!(
+            "{:.0} ev/s{}",
+            s.rate,
+            s.target_rate.map_or(String::new(), |t| format!("/{t:.0}"))
+        );
+        let lag_label = format!(
+            "lag {:.1}ms max {:.0}",
+            s.lag.as_secs_f64() * 1e3,
+            s.max_lag.as_secs_f64() * 1e3
+        );
+        let items = [
+            (
+                credit_label,
+                ratio(s.credit.in_flight_bytes, s.credit.window_bytes),
+            ),
+            (ring_label, ratio(s.ring.bytes_used, s.ring.capacity)),
+            (rate_label, 0.0),
+            (lag_label, 0.0),
+        ];
+        for (i, (label, r)) in items.into_iter().enumerate() {
+            let [top, bottom] =
+                Layout::vertical([Constraint::Length(1), Constraint::Length(1)]).areas(cols[i]);
+            frame.render_widget(Paragraph::new(label), top);
+            if i < 2 {
+                frame.render_widget(
+                    LineGauge::default().ratio(r).filled_style(theme::CREDIT),
+                    bottom,
+                );
+            } else if i == 2 {
+                let data: Vec<u64> = s
+                    .rate_history
+                    .iter()
+                    .rev()
+                    .take(bottom.width as usize)
+                    .rev()
+                    .copied()
+                    .collect();
+                frame.render_widget(Sparkline::default().data(&data).style(theme::RATE), bottom);
+            }
+        }
+        return;
+    }
+    let pct = s.credit.in_flight_pct();
+    let credit_style = if pct >= crate::flow::BACKPRESSURE_PCT {
+        theme::ALERT
+    } else {
+        theme::CREDIT
+    };
+    frame.render_widget(
+        Gauge::default()
+            .block(Block::bordered().title(" credit window "))
+            .gauge_style(credit_style)
+            .ratio(ratio(s.credit.in_flight_bytes, s.credit.window_bytes))
+            .label(credit_label),
+        cols[0],
+    );
+    frame.render_widget(
+        Gauge::default()
+            .block(Block::bordered().title(" replay ring "))
+            .gauge_style(theme::RING)
+            .ratio(ratio(s.ring.bytes_used, s.ring.capacity))
+            .label(ring_label),
+        cols[1],
+    );
+    let inner_w = cols[2].width.saturating_sub(2) as usize;
+    let data: Vec<u64> = s
+        .rate_history
+        .iter()
+        .rev()
+        .take(inner_w)
+        .rev()
+        .copied()
+        .collect();
+    frame.render_widget(
+        Sparkline::default()
+            .block(Block::bordered().title(format!(" {rate_label} ")))
+            .data(&data)
+            .style(theme::RATE),
+        cols[2],
+    );
+    let lag_ratio = (s.lag.as_secs_f64() / 0.1).clamp(0.0, 1.0);
+    frame.render_widget(
+        Gauge::default()
+            .block(Block::bordered().title(" lag behind schedule "))
+            .gauge_style(if s.lag.as_millis() >= 50 {
+                theme::ALERT
+            } else {
+                theme::LAG_OK
+            })
+            .ratio(lag_ratio)
+            .label(lag_label),
+        cols[3],
+    );
+}

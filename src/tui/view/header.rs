@@ -1,0 +1,52 @@
+//! The header: the source, the pace, the player's state and what the source is going through.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+
+use crate::player::{Pace, PlayState};
+use crate::tui::app::{Model, ViewState};
+use crate::tui::theme;
+
+fn pace_text(model: &Model) -> String {
+    let mut s = model.stats.pace.label();
+    if matches!(model.stats.pace, Pace::Realtime { .. }) && model.stats.logical_time {
+        s.push_str(" (logical tick: no wall-clock times)");
+    }
+    s
+}
+
+pub fn render_header(frame: &mut Frame, area: Rect, model: &Model, view: &ViewState) {
+    let s = &model.stats;
+    let mut state = vec![Span::styled(
+        format!(" {} ", s.state.label().to_uppercase()),
+        theme::state(s.state).reversed(),
+    )];
+    if let Some(r) = &s.reason
+        && matches!(s.state, PlayState::Stopped | PlayState::Finished)
+    {
+        state.push(Span::raw(format!(" {r}")));
+    }
+    if let Some(status) = &s.source_status
+        && !matches!(s.state, PlayState::Stopped | PlayState::Finished)
+    {
+        state.push(Span::styled(format!("  {status}"), theme::NOTICE));
+    }
+    if view.frozen_at.is_some() {
+        state.push(Span::styled(
+            format!("  FROZEN (+{} pending)", model.pending(view)),
+            theme::FROZEN,
+        ));
+    }
+    if let Some(f) = &view.filter {
+        state.push(Span::styled(format!("  filter: {f}"), theme::FILTER));
+    }
+    let line1 = Line::from(vec![
+        Span::styled("replayscope ", theme::BOLD),
+        Span::raw(format!("{} ({})", model.source.name, model.source.kind)),
+        Span::raw("  pace: "),
+        Span::styled(pace_text(model), theme::BOLD),
+    ]);
+    frame.render_widget(Paragraph::new(vec![line1, Line::from(state)]), area);
+}

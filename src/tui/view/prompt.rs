@@ -1,0 +1,52 @@
+//! The prompt overlay (seek, resume from, filter), validated as it is typed.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Clear, Paragraph};
+
+use super::centered;
+use crate::tui::app::{PromptKind, ViewState};
+use crate::tui::theme;
+
+pub fn render_prompt(frame: &mut Frame, area: Rect, view: &ViewState) {
+    let Some(p) = &view.prompt else { return };
+    let (title, hint) = match p.kind {
+        PromptKind::Seek => (
+            " seek ",
+            "offset (1200), @commit_ts, RFC 3339 time, NN%, +N / -N",
+        ),
+        PromptKind::Resume => (" resume from offset ", "the run restarts from this offset"),
+        PromptKind::Filter => (" filter the table ", "key prefix or txn_id; empty clears"),
+    };
+    let r = centered(area, 64, 5);
+    frame.render_widget(Clear, r);
+    let status = match &p.error {
+        Some(e) => Line::styled(e.clone(), theme::INVALID),
+        None => Line::styled(
+            if p.kind == PromptKind::Filter {
+                "enter to apply".to_string()
+            } else {
+                "ok: enter to go".to_string()
+            },
+            theme::VALID,
+        ),
+    };
+    let text = vec![
+        Line::from(vec![
+            Span::raw("> "),
+            Span::styled(p.input.clone(), theme::BOLD),
+            Span::styled("▏", theme::CARET),
+        ]),
+        status,
+        Line::styled(hint, theme::HINT),
+    ];
+    frame.render_widget(
+        Paragraph::new(text).block(
+            Block::bordered()
+                .title(title)
+                .border_style(theme::PROMPT_BORDER),
+        ),
+        r,
+    );
+}
