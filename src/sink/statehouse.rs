@@ -25,14 +25,12 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::PollSender;
-use tonic::transport::Channel;
 
 use crate::event::{Event, JsonObject, ObjectValue};
 use crate::player::{Played, Sink, SinkError};
 use crate::state::KvState;
-use crate::wire::client::{Client, ConnectOptions};
+use crate::wire::client::{CallError, ClientError, ConnectOptions, StatehouseClient};
 use crate::wire::proto::statehouse::v1 as sh;
-use crate::wire::proto::statehouse::v1::statehouse_service_client::StatehouseServiceClient;
 
 /// How long a transaction may stay open on the target (it is committed well before).
 const TXN_TIMEOUT_MS: u64 = 120_000;
@@ -78,28 +76,6 @@ impl ApplyError {
             closed: false,
             message: self.to_string(),
         }
-    }
-}
-
-/// The target stopped answering (as opposed to refusing a call).
-fn is_lost(s: &tonic::Status) -> bool {
-    matches!(
-        s.code(),
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
-    )
-}
-
-/// What the target said, on one line.
-fn status_text(s: &tonic::Status) -> String {
-    let m = s.message().trim();
-    match s.code() {
-        tonic::Code::Unavailable => format!(
-            "unreachable ({})",
-            if m.is_empty() { "no message" } else { m }
-        ),
-        tonic::Code::DeadlineExceeded => "no answer in time".to_string(),
-        _ if m.is_empty() => format!("{:?}", s.code()),
-        _ => m.to_string(),
     }
 }
 
@@ -165,10 +141,8 @@ impl AgentMap {
 /// A connected Statehouse daemon.
 #[derive(Clone)]
 pub struct StatehouseTarget {
-    client: Client,
-    rpc: StatehouseServiceClient<Channel>,
+    client: StatehouseClient,
     url: String,
-    timeout: Duration,
 }
 
 /// A value as `google.protobuf.Struct` (stored bytes are decoded as they are).
@@ -192,23 +166,19 @@ impl StatehouseTarget {
     ) -> Result<StatehouseTarget, TargetError> {
         let addr = url.strip_prefix("statehouse://").unwrap_or(url);
         let addr = addr.trim_end_matches('/');
-        let client =
-            Client::connect(addr, options)
-                .await
-                .map_err(|e| TargetError::Unreachable {
-                    url: url.to_string(),
-                    message: match e {
-                        crate::wire::client::ClientError::Connect { message, .. }
-                        | crate::wire::client::ClientError::Endpoint { message, .. }
-                        | crate::wire::client::ClientError::Tls { message, .. } => message,
-                    },
-                })?;
+        let client = StatehouseClient::connect(addr, options, timeout)
+            .await
+            .map_err(|e| TargetError::Unreachable {
+                url: url.to_string(),
+                message: match e {
+                    ClientError::Connect { message, .. }
+                    | ClientError::Endpoint { message, .. }
+                    | ClientError::Tls { message, .. } => message,
+                },
+            })?;
         Ok(StatehouseTarget {
-            rpc: StatehouseServiceClient::new(client.channel())
-                .max_decoding_message_size(256 * 1024 * 1024),
             client,
             url: url.to_string(),
-            timeout,
         })
     }
 
@@ -216,61 +186,38 @@ impl StatehouseTarget {
         &self.url
     }
 
-    async fn call<T, F>(&self, rpc: &'static str, f: F) -> Result<T, tonic::Status>
-    where
-        F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    {
-        match tokio::time::timeout(self.timeout, f).await {
-            Ok(r) => r.map(tonic::Response::into_inner),
-            Err(_) => Err(tonic::Status::deadline_exceeded(format!(
-                "{rpc}: no answer within {:?}",
-                self.timeout
-            ))),
-        }
-    }
-
-    fn rpc_error(&self, rpc: &'static str, s: &tonic::Status) -> TargetError {
-        if s.code() == tonic::Code::Unavailable {
+    fn rpc_error(&self, rpc: &'static str, e: &CallError) -> TargetError {
+        if e.code == crate::wire::client::CallCode::Unavailable {
             TargetError::Unreachable {
                 url: self.url.clone(),
-                message: status_text(s),
+                message: e.text(),
             }
         } else {
             TargetError::Rpc {
                 url: self.url.clone(),
                 rpc,
-                message: status_text(s),
+                message: e.text(),
             }
         }
     }
 
     /// Health must answer "ok"; returns the daemon's version.
     pub async fn check_health(&self) -> Result<String, TargetError> {
-        let h = self
-            .call(
-                "Health",
-                self.rpc
-                    .clone()
-                    .health(self.client.request(sh::HealthRequest {})),
-            )
+        let status = self
+            .client
+            .health()
             .await
-            .map_err(|s| self.rpc_error("Health", &s))?;
-        if h.status != "ok" {
+            .map_err(|e| self.rpc_error("Health", &e))?;
+        if status != "ok" {
             return Err(TargetError::Unhealthy {
                 url: self.url.clone(),
-                status: h.status,
+                status,
             });
         }
-        let v = self
-            .call(
-                "Version",
-                self.rpc
-                    .clone()
-                    .version(self.client.request(sh::VersionRequest {})),
-            )
+        self.client
+            .version()
             .await
-            .map_err(|s| self.rpc_error("Version", &s))?;
-        Ok(v.version)
+            .map_err(|e| self.rpc_error("Version", &e))
     }
 
     /// Every live key of one agent.
@@ -279,35 +226,15 @@ impl StatehouseTarget {
         namespace: &str,
         agent_id: &str,
     ) -> Result<Vec<sh::StateEntry>, TargetError> {
-        let r = self
-            .call(
-                "ScanPrefix",
-                self.rpc
-                    .clone()
-                    .scan_prefix(self.client.request(sh::ScanPrefixRequest {
-                        namespace: namespace.to_string(),
-                        agent_id: agent_id.to_string(),
-                        prefix: String::new(),
-                    })),
-            )
+        self.client
+            .scan_prefix(namespace, agent_id, "")
             .await
-            .map_err(|s| self.rpc_error("ScanPrefix", &s))?;
-        Ok(r.entries)
+            .map_err(|e| self.rpc_error("ScanPrefix", &e))
     }
 
     async fn abort(&self, target_txn: &str) {
-        let r = self
-            .call(
-                "Abort",
-                self.rpc
-                    .clone()
-                    .abort(self.client.request(sh::AbortRequest {
-                        txn_id: target_txn.to_string(),
-                    })),
-            )
-            .await;
-        if let Err(s) = r {
-            tracing::warn!(target = %self.url, txn = target_txn, "Abort failed: {}", status_text(&s));
+        if let Err(e) = self.client.abort(target_txn).await {
+            tracing::warn!(target = %self.url, txn = target_txn, "Abort failed: {}", e.text());
         }
     }
 
@@ -315,27 +242,21 @@ impl StatehouseTarget {
     /// target's transaction id (aborted again when an operation fails).
     pub async fn stage(&self, txn: &TargetTxn) -> Result<String, ApplyError> {
         let e = &txn.event;
-        let fail = |rpc, key: Option<&str>, s: Result<&tonic::Status, String>| ApplyError {
+        let fail = |rpc, key: Option<&str>, c: Result<&CallError, String>| ApplyError {
             url: self.url.clone(),
-            lost: s.as_ref().is_ok_and(|s| is_lost(s)),
+            lost: c.as_ref().is_ok_and(|c| c.is_lost()),
             offset: e.offset,
             txn_id: e.txn_id.clone(),
             rpc,
             key: key.map(|k| format!("{}/{}:{k}", txn.namespace, txn.agent_id)),
-            message: s.map_or_else(|m| m, status_text),
+            message: c.map_or_else(|m| m, CallError::text),
         };
         let id = self
-            .call(
-                "BeginTransaction",
-                self.rpc.clone().begin_transaction(self.client.request(
-                    sh::BeginTransactionRequest {
-                        timeout_ms: Some(TXN_TIMEOUT_MS),
-                    },
-                )),
-            )
+            .client
+            .begin_transaction(TXN_TIMEOUT_MS)
             .await
-            .map_err(|s| fail("BeginTransaction", None, Ok(&s)))?
-            .txn_id;
+            .map_err(|c| fail("BeginTransaction", None, Ok(&c)))?;
+        let (ns, agent) = (&*txn.namespace, &*txn.agent_id);
         for op in &e.operations {
             let r = match &op.value {
                 Some(v) => {
@@ -350,41 +271,17 @@ impl StatehouseTarget {
                             ));
                         }
                     };
-                    self.call(
-                        "Write",
-                        self.rpc
-                            .clone()
-                            .write(self.client.request(sh::WriteRequest {
-                                txn_id: id.clone(),
-                                namespace: txn.namespace.to_string(),
-                                agent_id: txn.agent_id.to_string(),
-                                key: op.key.to_string(),
-                                value: Some(value),
-                            })),
-                    )
-                    .await
-                    .map(|_| ())
-                    .map_err(|s| ("Write", s))
+                    let w = self.client.write(&id, ns, agent, &op.key, value);
+                    w.await.map_err(|c| ("Write", c))
                 }
-                None => self
-                    .call(
-                        "Delete",
-                        self.rpc
-                            .clone()
-                            .delete(self.client.request(sh::DeleteRequest {
-                                txn_id: id.clone(),
-                                namespace: txn.namespace.to_string(),
-                                agent_id: txn.agent_id.to_string(),
-                                key: op.key.to_string(),
-                            })),
-                    )
-                    .await
-                    .map(|_| ())
-                    .map_err(|s| ("Delete", s)),
+                None => {
+                    let d = self.client.delete(&id, ns, agent, &op.key);
+                    d.await.map_err(|c| ("Delete", c))
+                }
             };
-            if let Err((rpc, s)) = r {
+            if let Err((rpc, c)) = r {
                 self.abort(&id).await;
-                return Err(fail(rpc, Some(&op.key), Ok(&s)));
+                return Err(fail(rpc, Some(&op.key), Ok(&c)));
             }
         }
         Ok(id)
@@ -392,25 +289,18 @@ impl StatehouseTarget {
 
     /// Commits a staged transaction; returns the target's commit_ts.
     pub async fn commit(&self, txn: &TargetTxn, target_txn: &str) -> Result<u64, ApplyError> {
-        self.call(
-            "Commit",
-            self.rpc
-                .clone()
-                .commit(self.client.request(sh::CommitRequest {
-                    txn_id: target_txn.to_string(),
-                })),
-        )
-        .await
-        .map(|c| c.commit_ts)
-        .map_err(|s| ApplyError {
-            url: self.url.clone(),
-            lost: is_lost(&s),
-            offset: txn.event.offset,
-            txn_id: txn.event.txn_id.clone(),
-            rpc: "Commit",
-            key: None,
-            message: status_text(&s),
-        })
+        self.client
+            .commit(target_txn)
+            .await
+            .map_err(|c| ApplyError {
+                url: self.url.clone(),
+                lost: c.is_lost(),
+                offset: txn.event.offset,
+                txn_id: txn.event.txn_id.clone(),
+                rpc: "Commit",
+                key: None,
+                message: c.text(),
+            })
     }
 
     /// Applies one transaction and waits for its commit (no pipelining).
