@@ -205,9 +205,9 @@ impl std::str::FromStr for ByteSize {
 
 /// A duration such as `500ms`, `2s`, `1.5m`, `1h` (a bare number is seconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Dur(pub std::time::Duration);
+pub struct DurationArg(pub std::time::Duration);
 
-impl std::str::FromStr for Dur {
+impl std::str::FromStr for DurationArg {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim();
@@ -234,7 +234,7 @@ impl std::str::FromStr for Dur {
         if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
             return Err(format!("invalid duration {s:?}"));
         }
-        Ok(Dur(std::time::Duration::from_secs_f64(secs)))
+        Ok(DurationArg(std::time::Duration::from_secs_f64(secs)))
     }
 }
 
@@ -272,12 +272,12 @@ pub struct PlayFlags {
 
     /// Cap idle gaps between events at this (realtime pace), e.g. 2s.
     #[arg(long, env = "REPLAYSCOPE_MAX_GAP")]
-    pub max_gap: Option<Dur>,
+    pub max_gap: Option<DurationArg>,
 
     /// Logical time per commit_ts unit for sources without wall-clock times (realtime pace)
     /// [default: 10ms].
     #[arg(long, env = "REPLAYSCOPE_TICK")]
-    pub tick: Option<Dur>,
+    pub tick: Option<DurationArg>,
 }
 
 #[derive(Debug, Args)]
@@ -394,7 +394,7 @@ pub struct PlayArgs {
     /// Run again every DURATION (e.g. 10m) until stopped; a run still going when the next is
     /// due is not started twice (that run is skipped and logged).
     #[arg(long, conflicts_with = "cron", env = "REPLAYSCOPE_EVERY")]
-    pub every: Option<Dur>,
+    pub every: Option<DurationArg>,
 
     /// Run at the times of a five-field cron expression (UTC), e.g. "*/15 * * * *".
     #[arg(long, env = "REPLAYSCOPE_CRON")]
@@ -415,7 +415,7 @@ pub struct PlayArgs {
 
     /// How often a status line is logged while a run goes [default: 5s].
     #[arg(long, env = "REPLAYSCOPE_STATUS_INTERVAL")]
-    pub status_interval: Option<Dur>,
+    pub status_interval: Option<DurationArg>,
 
     /// Transactions staged on a Statehouse target ahead of the one committing [default: 16].
     #[arg(long, env = "REPLAYSCOPE_PIPELINE")]
@@ -423,7 +423,7 @@ pub struct PlayArgs {
 
     /// How long a Statehouse target may take to answer one call [default: 10s].
     #[arg(long, env = "REPLAYSCOPE_TARGET_TIMEOUT")]
-    pub target_timeout: Option<Dur>,
+    pub target_timeout: Option<DurationArg>,
 
     /// Read these parameters from a TOML file (kebab-case keys, the flags' names; unknown keys
     /// are rejected). Flags given on the command line win.
@@ -610,11 +610,11 @@ pub struct ServeArgs {
 
     /// Cancel a session with neither a send nor an ack for this long (and forget a cut one).
     #[arg(long, default_value = defaults::IDLE_TIMEOUT, env = "REPLAYSCOPE_IDLE_TIMEOUT")]
-    pub idle_timeout: Dur,
+    pub idle_timeout: DurationArg,
 
     /// Interval of the Heartbeat frames sent on each Session.
     #[arg(long, default_value = defaults::HEARTBEAT, env = "REPLAYSCOPE_HEARTBEAT")]
-    pub heartbeat: Dur,
+    pub heartbeat: DurationArg,
 }
 
 #[derive(Debug, Args)]
@@ -643,5 +643,5 @@ pub struct RecordArgs {
     /// Close the current chunk and flush it to disk at least this often, so a recorder killed
     /// at any moment loses at most this much (`verify --repair` keeps the rest).
     #[arg(long, default_value = defaults::FLUSH_INTERVAL, env = "REPLAYSCOPE_FLUSH_INTERVAL")]
-    pub flush_interval: Dur,
+    pub flush_interval: DurationArg,
 }

@@ -109,8 +109,8 @@ pub enum ServeError {
     Transport { addr: SocketAddr, message: String },
 }
 
-/// State every service shares.
-pub(crate) struct Shared {
+/// What every service of one server shares: the source, limits, metrics, shutdown, sessions.
+pub(crate) struct ServerContext {
     pub(crate) source: Arc<dyn Source>,
     pub(crate) describe: pb::ArchiveInfo,
     pub(crate) options: ServeOptions,
@@ -135,7 +135,7 @@ impl Drop for StreamGuard {
     }
 }
 
-impl Shared {
+impl ServerContext {
     /// (namespace, agent_id) when the source holds it, or NOT_FOUND listing the agents it has.
     pub(crate) fn agent(
         &self,
@@ -256,7 +256,7 @@ pub fn describe(info: &SourceInfo) -> pb::ArchiveInfo {
 
 /// A bound server, ready to run.
 pub struct Server {
-    shared: Arc<Shared>,
+    shared: Arc<ServerContext>,
     listener: TcpListener,
     addr: SocketAddr,
     metrics_listener: Option<(TcpListener, SocketAddr)>,
@@ -308,7 +308,7 @@ impl Server {
                 Some((l, a))
             }
         };
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ServerContext {
             describe: describe(source.info()),
             source,
             watchdog: Watchdog::start(options.idle),

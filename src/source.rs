@@ -132,6 +132,19 @@ pub struct StoredBatch {
 /// Receives stored batches; `None` at the end of the range. Dropping it stops the producer.
 pub type StoredStream = mpsc::Receiver<Result<StoredBatch, SourceError>>;
 
+/// Takes credit for a batch of `bytes` ending at `last_offset` from `window`, then hands the
+/// batch to the consumer. False when the window was cancelled or the consumer went away: the
+/// producer stops. Every producer sends through here.
+pub(crate) async fn deliver<B>(
+    window: &CreditWindow,
+    tx: &mpsc::Sender<Result<B, SourceError>>,
+    bytes: u64,
+    last_offset: u64,
+    batch: B,
+) -> bool {
+    window.acquire(bytes, last_offset).await.is_ok() && tx.send(Ok(batch)).await.is_ok()
+}
+
 /// A decoded batch as stored bytes.
 fn encode_batch(name: &str, b: Batch) -> Result<StoredBatch, SourceError> {
     let mut events = Vec::with_capacity(b.events.len());

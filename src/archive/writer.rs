@@ -77,6 +77,24 @@ impl<'a> EventMeta<'a> {
     }
 }
 
+/// `event` encoded as the event at `offset`, with its metadata (`path` names the archive in
+/// an error).
+fn encode_at(
+    event: &Event,
+    offset: u64,
+    path: impl FnOnce() -> String,
+) -> Result<(EventMeta<'_>, Vec<u8>)> {
+    let payload = event.encode_at(offset).map_err(|e| ArchiveError::Invalid {
+        path: path(),
+        message: format!("event at offset {}: {e}", event.offset),
+    })?;
+    let meta = EventMeta {
+        offset,
+        ..EventMeta::of(event)
+    };
+    Ok((meta, payload))
+}
+
 /// Writes one archive file.
 pub struct ArchiveWriter {
     inner: mcap::Writer<BufWriter<File>>,
@@ -174,17 +192,8 @@ impl ArchiveWriter {
 
     /// Appends `event` as the event at `offset` (a copy re-numbered from 0, say).
     pub fn append_at(&mut self, event: &Event, offset: u64) -> Result<()> {
-        let payload = event.encode_at(offset).map_err(|e| ArchiveError::Invalid {
-            path: self.name(),
-            message: format!("event at offset {}: {e}", event.offset),
-        })?;
-        self.append_encoded(
-            EventMeta {
-                offset,
-                ..EventMeta::of(event)
-            },
-            &payload,
-        )
+        let (meta, payload) = encode_at(event, offset, || self.name())?;
+        self.append_encoded(meta, &payload)
     }
 
     /// Appends an already-encoded `ArchivedEvent` (its fields must match `meta`).
@@ -392,17 +401,8 @@ impl SegmentedWriter {
 
     /// Appends `event` as the event at `offset`.
     pub fn append_at(&mut self, event: &Event, offset: u64) -> Result<()> {
-        let payload = event.encode_at(offset).map_err(|e| ArchiveError::Invalid {
-            path: self.dir.display().to_string(),
-            message: format!("event at offset {}: {e}", event.offset),
-        })?;
-        self.append_encoded(
-            EventMeta {
-                offset,
-                ..EventMeta::of(event)
-            },
-            &payload,
-        )
+        let (meta, payload) = encode_at(event, offset, || self.dir.display().to_string())?;
+        self.append_encoded(meta, &payload)
     }
 
     pub fn append_encoded(&mut self, meta: EventMeta<'_>, payload: &[u8]) -> Result<()> {

@@ -17,7 +17,7 @@ use tonic::server::{Grpc, NamedService, ServerStreamingService};
 use tonic::{Request, Response, Status};
 
 use super::metrics::Rpc;
-use super::{Shared, StreamGuard, source_status};
+use super::{ServerContext, StreamGuard, source_status};
 use crate::event::Position;
 use crate::flow::CreditWindow;
 use crate::source::{Filter, StoredEvent, StoredStream, StreamRequest};
@@ -26,11 +26,11 @@ use crate::wire::proto::statehouse::v1::ReplayRequest;
 
 #[derive(Clone)]
 pub struct StatehouseServer {
-    shared: Arc<Shared>,
+    shared: Arc<ServerContext>,
 }
 
 impl StatehouseServer {
-    pub(super) fn new(shared: Arc<Shared>) -> Self {
+    pub(super) fn new(shared: Arc<ServerContext>) -> Self {
         StatehouseServer { shared }
     }
 }
@@ -74,7 +74,7 @@ impl Service<http::Request<Body>> for StatehouseServer {
     }
 }
 
-struct ReplaySvc(Arc<Shared>);
+struct ReplaySvc(Arc<ServerContext>);
 
 impl ServerStreamingService<ReplayRequest> for ReplaySvc {
     type Response = Bytes;
@@ -99,7 +99,7 @@ const REPLAY_WINDOW_BYTES: u64 = 1024 * 1024;
 /// Events in the first batch read (the first event goes out at once).
 const FIRST_BATCH_EVENTS: usize = 32;
 
-fn open_replay(shared: &Arc<Shared>, req: ReplayRequest) -> Result<ReplayStream, Status> {
+fn open_replay(shared: &Arc<ServerContext>, req: ReplayRequest) -> Result<ReplayStream, Status> {
     let opened_at = std::time::Instant::now();
     let info = shared.source.info();
     let agent = shared.agent(&req.namespace, &req.agent_id)?;
@@ -169,7 +169,7 @@ pub struct ReplayStream {
     /// The last offset of `batch`, acknowledged when it is drained.
     batch_last: Option<u64>,
     window: CreditWindow,
-    shared: Arc<Shared>,
+    shared: Arc<ServerContext>,
     stop: Pin<Box<WaitForCancellationFutureOwned>>,
     guard: StreamGuard,
     events: u64,

@@ -14,18 +14,18 @@ use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::{Grpc, NamedService, StreamingService, UnaryService};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::Shared;
+use super::ServerContext;
 use super::session;
 use crate::wire::codec::{OutFrame, WireCodec};
 use crate::wire::proto::replayscope::v1 as pb;
 
 #[derive(Clone)]
 pub struct ReplayServer {
-    shared: Arc<Shared>,
+    shared: Arc<ServerContext>,
 }
 
 impl ReplayServer {
-    pub(super) fn new(shared: Arc<Shared>) -> Self {
+    pub(super) fn new(shared: Arc<ServerContext>) -> Self {
         ReplayServer { shared }
     }
 }
@@ -65,7 +65,7 @@ impl Service<http::Request<Body>> for ReplayServer {
     }
 }
 
-struct DescribeSvc(Arc<Shared>);
+struct DescribeSvc(Arc<ServerContext>);
 
 impl UnaryService<pb::DescribeRequest> for DescribeSvc {
     type Response = pb::ArchiveInfo;
@@ -77,7 +77,7 @@ impl UnaryService<pb::DescribeRequest> for DescribeSvc {
     }
 }
 
-struct SessionSvc(Arc<Shared>);
+struct SessionSvc(Arc<ServerContext>);
 
 /// The response stream: frames the session task produces.
 pub struct FrameStream(mpsc::Receiver<Result<OutFrame, Status>>);

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tonic::{Status, Streaming};
 
 use super::metrics::{Rpc, SessionGauges};
-use super::{Shared, StreamGuard, source_status};
+use super::{ServerContext, StreamGuard, source_status};
 use crate::event::Position;
 use crate::flow::watchdog::WatchedSession;
 use crate::flow::{BACKPRESSURE_PCT, CreditWindow, ReplayRing};
@@ -78,7 +78,7 @@ fn frame(f: Out) -> OutFrame {
 
 /// Runs one session; every exit path ends the response stream with End or a status.
 pub(super) async fn run(
-    shared: Arc<Shared>,
+    shared: Arc<ServerContext>,
     mut inbound: Streaming<pb::ClientFrame>,
     tx: mpsc::Sender<Result<OutFrame, Status>>,
 ) {
@@ -147,7 +147,7 @@ pub(super) async fn run(
 /// Resolves an Open (fresh or resume) into the session's state, its watchdog registration and
 /// the ring events to send again first.
 fn setup(
-    shared: &Arc<Shared>,
+    shared: &Arc<ServerContext>,
     open: &pb::Open,
 ) -> Result<(State, WatchedSession, Vec<StoredEvent>), Status> {
     let info = shared.source.info();
@@ -218,7 +218,11 @@ fn setup(
     Ok((state, shared.watchdog.register(), vec![]))
 }
 
-fn fresh_state(shared: &Arc<Shared>, open: &pb::Open, window_bytes: u64) -> Result<State, Status> {
+fn fresh_state(
+    shared: &Arc<ServerContext>,
+    open: &pb::Open,
+    window_bytes: u64,
+) -> Result<State, Status> {
     let source = &shared.source;
     let agent = match (open.namespace.is_empty(), open.agent_id.is_empty()) {
         (true, true) => None,
@@ -307,7 +311,7 @@ impl Drop for Producer {
 }
 
 struct Session {
-    shared: Arc<Shared>,
+    shared: Arc<ServerContext>,
     state: State,
     watched: WatchedSession,
     window: CreditWindow,
@@ -784,7 +788,7 @@ struct ProduceFrom {
 /// Sends the ring events of a resume (taking credit for them), then forwards the source's
 /// stored batches, each compacted for the ring.
 async fn produce(
-    shared: Arc<Shared>,
+    shared: Arc<ServerContext>,
     at: ProduceFrom,
     window: CreditWindow,
     tx: mpsc::Sender<Produced>,

@@ -145,7 +145,7 @@ impl Sink for ArchiveSink {
             resume_offset: Some(p.event.offset),
         })?;
         self.next += 1;
-        if self.next % FLUSH_CHECK_EVERY == 0 {
+        if self.next.is_multiple_of(FLUSH_CHECK_EVERY) {
             self.flush_if_due()?;
         }
         Ok(())

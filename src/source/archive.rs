@@ -11,7 +11,7 @@ use crate::event::wire::NameCache;
 use crate::flow::CreditWindow;
 use crate::source::{
     Batch, BatchStream, Filter, Source, SourceError, SourceInfo, StoredBatch, StoredEvent,
-    StoredStream, StreamRequest,
+    StoredStream, StreamRequest, deliver,
 };
 
 pub struct ArchiveSource {
@@ -310,11 +310,9 @@ async fn produce<C: Collect>(
         }
         done = done || cursor.until_reached();
         if let Some(last) = collect.last_offset() {
-            if window.acquire(collect.bytes(), last).await.is_err() {
-                return;
-            }
+            let bytes = collect.bytes();
             let batch = collect.batch(std::mem::take(&mut read), cursor.next_offset());
-            if tx.send(Ok(batch)).await.is_err() {
+            if !deliver(&window, &tx, bytes, last, batch).await {
                 return;
             }
         }

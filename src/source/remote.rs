@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::event::Position;
 use crate::event::wire::{NameCache, decode_event};
 use crate::flow::{CreditSnapshot, CreditWindow, RingSnapshot};
-use crate::source::{Batch, BatchStream, Source, SourceError, SourceInfo, StreamRequest};
+use crate::source::{Batch, BatchStream, Source, SourceError, SourceInfo, StreamRequest, deliver};
 use crate::wire::client::{Client, ConnectOptions};
 use crate::wire::codec::InFrame;
 use crate::wire::proto::replayscope::v1 as pb;
@@ -26,12 +26,12 @@ pub struct RemoteSource {
     client: Client,
     info: SourceInfo,
     retry: RetryPolicy,
-    live: Arc<Live>,
+    reports: Arc<ProducerReports>,
 }
 
 /// What the producer tasks report while they run.
 #[derive(Default)]
-struct Live {
+struct ProducerReports {
     /// "reconnecting (…)" while a stream waits to reconnect.
     status: StatusLine,
     /// The server's latest Credit and Ring frames.
@@ -132,7 +132,7 @@ impl RemoteSource {
             client,
             info,
             retry,
-            live: Default::default(),
+            reports: Default::default(),
         })
     }
 
@@ -228,7 +228,7 @@ impl Source for RemoteSource {
             self.client.clone(),
             self.info.name.clone(),
             self.retry.clone(),
-            self.live.clone(),
+            self.reports.clone(),
             req,
             window,
             tx,
@@ -237,7 +237,7 @@ impl Source for RemoteSource {
     }
 
     fn status(&self) -> Option<String> {
-        self.live
+        self.reports
             .status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -245,7 +245,11 @@ impl Source for RemoteSource {
     }
 
     fn remote_gauges(&self) -> Option<(CreditSnapshot, RingSnapshot)> {
-        let g = self.live.gauges.lock().unwrap_or_else(|p| p.into_inner());
+        let g = self
+            .reports
+            .gauges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         Some((g.0?, g.1?))
     }
 
@@ -283,7 +287,7 @@ async fn produce(
     client: Client,
     name: String,
     retry: RetryPolicy,
-    live: Arc<Live>,
+    reports: Arc<ProducerReports>,
     req: StreamRequest,
     window: CreditWindow,
     tx: mpsc::Sender<Result<Batch, SourceError>>,
@@ -298,7 +302,7 @@ async fn produce(
     // The last offset received, and the session to resume.
     let mut last_received: Option<u64> = None;
     let mut session_id = String::new();
-    let mut reconnect = Reconnect::new(&name, retry, Phase::Reconnecting, live.status.clone());
+    let mut reconnect = Reconnect::new(&name, retry, Phase::Reconnecting, reports.status.clone());
     loop {
         let open = pb::Open {
             namespace: namespace.clone(),
@@ -317,7 +321,7 @@ async fn produce(
             Ok(mut s) => {
                 let mut acked = None;
                 let mut tick = tokio::time::interval(Duration::from_millis(20));
-                let outcome = loop {
+                let outcome: tonic::Status = loop {
                     // Forward what the player has played as the cumulative ack.
                     let played = window.snapshot().acked_through;
                     if let Some(p) = played
@@ -331,86 +335,36 @@ async fn produce(
                         _ = tick.tick() => continue,
                     };
                     match frame {
-                        Err(status) => break Err(status),
+                        Err(status) => break status,
                         Ok(None) => {
-                            break Err(tonic::Status::unavailable("the stream ended without End"));
+                            break tonic::Status::unavailable("the stream ended without End");
                         }
                         Ok(Some(InFrame::Events { events, .. })) => {
                             reconnect.delivered(last_received);
-                            let mut batch = Vec::with_capacity(events.len());
-                            let mut bytes = 0u64;
-                            for b in &events {
-                                match decode_event(b, &mut names) {
-                                    Ok(e) => {
-                                        bytes += b.len() as u64;
-                                        batch.push((Arc::new(e), b.len() as u32));
-                                    }
-                                    Err(e) => {
-                                        let _ = tx
-                                            .send(Err(err(
-                                                &name,
-                                                format!("undecodable event: {e}"),
-                                            )))
-                                            .await;
-                                        return;
-                                    }
+                            let batch = match decode_batch(&events, &mut names) {
+                                Ok(b) => b,
+                                Err(e) => {
+                                    let _ = tx.send(Err(err(&name, e))).await;
+                                    return;
                                 }
-                            }
-                            let Some(last) = batch.last().map(|(e, _)| e.offset) else {
+                            };
+                            let Some(last) = batch.last_offset() else {
                                 continue;
                             };
-                            if window.acquire(bytes, last).await.is_err() {
+                            if !deliver(&window, &tx, batch.bytes, last, batch).await {
                                 return;
                             }
                             last_received = Some(last);
-                            if tx
-                                .send(Ok(Batch {
-                                    events: batch,
-                                    bytes,
-                                }))
-                                .await
-                                .is_err()
-                            {
+                        }
+                        Ok(Some(InFrame::Frame(pb::ServerFrame { frame: Some(f) }))) => {
+                            if on_frame(f, &reports, &name, &mut session_id) == Stream::Ended {
                                 return;
                             }
                         }
-                        Ok(Some(InFrame::Frame(pb::ServerFrame { frame: Some(f) }))) => match f {
-                            pb::server_frame::Frame::Opened(o) => session_id = o.session_id,
-                            pb::server_frame::Frame::Credit(c) => {
-                                let mut g = live.gauges.lock().unwrap_or_else(|p| p.into_inner());
-                                g.0 = Some(CreditSnapshot {
-                                    sent_through: Some(c.sent_through),
-                                    acked_through: Some(c.acked_through),
-                                    in_flight_bytes: c.in_flight_bytes,
-                                    window_bytes: c.window_bytes,
-                                });
-                            }
-                            pb::server_frame::Frame::Ring(r) => {
-                                let mut g = live.gauges.lock().unwrap_or_else(|p| p.into_inner());
-                                let any = r.bytes_used > 0;
-                                g.1 = Some(RingSnapshot {
-                                    bytes_used: r.bytes_used,
-                                    capacity: r.capacity,
-                                    oldest_offset: any.then_some(r.oldest_offset),
-                                    newest_offset: any.then_some(r.newest_offset),
-                                });
-                            }
-                            pb::server_frame::Frame::Backpressure(b) => {
-                                tracing::debug!(endpoint = %name, in_flight_pct = b.in_flight_pct, "server backpressure");
-                            }
-                            pb::server_frame::Frame::End(_) => return,
-                            pb::server_frame::Frame::Error(e) => {
-                                tracing::warn!(endpoint = %name, code = %e.code, message = %e.message, "server error frame");
-                            }
-                            _ => {}
-                        },
                         Ok(Some(InFrame::Frame(_))) => {}
                     }
                 };
-                match outcome {
-                    Err(status) => status,
-                    Ok(()) => return,
-                }
+                outcome
             }
         };
         match reconnect.after_status(&failure, tx.closed()).await {
@@ -422,4 +376,67 @@ async fn produce(
             }
         }
     }
+}
+
+/// A Session's Events as a batch of decoded events.
+fn decode_batch(events: &[bytes::Bytes], names: &mut NameCache) -> Result<Batch, String> {
+    let mut batch = Vec::with_capacity(events.len());
+    let mut bytes = 0u64;
+    for b in events {
+        let e = decode_event(b, names).map_err(|e| format!("undecodable event: {e}"))?;
+        bytes += b.len() as u64;
+        batch.push((Arc::new(e), b.len() as u32));
+    }
+    Ok(Batch {
+        events: batch,
+        bytes,
+    })
+}
+
+/// Whether a Session goes on after a frame.
+#[derive(Debug, PartialEq, Eq)]
+enum Stream {
+    Open,
+    Ended,
+}
+
+/// A Session's other frames: the session id to resume, the server's gauges, End.
+fn on_frame(
+    f: pb::server_frame::Frame,
+    reports: &ProducerReports,
+    name: &str,
+    session_id: &mut String,
+) -> Stream {
+    use pb::server_frame::Frame;
+    match f {
+        Frame::Opened(o) => *session_id = o.session_id,
+        Frame::Credit(c) => {
+            let mut g = reports.gauges.lock().unwrap_or_else(|p| p.into_inner());
+            g.0 = Some(CreditSnapshot {
+                sent_through: Some(c.sent_through),
+                acked_through: Some(c.acked_through),
+                in_flight_bytes: c.in_flight_bytes,
+                window_bytes: c.window_bytes,
+            });
+        }
+        Frame::Ring(r) => {
+            let mut g = reports.gauges.lock().unwrap_or_else(|p| p.into_inner());
+            let any = r.bytes_used > 0;
+            g.1 = Some(RingSnapshot {
+                bytes_used: r.bytes_used,
+                capacity: r.capacity,
+                oldest_offset: any.then_some(r.oldest_offset),
+                newest_offset: any.then_some(r.newest_offset),
+            });
+        }
+        Frame::Backpressure(b) => {
+            tracing::debug!(endpoint = %name, in_flight_pct = b.in_flight_pct, "server backpressure");
+        }
+        Frame::End(_) => return Stream::Ended,
+        Frame::Error(e) => {
+            tracing::warn!(endpoint = %name, code = %e.code, message = %e.message, "server error frame");
+        }
+        _ => {}
+    }
+    Stream::Open
 }

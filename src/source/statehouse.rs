@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use crate::event::wire::{NameCache, decode_event};
 use crate::event::{Event, Position};
 use crate::flow::CreditWindow;
-use crate::source::{Batch, BatchStream, Source, SourceError, SourceInfo, StreamRequest};
+use crate::source::{Batch, BatchStream, Source, SourceError, SourceInfo, StreamRequest, deliver};
 use crate::wire::client::{Client, ConnectOptions};
 use crate::wire::proto::statehouse::v1::ReplayRequest;
 use crate::wire::reconnect::{Phase, Reconnect, Retry, RetryPolicy, StatusLine};
@@ -207,6 +207,53 @@ impl Source for StatehouseSource {
     }
 }
 
+/// Numbers the events of restarted Replay streams so that each is delivered once: offsets in
+/// arrival order, and after a restart at the last delivered commit_ts the transactions already
+/// delivered at it are dropped (by txn_id).
+struct Numbering {
+    /// The next offset to deliver.
+    next: u64,
+    /// The commit_ts and txn_ids of the last transactions delivered.
+    delivered: Option<(u64, Vec<String>)>,
+    names: NameCache,
+    namespace: Arc<str>,
+    agent_id: Arc<str>,
+}
+
+impl Numbering {
+    /// Where a (re)started Replay begins: at the last delivered commit_ts (its transactions
+    /// are dropped as repeats), or at the next offset's.
+    fn start_ts(&self, commit_ts: &[u64]) -> u64 {
+        match &self.delivered {
+            Some((ts, _)) => *ts,
+            None => commit_ts[self.next as usize],
+        }
+    }
+
+    /// The event of one ReplayEvent message, numbered; `None` when it was delivered before.
+    fn number(&mut self, m: &bytes::Bytes) -> Result<Option<Event>, String> {
+        let e = decode_event(m, &mut self.names)
+            .map_err(|e| format!("undecodable ReplayEvent: {e}"))?;
+        match &mut self.delivered {
+            Some((ts, txns)) if *ts == e.commit_ts && txns.contains(&e.txn_id) => return Ok(None),
+            Some((ts, txns)) if *ts == e.commit_ts => txns.push(e.txn_id.clone()),
+            _ => self.delivered = Some((e.commit_ts, vec![e.txn_id.clone()])),
+        }
+        let e = normalize(e, self.next, &self.namespace, &self.agent_id);
+        self.next += 1;
+        Ok(Some(e))
+    }
+}
+
+/// How a read of what has arrived ended.
+enum Took {
+    /// A batch's worth, or all that had arrived: more may follow.
+    More,
+    /// The stream ended.
+    Ended,
+    Failed(tonic::Status),
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn produce(
     client: Client,
@@ -225,112 +272,48 @@ async fn produce(
         return;
     }
     let end_ts = commit_ts[until as usize];
-    // The next offset to deliver; the commit_ts and txn_ids of the last one delivered.
-    let mut next = req.from;
-    let mut delivered: Option<(u64, Vec<String>)> = None;
-    let mut names = NameCache::default();
+    let mut numbering = Numbering {
+        next: req.from,
+        delivered: None,
+        names: NameCache::default(),
+        namespace,
+        agent_id,
+    };
     let mut reconnect = Reconnect::new(&name, retry, Phase::Reconnecting, status);
     loop {
-        let start_ts = match &delivered {
-            Some((ts, _)) => *ts,
-            None => commit_ts[next as usize],
-        };
-        let failure = match client
-            .replay_raw(ReplayRequest {
-                namespace: namespace.to_string(),
-                agent_id: agent_id.to_string(),
-                start_ts: Some(start_ts),
-                end_ts: Some(end_ts),
-            })
-            .await
-        {
+        let replay = client.replay_raw(ReplayRequest {
+            namespace: numbering.namespace.to_string(),
+            agent_id: numbering.agent_id.to_string(),
+            start_ts: Some(numbering.start_ts(&commit_ts)),
+            end_ts: Some(end_ts),
+        });
+        let failure = match replay.await {
             Err(s) => s,
             Ok(mut s) => loop {
-                let mut batch = Vec::with_capacity(req.batch_events.max(1));
-                let mut bytes = 0u64;
-                let mut ended = false;
-                let mut failed = None;
-                // Take what has arrived, up to a batch.
-                while batch.len() < req.batch_events.max(1) {
-                    let m = if batch.is_empty() {
-                        s.message().await
-                    } else {
-                        match futures_util::FutureExt::now_or_never(s.message()) {
-                            Some(m) => m,
-                            None => break,
-                        }
-                    };
-                    match m {
-                        Err(status) => {
-                            failed = Some(status);
-                            break;
-                        }
-                        Ok(None) => {
-                            ended = true;
-                            break;
-                        }
-                        Ok(Some(m)) => {
-                            let e = match decode_event(&m, &mut names) {
-                                Ok(e) => e,
-                                Err(e) => {
-                                    let _ = tx
-                                        .send(Err(err(
-                                            &name,
-                                            format!("undecodable ReplayEvent: {e}"),
-                                        )))
-                                        .await;
-                                    return;
-                                }
-                            };
-                            // After a restart at the last delivered commit_ts: drop what was
-                            // already delivered.
-                            if let Some((ts, txns)) = &delivered
-                                && e.commit_ts == *ts
-                                && txns.contains(&e.txn_id)
-                            {
-                                continue;
-                            }
-                            match &mut delivered {
-                                Some((ts, txns)) if *ts == e.commit_ts => {
-                                    txns.push(e.txn_id.clone())
-                                }
-                                _ => delivered = Some((e.commit_ts, vec![e.txn_id.clone()])),
-                            }
-                            let e = normalize(e, next, &namespace, &agent_id);
-                            next += 1;
-                            if (req.filter.key_prefix.is_some() || req.filter.txn_id.is_some())
-                                && !req.filter.matches(&e)
-                            {
-                                continue;
-                            }
-                            bytes += m.len() as u64;
-                            batch.push((Arc::new(e), m.len() as u32));
-                        }
-                    }
-                }
-                if !batch.is_empty() || ended {
-                    reconnect.delivered(next);
-                }
-                if let Some(lastb) = batch.last().map(|(e, _)| e.offset) {
-                    if window.acquire(bytes, lastb).await.is_err() {
+                let mut batch = Batch {
+                    events: Vec::with_capacity(req.batch_events.max(1)),
+                    bytes: 0,
+                };
+                let took = match take_arrived(&mut s, &mut numbering, &req, &mut batch).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let _ = tx.send(Err(err(&name, e))).await;
                         return;
                     }
-                    if tx
-                        .send(Ok(Batch {
-                            events: batch,
-                            bytes,
-                        }))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
+                };
+                if !batch.events.is_empty() || matches!(took, Took::Ended) {
+                    reconnect.delivered(numbering.next);
                 }
-                if ended || next > until {
+                if let Some(last) = batch.last_offset()
+                    && !deliver(&window, &tx, batch.bytes, last, batch).await
+                {
                     return;
                 }
-                if let Some(f) = failed {
-                    break f;
+                match took {
+                    Took::Ended => return,
+                    _ if numbering.next > until => return,
+                    Took::Failed(f) => break f,
+                    Took::More => {}
                 }
             },
         };
@@ -343,4 +326,39 @@ async fn produce(
             }
         }
     }
+}
+
+/// Takes what has arrived on the stream into `batch` (waiting only for the first message), up
+/// to a batch; events the filter drops are numbered but not kept.
+async fn take_arrived(
+    s: &mut tonic::Streaming<bytes::Bytes>,
+    numbering: &mut Numbering,
+    req: &StreamRequest,
+    batch: &mut Batch,
+) -> Result<Took, String> {
+    let inner_filter = req.filter.key_prefix.is_some() || req.filter.txn_id.is_some();
+    while batch.events.len() < req.batch_events.max(1) {
+        let m = if batch.events.is_empty() {
+            s.message().await
+        } else {
+            match futures_util::FutureExt::now_or_never(s.message()) {
+                Some(m) => m,
+                None => break,
+            }
+        };
+        let m = match m {
+            Err(status) => return Ok(Took::Failed(status)),
+            Ok(None) => return Ok(Took::Ended),
+            Ok(Some(m)) => m,
+        };
+        let Some(e) = numbering.number(&m)? else {
+            continue;
+        };
+        if inner_filter && !req.filter.matches(&e) {
+            continue;
+        }
+        batch.bytes += m.len() as u64;
+        batch.events.push((Arc::new(e), m.len() as u32));
+    }
+    Ok(Took::More)
 }

@@ -10,7 +10,9 @@ use super::plan::{PlayPlan, Target, usage};
 use super::run::{open_plan_source, source_type};
 use super::targets::{check_agent_map, check_parent, connect_target};
 use crate::app::options::player_options;
+use crate::flow::CreditWindow;
 use crate::schedule::Scheduler;
+use crate::source::{Source, SourceInfo, StreamRequest};
 
 /// `--dry-run`: every check a run would make, nothing written.
 pub async fn dry_run(plan: &PlayPlan) -> Result<()> {
@@ -22,14 +24,41 @@ pub async fn dry_run(plan: &PlayPlan) -> Result<()> {
     let (source, kind) = open_plan_source(plan).await?;
     let info = source.info().clone();
     say(format!(
-        "source: ok: {} {} ({} events, offsets {}..={})",
+        "source: ok: {} {} ({} events, offsets {})",
         source_type(&plan.source, source.as_ref()),
         info.name,
         info.events.map_or("?".into(), |e| e.to_string()),
-        info.first_offset.map_or("-".into(), |o| o.to_string()),
-        info.last_offset.map_or("-".into(), |o| o.to_string()),
+        range_text(info.first_offset, info.last_offset),
     ));
-    let options = player_options(&plan.flags, source.as_ref())?;
+    say(check_range(plan, source.as_ref()).await?);
+    say(check_target(plan, &info).await?);
+    if let Some((path, state)) = &plan.bootstrap {
+        say(format!(
+            "bootstrap: ok: {} keys from {}",
+            state.len(),
+            path.display()
+        ));
+    }
+    if !plan.schedule.is_once() {
+        say(format!("schedule: next runs at {}", next_runs(plan, 3)));
+    }
+    say(format!(
+        "dry run: ok ({} source); nothing was written",
+        kind.label()
+    ));
+    Ok(())
+}
+
+/// Offsets as `first..=last` ("-" for an end that is not known).
+fn range_text(first: Option<u64>, last: Option<u64>) -> String {
+    let show = |o: Option<u64>| o.map_or("-".to_string(), |o| o.to_string());
+    format!("{}..={}", show(first), show(last))
+}
+
+/// The range is not empty and its first event is there and decodes.
+async fn check_range(plan: &PlayPlan, source: &dyn Source) -> Result<String> {
+    let info = source.info();
+    let options = player_options(&plan.flags, source)?;
     let from = options.from.or(info.first_offset).unwrap_or(0);
     let until = options.until.or(info.last_offset);
     match (info.last_offset, until) {
@@ -42,25 +71,22 @@ pub async fn dry_run(plan: &PlayPlan) -> Result<()> {
         }
         _ => {}
     }
-    // Read the first event of the range: the data is there and decodes.
-    let window = crate::flow::CreditWindow::new(1 << 20);
-    let mut stream = source.open(
-        crate::source::StreamRequest {
-            from,
-            until: Some(from),
-            filter: options.filter.clone(),
-            batch_events: 1,
-            verify_chain: plan.verify_chain,
-            ..Default::default()
-        },
-        window,
-    )?;
-    match stream.recv().await {
+    let window = CreditWindow::new(1 << 20);
+    let request = StreamRequest {
+        from,
+        until: Some(from),
+        filter: options.filter.clone(),
+        batch_events: 1,
+        verify_chain: plan.verify_chain,
+        ..Default::default()
+    };
+    let mut stream = source.open(request, window)?;
+    let range = range_text(Some(from), until);
+    Ok(match stream.recv().await {
         Some(Ok(batch)) => {
             let first = batch.events.first().map(|(e, _)| e.offset);
-            say(format!(
-                "range: ok: offsets {from}..={} ({} events{}); first event readable{}",
-                until.map_or("-".into(), |u| u.to_string()),
+            format!(
+                "range: ok: offsets {range} ({} events{}); first event readable{}",
                 until.map_or(0, |u| u + 1 - from),
                 if options.filter.agent.is_some() || options.filter.key_prefix.is_some() {
                     " before the filter"
@@ -68,70 +94,51 @@ pub async fn dry_run(plan: &PlayPlan) -> Result<()> {
                     ""
                 },
                 first.map(|o| format!(" (offset {o})")).unwrap_or_default()
-            ));
+            )
         }
         Some(Err(e)) => return Err(color_eyre::Report::new(e).wrap_err("reading the first event")),
-        None => say(format!(
-            "range: ok: offsets {from}..={}; no event there passes the filter",
-            until.map_or("-".into(), |u| u.to_string())
-        )),
-    }
-    drop(stream);
-    match &plan.target {
+        None => format!("range: ok: offsets {range}; no event there passes the filter"),
+    })
+}
+
+/// The target can be written (a file's directory) or answers healthy (a daemon).
+async fn check_target(plan: &PlayPlan, info: &SourceInfo) -> Result<String> {
+    Ok(match &plan.target {
         Target::Stream { path, .. } => {
             if path.as_os_str() != "-" {
                 check_parent(path)?;
             }
-            say(format!(
-                "target: ok: {} {}",
-                plan.target.kind(),
-                plan.target.name()
-            ));
+            format!("target: ok: {} {}", plan.target.kind(), plan.target.name())
         }
         Target::Archive { path, .. } => {
             check_parent(path)?;
-            say(format!("target: ok: new archive at {}", path.display()));
+            format!("target: ok: new archive at {}", path.display())
         }
         Target::Statehouse {
             url, map, timeout, ..
         } => {
-            check_agent_map(map, &info)?;
+            check_agent_map(map, info)?;
             let (_, version) = connect_target(plan, url, *timeout).await?;
-            say(format!(
-                "target: ok: Statehouse {version} at {url}, healthy"
-            ));
+            format!("target: ok: Statehouse {version} at {url}, healthy")
         }
-    }
-    if let Some((path, state)) = &plan.bootstrap {
-        say(format!(
-            "bootstrap: ok: {} keys from {}",
-            state.len(),
-            path.display()
-        ));
-    }
-    if !plan.schedule.is_once() {
-        let s = Scheduler::new(plan.schedule.clone(), Utc::now());
-        let mut times: Vec<DateTime<Utc>> = Vec::new();
-        let mut next = s.first();
-        while let Some(t) = next {
-            times.push(t);
-            if times.len() == 3 {
-                break;
-            }
-            next = s.after(t, t).0;
+    })
+}
+
+/// The next `n` due times of the schedule, from now.
+fn next_runs(plan: &PlayPlan, n: usize) -> String {
+    let s = Scheduler::new(plan.schedule.clone(), Utc::now());
+    let mut times: Vec<DateTime<Utc>> = Vec::new();
+    let mut next = s.first();
+    while let Some(t) = next {
+        times.push(t);
+        if times.len() == n {
+            break;
         }
-        say(format!(
-            "schedule: next runs at {}",
-            times
-                .iter()
-                .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+        next = s.after(t, t).0;
     }
-    say(format!(
-        "dry run: ok ({} source); nothing was written",
-        kind.label()
-    ));
-    Ok(())
+    times
+        .iter()
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

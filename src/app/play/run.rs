@@ -16,10 +16,10 @@ use super::targets;
 use crate::app::exit::RunFailure;
 use crate::app::options::{open_request, player_options};
 use crate::archive::ArchiveError;
-use crate::player::{Ended, PlayerOptions, Sink, Stats};
+use crate::player::{Ended, PlayerOptions, Report, Sink, Stats};
 use crate::sink::statehouse::{ApplyStats, Verification};
-use crate::source::Source;
 use crate::source::open::{SourceKind, open_source};
+use crate::source::{Source, SourceInfo};
 
 /// What a run ended with, for the exit code.
 pub enum RunEnd {
@@ -60,26 +60,10 @@ async fn play_one(
     let (source, source_kind) = open_plan_source(plan).await?;
     let source_type = source_type(&plan.source, source.as_ref());
     let info = source.info().clone();
-    let mut options = player_options(&plan.flags, source.as_ref())?;
-    let check_target = matches!(plan.target, Target::Statehouse { verify: true, .. });
-    options.track_state = plan.state_hash || plan.expect_state_hash.is_some() || check_target;
-    options.verify_chain = plan.verify_chain;
-    options.exit_when_done = true;
-    if let Some((_, state)) = &plan.bootstrap {
-        options.bootstrap = state.clone();
-        options.track_state = true;
-    }
+    let options = run_options(plan, source.as_ref())?;
     let from = options.from.or(info.first_offset).unwrap_or(0);
     let until = options.until.or(info.last_offset);
     let total = until.map_or(0, |u| (u + 1).saturating_sub(from));
-    let agents: Vec<(String, String)> = match &options.filter.agent {
-        Some(a) => vec![a.clone()],
-        None => info
-            .channels
-            .iter()
-            .map(|(n, a, _)| (n.clone(), a.clone()))
-            .collect(),
-    };
     tracing::info!(
         run,
         node_id = plan.node_id.as_deref().unwrap_or(""),
@@ -102,45 +86,7 @@ async fn play_one(
         total,
         applied: None,
     };
-    let (mut play, was_interrupted, result) = match &plan.target {
-        Target::Stream { path, format } => {
-            let sink = targets::open_stream(path, *format)?;
-            let (ended, interrupted) = play_into(&ctx, source, options, sink).await?;
-            (ended.report, interrupted, TargetResult::default())
-        }
-        Target::Archive { .. } => {
-            let sink = targets::open_archive(&plan.target)?;
-            let (ended, interrupted) = play_into(&ctx, source, options, sink).await?;
-            let mut play = ended.report;
-            let mut result = TargetResult::default();
-            match targets::archive_written(plan, &mut play, ended.sink) {
-                Ok(a) => result.archive = a,
-                Err(f) => result.failure = Some(f),
-            }
-            (play, interrupted, result)
-        }
-        Target::Statehouse { map, .. } => {
-            let (sink, target, applied) = targets::open_statehouse(plan, &info).await?;
-            ctx.applied = Some(applied.clone());
-            let (ended, interrupted) = play_into(&ctx, source, options, sink).await?;
-            let mut play = ended.report;
-            let mut result = TargetResult {
-                applied: Some(applied),
-                ..TargetResult::default()
-            };
-            if check_target && !play.outcome.is_failed() {
-                let expected = ended.state.unwrap_or_default();
-                let (v, failure) =
-                    targets::verify_statehouse(&target, map, &expected, &agents, &mut play).await;
-                if failure.is_some() && v.as_ref().is_some_and(|v| !v.matched) {
-                    metrics.mismatches.fetch_add(1, Relaxed);
-                }
-                result.verification = v;
-                result.failure = failure;
-            }
-            (play, interrupted, result)
-        }
-    };
+    let (mut play, was_interrupted, result) = play_target(&mut ctx, source, &info, options).await?;
     let failure = match result.failure {
         Some(f) => Some(f),
         None => targets::check_hashes(plan, &mut play),
@@ -173,6 +119,80 @@ async fn play_one(
         skipped_before,
     };
     Ok((report, end))
+}
+
+/// Plays the run into the plan's target and finishes the target.
+async fn play_target(
+    ctx: &mut RunContext<'_>,
+    source: Arc<dyn Source>,
+    info: &SourceInfo,
+    options: PlayerOptions,
+) -> Result<(Report, bool, TargetResult)> {
+    let plan = ctx.plan;
+    let agents: Vec<(String, String)> = match &options.filter.agent {
+        Some(a) => vec![a.clone()],
+        None => info
+            .channels
+            .iter()
+            .map(|(n, a, _)| (n.clone(), a.clone()))
+            .collect(),
+    };
+    Ok(match &plan.target {
+        Target::Stream { path, format } => {
+            let sink = targets::open_stream(path, *format)?;
+            let (ended, interrupted) = play_into(ctx, source, options, sink).await?;
+            (ended.report, interrupted, TargetResult::default())
+        }
+        Target::Archive { .. } => {
+            let sink = targets::open_archive(&plan.target)?;
+            let (ended, interrupted) = play_into(ctx, source, options, sink).await?;
+            let mut play = ended.report;
+            let mut result = TargetResult::default();
+            match targets::archive_written(plan, &mut play, ended.sink) {
+                Ok(a) => result.archive = a,
+                Err(f) => result.failure = Some(f),
+            }
+            (play, interrupted, result)
+        }
+        Target::Statehouse { map, .. } => {
+            let (sink, target, applied) = targets::open_statehouse(plan, info).await?;
+            ctx.applied = Some(applied.clone());
+            let (ended, interrupted) = play_into(ctx, source, options, sink).await?;
+            let mut play = ended.report;
+            let mut result = TargetResult {
+                applied: Some(applied),
+                ..TargetResult::default()
+            };
+            if matches!(plan.target, Target::Statehouse { verify: true, .. })
+                && !play.outcome.is_failed()
+            {
+                let expected = ended.state.unwrap_or_default();
+                let (v, failure) =
+                    targets::verify_statehouse(&target, map, &expected, &agents, &mut play).await;
+                if failure.is_some() && v.as_ref().is_some_and(|v| !v.matched) {
+                    ctx.metrics.mismatches.fetch_add(1, Relaxed);
+                }
+                result.verification = v;
+                result.failure = failure;
+            }
+            (play, interrupted, result)
+        }
+    })
+}
+
+/// The player options of a run: the plan's flags, and the state tracked when a check or the
+/// target needs it.
+fn run_options(plan: &PlayPlan, source: &dyn Source) -> Result<PlayerOptions> {
+    let mut options = player_options(&plan.flags, source)?;
+    let check_target = matches!(plan.target, Target::Statehouse { verify: true, .. });
+    options.track_state = plan.state_hash || plan.expect_state_hash.is_some() || check_target;
+    options.verify_chain = plan.verify_chain;
+    options.exit_when_done = true;
+    if let Some((_, state)) = &plan.bootstrap {
+        options.bootstrap = state.clone();
+        options.track_state = true;
+    }
+    Ok(options)
 }
 
 /// Plays the run into `sink` with its stop signal, progress bar and status lines; returns what

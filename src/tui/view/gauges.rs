@@ -5,7 +5,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::widgets::{Block, Gauge, LineGauge, Paragraph, Sparkline};
 
-use crate::player::Pace;
+use crate::player::{Pace, Stats};
 use crate::tui::app::Model;
 use crate::tui::theme;
 
@@ -46,7 +46,70 @@ pub fn ratio(a: u64, b: u64) -> f64 {
 }
 
 pub fn render_gauges(frame: &mut Frame, area: Rect, model: &Model, compact: bool) {
-    let s = &model.stats;
+    let cols = Layout::horizontal([Constraint::Ratio(1, 4); 4]).split(area);
+    if compact {
+        render_compact(frame, &cols, &model.stats);
+    } else {
+        render_full(frame, &cols, &model.stats);
+    }
+}
+
+/// Two lines per gauge: a short label over a thin gauge.
+fn render_compact(frame: &mut Frame, cols: &[Rect], s: &Stats) {
+    let credit_label = format!(
+        "credit {}/{}",
+        short_bytes(s.credit.in_flight_bytes),
+        short_bytes(s.credit.window_bytes)
+    );
+    let ring_label = format!(
+        "ring {}/{}",
+        short_bytes(s.ring.bytes_used),
+        short_bytes(s.ring.capacity)
+    );
+    let rate_label = format!(
+        "{:.0} ev/s{}",
+        s.rate,
+        s.target_rate.map_or(String::new(), |t| format!("/{t:.0}"))
+    );
+    let lag_label = format!(
+        "lag {:.1}ms max {:.0}",
+        s.lag.as_secs_f64() * 1e3,
+        s.max_lag.as_secs_f64() * 1e3
+    );
+    let items = [
+        (
+            credit_label,
+            ratio(s.credit.in_flight_bytes, s.credit.window_bytes),
+        ),
+        (ring_label, ratio(s.ring.bytes_used, s.ring.capacity)),
+        (rate_label, 0.0),
+        (lag_label, 0.0),
+    ];
+    for (i, (label, r)) in items.into_iter().enumerate() {
+        let [top, bottom] =
+            Layout::vertical([Constraint::Length(1), Constraint::Length(1)]).areas(cols[i]);
+        frame.render_widget(Paragraph::new(label), top);
+        if i < 2 {
+            frame.render_widget(
+                LineGauge::default().ratio(r).filled_style(theme::CREDIT),
+                bottom,
+            );
+        } else if i == 2 {
+            let data: Vec<u64> = s
+                .rate_history
+                .iter()
+                .rev()
+                .take(bottom.width as usize)
+                .rev()
+                .copied()
+                .collect();
+            frame.render_widget(Sparkline::default().data(&data).style(theme::RATE), bottom);
+        }
+    }
+}
+
+/// A bordered gauge each, with the full labels.
+fn render_full(frame: &mut Frame, cols: &[Rect], s: &Stats) {
     let credit_label = format!(
         "credit {} / {} in flight",
         human_bytes(s.credit.in_flight_bytes),
@@ -74,61 +137,6 @@ pub fn render_gauges(frame: &mut Frame, area: Rect, model: &Model, compact: bool
         s.lag.as_secs_f64() * 1e3,
         s.max_lag.as_secs_f64() * 1e3
     );
-    let cols = Layout::horizontal([Constraint::Ratio(1, 4); 4]).split(area);
-    if compact {
-        // Two lines: a short label over a thin gauge.
-        let credit_label = format!(
-            "credit {}/{}",
-            short_bytes(s.credit.in_flight_bytes),
-            short_bytes(s.credit.window_bytes)
-        );
-        let ring_label = format!(
-            "ring {}/{}",
-            short_bytes(s.ring.bytes_used),
-            short_bytes(s.ring.capacity)
-        );
-        let rate_label = format!(
-            "{:.0} ev/s{}",
-            s.rate,
-            s.target_rate.map_or(String::new(), |t| format!("/{t:.0}"))
-        );
-        let lag_label = format!(
-            "lag {:.1}ms max {:.0}",
-            s.lag.as_secs_f64() * 1e3,
-            s.max_lag.as_secs_f64() * 1e3
-        );
-        let items = [
-            (
-                credit_label,
-                ratio(s.credit.in_flight_bytes, s.credit.window_bytes),
-            ),
-            (ring_label, ratio(s.ring.bytes_used, s.ring.capacity)),
-            (rate_label, 0.0),
-            (lag_label, 0.0),
-        ];
-        for (i, (label, r)) in items.into_iter().enumerate() {
-            let [top, bottom] =
-                Layout::vertical([Constraint::Length(1), Constraint::Length(1)]).areas(cols[i]);
-            frame.render_widget(Paragraph::new(label), top);
-            if i < 2 {
-                frame.render_widget(
-                    LineGauge::default().ratio(r).filled_style(theme::CREDIT),
-                    bottom,
-                );
-            } else if i == 2 {
-                let data: Vec<u64> = s
-                    .rate_history
-                    .iter()
-                    .rev()
-                    .take(bottom.width as usize)
-                    .rev()
-                    .copied()
-                    .collect();
-                frame.render_widget(Sparkline::default().data(&data).style(theme::RATE), bottom);
-            }
-        }
-        return;
-    }
     let pct = s.credit.in_flight_pct();
     let credit_style = if pct >= crate::flow::BACKPRESSURE_PCT {
         theme::ALERT
