@@ -132,6 +132,20 @@ pub struct StoredBatch {
 /// Receives stored batches; `None` at the end of the range. Dropping it stops the producer.
 pub type StoredStream = mpsc::Receiver<Result<StoredBatch, SourceError>>;
 
+/// Starts a producer task that sends into a channel of `capacity` batches; returns its
+/// receiving end (dropping it stops the producer).
+pub(crate) fn spawn_producer<B: Send + 'static, F>(
+    capacity: usize,
+    producer: impl FnOnce(mpsc::Sender<Result<B, SourceError>>) -> F,
+) -> mpsc::Receiver<Result<B, SourceError>>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(capacity);
+    tokio::spawn(producer(tx));
+    rx
+}
+
 /// Takes credit for a batch of `bytes` ending at `last_offset` from `window`, then hands the
 /// batch to the consumer. False when the window was cancelled or the consumer went away: the
 /// producer stops. Every producer sends through here.
@@ -143,6 +157,30 @@ pub(crate) async fn deliver<B>(
     batch: B,
 ) -> bool {
     window.acquire(bytes, last_offset).await.is_ok() && tx.send(Ok(batch)).await.is_ok()
+}
+
+/// After a remote stream failed: waits the reconnect machine's backoff and returns true to try
+/// again, or returns false when the consumer went away or the machine gave up (its message then
+/// went to the consumer as the stream's error). Both remote sources end their loops here.
+pub(crate) async fn retry_after<B>(
+    reconnect: &mut crate::wire::Reconnect,
+    failure: &tonic::Status,
+    tx: &mpsc::Sender<Result<B, SourceError>>,
+    source_name: &str,
+) -> bool {
+    use crate::wire::reconnect::Retry;
+    match reconnect.after_status(failure, tx.closed()).await {
+        Retry::Now => true,
+        Retry::Cancelled => false,
+        Retry::GiveUp(message) => {
+            let error = SourceError::Invalid {
+                source_name: source_name.to_string(),
+                message,
+            };
+            let _ = tx.send(Err(error)).await;
+            false
+        }
+    }
 }
 
 /// A decoded batch as stored bytes.
@@ -230,16 +268,14 @@ pub trait Source: Send + Sync + 'static {
     ) -> Result<StoredStream, SourceError> {
         let name = self.info().name.clone();
         let mut decoded = self.open(req, window)?;
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(async move {
+        Ok(spawn_producer(4, |tx| async move {
             while let Some(b) = decoded.recv().await {
                 let stored = b.and_then(|b| encode_batch(&name, b));
                 if tx.send(stored).await.is_err() {
                     return;
                 }
             }
-        });
-        Ok(rx)
+        }))
     }
 
     /// The hash-chain head after the event at `offset`, when the source can tell.

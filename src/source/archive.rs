@@ -6,12 +6,12 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::archive::{Archive, ArchiveError, Cursor, RawEvent};
-use crate::event::Position;
 use crate::event::wire::NameCache;
+use crate::event::{Event, Position};
 use crate::flow::CreditWindow;
 use crate::source::{
     Batch, BatchStream, Filter, Source, SourceError, SourceInfo, StoredBatch, StoredEvent,
-    StoredStream, StreamRequest, deliver,
+    StoredStream, StreamRequest, deliver, spawn_producer,
 };
 
 pub struct ArchiveSource {
@@ -94,16 +94,9 @@ impl Source for ArchiveSource {
 
     fn open(&self, req: StreamRequest, window: CreditWindow) -> Result<BatchStream, SourceError> {
         let (cursor, channels) = self.start(&req)?;
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(produce(
-            cursor,
-            req,
-            channels,
-            window,
-            tx,
-            Decoded::default(),
-        ));
-        Ok(rx)
+        Ok(spawn_producer(4, |tx| {
+            produce::<(Arc<Event>, u32)>(cursor, req, channels, window, tx)
+        }))
     }
 
     fn open_stored(
@@ -112,16 +105,9 @@ impl Source for ArchiveSource {
         window: CreditWindow,
     ) -> Result<StoredStream, SourceError> {
         let (cursor, channels) = self.start(&req)?;
-        let (tx, rx) = mpsc::channel(2);
-        tokio::spawn(produce(
-            cursor,
-            req,
-            channels,
-            window,
-            tx,
-            Stored::default(),
-        ));
-        Ok(rx)
+        Ok(spawn_producer(2, |tx| {
+            produce::<StoredEvent>(cursor, req, channels, window, tx)
+        }))
     }
 
     fn chain_head_through(&self, offset: u64) -> Option<[u8; 32]> {
@@ -131,120 +117,84 @@ impl Source for ArchiveSource {
     }
 }
 
-/// How the producer turns the archive's raw events into the batches it sends.
-trait Collect: Send + 'static {
+/// What the producer makes of the archive's raw events: decoded events for the player, stored
+/// bytes for the server.
+trait Item: Sized + Send + 'static {
     type Batch: Send + 'static;
-    /// Takes `raw` into the batch being collected unless the filter drops it.
-    fn take(
-        &mut self,
+    /// `raw` as an item and its stored size, unless the filter drops it.
+    fn from_raw(
         raw: RawEvent,
         filter: &Filter,
+        names: &mut NameCache,
         archive: &Archive,
-    ) -> Result<(), SourceError>;
-    fn len(&self) -> usize;
-    fn bytes(&self) -> u64;
-    fn last_offset(&self) -> Option<u64>;
-    /// The batch collected so far (the collector starts afresh).
-    fn batch(&mut self, read: u64, next_offset: u64) -> Self::Batch;
+    ) -> Result<Option<(Self, u32)>, SourceError>;
+    fn offset(&self) -> u64;
+    fn batch(items: Vec<Self>, bytes: u64, read: u64, next_offset: u64) -> Self::Batch;
 }
 
-fn decode_error(archive: &Archive, offset: u64, e: impl std::fmt::Display) -> SourceError {
-    SourceError::Archive(ArchiveError::Decode {
-        path: archive.name().to_string(),
-        offset,
-        message: e.to_string(),
+fn decode(raw: &RawEvent, names: &mut NameCache, archive: &Archive) -> Result<Event, SourceError> {
+    raw.decode_with(names).map_err(|e| {
+        SourceError::Archive(ArchiveError::Decode {
+            path: archive.name().to_string(),
+            offset: raw.offset,
+            message: e.to_string(),
+        })
     })
 }
 
 /// Decoded events, for the player.
-#[derive(Default)]
-struct Decoded {
-    names: NameCache,
-    events: Vec<(Arc<crate::event::Event>, u32)>,
-    bytes: u64,
-}
-
-impl Collect for Decoded {
+impl Item for (Arc<Event>, u32) {
     type Batch = Batch;
 
-    fn take(
-        &mut self,
+    fn from_raw(
         raw: RawEvent,
         filter: &Filter,
+        names: &mut NameCache,
         archive: &Archive,
-    ) -> Result<(), SourceError> {
-        let event = raw
-            .decode_with(&mut self.names)
-            .map_err(|e| decode_error(archive, raw.offset, e))?;
-        if filter.matches(&event) {
-            self.bytes += raw.payload.len() as u64;
-            self.events
-                .push((Arc::new(event), raw.payload.len() as u32));
-        }
-        Ok(())
+    ) -> Result<Option<(Self, u32)>, SourceError> {
+        let event = decode(&raw, names, archive)?;
+        let size = raw.payload.len() as u32;
+        Ok(filter
+            .matches(&event)
+            .then(|| ((Arc::new(event), size), size)))
     }
-    fn len(&self) -> usize {
-        self.events.len()
+    fn offset(&self) -> u64 {
+        self.0.offset
     }
-    fn bytes(&self) -> u64 {
-        self.bytes
-    }
-    fn last_offset(&self) -> Option<u64> {
-        self.events.last().map(|(e, _)| e.offset)
-    }
-    fn batch(&mut self, _read: u64, _next_offset: u64) -> Batch {
-        Batch {
-            events: std::mem::take(&mut self.events),
-            bytes: std::mem::take(&mut self.bytes),
-        }
+    fn batch(events: Vec<Self>, bytes: u64, _read: u64, _next_offset: u64) -> Batch {
+        Batch { events, bytes }
     }
 }
 
 /// Stored bytes, for forwarding; events are decoded only when the filter looks inside them.
-#[derive(Default)]
-struct Stored {
-    names: NameCache,
-    events: Vec<StoredEvent>,
-    bytes: u64,
-}
-
-impl Collect for Stored {
+impl Item for StoredEvent {
     type Batch = StoredBatch;
 
-    fn take(
-        &mut self,
+    fn from_raw(
         raw: RawEvent,
         filter: &Filter,
+        names: &mut NameCache,
         archive: &Archive,
-    ) -> Result<(), SourceError> {
-        if filter.key_prefix.is_some() || filter.txn_id.is_some() {
-            let event = raw
-                .decode_with(&mut self.names)
-                .map_err(|e| decode_error(archive, raw.offset, e))?;
-            if !filter.matches(&event) {
-                return Ok(());
-            }
+    ) -> Result<Option<(Self, u32)>, SourceError> {
+        if (filter.key_prefix.is_some() || filter.txn_id.is_some())
+            && !filter.matches(&decode(&raw, names, archive)?)
+        {
+            return Ok(None);
         }
-        self.bytes += raw.payload.len() as u64;
-        self.events.push(StoredEvent {
+        let size = raw.payload.len() as u32;
+        let item = StoredEvent {
             offset: raw.offset,
             payload: raw.payload,
-        });
-        Ok(())
+        };
+        Ok(Some((item, size)))
     }
-    fn len(&self) -> usize {
-        self.events.len()
+    fn offset(&self) -> u64 {
+        self.offset
     }
-    fn bytes(&self) -> u64 {
-        self.bytes
-    }
-    fn last_offset(&self) -> Option<u64> {
-        self.events.last().map(|e| e.offset)
-    }
-    fn batch(&mut self, read: u64, next_offset: u64) -> StoredBatch {
+    fn batch(events: Vec<Self>, bytes: u64, read: u64, next_offset: u64) -> StoredBatch {
         StoredBatch {
-            events: std::mem::take(&mut self.events),
-            bytes: std::mem::take(&mut self.bytes),
+            events,
+            bytes,
             read,
             next_offset,
         }
@@ -257,14 +207,16 @@ const SCAN_BUDGET: usize = 16 * 1024;
 /// Reads and filters events into batches; waits for credit before sending each. The first
 /// batch may be small (so the first event goes out at once); batches then grow 4x each up to
 /// the request's size.
-async fn produce<C: Collect>(
+async fn produce<T: Item>(
     mut cursor: Cursor,
     req: StreamRequest,
     channels: Option<Vec<bool>>,
     window: CreditWindow,
-    tx: mpsc::Sender<Result<C::Batch, SourceError>>,
-    mut collect: C,
+    tx: mpsc::Sender<Result<T::Batch, SourceError>>,
 ) {
+    let mut names = NameCache::default();
+    let mut items: Vec<T> = Vec::new();
+    let mut bytes = 0u64;
     let max_events = req.batch_events.max(1);
     let max_bytes = req.batch_bytes.unwrap_or(u64::MAX).max(1);
     let mut batch_events = req
@@ -279,7 +231,7 @@ async fn produce<C: Collect>(
         // Skipping other agents' events yields now and then, so one sparse agent in a big
         // archive does not hold a worker thread for long.
         let mut scan_budget = SCAN_BUDGET;
-        while collect.len() < batch_events && collect.bytes() < max_bytes && scan_budget > 0 {
+        while items.len() < batch_events && bytes < max_bytes && scan_budget > 0 {
             scan_budget -= 1;
             let raw = match cursor.next_raw() {
                 None => {
@@ -303,16 +255,28 @@ async fn produce<C: Collect>(
             {
                 continue;
             }
-            if let Err(e) = collect.take(raw, &req.filter, &archive) {
-                failure = Some(e);
-                break;
+            match T::from_raw(raw, &req.filter, &mut names, &archive) {
+                Ok(Some((item, size))) => {
+                    bytes += u64::from(size);
+                    items.push(item);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
             }
         }
         done = done || cursor.until_reached();
-        if let Some(last) = collect.last_offset() {
-            let bytes = collect.bytes();
-            let batch = collect.batch(std::mem::take(&mut read), cursor.next_offset());
-            if !deliver(&window, &tx, bytes, last, batch).await {
+        if let Some(last) = items.last().map(T::offset) {
+            let batch_bytes = std::mem::take(&mut bytes);
+            let batch = T::batch(
+                std::mem::take(&mut items),
+                batch_bytes,
+                std::mem::take(&mut read),
+                cursor.next_offset(),
+            );
+            if !deliver(&window, &tx, batch_bytes, last, batch).await {
                 return;
             }
         }

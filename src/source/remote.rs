@@ -16,7 +16,10 @@ use tokio::sync::mpsc;
 use crate::event::Position;
 use crate::event::wire::{NameCache, decode_event};
 use crate::flow::{CreditSnapshot, CreditWindow, RingSnapshot};
-use crate::source::{Batch, BatchStream, Source, SourceError, SourceInfo, StreamRequest, deliver};
+use crate::source::{
+    Batch, BatchStream, Source, SourceError, SourceInfo, StreamRequest, deliver, retry_after,
+    spawn_producer,
+};
 use crate::wire::client::{Client, ConnectOptions};
 use crate::wire::codec::InFrame;
 use crate::wire::proto::replayscope::v1 as pb;
@@ -223,25 +226,15 @@ impl Source for RemoteSource {
     }
 
     fn open(&self, req: StreamRequest, window: CreditWindow) -> Result<BatchStream, SourceError> {
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(produce(
-            self.client.clone(),
-            self.info.name.clone(),
-            self.retry.clone(),
-            self.reports.clone(),
-            req,
-            window,
-            tx,
-        ));
-        Ok(rx)
+        let (client, name) = (self.client.clone(), self.info.name.clone());
+        let (retry, reports) = (self.retry.clone(), self.reports.clone());
+        Ok(spawn_producer(4, |tx| {
+            produce(client, name, retry, reports, req, window, tx)
+        }))
     }
 
     fn status(&self) -> Option<String> {
-        self.reports
-            .status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.reports.status.get()
     }
 
     fn remote_gauges(&self) -> Option<(CreditSnapshot, RingSnapshot)> {
@@ -367,13 +360,8 @@ async fn produce(
                 outcome
             }
         };
-        match reconnect.after_status(&failure, tx.closed()).await {
-            Retry::Now => {}
-            Retry::Cancelled => return,
-            Retry::GiveUp(message) => {
-                let _ = tx.send(Err(err(&name, message))).await;
-                return;
-            }
+        if !retry_after(&mut reconnect, &failure, &tx, &name).await {
+            return;
         }
     }
 }

@@ -15,10 +15,13 @@ use tokio::sync::mpsc;
 use crate::event::wire::{NameCache, decode_event};
 use crate::event::{Event, Position};
 use crate::flow::CreditWindow;
-use crate::source::{Batch, BatchStream, Source, SourceError, SourceInfo, StreamRequest, deliver};
+use crate::source::{
+    Batch, BatchStream, Source, SourceError, SourceInfo, StreamRequest, deliver, retry_after,
+    spawn_producer,
+};
 use crate::wire::client::{Client, ConnectOptions};
 use crate::wire::proto::statehouse::v1::ReplayRequest;
-use crate::wire::reconnect::{Phase, Reconnect, Retry, RetryPolicy, StatusLine};
+use crate::wire::reconnect::{Phase, Reconnect, RetryPolicy, StatusLine};
 
 pub struct StatehouseSource {
     client: Client,
@@ -180,19 +183,18 @@ impl Source for StatehouseSource {
     }
 
     fn open(&self, req: StreamRequest, window: CreditWindow) -> Result<BatchStream, SourceError> {
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(produce(
-            self.client.clone(),
-            self.info.name.clone(),
-            (self.namespace.clone(), self.agent_id.clone()),
+        let (client, name) = (self.client.clone(), self.info.name.clone());
+        let agent = (self.namespace.clone(), self.agent_id.clone());
+        let (commit_ts, retry, status) = (
             self.commit_ts.clone(),
             self.retry.clone(),
             self.status.clone(),
-            req,
-            window,
-            tx,
-        ));
-        Ok(rx)
+        );
+        Ok(spawn_producer(4, |tx| {
+            produce(
+                client, name, agent, commit_ts, retry, status, req, window, tx,
+            )
+        }))
     }
 
     fn chain_head_through(&self, _offset: u64) -> Option<[u8; 32]> {
@@ -200,10 +202,7 @@ impl Source for StatehouseSource {
     }
 
     fn status(&self) -> Option<String> {
-        self.status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.status.get()
     }
 }
 
@@ -317,13 +316,8 @@ async fn produce(
                 }
             },
         };
-        match reconnect.after_status(&failure, tx.closed()).await {
-            Retry::Now => {}
-            Retry::Cancelled => return,
-            Retry::GiveUp(message) => {
-                let _ = tx.send(Err(err(&name, message))).await;
-                return;
-            }
+        if !retry_after(&mut reconnect, &failure, &tx, &name).await {
+            return;
         }
     }
 }

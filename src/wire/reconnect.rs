@@ -49,8 +49,21 @@ pub fn is_retryable(s: &tonic::Status) -> bool {
     ) || s.code() == tonic::Code::Internal && s.message().contains("h2")
 }
 
-/// What a source is going through, shared with [`crate::source::Source::status`].
-pub type StatusLine = Arc<Mutex<Option<String>>>;
+/// What a source is going through ("reconnecting (…)"), written by its reconnect state
+/// machine and read by [`crate::source::Source::status`].
+#[derive(Debug, Clone, Default)]
+pub struct StatusLine(Arc<Mutex<Option<String>>>);
+
+impl StatusLine {
+    /// The line now (`None` while the source simply delivers).
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, line: Option<String>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = line;
+    }
+}
 
 /// What to do after a failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +112,7 @@ impl Reconnect {
     pub fn delivered(&mut self, resume: impl std::fmt::Debug) {
         if self.attempt > 0 {
             self.attempt = 0;
-            set_status(&self.status, None);
+            self.status.set(None);
             tracing::info!(endpoint = %self.endpoint, resume = ?resume, "reconnected");
         }
     }
@@ -112,7 +125,7 @@ impl Reconnect {
         cancelled: impl Future<Output = ()>,
     ) -> Retry {
         if !is_retryable(failure) {
-            set_status(&self.status, None);
+            self.status.set(None);
             return Retry::GiveUp(format!("{} ({:?})", failure.message(), failure.code()));
         }
         self.after_failure(failure.message(), cancelled).await
@@ -126,7 +139,7 @@ impl Reconnect {
     ) -> Retry {
         self.attempt += 1;
         if self.attempt > self.policy.max_attempts {
-            set_status(&self.status, None);
+            self.status.set(None);
             let retries = self.policy.max_attempts;
             return Retry::GiveUp(match self.phase {
                 Phase::Connecting if retries == 0 => last_error.to_string(),
@@ -152,17 +165,13 @@ impl Reconnect {
             next_in_ms = delay.as_millis() as u64,
             "{line}"
         );
-        set_status(&self.status, Some(line));
+        self.status.set(Some(line));
         tokio::select! {
             biased;
             _ = cancelled => Retry::Cancelled,
             _ = tokio::time::sleep(delay) => Retry::Now,
         }
     }
-}
-
-fn set_status(status: &StatusLine, line: Option<String>) {
-    *status.lock().unwrap_or_else(|p| p.into_inner()) = line;
 }
 
 #[cfg(test)]
@@ -197,7 +206,7 @@ mod tests {
             r.after_status(&lost, std::future::pending()).await,
             Retry::Now
         );
-        let line = status.lock().unwrap().clone().unwrap();
+        let line = status.get().unwrap();
         assert!(
             line.starts_with("reconnecting (attempt 1, next in"),
             "{line}"
@@ -210,7 +219,7 @@ mod tests {
             panic!("a third failure gives up")
         };
         assert_eq!(m, "gave up after 2 reconnection attempts; last error: gone");
-        assert!(status.lock().unwrap().is_none());
+        assert!(status.get().is_none());
     }
 
     #[tokio::test]
@@ -224,7 +233,7 @@ mod tests {
         );
         r.delivered(7u64);
         assert_eq!(r.attempts(), 0);
-        assert!(status.lock().unwrap().is_none());
+        assert!(status.get().is_none());
         let answer = tonic::Status::out_of_range("offset 9 is past the end");
         assert_eq!(
             r.after_status(&answer, std::future::pending()).await,
