@@ -240,6 +240,10 @@ pub struct StreamRequest {
     pub first_batch_events: Option<usize>,
     /// Bytes per batch, at most (a batch holds at least one event).
     pub batch_bytes: Option<u64>,
+    /// Stored batches: copy each batch's payloads into one buffer of exactly their size, for a
+    /// consumer that keeps them (the server's replay ring); otherwise they may be slices of the
+    /// source's larger buffers (an archive's decompressed chunks).
+    pub compact_payloads: bool,
     /// Check the archive's hash chain while reading (CRCs are always checked).
     pub verify_chain: bool,
 }

@@ -94,7 +94,7 @@ impl ServerStreamingService<ReplayRequest> for ReplaySvc {
     }
 }
 
-/// How far the source reads ahead of what the client has taken.
+/// How far the source reads ahead of the batch being handed to tonic.
 const REPLAY_WINDOW_BYTES: u64 = 1024 * 1024;
 /// Events in the first batch read (the first event goes out at once).
 const FIRST_BATCH_EVENTS: usize = 32;
@@ -128,6 +128,8 @@ fn open_replay(shared: &Arc<ServerContext>, req: ReplayRequest) -> Result<Replay
                         batch_events: shared.options.batch_events.max(1),
                         first_batch_events: Some(FIRST_BATCH_EVENTS),
                         batch_bytes: Some(shared.options.batch_bytes.max(1)),
+                        // Read-ahead then holds what the window counts, not whole chunks.
+                        compact_payloads: true,
                         ..StreamRequest::default()
                     },
                     window.clone(),
@@ -146,7 +148,6 @@ fn open_replay(shared: &Arc<ServerContext>, req: ReplayRequest) -> Result<Replay
     Ok(ReplayStream {
         stream,
         batch: Vec::new().into_iter(),
-        batch_last: None,
         window,
         shared: shared.clone(),
         stop: Box::pin(shared.shutdown.clone().cancelled_owned()),
@@ -162,12 +163,10 @@ fn open_replay(shared: &Arc<ServerContext>, req: ReplayRequest) -> Result<Replay
 }
 
 /// Hands the source's stored batches to tonic one event at a time; a batch is acknowledged to
-/// the source's window once tonic has taken all of it.
+/// the source's window when it is taken, so the source reads ahead by the window at most.
 pub struct ReplayStream {
     stream: Option<StoredStream>,
     batch: std::vec::IntoIter<StoredEvent>,
-    /// The last offset of `batch`, acknowledged when it is drained.
-    batch_last: Option<u64>,
     window: CreditWindow,
     shared: Arc<ServerContext>,
     stop: Pin<Box<WaitForCancellationFutureOwned>>,
@@ -249,9 +248,6 @@ impl Stream for ReplayStream {
                 }
                 return Poll::Ready(Some(Ok(e.payload)));
             }
-            if let Some(last) = this.batch_last.take() {
-                this.window.ack(last);
-            }
             let Some(stream) = this.stream.as_mut() else {
                 this.finish(None);
                 return Poll::Ready(None);
@@ -269,7 +265,10 @@ impl Stream for ReplayStream {
                 }
                 Poll::Ready(Some(Ok(b))) => {
                     this.read += b.read;
-                    this.batch_last = b.events.last().map(|e| e.offset);
+                    // Taken: the source may read the next batches while this one drains.
+                    if let Some(last) = b.events.last() {
+                        this.window.ack(last.offset);
+                    }
                     this.batch = b.events.into_iter();
                 }
             }

@@ -21,7 +21,7 @@ use super::{ServerContext, StreamGuard, source_status};
 use crate::event::Position;
 use crate::flow::watchdog::WatchedSession;
 use crate::flow::{BACKPRESSURE_PCT, CreditWindow, ReplayRing};
-use crate::source::{Filter, StoredEvent, StreamRequest};
+use crate::source::{Filter, SourceError, StoredBatch, StoredEvent, StoredStream, StreamRequest};
 use crate::wire::codec::OutFrame;
 use crate::wire::proto::replayscope::v1 as pb;
 use pb::client_frame::Frame as In;
@@ -294,18 +294,31 @@ enum Produced {
     Failed(Status),
 }
 
-/// The task forwarding the source's stored batches to the session loop.
+/// Where a session's batches come from.
+enum Feed {
+    /// The source's stored stream, read by the session loop itself.
+    Direct(StoredStream),
+    /// A resume: a task sends the ring's events first, then forwards the source's stream.
+    Forwarded {
+        rx: mpsc::Receiver<Produced>,
+        task: tokio::task::JoinHandle<()>,
+    },
+    /// One last word (the range is past the source's end, or the source could not be opened).
+    Once(Option<Produced>),
+}
+
+/// The session's producer: its feed, and the window its source stream takes credit from —
+/// cancelled with the producer, so the source's reader stops even while it waits for credit.
 struct Producer {
-    rx: mpsc::Receiver<Produced>,
-    task: tokio::task::JoinHandle<()>,
-    /// The window its source stream takes credit from: cancelled with the producer, so the
-    /// source's reader stops even while it waits for credit.
+    feed: Feed,
     window: CreditWindow,
 }
 
 impl Drop for Producer {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Feed::Forwarded { task, .. } = &self.feed {
+            task.abort();
+        }
         self.window.cancel();
     }
 }
@@ -435,22 +448,26 @@ impl Session {
     /// Starts reading at `next_read`, after sending `replay` (ring events of a resume).
     fn start_producer(&mut self, replay: Vec<StoredEvent>) {
         self.producer = None;
-        let (tx, rx) = mpsc::channel(2);
-        let task = tokio::spawn(produce(
-            self.shared.clone(),
-            ProduceFrom {
-                from: self.state.next_read,
-                until: self.state.until,
-                filter: self.state.filter.clone(),
-                replay,
-                replay_batch: self.shared.options.batch_events.max(1),
-            },
-            self.window.clone(),
-            tx,
-        ));
+        let at = ProduceFrom {
+            from: self.state.next_read,
+            until: self.state.until,
+            filter: self.state.filter.clone(),
+            replay,
+            replay_batch: self.shared.options.batch_events.max(1),
+        };
+        let feed = if at.replay.is_empty() {
+            match open_source_stream(&self.shared, &at, self.window.clone()) {
+                Ok(Some(stream)) => Feed::Direct(stream),
+                Ok(None) => Feed::Once(Some(Produced::Done)),
+                Err(status) => Feed::Once(Some(Produced::Failed(status))),
+            }
+        } else {
+            let (tx, rx) = mpsc::channel(2);
+            let task = tokio::spawn(produce(self.shared.clone(), at, self.window.clone(), tx));
+            Feed::Forwarded { rx, task }
+        };
         self.producer = Some(Producer {
-            rx,
-            task,
+            feed,
             window: self.window.clone(),
         });
     }
@@ -480,7 +497,7 @@ impl Session {
                     Ok(None) => return Exit::Cut("the client closed its side of the stream".into()),
                     Err(s) => return Exit::Cut(s.message().to_string()),
                 },
-                p = recv(&mut self.producer), if can_pull => match p {
+                p = recv(&mut self.producer, &self.shared), if can_pull => match p {
                     Some(Produced::Batch { events, bytes, read_through, from_ring }) => {
                         self.state.next_read = read_through;
                         if let Err(e) = self.send_batch(events, bytes, !from_ring).await {
@@ -747,10 +764,35 @@ fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
-async fn recv(p: &mut Option<Producer>) -> Option<Produced> {
-    match p {
-        Some(p) => p.rx.recv().await,
-        None => std::future::pending().await,
+/// The next batch (or the end) from the session's producer; pending without one.
+async fn recv(p: &mut Option<Producer>, shared: &ServerContext) -> Option<Produced> {
+    let Some(p) = p else {
+        return std::future::pending().await;
+    };
+    match &mut p.feed {
+        Feed::Direct(stream) => Some(from_source(stream.recv().await, shared)),
+        Feed::Forwarded { rx, .. } => rx.recv().await,
+        Feed::Once(last) => last.take(),
+    }
+}
+
+/// What the source's stream delivered, as the session loop takes it.
+fn from_source(
+    batch: Option<Result<StoredBatch, SourceError>>,
+    shared: &ServerContext,
+) -> Produced {
+    match batch {
+        None => Produced::Done,
+        Some(Ok(b)) => {
+            shared.metrics.read(b.read);
+            Produced::Batch {
+                events: b.events,
+                bytes: b.bytes,
+                read_through: b.next_offset,
+                from_ring: false,
+            }
+        }
+        Some(Err(e)) => Produced::Failed(source_status(&e)),
     }
 }
 
@@ -758,23 +800,6 @@ const FIRST_BATCH_EVENTS: usize = 32;
 
 /// How often a session reports its gauges (Credit, Ring, Backpressure frames; metrics).
 const GAUGE_TICK: Duration = Duration::from_millis(100);
-
-/// Copies a batch's payloads into one buffer of exactly their size. The ring then holds what
-/// it counts: slices of the ~1 MiB decompressed chunks would keep whole chunks (message
-/// headers, other agents' events) alive for as long as the ring holds one event of them.
-fn compact(events: &mut [StoredEvent], bytes: u64) {
-    let mut buf = bytes::BytesMut::with_capacity(bytes as usize);
-    for e in events.iter() {
-        buf.extend_from_slice(&e.payload);
-    }
-    let buf = buf.freeze();
-    let mut at = 0;
-    for e in events.iter_mut() {
-        let n = e.payload.len();
-        e.payload = buf.slice(at..at + n);
-        at += n;
-    }
-}
 
 struct ProduceFrom {
     from: u64,
@@ -785,8 +810,8 @@ struct ProduceFrom {
     replay_batch: usize,
 }
 
-/// Sends the ring events of a resume (taking credit for them), then forwards the source's
-/// stored batches, each compacted for the ring.
+/// A resume: sends the ring events first (taking credit for them), then forwards the source's
+/// stored batches.
 async fn produce(
     shared: Arc<ServerContext>,
     at: ProduceFrom,
@@ -809,48 +834,53 @@ async fn produce(
             return;
         }
     }
+    let mut stream = match open_source_stream(&shared, &at, window) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            let _ = tx.send(Produced::Done).await;
+            return;
+        }
+        Err(status) => {
+            let _ = tx.send(Produced::Failed(status)).await;
+            return;
+        }
+    };
+    loop {
+        let produced = from_source(stream.recv().await, &shared);
+        let last = !matches!(produced, Produced::Batch { .. });
+        if tx.send(produced).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+/// The source's stored stream from `at.from` (`None` when that is past the range's end).
+fn open_source_stream(
+    shared: &ServerContext,
+    at: &ProduceFrom,
+    window: CreditWindow,
+) -> Result<Option<StoredStream>, Status> {
     let info = shared.source.info();
     let past_end =
         info.last_offset.is_none_or(|l| at.from > l) || at.until.is_some_and(|u| at.from > u);
     if past_end {
-        let _ = tx.send(Produced::Done).await;
-        return;
+        return Ok(None);
     }
     let request = StreamRequest {
         from: at.from,
         until: at.until,
-        filter: at.filter,
+        filter: at.filter.clone(),
         batch_events: shared.options.batch_events.max(1),
         // The first batch is small so the first event goes out at once.
         first_batch_events: Some(FIRST_BATCH_EVENTS),
         batch_bytes: Some(shared.options.batch_bytes.max(1)),
+        // The ring keeps what was sent.
+        compact_payloads: true,
         ..StreamRequest::default()
     };
-    let mut stream = match shared.source.open_stored(request, window) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = tx.send(Produced::Failed(source_status(&e))).await;
-            return;
-        }
-    };
-    while let Some(batch) = stream.recv().await {
-        let produced = match batch {
-            Ok(mut b) => {
-                shared.metrics.read(b.read);
-                compact(&mut b.events, b.bytes);
-                Produced::Batch {
-                    events: b.events,
-                    bytes: b.bytes,
-                    read_through: b.next_offset,
-                    from_ring: false,
-                }
-            }
-            Err(e) => Produced::Failed(source_status(&e)),
-        };
-        let failed = matches!(produced, Produced::Failed(_));
-        if tx.send(produced).await.is_err() || failed {
-            return;
-        }
-    }
-    let _ = tx.send(Produced::Done).await;
+    shared
+        .source
+        .open_stored(request, window)
+        .map(Some)
+        .map_err(|e| source_status(&e))
 }

@@ -105,7 +105,7 @@ impl Source for ArchiveSource {
         window: CreditWindow,
     ) -> Result<StoredStream, SourceError> {
         let (cursor, channels) = self.start(&req)?;
-        Ok(spawn_producer(2, |tx| {
+        Ok(spawn_producer(4, |tx| {
             produce::<StoredEvent>(cursor, req, channels, window, tx)
         }))
     }
@@ -129,7 +129,13 @@ trait Item: Sized + Send + 'static {
         archive: &Archive,
     ) -> Result<Option<(Self, u32)>, SourceError>;
     fn offset(&self) -> u64;
-    fn batch(items: Vec<Self>, bytes: u64, read: u64, next_offset: u64) -> Self::Batch;
+    fn batch(
+        items: Vec<Self>,
+        bytes: u64,
+        read: u64,
+        next_offset: u64,
+        compact: bool,
+    ) -> Self::Batch;
 }
 
 fn decode(raw: &RawEvent, names: &mut NameCache, archive: &Archive) -> Result<Event, SourceError> {
@@ -161,7 +167,7 @@ impl Item for (Arc<Event>, u32) {
     fn offset(&self) -> u64 {
         self.0.offset
     }
-    fn batch(events: Vec<Self>, bytes: u64, _read: u64, _next_offset: u64) -> Batch {
+    fn batch(events: Vec<Self>, bytes: u64, _read: u64, _next: u64, _compact: bool) -> Batch {
         Batch { events, bytes }
     }
 }
@@ -191,13 +197,40 @@ impl Item for StoredEvent {
     fn offset(&self) -> u64 {
         self.offset
     }
-    fn batch(events: Vec<Self>, bytes: u64, read: u64, next_offset: u64) -> StoredBatch {
+    fn batch(
+        mut events: Vec<Self>,
+        bytes: u64,
+        read: u64,
+        next_offset: u64,
+        compact_payloads: bool,
+    ) -> StoredBatch {
+        if compact_payloads {
+            compact(&mut events, bytes);
+        }
         StoredBatch {
             events,
             bytes,
             read,
             next_offset,
         }
+    }
+}
+
+/// Copies a batch's payloads into one buffer of exactly their size. Whoever keeps them (the
+/// server's replay ring) then holds what it counts: slices of the ~1 MiB decompressed chunks
+/// would keep whole chunks (message headers, other agents' events) alive for as long as one
+/// event of them is held.
+fn compact(events: &mut [StoredEvent], bytes: u64) {
+    let mut buf = bytes::BytesMut::with_capacity(bytes as usize);
+    for e in events.iter() {
+        buf.extend_from_slice(&e.payload);
+    }
+    let buf = buf.freeze();
+    let mut at = 0;
+    for e in events.iter_mut() {
+        let n = e.payload.len();
+        e.payload = buf.slice(at..at + n);
+        at += n;
     }
 }
 
@@ -275,6 +308,7 @@ async fn produce<T: Item>(
                 batch_bytes,
                 std::mem::take(&mut read),
                 cursor.next_offset(),
+                req.compact_payloads,
             );
             if !deliver(&window, &tx, batch_bytes, last, batch).await {
                 return;
