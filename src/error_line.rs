@@ -2,6 +2,7 @@
 //! clear one-line message). Causes that an earlier message already quotes are left out.
 
 /// Joins `causes` (outermost first) with ": ", dropping any already contained in the line.
+/// A message's own line breaks stay (a state mismatch lists one key per line).
 pub fn join_causes(causes: impl IntoIterator<Item = String>) -> String {
     let mut line = String::new();
     for c in causes {
@@ -12,12 +13,13 @@ pub fn join_causes(causes: impl IntoIterator<Item = String>) -> String {
             line.push_str(&c);
         }
     }
-    line.replace('\n', " ")
+    line
 }
 
-/// `e` and its `source()` chain as one line.
+/// `e` and its `source()` chain as one line (a library's multi-line message folded).
 pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
     join_causes(std::iter::successors(Some(e), |e| e.source()).map(|c| c.to_string()))
+        .replace('\n', " ")
 }
 
 #[cfg(test)]
@@ -29,8 +31,8 @@ mod tests {
         let line = join_causes(
             ["reading a.mcap: short read", "short read", "disk\nfull"].map(String::from),
         );
-        assert_eq!(line, "reading a.mcap: short read: disk full");
-        let io = std::io::Error::other("refused");
-        assert_eq!(one_line(&io), "refused");
+        assert_eq!(line, "reading a.mcap: short read: disk\nfull");
+        let io = std::io::Error::other("connection\nrefused");
+        assert_eq!(one_line(&io), "connection refused");
     }
 }

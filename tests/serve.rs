@@ -705,6 +705,34 @@ async fn seek_moves_the_stream_and_stale_batches_are_marked() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_read_is_counted_even_after_the_last_one_sent() {
+    // A Session for one early transaction reads the whole archive to find that nothing else
+    // matches: the read counter says so once the session has ended.
+    let path = big_archive();
+    let archive = open(&path);
+    let mut cursor = archive.cursor_at(10).unwrap();
+    let tenth = cursor.next_raw().unwrap().unwrap().decode().unwrap();
+    let server = TestServer::start(&path, ServeOptions::default()).await;
+    let client = server.client().await;
+    let mut s = client
+        .session(pb::Open {
+            filter: Some(pb::Filter {
+                key_prefix: String::new(),
+                txn_id: tenth.txn_id.clone(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    opened(&mut s).await;
+    let (events, report) = drain(&mut s).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(report.last_offset, Some(10));
+    assert_eq!(server.metrics.events_read(), 60_000);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_replay_stops_the_server_reading() {
     let path = big_archive();
     let server = TestServer::start(&path, ServeOptions::default()).await;

@@ -43,6 +43,7 @@ pub fn open_cmd(a: OpenArgs) -> Result<()> {
         );
     }
     let request = open_request(
+        &name,
         &a.remote,
         Default::default(),
         a.source.allow_truncated,

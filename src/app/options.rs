@@ -9,7 +9,7 @@ use super::exit::UsageError;
 use crate::cli::{PaceArg, PlayFlags, RemoteArgs};
 use crate::player::pace::{MAX_SPEED, MIN_SPEED};
 use crate::player::{Pace, PlayerOptions};
-use crate::source::open::{OpenRequest, SourceMode};
+use crate::source::open::{OpenRequest, SourceMode, is_endpoint};
 use crate::source::{Filter, Source, SourceInfo};
 use crate::wire::{ConnectOptions, RetryPolicy};
 
@@ -29,17 +29,25 @@ pub fn connect_options(remote: &RemoteArgs) -> Result<ConnectOptions> {
     })
 }
 
-/// How to open a source, from the remote flags and the rest of what a command was given.
+/// How to open `source`, from the remote flags and the rest of what a command was given. The
+/// remote flags (`--ca-file` is read here) count only for an endpoint.
 pub fn open_request(
+    source: &str,
     remote: &RemoteArgs,
     mode: SourceMode,
     allow_truncated: bool,
     agent: Option<String>,
 ) -> Result<OpenRequest> {
+    let endpoint =
+        is_endpoint(source) || matches!(mode, SourceMode::Statehouse | SourceMode::Replayscope);
     Ok(OpenRequest {
         mode,
         allow_truncated,
-        connect: connect_options(remote)?,
+        connect: if endpoint {
+            connect_options(remote)?
+        } else {
+            ConnectOptions::default()
+        },
         retry: RetryPolicy {
             max_attempts: remote.retries(),
             ..RetryPolicy::default()

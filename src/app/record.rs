@@ -21,7 +21,7 @@ use crate::source::open::open_source;
 
 pub fn record_cmd(a: RecordArgs) -> Result<()> {
     let name = a.endpoint.to_string_lossy().into_owned();
-    let request = open_request(&a.remote, Default::default(), false, a.agent.clone())?;
+    let request = open_request(&name, &a.remote, Default::default(), false, a.agent.clone())?;
     let (source, _) = open_source(&name, &request)?;
     let info = source.info().clone();
     let agent = parse_agent(a.agent.as_deref(), &info)?;

@@ -73,6 +73,8 @@ pub struct ArchiveSink {
     /// Write complete chunks out this often (a recorder: a killed writer leaves them).
     flush_every: Option<Duration>,
     last_flush: Instant,
+    /// A flush that failed while the player waited: the next event (or the run's end) fails.
+    flush_failed: Option<SinkError>,
 }
 
 impl ArchiveSink {
@@ -92,6 +94,7 @@ impl ArchiveSink {
             written: None,
             flush_every: None,
             last_flush: Instant::now(),
+            flush_failed: None,
         })
     }
 
@@ -128,6 +131,9 @@ impl ArchiveSink {
 }
 impl Sink for ArchiveSink {
     fn played(&mut self, p: &Played<'_>) -> std::result::Result<(), SinkError> {
+        if let Some(e) = self.flush_failed.take() {
+            return Err(e);
+        }
         let Some(output) = self.output.as_mut() else {
             return Err(SinkError::new(format!(
                 "{}: the archive is already closed",
@@ -152,8 +158,10 @@ impl Sink for ArchiveSink {
     }
 
     fn idle(&mut self, _state: Option<&KvState>) {
-        if let Err(e) = self.flush_if_due() {
-            tracing::warn!(archive = %self.path.display(), "writing out a chunk failed: {e}");
+        if self.flush_failed.is_none()
+            && let Err(e) = self.flush_if_due()
+        {
+            self.flush_failed = Some(e);
         }
     }
 
@@ -161,6 +169,9 @@ impl Sink for ArchiveSink {
         &mut self,
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::result::Result<(), SinkError>> {
+        if let Some(e) = self.flush_failed.take() {
+            return std::task::Poll::Ready(Err(e));
+        }
         let r = match self.output.as_mut() {
             Some(o) => o.flush().map_err(|e| SinkError::new(e.to_string())),
             None => Ok(()),

@@ -129,6 +129,9 @@ trait Item: Sized + Send + 'static {
         archive: &Archive,
     ) -> Result<Option<(Self, u32)>, SourceError>;
     fn offset(&self) -> u64;
+    /// Whether the consumer counts the events read (the server's metrics): then the events
+    /// read after the last one delivered arrive in a final batch without events.
+    const COUNTS_READS: bool = false;
     fn batch(
         items: Vec<Self>,
         bytes: u64,
@@ -175,6 +178,7 @@ impl Item for (Arc<Event>, u32) {
 /// Stored bytes, for forwarding; events are decoded only when the filter looks inside them.
 impl Item for StoredEvent {
     type Batch = StoredBatch;
+    const COUNTS_READS: bool = true;
 
     fn from_raw(
         raw: RawEvent,
@@ -313,6 +317,11 @@ async fn produce<T: Item>(
             if !deliver(&window, &tx, batch_bytes, last, batch).await {
                 return;
             }
+        }
+        let ending = failure.is_some() || done;
+        if ending && T::COUNTS_READS && read > 0 {
+            let counted = T::batch(Vec::new(), 0, read, cursor.next_offset(), false);
+            let _ = tx.send(Ok(counted)).await;
         }
         if let Some(e) = failure {
             let _ = tx.send(Err(e)).await;

@@ -407,6 +407,7 @@ async fn status_lines(mut stats: tokio::sync::watch::Receiver<Stats>, c: StatusC
 pub async fn open_plan_source(plan: &PlayPlan) -> Result<(Arc<dyn Source>, SourceKind)> {
     let text = plan.source.clone();
     let request = open_request(
+        &plan.source,
         &plan.remote,
         plan.mode,
         plan.allow_truncated,
