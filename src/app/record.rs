@@ -14,7 +14,7 @@ use super::exit::{RunFailure, UsageError};
 use super::options::{open_request, parse_agent, resolve_until};
 use super::{print_summaries, runtime, shutdown_signal, writer_options};
 use crate::cli::RecordArgs;
-use crate::player::{self, Outcome, Pace, PlayerOptions};
+use crate::player::{self, Pace, PlayerOptions};
 use crate::sink::ArchiveSink;
 use crate::source::Filter;
 use crate::source::open::open_source;
@@ -74,9 +74,7 @@ pub fn record_cmd(a: RecordArgs) -> Result<()> {
         .written()
         .map_err(|e| RunFailure::Failed(format!("{}: {e}", a.output.display())))?;
     print_summaries(&summaries);
-    if let Outcome::Failed { .. } = ended.report.outcome {
-        let failure = RunFailure::of_report(&ended.report)
-            .unwrap_or_else(|| RunFailure::Failed(String::new()));
+    if let Some(failure) = RunFailure::of_report(&ended.report) {
         return Err(color_eyre::Report::new(failure).wrap_err(format!(
             "recording stopped early; {} holds what was received",
             a.output.display()

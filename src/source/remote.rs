@@ -314,7 +314,7 @@ async fn produce(
             Ok(mut s) => {
                 let mut acked = None;
                 let mut tick = tokio::time::interval(Duration::from_millis(20));
-                let outcome: tonic::Status = loop {
+                loop {
                     // Forward what the player has played as the cumulative ack.
                     let played = window.snapshot().acked_through;
                     if let Some(p) = played
@@ -356,8 +356,7 @@ async fn produce(
                         }
                         Ok(Some(InFrame::Frame(_))) => {}
                     }
-                };
-                outcome
+                }
             }
         };
         if !retry_after(&mut reconnect, &failure, &tx, &name).await {
