@@ -170,7 +170,7 @@ async fn session_run(client: &Client, open: pb::Open) -> (u64, u64, f64) {
     let (mut n, mut bytes, mut check) = (0u64, 0u64, 0u64);
     loop {
         match s.next().await.unwrap().expect("End") {
-            InFrame::Events { events, epoch } => {
+            InFrame::Events { events, epoch, .. } => {
                 let mut last = 0;
                 for m in &events {
                     let e = decode_event(m, &mut names).unwrap();
@@ -291,7 +291,7 @@ async fn ttfe(big: &Path) {
         let mut first = true;
         loop {
             match s.next().await.unwrap().unwrap() {
-                InFrame::Events { events, epoch } => {
+                InFrame::Events { events, epoch, .. } => {
                     if first {
                         session.push(start.elapsed().as_secs_f64() * 1e3);
                         first = false;

@@ -371,17 +371,15 @@ pub struct PlayArgs {
     pub reports: Option<PathBuf>,
 
     /// Fail (exit 3) unless the hash chain through the last played event is this.
-    #[arg(long, env = "REPLAYSCOPE_EXPECT_HASH")]
+    #[arg(long, env = "REPLAYSCOPE_EXPECT_HASH", conflicts_with = "no_verify")]
     pub expect_hash: Option<String>,
 
     /// Fail (exit 3) unless the final key/value state hashes to this.
     #[arg(long, env = "REPLAYSCOPE_EXPECT_STATE_HASH")]
     pub expect_state_hash: Option<String>,
 
-    /// Check the archive's hash chain at every chunk while playing (on with --expect-hash;
-    /// chunk CRCs are always checked).
-    #[arg(long, env = "REPLAYSCOPE_VERIFY")]
-    pub verify: bool,
+    #[command(flatten)]
+    pub chain: ChainArgs,
 
     /// Fold the key/value state and put its hash in the report.
     #[arg(long, env = "REPLAYSCOPE_STATE_HASH")]
@@ -442,7 +440,7 @@ pub struct OutputArchiveArgs {
     pub compression: Option<CompressionArg>,
 
     /// Write a directory of segments with this many events each instead of one file.
-    #[arg(long, env = "REPLAYSCOPE_SEGMENT_EVENTS")]
+    #[arg(long, env = "REPLAYSCOPE_SEGMENT_EVENTS", value_parser = clap::value_parser!(u64).range(1..))]
     pub segment_events: Option<u64>,
 }
 
@@ -479,6 +477,10 @@ pub struct ImportArgs {
     /// Output archive file (or directory with --segment-events).
     #[arg(short, long)]
     pub output: PathBuf,
+
+    /// The longest line taken; a longer one fails the import with its line number.
+    #[arg(long, default_value = defaults::MAX_LINE_BYTES, env = "REPLAYSCOPE_MAX_LINE_BYTES")]
+    pub max_line_bytes: ByteSize,
 }
 
 /// How to reach a `replayscope://host:port` source.
@@ -524,6 +526,9 @@ pub struct ExportArgs {
     #[command(flatten)]
     pub source: SourceArgs,
 
+    #[command(flatten)]
+    pub chain: ChainArgs,
+
     /// Output file (standard output when absent or `-`).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
@@ -535,6 +540,21 @@ pub struct ExportArgs {
     /// Last event: offset, @commit_ts or RFC 3339 time; inclusive.
     #[arg(long, env = "REPLAYSCOPE_UNTIL")]
     pub until: Option<Position>,
+}
+
+/// Whether a command checks the hash chain over what it delivers.
+#[derive(Debug, Clone, Args)]
+pub struct ChainArgs {
+    /// Do not check the archive's hash chain over what is read (checked by default: a
+    /// mismatch stops before the damaged chunk with exit 3; chunk CRCs are always checked).
+    #[arg(long, env = "REPLAYSCOPE_NO_VERIFY")]
+    pub no_verify: bool,
+}
+
+impl ChainArgs {
+    pub fn chain(&self) -> crate::source::ChainCheck {
+        crate::source::ChainCheck::from_no_verify(self.no_verify)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -571,6 +591,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub source: SourceArgs,
 
+    #[command(flatten)]
+    pub chain: ChainArgs,
+
     /// Address to listen on (port 0 picks a free one; the bound address is printed).
     #[arg(long, default_value = defaults::LISTEN, env = "REPLAYSCOPE_LISTEN")]
     pub listen: std::net::SocketAddr,
@@ -593,7 +616,8 @@ pub struct ServeArgs {
     pub metrics: Option<std::net::SocketAddr>,
 
     /// Streams (Replay and Session) served at once; more get RESOURCE_EXHAUSTED.
-    #[arg(long, default_value_t = defaults::MAX_SESSIONS, env = "REPLAYSCOPE_MAX_SESSIONS")]
+    #[arg(long, default_value_t = defaults::MAX_SESSIONS, env = "REPLAYSCOPE_MAX_SESSIONS",
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub max_sessions: u64,
 
     /// Credit window of a Session that does not ask for one.
@@ -619,6 +643,9 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct RecordArgs {
+    #[command(flatten)]
+    pub chain: ChainArgs,
+
     /// What to record: `replayscope://host:port` (or any source `play` takes).
     pub endpoint: PathBuf,
 

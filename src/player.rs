@@ -44,8 +44,8 @@ pub struct PlayerOptions {
     pub window_bytes: u64,
     pub ring_bytes: u64,
     pub batch_events: usize,
-    /// Check the source's hash chain while reading (chunk CRCs are always checked).
-    pub verify_chain: bool,
+    /// Check the source's hash chain over what is played (chunk CRCs are always checked).
+    pub chain: crate::source::ChainCheck,
     /// Keep the materialized state (and checkpoints) as events are played.
     pub track_state: bool,
     /// State to start from (with `track_state`).
@@ -74,7 +74,7 @@ impl Default for PlayerOptions {
             window_bytes: DEFAULT_PLAYER_WINDOW_BYTES,
             ring_bytes: DEFAULT_PLAYER_RING_BYTES,
             batch_events: 256,
-            verify_chain: false,
+            chain: crate::source::ChainCheck::Verify,
             track_state: false,
             bootstrap: KvState::new(),
             checkpoint_every: 1000,
@@ -295,6 +295,8 @@ struct Run {
     bytes: u64,
     first: Option<u64>,
     last: Option<u64>,
+    /// The chain head after the last event played, when known.
+    chain_head: Option<[u8; 32]>,
     lags: LagHistogram,
     failures: u64,
 }
@@ -307,6 +309,7 @@ impl Run {
             bytes: 0,
             first: None,
             last: None,
+            chain_head: None,
             lags: LagHistogram::default(),
             failures: 0,
         }
@@ -424,7 +427,8 @@ struct Player<S> {
     window: CreditWindow,
     stream: Option<BatchStream>,
     stream_ended: bool,
-    buffer: VecDeque<(Arc<Event>, u32)>,
+    /// Events to play, with the chain head after each (when the source computed it).
+    buffer: VecDeque<(Arc<Event>, u32, Option<[u8; 32]>)>,
     ring: ReplayRing<RingEntry>,
     state: PlayState,
     reason: Option<String>,
@@ -518,7 +522,7 @@ impl<S: Sink> Player<S> {
                 let deadline = if silent || self.pending_steps > 0 {
                     None
                 } else {
-                    let (front, _) = self.buffer.front().expect("can_emit checked the buffer");
+                    let (front, _, _) = self.buffer.front().expect("can_emit checked the buffer");
                     self.pacer.deadline(front)
                 };
                 if let Some(d) = deadline
@@ -600,7 +604,7 @@ impl<S: Sink> Player<S> {
 
     fn is_silent_front(&self) -> bool {
         match (self.silent_until, self.buffer.front()) {
-            (Some(s), Some((e, _))) => e.offset < s,
+            (Some(s), Some((e, _, _))) => e.offset < s,
             _ => false,
         }
     }
@@ -636,7 +640,7 @@ impl<S: Sink> Player<S> {
                 until: self.until,
                 filter: self.options.filter.clone(),
                 batch_events: self.options.batch_events,
-                verify_chain: self.options.verify_chain,
+                chain: self.options.chain,
                 ..Default::default()
             },
             self.window.clone(),
@@ -656,7 +660,14 @@ impl<S: Sink> Player<S> {
                         .map(|(e, s)| RingEntry(e.clone(), *s))
                         .collect(),
                 );
-                self.buffer.extend(batch.events);
+                let mut heads = batch.heads.into_iter();
+                let known = heads.len() == batch.events.len();
+                self.buffer.extend(
+                    batch
+                        .events
+                        .into_iter()
+                        .map(|(e, size)| (e, size, heads.next().filter(|_| known))),
+                );
             }
             Some(Err(e)) => {
                 self.failures += 1;
@@ -695,7 +706,7 @@ impl<S: Sink> Player<S> {
     }
 
     fn emit_front(&mut self, deadline: Option<Instant>) {
-        let Some((event, size)) = self.buffer.pop_front() else {
+        let Some((event, size, head)) = self.buffer.pop_front() else {
             return;
         };
         let silent = self.silent_until.is_some_and(|s| event.offset < s);
@@ -724,6 +735,7 @@ impl<S: Sink> Player<S> {
         self.run.bytes += size as u64;
         self.run.first.get_or_insert(event.offset);
         self.run.last = Some(event.offset);
+        self.run.chain_head = head;
         self.total_events += 1;
         self.total_bytes += size as u64;
         self.position = Some(event.offset);
@@ -950,11 +962,9 @@ impl<S: Sink> Player<S> {
             (_, f) if f > 0 => Outcome::Failed { integrity },
             _ => Outcome::Stopped,
         };
-        let final_hash = self
-            .run
-            .last
-            .and_then(|o| self.source.chain_head_through(o))
-            .map(|h| hex(&h));
+        // Computed from the bytes the played events came from (None where the source could
+        // not compute it: verification off, a filtered remote stream, a Statehouse daemon).
+        let final_hash = self.run.chain_head.map(|h| hex(&h));
         let report = Report {
             source: self.source.info().name.clone(),
             outcome,

@@ -63,6 +63,9 @@ pub struct ServeOptions {
     pub batch_bytes: u64,
     /// How long shutdown waits for streams to close.
     pub shutdown_grace: Duration,
+    /// Check the archive's hash chain over what is sent (a chunk that fails is not sent: the
+    /// stream ends with DATA_LOSS naming its offsets).
+    pub chain: crate::source::ChainCheck,
 }
 
 impl Default for ServeOptions {
@@ -81,6 +84,7 @@ impl Default for ServeOptions {
             batch_events: 2048,
             batch_bytes: 256 * 1024,
             shutdown_grace: Duration::from_secs(5),
+            chain: crate::source::ChainCheck::Verify,
         }
     }
 }
@@ -226,6 +230,7 @@ pub(crate) fn source_status(e: &SourceError) -> Status {
     match e {
         SourceError::Archive(a) => archive_status(a),
         SourceError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+        SourceError::Integrity { .. } => Status::data_loss(e.to_string()),
     }
 }
 
@@ -274,7 +279,7 @@ impl Server {
             None => None,
             Some((cert, key)) => {
                 let read = |p: &PathBuf| {
-                    std::fs::read(p).map_err(|source| ServeError::TlsFile {
+                    crate::archive::storage::read_regular(p).map_err(|source| ServeError::TlsFile {
                         path: p.display().to_string(),
                         source,
                     })

@@ -89,10 +89,14 @@ impl Filter {
 }
 
 /// A run of events in offset order, with the encoded size of each.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Batch {
     pub events: Vec<(Arc<Event>, u32)>,
     pub bytes: u64,
+    /// The hash-chain head after each event, computed from the bytes the event was decoded
+    /// from (empty when the source could not compute the chain: verification off, a filtered
+    /// remote stream, a Statehouse daemon).
+    pub heads: Vec<[u8; 32]>,
 }
 
 impl Batch {
@@ -127,6 +131,9 @@ pub struct StoredBatch {
     pub read: u64,
     /// The offset the source reads next (past any filtered-out events).
     pub next_offset: u64,
+    /// The hash-chain head before the first event, computed while reading (`None` when not
+    /// verifying or not known).
+    pub chain_before: Option<[u8; 32]>,
 }
 
 /// Receives stored batches; `None` at the end of the range. Dropping it stops the producer.
@@ -173,9 +180,18 @@ pub(crate) async fn retry_after<B>(
         Retry::Now => true,
         Retry::Cancelled => false,
         Retry::GiveUp(message) => {
-            let error = SourceError::Invalid {
-                source_name: source_name.to_string(),
-                message,
+            let source_name = source_name.to_string();
+            // DATA_LOSS: the far end found its data damaged.
+            let error = if failure.code() == tonic::Code::DataLoss {
+                SourceError::Integrity {
+                    source_name,
+                    message,
+                }
+            } else {
+                SourceError::Invalid {
+                    source_name,
+                    message,
+                }
             };
             let _ = tx.send(Err(error)).await;
             false
@@ -202,6 +218,7 @@ fn encode_batch(name: &str, b: Batch) -> Result<StoredBatch, SourceError> {
         read: events.len() as u64,
         next_offset,
         events,
+        chain_before: None,
     })
 }
 
@@ -214,11 +231,45 @@ pub enum SourceError {
         source_name: String,
         message: String,
     },
+    /// What was received does not hash to what the far end recorded, or the far end reported
+    /// damaged data (DATA_LOSS).
+    #[error("{source_name}: {message}")]
+    Integrity {
+        source_name: String,
+        message: String,
+    },
 }
 
 impl SourceError {
     pub fn is_integrity(&self) -> bool {
-        matches!(self, SourceError::Archive(a) if a.is_integrity())
+        match self {
+            SourceError::Archive(a) => a.is_integrity(),
+            SourceError::Integrity { .. } => true,
+            SourceError::Invalid { .. } => false,
+        }
+    }
+}
+
+/// Whether a reader checks the hash chain over the bytes it delivers (the default) or skips it
+/// (`--no-verify`; chunk CRCs are still checked).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ChainCheck {
+    #[default]
+    Verify,
+    Skip,
+}
+
+impl ChainCheck {
+    pub fn from_no_verify(no_verify: bool) -> ChainCheck {
+        if no_verify {
+            ChainCheck::Skip
+        } else {
+            ChainCheck::Verify
+        }
+    }
+
+    pub fn is_on(self) -> bool {
+        self == ChainCheck::Verify
     }
 }
 
@@ -244,8 +295,8 @@ pub struct StreamRequest {
     /// consumer that keeps them (the server's replay ring); otherwise they may be slices of the
     /// source's larger buffers (an archive's decompressed chunks).
     pub compact_payloads: bool,
-    /// Check the archive's hash chain while reading (CRCs are always checked).
-    pub verify_chain: bool,
+    /// Check the hash chain while reading (CRCs are always checked).
+    pub chain: ChainCheck,
 }
 
 /// Receives batches; `None` at the end of the requested range. Dropping it stops the producer.

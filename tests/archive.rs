@@ -499,6 +499,7 @@ fn jsonl_round_trip_and_malformed_line_reports_the_line() {
         "in.jsonl",
         ImportTarget::File(&back),
         WriterOptions::default(),
+        1 << 20,
     )
     .unwrap();
     assert_eq!(s[0].final_hash, hash);
@@ -511,9 +512,14 @@ fn jsonl_round_trip_and_malformed_line_reports_the_line() {
         "in.jsonl",
         ImportTarget::File(&dir.path().join("x.mcap")),
         WriterOptions::default(),
+        1 << 20,
     )
     .unwrap_err();
     assert!(err.to_string().starts_with("in.jsonl:42:"), "{err}");
+    assert!(
+        !dir.path().join("x.mcap").exists(),
+        "a failed import leaves no partial archive"
+    );
 
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
     lines.remove(10);
@@ -523,6 +529,7 @@ fn jsonl_round_trip_and_malformed_line_reports_the_line() {
         "in.jsonl",
         ImportTarget::File(&dir.path().join("y.mcap")),
         WriterOptions::default(),
+        1 << 20,
     )
     .unwrap_err();
     assert!(err.to_string().starts_with("in.jsonl:11:"), "{err}");

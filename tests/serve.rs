@@ -310,6 +310,7 @@ async fn drain(s: &mut SessionStream) -> (Vec<Bytes>, pb::Report) {
             InFrame::Events {
                 events: batch,
                 epoch,
+                ..
             } => {
                 let last = pb::ArchivedEvent::decode(batch.last().unwrap().clone())
                     .unwrap()
@@ -583,7 +584,7 @@ async fn a_client_that_stops_reading_holds_the_server_at_its_window() {
 async fn take_events(s: &mut SessionStream, n: usize) -> Vec<Bytes> {
     let mut got = vec![];
     while got.len() < n {
-        if let InFrame::Events { events, epoch } = s.next().await.unwrap().unwrap() {
+        if let InFrame::Events { events, epoch, .. } = s.next().await.unwrap().unwrap() {
             let last = offset_of(events.last().unwrap());
             got.extend(events);
             s.ack(last, epoch).await;
@@ -688,7 +689,7 @@ async fn seek_moves_the_stream_and_stale_batches_are_marked() {
     let mut after = vec![];
     loop {
         match s.next().await.unwrap().unwrap() {
-            InFrame::Events { events, epoch: 1 } => {
+            InFrame::Events { events, epoch: 1, .. } => {
                 let last = offset_of(events.last().unwrap());
                 after.extend(events.iter().map(offset_of));
                 s.ack(last, 1).await;
@@ -997,7 +998,7 @@ async fn shutdown_ends_streams_with_unavailable_and_metrics_are_served() {
     server.stop.cancel();
     let status = loop {
         match s.next().await {
-            Ok(Some(InFrame::Events { events, epoch })) => {
+            Ok(Some(InFrame::Events { events, epoch, .. })) => {
                 s.ack(offset_of(events.last().unwrap()), epoch).await;
             }
             Ok(Some(_)) => {}

@@ -132,6 +132,8 @@ fn the_inspector_in_a_real_terminal() {
         s.contains("outside 0..=5999")
     });
     t.keys(&["Escape"]);
+    // ESC and a key right behind it read as Alt+key: wait for the prompt to close first.
+    t.wait_for("the prompt closed", limit, |s| !s.contains("┌ seek"));
 
     t.keys(&["s"]);
     // Wait for the whole report: a capture can land in the middle of a frame being drawn.

@@ -46,16 +46,26 @@ pub fn gen_cmd(a: GenArgs) -> Result<()> {
 pub fn import_cmd(a: ImportArgs) -> Result<()> {
     let name = a.input.display().to_string();
     let input: Box<dyn BufRead> = if name == "-" {
-        Box::new(BufReader::new(std::io::stdin()))
+        // Standard input may be a pipe or a FIFO by design: it streams, line by bounded line.
+        Box::new(BufReader::with_capacity(1 << 16, std::io::stdin()))
     } else {
-        let f = File::open(&a.input).map_err(|e| ArchiveError::io(&name, e))?;
+        let f = crate::archive::storage::check_not_special(&a.input)
+            .and_then(|()| File::open(&a.input))
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::InvalidInput => UsageError(format!(
+                    "{name}: {e}; to stream from it, use `import - < {name}`"
+                ))
+                .into(),
+                _ => color_eyre::Report::new(ArchiveError::io(&name, e)),
+            })?;
         Box::new(BufReader::with_capacity(1 << 20, f))
     };
     let target = match a.archive.segment_events {
         Some(k) => ImportTarget::Segments(&a.output, k),
         None => ImportTarget::File(&a.output),
     };
-    let summaries = jsonl::import(input, &name, target, writer_options(&a.archive))?;
+    let max_line = usize::try_from(a.max_line_bytes.0).unwrap_or(usize::MAX).max(1);
+    let summaries = jsonl::import(input, &name, target, writer_options(&a.archive), max_line)?;
     print_summaries(&summaries);
     Ok(())
 }
@@ -76,16 +86,33 @@ pub fn export_cmd(a: ExportArgs) -> Result<()> {
         },
         None => None,
     };
-    let mut cursor = archive.cursor_at(from)?.until(until);
+    let mut cursor = archive
+        .cursor_at(from)?
+        .until(until)
+        .verify_chain(a.chain.chain().is_on());
     let out_name = a
         .output
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "-".into());
     let n = match a.output.as_deref().filter(|p| *p != Path::new("-")) {
+        // Written under a temporary name and renamed into place: a failed export (a damaged
+        // chunk, a full disk) leaves no partial file.
         Some(path) => {
-            let f = File::create(path).map_err(|e| ArchiveError::io(&out_name, e))?;
-            jsonl::export(&mut cursor, BufWriter::with_capacity(1 << 20, f), &out_name)?
+            let temp = partial_name(path);
+            let written = File::create(&temp)
+                .map_err(|e| ArchiveError::io(&out_name, e))
+                .and_then(|f| {
+                    jsonl::export(&mut cursor, BufWriter::with_capacity(1 << 20, f), &out_name)
+                })
+                .and_then(|n| {
+                    std::fs::rename(&temp, path).map_err(|e| ArchiveError::io(&out_name, e))?;
+                    Ok(n)
+                });
+            if written.is_err() {
+                let _ = std::fs::remove_file(&temp);
+            }
+            written?
         }
         None => {
             let stdout = std::io::stdout().lock();
@@ -98,4 +125,13 @@ pub fn export_cmd(a: ExportArgs) -> Result<()> {
     };
     tracing::info!(events = n, from, ?until, "export finished");
     Ok(())
+}
+
+/// A hidden sibling of `path` to write into before renaming it into place.
+fn partial_name(path: &Path) -> std::path::PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
 }

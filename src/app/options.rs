@@ -2,7 +2,7 @@
 //! (remote flags -> [`OpenRequest`]) and how to play it (play flags -> [`PlayerOptions`], with
 //! positions resolved against the source).
 
-use color_eyre::eyre::{Context, Result};
+use color_eyre::eyre::Result;
 
 use super::config::defaults;
 use super::exit::UsageError;
@@ -16,9 +16,10 @@ use crate::wire::{ConnectOptions, RetryPolicy};
 /// How to reach an endpoint, from the remote flags.
 pub fn connect_options(remote: &RemoteArgs) -> Result<ConnectOptions> {
     let ca_pem = match &remote.ca_file {
-        Some(p) => {
-            Some(std::fs::read(p).wrap_err_with(|| format!("reading --ca-file {}", p.display()))?)
-        }
+        Some(p) => Some(
+            crate::archive::storage::read_regular(p)
+                .map_err(|e| UsageError(format!("--ca-file {}: {e}", p.display())))?,
+        ),
         None => None,
     };
     Ok(ConnectOptions {

@@ -49,6 +49,7 @@ pub fn record_cmd(a: RecordArgs) -> Result<()> {
         },
         batch_events: defaults::RECORD_BATCH_EVENTS,
         precise_timing: false,
+        chain: a.chain.chain(),
         ..PlayerOptions::default()
     };
     let rt = runtime()?;
@@ -68,17 +69,34 @@ pub fn record_cmd(a: RecordArgs) -> Result<()> {
         stopper.abort();
         Ok::<_, color_eyre::Report>(ended?)
     })?;
-    // Whatever was received is kept as a valid archive, even when the source failed.
+    // Whatever was received is kept as a valid archive when the source failed or went away,
+    // but never over input whose hash chain failed: then nothing is left behind.
     let summaries = ended
         .sink
         .written()
         .map_err(|e| RunFailure::Failed(format!("{}: {e}", a.output.display())))?;
-    print_summaries(&summaries);
-    if let Some(failure) = RunFailure::of_report(&ended.report) {
-        return Err(color_eyre::Report::new(failure).wrap_err(format!(
-            "recording stopped early; {} holds what was received",
-            a.output.display()
-        )));
+    match RunFailure::of_report(&ended.report) {
+        None => {
+            print_summaries(&summaries);
+            Ok(())
+        }
+        Some(failure @ RunFailure::Integrity(_)) => {
+            for s in &summaries {
+                std::fs::remove_file(&s.path).map_err(|e| {
+                    RunFailure::Failed(format!("cannot remove {}: {e}", s.path.display()))
+                })?;
+            }
+            Err(color_eyre::Report::new(failure).wrap_err(format!(
+                "the source failed its integrity check; {} was removed",
+                a.output.display()
+            )))
+        }
+        Some(failure) => {
+            print_summaries(&summaries);
+            Err(color_eyre::Report::new(failure).wrap_err(format!(
+                "recording stopped early; {} holds what was received",
+                a.output.display()
+            )))
+        }
     }
-    Ok(())
 }

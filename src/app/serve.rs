@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use color_eyre::eyre::{Context, Result};
+use color_eyre::eyre::Result;
 
 use super::{UsageError, runtime, shutdown_signal};
 
@@ -11,8 +11,8 @@ pub fn serve_cmd(a: crate::cli::ServeArgs) -> Result<()> {
     use crate::server::{ServeOptions, Server, Token};
     let token = match (&a.token_file, std::env::var("REPLAYSCOPE_TOKEN").ok()) {
         (Some(path), _) => {
-            let text = std::fs::read_to_string(path)
-                .wrap_err_with(|| format!("reading --token-file {}", path.display()))?;
+            let text = crate::archive::storage::read_regular_text(path)
+                .map_err(|e| UsageError(format!("--token-file {}: {e}", path.display())))?;
             Some(Token::new(&text).ok_or_else(|| {
                 UsageError(format!(
                     "--token-file {}: the file is empty",
@@ -39,13 +39,14 @@ pub fn serve_cmd(a: crate::cli::ServeArgs) -> Result<()> {
         listen: a.listen,
         tls: a.tls_cert.clone().zip(a.tls_key.clone()),
         metrics: a.metrics,
-        max_sessions: a.max_sessions.max(1),
+        max_sessions: a.max_sessions,
         default_window_bytes: a.window.0.max(1),
         max_window_bytes: a.max_window.0.max(1),
         ring_bytes: a.ring.0,
         idle: a.idle_timeout.0.max(std::time::Duration::from_millis(100)),
         heartbeat: a.heartbeat.0.max(std::time::Duration::from_millis(10)),
         token,
+        chain: a.chain.chain(),
         ..ServeOptions::default()
     };
     let secured = match (options.tls.is_some(), options.token.is_some()) {

@@ -17,12 +17,98 @@ pub enum ImportTarget<'a> {
     Segments(&'a Path, u64),
 }
 
-/// Reads JSON Lines from `input` (named `input_name` in errors) into a new archive.
+/// Reads the next line of `input` into `line` (without its line break), holding at most
+/// `max` bytes of it: false at the end of the input, an error naming the line when it is
+/// longer.
+fn read_line_bounded(
+    input: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::result::Result<bool, String> {
+    line.clear();
+    let mut any = false;
+    loop {
+        let buf = match input.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("cannot read line: {e}")),
+        };
+        if buf.is_empty() {
+            return Ok(any);
+        }
+        any = true;
+        let (take, done) = match memchr_newline(buf) {
+            Some(i) => (i, true),
+            None => (buf.len(), false),
+        };
+        if line.len() + take > max {
+            return Err(format!(
+                "longer than --max-line-bytes ({max} bytes); is this JSON Lines, one event per line?"
+            ));
+        }
+        line.extend_from_slice(&buf[..take]);
+        input.consume(take + usize::from(done));
+        if done {
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            return Ok(true);
+        }
+    }
+}
+
+fn memchr_newline(b: &[u8]) -> Option<usize> {
+    b.iter().position(|&c| c == b'\n')
+}
+
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Reads JSON Lines from `input` (named `input_name` in errors) into a new archive; no line
+/// may be longer than `max_line_bytes`. A UTF-8 byte-order mark at the start is skipped. An
+/// import that fails leaves no partial archive behind (the file, or the segment directory it
+/// created).
 pub fn import(
     input: impl BufRead,
     input_name: &str,
     target: ImportTarget<'_>,
     options: WriterOptions,
+    max_line_bytes: usize,
+) -> Result<Vec<WriteSummary>> {
+    let (path, is_dir) = match &target {
+        ImportTarget::File(p) => (p.to_path_buf(), false),
+        ImportTarget::Segments(p, _) => (p.to_path_buf(), true),
+    };
+    let existed = path.exists();
+    let result = import_into(input, input_name, target, options, max_line_bytes);
+    if result.is_err() {
+        let _ = match (is_dir, existed) {
+            (false, _) => std::fs::remove_file(&path),
+            (true, false) => std::fs::remove_dir_all(&path),
+            // A directory that was there before keeps what else it held.
+            (true, true) => remove_segments(&path),
+        };
+    }
+    result
+}
+
+/// Removes the segment files of a directory.
+fn remove_segments(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if crate::archive::segments::segment_offset(name).is_some() {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+fn import_into(
+    mut input: impl BufRead,
+    input_name: &str,
+    target: ImportTarget<'_>,
+    options: WriterOptions,
+    max_line_bytes: usize,
 ) -> Result<Vec<WriteSummary>> {
     enum W {
         One(Box<ArchiveWriter>),
@@ -32,17 +118,28 @@ pub fn import(
         ImportTarget::File(p) => W::One(Box::new(ArchiveWriter::create(p, options)?)),
         ImportTarget::Segments(p, k) => W::Many(Box::new(SegmentedWriter::create(p, k, options)?)),
     };
-    for (index, line) in input.lines().enumerate() {
-        let line_no = index as u64 + 1;
-        let line = line.map_err(|e| ArchiveError::Jsonl {
-            path: input_name.to_string(),
-            line: line_no,
-            message: format!("cannot read line: {e}"),
+    let mut line = Vec::new();
+    let mut line_no = 0u64;
+    loop {
+        line_no += 1;
+        let more = read_line_bounded(&mut input, &mut line, max_line_bytes).map_err(|message| {
+            ArchiveError::Jsonl {
+                path: input_name.to_string(),
+                line: line_no,
+                message,
+            }
         })?;
-        if line.trim().is_empty() {
+        if !more {
+            break;
+        }
+        let text = match line.strip_prefix(UTF8_BOM).filter(|_| line_no == 1) {
+            Some(rest) => rest,
+            None => &line[..],
+        };
+        if text.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let event: Event = serde_json::from_str(&line).map_err(|e| ArchiveError::Jsonl {
+        let event: Event = serde_json::from_slice(text).map_err(|e| ArchiveError::Jsonl {
             path: input_name.to_string(),
             line: line_no,
             message: format!("not a valid event: {e}"),

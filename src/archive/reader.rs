@@ -667,6 +667,9 @@ struct ParsedChunk {
     chain_before: Option<[u8; 32]>,
     /// The chain head after the chunk's last event, when known.
     chain_after: Option<[u8; 32]>,
+    /// The chain head after each message, when the chunk was hashed (the read-ahead thread
+    /// computes them anyway; kept, a consumer knows the head after any event it delivers).
+    heads: Vec<[u8; 32]>,
 }
 
 impl ParsedChunk {
@@ -676,6 +679,10 @@ impl ParsedChunk {
         let mut messages = Vec::with_capacity(data.len() / 256);
         let mut error = None;
         let mut chain = chain_before.filter(|_| hash).map(HashChain::starting_at);
+        let mut heads = Vec::new();
+        if chain.is_some() {
+            heads.reserve(messages.capacity());
+        }
         for item in ChunkMessages::new(&data) {
             match item {
                 Ok((channel_id, payload, at)) => {
@@ -686,6 +693,7 @@ impl ParsedChunk {
                     let start = at + format::RECORD_PREFIX as usize + format::MESSAGE_HEADER_LEN;
                     if let Some(c) = chain.as_mut() {
                         c.push(payload);
+                        heads.push(c.head());
                     }
                     messages.push(MessageEntry {
                         start: start as u32,
@@ -712,7 +720,23 @@ impl ParsedChunk {
             error,
             chain_before,
             chain_after,
+            heads,
         }
+    }
+
+    /// The chain head after the first `n` messages, when known.
+    fn head_after(&self, n: usize) -> Option<[u8; 32]> {
+        if n == 0 {
+            return self.chain_before;
+        }
+        if let Some(h) = self.heads.get(n - 1) {
+            return Some(*h);
+        }
+        let mut chain = HashChain::starting_at(self.chain_before?);
+        for i in 0..n {
+            chain.push(&self.payload(i));
+        }
+        Some(chain.head())
     }
 
     fn payload(&self, i: usize) -> Bytes {
@@ -803,13 +827,7 @@ impl Cursor {
     /// archive rebuilt without its index, read from the middle).
     pub fn chain_head(&self) -> Option<[u8; 32]> {
         match &self.current {
-            Some(c) => {
-                let mut chain = HashChain::starting_at(c.chunk.chain_before?);
-                for i in 0..c.next {
-                    chain.push(&c.chunk.payload(i));
-                }
-                Some(chain.head())
-            }
+            Some(c) => c.chunk.head_after(c.next),
             None => self.chain,
         }
     }
@@ -832,10 +850,52 @@ impl Cursor {
     /// Loads the chunk the cursor is positioned in (a seek), through the chunk cache.
     fn load_chunk(&mut self) -> Result<()> {
         let data = self.archive.chunk_data(self.seg, self.chunk)?;
-        // A seek does not hash the chunk up front; `finish_chunk` does if the cursor gets there.
-        let chunk = ParsedChunk::parse(data, self.chain_before(self.seg, self.chunk), false);
+        // Verifying, the chunk is hashed and checked before any of its events is returned.
+        let chunk = ParsedChunk::parse(
+            data,
+            self.chain_before(self.seg, self.chunk),
+            self.verify_chain,
+        );
+        self.check_chain(&chunk)?;
         self.current = Some(LoadedChunk { chunk, next: 0 });
         Ok(())
+    }
+
+    /// Checks a chunk's computed chain head against what the archive recorded after it (the
+    /// index entry of the next chunk, or the segment's final hash), before any of its events is
+    /// returned: a chunk whose chain fails delivers nothing.
+    fn check_chain(&self, chunk: &ParsedChunk) -> Result<()> {
+        let Some(after) = chunk.chain_after.filter(|_| self.verify_chain) else {
+            return Ok(());
+        };
+        let seg = &self.archive.inner.segments[self.seg];
+        let loc = &seg.chunks[self.chunk];
+        let recorded = if self.chunk + 1 == seg.chunks.len() {
+            seg.meta
+                .as_ref()
+                .filter(|_| seg.truncated_at.is_none())
+                .map(|m| (m.final_hash, "the segment's final hash"))
+        } else {
+            seg.chunks[self.chunk + 1]
+                .span
+                .chain_before
+                .map(|h| (h, "the index entry of the next chunk"))
+        };
+        match recorded {
+            Some((expected, what)) if expected != after => Err(ArchiveError::HashMismatch {
+                path: seg.name().to_string(),
+                context: format!(
+                    " in the chunk at byte {} (offsets {} to {}; checked against {what}), \
+                     nothing of it delivered",
+                    loc.start,
+                    loc.span.first_offset,
+                    loc.span.last_offset()
+                ),
+                expected: hex(&expected),
+                actual: hex(&after),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Loads the next chunk of a sequential read from the read-ahead thread, which reads,
@@ -853,6 +913,7 @@ impl Cursor {
         }
         let p = self.prefetch.as_mut().expect("prefetch was just started");
         let chunk = p.recv()?;
+        self.check_chain(&chunk)?;
         self.current = Some(LoadedChunk { chunk, next: 0 });
         Ok(())
     }
@@ -873,44 +934,16 @@ impl Cursor {
                 found: self.next_offset,
             });
         }
-        let after = done.chunk.chain_after.or_else(|| {
-            if !self.verify_chain {
-                return None;
-            }
-            let mut chain = HashChain::starting_at(done.chunk.chain_before?);
-            for i in 0..done.chunk.messages.len() {
-                chain.push(&done.chunk.payload(i));
-            }
-            Some(chain.head())
-        });
+        // `check_chain` compared the head with the recorded one when the chunk was loaded.
+        let after = done.chunk.chain_after.filter(|_| self.verify_chain);
         self.chain = after;
         if let Some(after) = after {
-            let last_chunk = self.chunk + 1 == seg.chunks.len();
-            let recorded = if last_chunk {
-                seg.meta
-                    .as_ref()
-                    .filter(|_| seg.truncated_at.is_none())
-                    .map(|m| (m.final_hash, "the segment's final hash"))
+            let recorded = if self.chunk + 1 == seg.chunks.len() {
+                seg.meta.is_some() && seg.truncated_at.is_none()
             } else {
-                seg.chunks[self.chunk + 1]
-                    .span
-                    .chain_before
-                    .map(|h| (h, "the index entry of the next chunk"))
+                seg.chunks[self.chunk + 1].span.chain_before.is_some()
             };
-            if let Some((expected, what)) = recorded {
-                if expected != after {
-                    return Err(ArchiveError::HashMismatch {
-                        path: seg.name().to_string(),
-                        context: format!(
-                            " after the chunk at byte {} (offsets {}..={}), checked against {what}",
-                            loc.start,
-                            loc.span.first_offset,
-                            loc.span.last_offset()
-                        ),
-                        expected: hex(&expected),
-                        actual: hex(&after),
-                    });
-                }
+            if recorded {
                 self.verified_through = Some((loc.span.last_offset(), after));
             }
         }

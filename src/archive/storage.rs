@@ -27,8 +27,46 @@ pub struct LocalFile {
     name: String,
 }
 
+/// Refuses a special file (a FIFO, a device, a socket) before it is opened: opening or reading
+/// one can block forever or never end. A missing file passes (the open then says so).
+pub fn check_not_special(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let t = meta.file_type();
+    let kind = if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        return Ok(());
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("is {kind}, not a regular file"),
+    ))
+}
+
+/// A whole small file (a config, token, certificate), refusing special files.
+pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
+    check_not_special(path)?;
+    std::fs::read(path)
+}
+
+/// [`read_regular`] as UTF-8 text.
+pub fn read_regular_text(path: &Path) -> io::Result<String> {
+    String::from_utf8(read_regular(path)?)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "is not UTF-8 text"))
+}
+
 impl LocalFile {
     pub fn open(path: &Path) -> io::Result<LocalFile> {
+        check_not_special(path)?;
         let file = File::open(path)?;
         let meta = file.metadata()?;
         if meta.is_dir() {

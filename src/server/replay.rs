@@ -130,6 +130,7 @@ fn open_replay(shared: &Arc<ServerContext>, req: ReplayRequest) -> Result<Replay
                         batch_bytes: Some(shared.options.batch_bytes.max(1)),
                         // Read-ahead then holds what the window counts, not whole chunks.
                         compact_payloads: true,
+                        chain: shared.options.chain,
                         ..StreamRequest::default()
                     },
                     window.clone(),

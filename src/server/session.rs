@@ -289,6 +289,8 @@ enum Produced {
         read_through: u64,
         /// Sent again from the replay ring (already in it).
         from_ring: bool,
+        /// The hash-chain head before the first event, as computed while reading.
+        chain_before: Option<[u8; 32]>,
     },
     Done,
     Failed(Status),
@@ -498,9 +500,9 @@ impl Session {
                     Err(s) => return Exit::Cut(s.message().to_string()),
                 },
                 p = recv(&mut self.producer, &self.shared), if can_pull => match p {
-                    Some(Produced::Batch { events, bytes, read_through, from_ring }) => {
+                    Some(Produced::Batch { events, bytes, read_through, from_ring, chain_before }) => {
                         self.state.next_read = read_through;
-                        if let Err(e) = self.send_batch(events, bytes, !from_ring).await {
+                        if let Err(e) = self.send_batch(events, bytes, !from_ring, chain_before).await {
                             return e;
                         }
                     }
@@ -547,6 +549,7 @@ impl Session {
         events: Vec<StoredEvent>,
         bytes: u64,
         into_ring: bool,
+        chain_before: Option<[u8; 32]>,
     ) -> Result<(), Exit> {
         let (Some(first), Some(last)) = (events.first(), events.last()) else {
             return Ok(());
@@ -567,6 +570,7 @@ impl Session {
         self.send(OutFrame::Events {
             events: payloads,
             epoch: self.state.epoch,
+            chain_before,
         })
         .await
     }
@@ -790,6 +794,7 @@ fn from_source(
                 bytes: b.bytes,
                 read_through: b.next_offset,
                 from_ring: false,
+                chain_before: b.chain_before,
             }
         }
         Some(Err(e)) => Produced::Failed(source_status(&e)),
@@ -829,6 +834,7 @@ async fn produce(
             bytes,
             read_through: at.from,
             from_ring: true,
+            chain_before: None,
         };
         if tx.send(batch).await.is_err() {
             return;
@@ -876,6 +882,7 @@ fn open_source_stream(
         batch_bytes: Some(shared.options.batch_bytes.max(1)),
         // The ring keeps what was sent.
         compact_payloads: true,
+        chain: shared.options.chain,
         ..StreamRequest::default()
     };
     shared

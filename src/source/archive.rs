@@ -67,7 +67,7 @@ impl ArchiveSource {
             .archive
             .cursor_at(req.from)?
             .until(until)
-            .verify_chain(req.verify_chain);
+            .verify_chain(req.chain.is_on());
         let channels = req.filter.agent.as_ref().map(|(ns, agent)| {
             self.archive
                 .channels()
@@ -132,13 +132,26 @@ trait Item: Sized + Send + 'static {
     /// Whether the consumer counts the events read (the server's metrics): then the events
     /// read after the last one delivered arrive in a final batch without events.
     const COUNTS_READS: bool = false;
-    fn batch(
-        items: Vec<Self>,
-        bytes: u64,
-        read: u64,
-        next_offset: u64,
-        compact: bool,
-    ) -> Self::Batch;
+    /// Whether the batch carries the chain head after each event (the player's report).
+    const KEEPS_HEADS: bool = false;
+    fn batch(items: Vec<Self>, chain: Chain, read: Read) -> Self::Batch;
+}
+
+/// What the producer knows of a batch's hash chain.
+struct Chain {
+    /// The head before the first event.
+    before: Option<[u8; 32]>,
+    /// The head after each event (only for an [`Item::KEEPS_HEADS`] item; empty if unknown).
+    heads: Vec<[u8; 32]>,
+}
+
+/// What the producer read for a batch.
+struct Read {
+    bytes: u64,
+    /// Events read, delivered or filtered out.
+    events: u64,
+    next_offset: u64,
+    compact: bool,
 }
 
 fn decode(raw: &RawEvent, names: &mut NameCache, archive: &Archive) -> Result<Event, SourceError> {
@@ -167,11 +180,16 @@ impl Item for (Arc<Event>, u32) {
             .matches(&event)
             .then(|| ((Arc::new(event), size), size)))
     }
+    const KEEPS_HEADS: bool = true;
     fn offset(&self) -> u64 {
         self.0.offset
     }
-    fn batch(events: Vec<Self>, bytes: u64, _read: u64, _next: u64, _compact: bool) -> Batch {
-        Batch { events, bytes }
+    fn batch(events: Vec<Self>, chain: Chain, read: Read) -> Batch {
+        Batch {
+            events,
+            bytes: read.bytes,
+            heads: chain.heads,
+        }
     }
 }
 
@@ -201,21 +219,16 @@ impl Item for StoredEvent {
     fn offset(&self) -> u64 {
         self.offset
     }
-    fn batch(
-        mut events: Vec<Self>,
-        bytes: u64,
-        read: u64,
-        next_offset: u64,
-        compact_payloads: bool,
-    ) -> StoredBatch {
-        if compact_payloads {
-            compact(&mut events, bytes);
+    fn batch(mut events: Vec<Self>, chain: Chain, read: Read) -> StoredBatch {
+        if read.compact {
+            compact(&mut events, read.bytes);
         }
         StoredBatch {
             events,
-            bytes,
-            read,
-            next_offset,
+            bytes: read.bytes,
+            read: read.events,
+            next_offset: read.next_offset,
+            chain_before: chain.before,
         }
     }
 }
@@ -262,6 +275,10 @@ async fn produce<T: Item>(
     let archive = cursor.archive().clone();
     // Events read since the last batch went out (delivered or filtered out).
     let mut read = 0u64;
+    // The chain head before the batch's first event, and after each of its events.
+    let mut before = None;
+    let mut heads: Vec<[u8; 32]> = Vec::new();
+    let mut heads_known = T::KEEPS_HEADS;
     loop {
         let mut failure = None;
         let mut done = false;
@@ -270,6 +287,9 @@ async fn produce<T: Item>(
         let mut scan_budget = SCAN_BUDGET;
         while items.len() < batch_events && bytes < max_bytes && scan_budget > 0 {
             scan_budget -= 1;
+            if items.is_empty() {
+                before = cursor.chain_head();
+            }
             let raw = match cursor.next_raw() {
                 None => {
                     done = true;
@@ -296,6 +316,12 @@ async fn produce<T: Item>(
                 Ok(Some((item, size))) => {
                     bytes += u64::from(size);
                     items.push(item);
+                    if heads_known {
+                        match cursor.chain_head() {
+                            Some(h) => heads.push(h),
+                            None => heads_known = false,
+                        }
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -307,20 +333,39 @@ async fn produce<T: Item>(
         done = done || cursor.until_reached();
         if let Some(last) = items.last().map(T::offset) {
             let batch_bytes = std::mem::take(&mut bytes);
-            let batch = T::batch(
-                std::mem::take(&mut items),
-                batch_bytes,
-                std::mem::take(&mut read),
-                cursor.next_offset(),
-                req.compact_payloads,
-            );
+            let chain = Chain {
+                before: before.take(),
+                heads: if heads_known {
+                    std::mem::take(&mut heads)
+                } else {
+                    Vec::new()
+                },
+            };
+            heads_known = T::KEEPS_HEADS;
+            let read = Read {
+                bytes: batch_bytes,
+                events: std::mem::take(&mut read),
+                next_offset: cursor.next_offset(),
+                compact: req.compact_payloads,
+            };
+            let batch = T::batch(std::mem::take(&mut items), chain, read);
             if !deliver(&window, &tx, batch_bytes, last, batch).await {
                 return;
             }
         }
         let ending = failure.is_some() || done;
         if ending && T::COUNTS_READS && read > 0 {
-            let counted = T::batch(Vec::new(), 0, read, cursor.next_offset(), false);
+            let chain = Chain {
+                before: None,
+                heads: Vec::new(),
+            };
+            let read = Read {
+                bytes: 0,
+                events: read,
+                next_offset: cursor.next_offset(),
+                compact: false,
+            };
+            let counted = T::batch(Vec::new(), chain, read);
             let _ = tx.send(Ok(counted)).await;
         }
         if let Some(e) = failure {

@@ -82,6 +82,36 @@ pub fn is_endpoint(text: &str) -> bool {
         .is_some_and(|(s, _)| ENDPOINT_SCHEMES.contains(&s))
 }
 
+/// Checks the `host:port` of an endpoint URL before any connection is tried: a missing host,
+/// a missing, zero or out-of-range port is a usage error at once, not a round of retries.
+pub fn check_endpoint(url: &str) -> Result<(), String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!("{url}: expected SCHEME://host:port"));
+    };
+    let address = rest.trim_end_matches('/');
+    let form = format!("expected {scheme}://host:port (e.g. {scheme}://127.0.0.1:50051)");
+    if address.contains('/') {
+        return Err(format!("{url}: an endpoint has no path; {form}"));
+    }
+    let Some((host, port)) = address.rsplit_once(':').filter(|(h, _)| !h.ends_with(':')) else {
+        let missing = if address.is_empty() {
+            "no host and no port"
+        } else {
+            "no port"
+        };
+        return Err(format!("{url}: {missing}; {form}"));
+    };
+    if host.is_empty() || host == "[]" {
+        return Err(format!("{url}: no host; {form}"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!(
+            "{url}: port {port:?} is not a port number (1 to 65535); {form}"
+        )),
+    }
+}
+
 /// Opens `text` as `req.mode` says (auto: by its form); returns the source and what kind of
 /// source it turned out to be. Blocking (it connects or reads the archive's summary).
 pub fn open_source(
@@ -89,6 +119,15 @@ pub fn open_source(
     req: &OpenRequest,
 ) -> Result<(Arc<dyn Source>, SourceKind), OpenError> {
     let scheme = text.split_once("://").map(|(s, _)| s);
+    if let Some(s) = scheme
+        && s != "s3"
+        && !ENDPOINT_SCHEMES.contains(&s)
+    {
+        return Err(OpenError::Usage(format!(
+            "{text}: unknown scheme {s}://; a source is a path, s3://bucket/prefix, \
+             replayscope://host:port, statehouse://host:port or grpc://host:port"
+        )));
+    }
     let with_scheme = |prefix: &str| match text.split_once("://") {
         Some((_, rest)) => format!("{prefix}://{rest}"),
         None => format!("{prefix}://{text}"),
@@ -114,6 +153,9 @@ pub fn open_source(
             )));
         }
     };
+    if let Some(url) = &endpoint {
+        check_endpoint(url).map_err(OpenError::Usage)?;
+    }
     let Some(url) = endpoint else {
         let options = OpenOptions {
             allow_truncated: req.allow_truncated,
@@ -153,4 +195,32 @@ pub fn open_source(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_endpoint;
+
+    #[test]
+    fn endpoint_addresses_are_checked_before_connecting() {
+        for good in [
+            "replayscope://127.0.0.1:50051",
+            "statehouse://localhost:1/",
+            "grpc://[::1]:8080",
+        ] {
+            assert_eq!(check_endpoint(good), Ok(()), "{good}");
+        }
+        for (bad, says) in [
+            ("replayscope://", "no host and no port"),
+            ("replayscope://127.0.0.1", "no port"),
+            ("replayscope://127.0.0.1:99999", "not a port number"),
+            ("replayscope://127.0.0.1:0", "not a port number"),
+            ("replayscope://:50051", "no host"),
+            ("replayscope://[::1]", "no port"),
+            ("statehouse://h:1/x", "no path"),
+        ] {
+            let e = check_endpoint(bad).unwrap_err();
+            assert!(e.contains(says) && e.starts_with(bad), "{bad}: {e}");
+        }
+    }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::archive::integrity::HashChain;
 use crate::event::Position;
 use crate::event::wire::{NameCache, decode_event};
 use crate::flow::{CreditSnapshot, CreditWindow, RingSnapshot};
@@ -259,7 +260,7 @@ impl Source for RemoteSource {
                 .ok()?;
             loop {
                 match s.next().await.ok()?? {
-                    InFrame::Events { events, epoch } => {
+                    InFrame::Events { events, epoch, .. } => {
                         s.ack(offset, epoch).await;
                         drop(events);
                     }
@@ -292,6 +293,10 @@ async fn produce(
     });
     let window_bytes = window.snapshot().window_bytes;
     let mut names = NameCache::default();
+    // The hash chain over what is received: from the first head the server sends, checked
+    // against every later one and End's. A filtered stream has gaps: the server checks it.
+    let verify = req.chain.is_on() && req.filter.is_empty();
+    let mut chain: Option<HashChain> = None;
     // The last offset received, and the session to resume.
     let mut last_received: Option<u64> = None;
     let mut session_id = String::new();
@@ -332,9 +337,26 @@ async fn produce(
                         Ok(None) => {
                             break tonic::Status::unavailable("the stream ended without End");
                         }
-                        Ok(Some(InFrame::Events { events, .. })) => {
+                        Ok(Some(InFrame::Events {
+                            events,
+                            chain_before,
+                            ..
+                        })) => {
                             reconnect.delivered(last_received);
-                            let batch = match decode_batch(&events, &mut names) {
+                            if verify
+                                && let Some(server) = chain_before
+                            {
+                                match chain {
+                                    None => chain = Some(HashChain::starting_at(server)),
+                                    Some(c) if c.head() != server => {
+                                        let e = chain_mismatch(&name, last_received, &c, server);
+                                        let _ = tx.send(Err(e)).await;
+                                        return;
+                                    }
+                                    Some(_) => {}
+                                }
+                            }
+                            let batch = match decode_batch(&events, &mut names, chain.as_mut()) {
                                 Ok(b) => b,
                                 Err(e) => {
                                     let _ = tx.send(Err(err(&name, e))).await;
@@ -349,10 +371,23 @@ async fn produce(
                             }
                             last_received = Some(last);
                         }
-                        Ok(Some(InFrame::Frame(pb::ServerFrame { frame: Some(f) }))) => {
-                            if on_frame(f, &reports, &name, &mut session_id) == Stream::Ended {
-                                return;
+                        Ok(Some(InFrame::Frame(pb::ServerFrame {
+                            frame: Some(pb::server_frame::Frame::End(end)),
+                        }))) => {
+                            let recorded = end
+                                .report
+                                .and_then(|r| crate::event::parse_hash(&r.final_hash));
+                            if let (Some(c), Some(recorded)) = (chain, recorded)
+                                && last_received.is_some()
+                                && c.head() != recorded
+                            {
+                                let e = chain_mismatch(&name, last_received, &c, recorded);
+                                let _ = tx.send(Err(e)).await;
                             }
+                            return;
+                        }
+                        Ok(Some(InFrame::Frame(pb::ServerFrame { frame: Some(f) }))) => {
+                            on_frame(f, &reports, &name, &mut session_id);
                         }
                         Ok(Some(InFrame::Frame(_))) => {}
                     }
@@ -365,35 +400,60 @@ async fn produce(
     }
 }
 
-/// A Session's Events as a batch of decoded events.
-fn decode_batch(events: &[bytes::Bytes], names: &mut NameCache) -> Result<Batch, String> {
+/// The events received do not hash to the head the server recorded.
+fn chain_mismatch(
+    name: &str,
+    last_received: Option<u64>,
+    computed: &HashChain,
+    server: [u8; 32],
+) -> SourceError {
+    let through = match last_received {
+        Some(o) => format!("the events received through offset {o}"),
+        None => "the start of the stream".to_string(),
+    };
+    SourceError::Integrity {
+        source_name: name.to_string(),
+        message: format!(
+            "hash chain mismatch: {through} hash to {}, the server's chain head there is {} \
+             (the events changed on the way, or the server's archive is damaged)",
+            crate::event::hex(&computed.head()),
+            crate::event::hex(&server)
+        ),
+    }
+}
+
+/// A Session's Events as a batch of decoded events; with a chain, hashes each one's bytes.
+fn decode_batch(
+    events: &[bytes::Bytes],
+    names: &mut NameCache,
+    mut chain: Option<&mut HashChain>,
+) -> Result<Batch, String> {
     let mut batch = Vec::with_capacity(events.len());
+    let mut heads = Vec::with_capacity(if chain.is_some() { events.len() } else { 0 });
     let mut bytes = 0u64;
     for b in events {
         let e = decode_event(b, names).map_err(|e| format!("undecodable event: {e}"))?;
         bytes += b.len() as u64;
+        if let Some(c) = chain.as_mut() {
+            c.push(b);
+            heads.push(c.head());
+        }
         batch.push((Arc::new(e), b.len() as u32));
     }
     Ok(Batch {
         events: batch,
         bytes,
+        heads,
     })
 }
 
-/// Whether a Session goes on after a frame.
-#[derive(Debug, PartialEq, Eq)]
-enum Stream {
-    Open,
-    Ended,
-}
-
-/// A Session's other frames: the session id to resume, the server's gauges, End.
+/// A Session's other frames (End aside): the session id to resume, the server's gauges.
 fn on_frame(
     f: pb::server_frame::Frame,
     reports: &ProducerReports,
     name: &str,
     session_id: &mut String,
-) -> Stream {
+) {
     use pb::server_frame::Frame;
     match f {
         Frame::Opened(o) => *session_id = o.session_id,
@@ -419,11 +479,9 @@ fn on_frame(
         Frame::Backpressure(b) => {
             tracing::debug!(endpoint = %name, in_flight_pct = b.in_flight_pct, "server backpressure");
         }
-        Frame::End(_) => return Stream::Ended,
         Frame::Error(e) => {
             tracing::warn!(endpoint = %name, code = %e.code, message = %e.message, "server error frame");
         }
         _ => {}
     }
-    Stream::Open
 }

@@ -34,6 +34,20 @@ pub struct StatehouseSource {
     status: StatusLine,
 }
 
+/// A failed Replay call: DATA_LOSS (a server that found its archive damaged) is an integrity
+/// failure, anything else a plain one.
+fn replay_failed(name: &str, s: &tonic::Status) -> SourceError {
+    let message = format!("Replay failed: {} ({:?})", s.message(), s.code());
+    if s.code() == tonic::Code::DataLoss {
+        SourceError::Integrity {
+            source_name: name.to_string(),
+            message,
+        }
+    } else {
+        err(name, message)
+    }
+}
+
 fn err(name: &str, message: impl std::fmt::Display) -> SourceError {
     SourceError::Invalid {
         source_name: name.to_string(),
@@ -81,10 +95,15 @@ impl StatehouseSource {
         })?;
         let (ns, id) = (namespace.to_string(), agent_id.to_string());
         let name = url.to_string();
+        let inner_name = name.clone();
+        let failed = {
+            let name = name.clone();
+            move |s: tonic::Status| replay_failed(&name, &s)
+        };
         let (client, commit_ts) = crate::background_runtime::block_on(async move {
             let client = Client::connect(&addr, options)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| err(&inner_name, e))?;
             let mut s = client
                 .replay_raw(ReplayRequest {
                     namespace: ns,
@@ -93,22 +112,21 @@ impl StatehouseSource {
                     end_ts: None,
                 })
                 .await
-                .map_err(|s| format!("Replay failed: {} ({:?})", s.message(), s.code()))?;
+                .map_err(&failed)?;
             let mut names = NameCache::default();
             let mut commit_ts = Vec::new();
-            while let Some(m) = s
-                .message()
-                .await
-                .map_err(|s| format!("Replay failed: {} ({:?})", s.message(), s.code()))?
-            {
-                let e = decode_event(&m, &mut names)
-                    .map_err(|e| format!("undecodable ReplayEvent #{}: {e}", commit_ts.len()))?;
+            while let Some(m) = s.message().await.map_err(&failed)? {
+                let e = decode_event(&m, &mut names).map_err(|e| {
+                    err(
+                        &inner_name,
+                        format!("undecodable ReplayEvent #{}: {e}", commit_ts.len()),
+                    )
+                })?;
                 commit_ts.push(e.commit_ts);
             }
-            Ok::<_, String>((client, commit_ts))
+            Ok::<_, SourceError>((client, commit_ts))
         })
-        .map_err(|e| err(&name, e))?
-        .map_err(|e| err(&name, e))?;
+        .map_err(|e| err(&name, e))??;
         if commit_ts.is_empty() {
             return Err(err(
                 &name,
@@ -291,7 +309,7 @@ async fn produce(
             Ok(mut s) => loop {
                 let mut batch = Batch {
                     events: Vec::with_capacity(req.batch_events.max(1)),
-                    bytes: 0,
+                    ..Batch::default()
                 };
                 let took = match take_arrived(&mut s, &mut numbering, &req, &mut batch).await {
                     Ok(t) => t,

@@ -202,7 +202,6 @@ impl FoldTask {
                     until: None,
                     filter: self.filter.clone(),
                     batch_events: 256,
-                    verify_chain: false,
                     ..Default::default()
                 },
                 window.clone(),
@@ -297,7 +296,6 @@ impl FoldTask {
                 until: Some(d),
                 filter: self.filter.clone(),
                 batch_events: 256,
-                verify_chain: false,
                 ..Default::default()
             },
             window.clone(),

@@ -72,15 +72,20 @@ impl WireDecode for Bytes {
 #[derive(Debug, Clone)]
 pub enum OutFrame {
     Frame(pb::ServerFrame),
-    Events { events: Vec<Bytes>, epoch: u32 },
+    Events {
+        events: Vec<Bytes>,
+        epoch: u32,
+        chain_before: Option<[u8; 32]>,
+    },
 }
 
 const SERVER_FRAME_EVENTS: u8 = (2 << 3) | 2;
 const EVENTS_EVENT: u8 = (1 << 3) | 2;
 const EVENTS_EPOCH: u8 = 2 << 3;
+const EVENTS_CHAIN_BEFORE: u8 = (3 << 3) | 2;
 
 /// The encoded length of an `Events` message holding these events.
-fn events_len(events: &[Bytes], epoch: u32) -> usize {
+fn events_len(events: &[Bytes], epoch: u32, chain_before: Option<&[u8; 32]>) -> usize {
     let mut n: usize = events
         .iter()
         .map(|e| 1 + encoded_len_varint(e.len() as u64) + e.len())
@@ -88,18 +93,27 @@ fn events_len(events: &[Bytes], epoch: u32) -> usize {
     if epoch != 0 {
         n += 1 + encoded_len_varint(u64::from(epoch));
     }
+    if chain_before.is_some() {
+        n += 2 + 32;
+    }
     n
 }
 
-fn events_frame_len(events: &[Bytes], epoch: u32) -> usize {
-    let inner = events_len(events, epoch);
+fn events_frame_len(events: &[Bytes], epoch: u32, chain_before: Option<&[u8; 32]>) -> usize {
+    let inner = events_len(events, epoch, chain_before);
     1 + encoded_len_varint(inner as u64) + inner
 }
 
-/// Writes a `ServerFrame{events: Events{events, epoch}}` with the stored event bytes spliced in.
-pub fn put_events_frame<B: BufMut>(events: &[Bytes], epoch: u32, buf: &mut B) {
+/// Writes a `ServerFrame{events: Events{events, epoch, chain_before}}` with the stored event
+/// bytes spliced in.
+pub fn put_events_frame<B: BufMut>(
+    events: &[Bytes],
+    epoch: u32,
+    chain_before: Option<&[u8; 32]>,
+    buf: &mut B,
+) {
     buf.put_u8(SERVER_FRAME_EVENTS);
-    encode_varint(events_len(events, epoch) as u64, buf);
+    encode_varint(events_len(events, epoch, chain_before) as u64, buf);
     for e in events {
         buf.put_u8(EVENTS_EVENT);
         encode_varint(e.len() as u64, buf);
@@ -109,15 +123,25 @@ pub fn put_events_frame<B: BufMut>(events: &[Bytes], epoch: u32, buf: &mut B) {
         buf.put_u8(EVENTS_EPOCH);
         encode_varint(u64::from(epoch), buf);
     }
+    if let Some(h) = chain_before {
+        buf.put_u8(EVENTS_CHAIN_BEFORE);
+        buf.put_u8(32);
+        buf.put_slice(h);
+    }
 }
 
 impl WireEncode for OutFrame {
     fn encode_into(self, buf: &mut EncodeBuf<'_>) {
         match self {
             OutFrame::Frame(f) => f.encode_into(buf),
-            OutFrame::Events { events, epoch } => {
-                buf.reserve(events_frame_len(&events, epoch));
-                put_events_frame(&events, epoch, buf);
+            OutFrame::Events {
+                events,
+                epoch,
+                chain_before,
+            } => {
+                let chain_before = chain_before.as_ref();
+                buf.reserve(events_frame_len(&events, epoch, chain_before));
+                put_events_frame(&events, epoch, chain_before, buf);
             }
         }
     }
@@ -127,7 +151,12 @@ impl WireEncode for OutFrame {
 #[derive(Debug, Clone)]
 pub enum InFrame {
     Frame(pb::ServerFrame),
-    Events { events: Vec<Bytes>, epoch: u32 },
+    Events {
+        events: Vec<Bytes>,
+        epoch: u32,
+        /// The chain head before the first event, when the server sent one.
+        chain_before: Option<[u8; 32]>,
+    },
 }
 
 impl WireDecode for InFrame {
@@ -160,6 +189,7 @@ pub fn decode_in_frame(msg: Bytes) -> Result<InFrame, Status> {
     }
     let mut events = Vec::new();
     let mut epoch = 0u32;
+    let mut chain_before = None;
     while b.has_remaining() {
         let key = prost::encoding::decode_varint(&mut b).map_err(|e| malformed(&e.to_string()))?;
         match key {
@@ -175,6 +205,16 @@ pub fn decode_in_frame(msg: Bytes) -> Result<InFrame, Status> {
                 epoch = prost::encoding::decode_varint(&mut b)
                     .map_err(|e| malformed(&e.to_string()))? as u32;
             }
+            k if k == u64::from(EVENTS_CHAIN_BEFORE) => {
+                let n = prost::encoding::decode_varint(&mut b)
+                    .map_err(|e| malformed(&e.to_string()))? as usize;
+                if n != 32 || b.remaining() < 32 {
+                    return Err(malformed("chain_before is not 32 bytes"));
+                }
+                let mut h = [0u8; 32];
+                b.copy_to_slice(&mut h);
+                chain_before = Some(h);
+            }
             _ => {
                 return pb::ServerFrame::decode(msg)
                     .map(InFrame::Frame)
@@ -182,7 +222,11 @@ pub fn decode_in_frame(msg: Bytes) -> Result<InFrame, Status> {
             }
         }
     }
-    Ok(InFrame::Events { events, epoch })
+    Ok(InFrame::Events {
+        events,
+        epoch,
+        chain_before,
+    })
 }
 
 /// A codec that encodes `E` and decodes `D` with the traits above.
@@ -248,10 +292,17 @@ mod tests {
     fn encode(frame: OutFrame) -> Bytes {
         match frame {
             OutFrame::Frame(f) => f.encode_to_vec().into(),
-            OutFrame::Events { events, epoch } => {
+            OutFrame::Events {
+                events,
+                epoch,
+                chain_before,
+            } => {
                 let mut b = bytes::BytesMut::new();
-                put_events_frame(&events, epoch, &mut b);
-                assert_eq!(b.len(), events_frame_len(&events, epoch));
+                put_events_frame(&events, epoch, chain_before.as_ref(), &mut b);
+                assert_eq!(
+                    b.len(),
+                    events_frame_len(&events, epoch, chain_before.as_ref())
+                );
                 b.freeze()
             }
         }
@@ -277,18 +328,25 @@ mod tests {
         let wire = encode(OutFrame::Events {
             events: events.clone(),
             epoch: 2,
+            chain_before: Some([7; 32]),
         });
         let frame = pb::ServerFrame::decode(wire.clone()).unwrap();
         let Some(pb::server_frame::Frame::Events(ev)) = frame.frame else {
             panic!("not an Events frame: {frame:?}");
         };
         assert_eq!(ev.epoch, 2);
+        assert_eq!(ev.chain_before, vec![7; 32]);
         assert_eq!(ev.events.len(), 3);
         assert_eq!(ev.events[2].offset, 2);
         match decode_in_frame(wire).unwrap() {
-            InFrame::Events { events: got, epoch } => {
+            InFrame::Events {
+                events: got,
+                epoch,
+                chain_before,
+            } => {
                 assert_eq!(got, events);
                 assert_eq!(epoch, 2);
+                assert_eq!(chain_before, Some([7; 32]));
             }
             other => panic!("{other:?}"),
         }
@@ -311,10 +369,11 @@ mod tests {
         let empty = encode(OutFrame::Events {
             events: vec![],
             epoch: 0,
+            chain_before: None,
         });
         assert!(matches!(
             decode_in_frame(empty).unwrap(),
-            InFrame::Events { events, epoch: 0 } if events.is_empty()
+            InFrame::Events { events, epoch: 0, chain_before: None } if events.is_empty()
         ));
         assert!(decode_in_frame(Bytes::from_static(&[0x12, 0x05, 0x0a, 0x09, 1])).is_err());
     }

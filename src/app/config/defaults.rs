@@ -42,6 +42,10 @@ pub const IDLE_TIMEOUT_MIN: Duration = Duration::from_millis(100);
 pub const HEARTBEAT: &str = "5s";
 pub const HEARTBEAT_MIN: Duration = Duration::from_millis(10);
 /// `gen`.
+/// The longest JSON Lines line `import` takes (agent values are rarely over a few KiB; a file
+/// without line breaks fails here instead of filling memory).
+pub const MAX_LINE_BYTES: &str = "8MiB";
+
 pub const GEN_EVENTS: u64 = 10_000;
 pub const GEN_AGENTS: usize = 6;
 pub const GEN_SEED: u64 = 1;

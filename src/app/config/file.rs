@@ -83,7 +83,7 @@ impl ReplayConfig {
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<(ReplayConfig, PathBuf), ConfigError> {
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        let text = crate::archive::storage::read_regular_text(path).map_err(|e| ConfigError::Read {
             path: name.clone(),
             message: e.to_string(),
         })?;

@@ -77,7 +77,7 @@ async fn check_range(plan: &PlayPlan, source: &dyn Source) -> Result<String> {
         until: Some(from),
         filter: options.filter.clone(),
         batch_events: 1,
-        verify_chain: plan.verify_chain,
+        chain: plan.chain,
         ..Default::default()
     };
     let mut stream = source.open(request, window)?;

@@ -13,6 +13,7 @@ use crate::app::config::layer::{layer, layer_opt, layer_parsed, layer_switch};
 use crate::app::config::{ReplayConfig, resolve_path};
 use crate::app::exit::UsageError;
 use crate::app::{parse_expect_hash, parse_hash_flag};
+use crate::source::ChainCheck;
 use crate::archive::Compression;
 use crate::cli::{PlayArgs, PlayFlags, RemoteArgs};
 use crate::event::{Event, ObjectValue, Operation};
@@ -78,7 +79,7 @@ pub struct PlayPlan {
     pub reports: Option<PathBuf>,
     pub expect_hash: Option<[u8; 32]>,
     pub expect_state_hash: Option<[u8; 32]>,
-    pub verify_chain: bool,
+    pub chain: ChainCheck,
     pub state_hash: bool,
     pub schedule: Schedule,
     pub max_runs: Option<u64>,
@@ -188,7 +189,7 @@ impl PlayPlan {
             reports: layer_opt(a.reports.clone(), path(&c.reports)),
             expect_hash,
             expect_state_hash,
-            verify_chain: layer_switch(a.verify, c.verify) || expect_hash.is_some(),
+            chain: ChainCheck::from_no_verify(a.chain.no_verify || c.verify == Some(false)),
             state_hash: layer_switch(a.state_hash, c.state_hash),
             schedule,
             max_runs: layer_opt(a.max_runs, c.max_runs),
@@ -230,7 +231,11 @@ fn plan_target(
             format: OutputFormat::from(layer(a.format, c.format, Default::default())),
         },
         Some(url) if url.starts_with("statehouse://") => Target::Statehouse {
-            url: url.trim_end_matches('/').to_string(),
+            url: {
+                crate::source::open::check_endpoint(url)
+                    .map_err(|e| usage(format!("--into {e}")))?;
+                url.trim_end_matches('/').to_string()
+            },
             map,
             pipeline: layer(a.pipeline, c.pipeline, defaults::PIPELINE)
                 .clamp(1, defaults::PIPELINE_MAX),
@@ -322,8 +327,8 @@ fn check_combination(
 /// `--bootstrap FILE`: `{"NAMESPACE/AGENT": {"key": {…}, …}, …}`.
 pub fn load_bootstrap(path: &Path) -> Result<KvState> {
     let name = path.display().to_string();
-    let text =
-        std::fs::read_to_string(path).map_err(|e| usage(format!("--bootstrap {name}: {e}")))?;
+    let text = crate::archive::storage::read_regular_text(path)
+        .map_err(|e| usage(format!("--bootstrap {name}: {e}")))?;
     parse_bootstrap(&text).map_err(|e| usage(format!("--bootstrap {name}: {e}")))
 }
 

@@ -186,7 +186,7 @@ fn run_options(plan: &PlayPlan, source: &dyn Source) -> Result<PlayerOptions> {
     let mut options = player_options(&plan.flags, source)?;
     let check_target = matches!(plan.target, Target::Statehouse { verify: true, .. });
     options.track_state = plan.state_hash || plan.expect_state_hash.is_some() || check_target;
-    options.verify_chain = plan.verify_chain;
+    options.chain = plan.chain;
     options.exit_when_done = true;
     if let Some((_, state)) = &plan.bootstrap {
         options.bootstrap = state.clone();

@@ -152,6 +152,21 @@ pub fn archive_written(
     sink: ArchiveSink,
 ) -> std::result::Result<Option<ArchiveWritten>, color_eyre::Report> {
     match sink.written() {
+        // Never an archive over input whose hash chain failed: what was written goes.
+        Ok(summaries)
+            if matches!(
+                play.outcome,
+                crate::player::Outcome::Failed { integrity: true }
+            ) =>
+        {
+            for s in &summaries {
+                if let Err(e) = std::fs::remove_file(&s.path) {
+                    tracing::warn!(path = %s.path.display(), "cannot remove the partial archive: {e}");
+                }
+            }
+            tracing::warn!(target = %plan.target.name(), "the source failed its integrity check: the partial archive was removed");
+            Ok(None)
+        }
         Ok(summaries) => Ok(summaries.last().map(|l| ArchiveWritten {
             path: plan.target.name(),
             events: summaries.iter().map(|s| s.events).sum(),
