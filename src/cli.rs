@@ -620,6 +620,12 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_sessions: u64,
 
+    /// Streams one connection may hold at once, its share of --max-sessions: more get
+    /// RESOURCE_EXHAUSTED while other connections are still served.
+    #[arg(long, default_value_t = defaults::MAX_CONNECTION_STREAMS, env = "REPLAYSCOPE_MAX_CONNECTION_STREAMS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connection_streams: u64,
+
     /// Credit window of a Session that does not ask for one.
     #[arg(long, default_value = defaults::SERVE_WINDOW, env = "REPLAYSCOPE_WINDOW")]
     pub window: ByteSize,

@@ -48,6 +48,8 @@ pub struct ServeOptions {
     pub metrics: Option<SocketAddr>,
     /// Streams (Replay + Session) served at once.
     pub max_sessions: u64,
+    /// Streams one connection may hold at once (its share of `max_sessions`).
+    pub max_connection_streams: u64,
     /// Window a Session gets when it does not ask for one.
     pub default_window_bytes: u64,
     /// The largest window a client may ask for.
@@ -76,6 +78,7 @@ impl Default for ServeOptions {
             tls: None,
             metrics: None,
             max_sessions: 64,
+            max_connection_streams: 16,
             default_window_bytes: crate::flow::DEFAULT_WINDOW_BYTES,
             max_window_bytes: 256 * 1024 * 1024,
             ring_bytes: crate::flow::DEFAULT_RING_BYTES,
@@ -124,18 +127,94 @@ pub(crate) struct ServerContext {
     pub(crate) watchdog: Watchdog,
     /// Sessions whose stream was cut, kept for resume until the watchdog reaps them.
     pub(crate) detached: Mutex<HashMap<String, session::Detached>>,
+    /// Streams held per connection (remote address).
+    pub(crate) peers: Arc<Mutex<HashMap<SocketAddr, u64>>>,
+}
+
+/// One admitted stream's slot: counted in the server's and its connection's stream counts until
+/// released, once — when the stream ends, or as soon as the idle watchdog cancels it (a stalled
+/// peer whose stream tonic no longer polls must not keep the slot).
+pub(crate) struct Slot {
+    metrics: Arc<Metrics>,
+    rpc: Rpc,
+    peer: Option<(SocketAddr, Arc<Mutex<HashMap<SocketAddr, u64>>>)>,
+    released: std::sync::atomic::AtomicBool,
+    ended: CancellationToken,
+}
+
+impl Slot {
+    fn release(&self) {
+        if self
+            .released
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        self.metrics.stream_ended(self.rpc);
+        if let Some((addr, peers)) = &self.peer {
+            let mut peers = peers.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = peers.get_mut(addr) {
+                *n -= 1;
+                if *n == 0 {
+                    peers.remove(addr);
+                }
+            }
+        }
+        self.ended.cancel();
+    }
 }
 
 /// Counts a stream as active while alive.
 pub(crate) struct StreamGuard {
-    metrics: Arc<Metrics>,
-    rpc: Rpc,
+    slot: Arc<Slot>,
     pub(crate) events: u64,
+}
+
+impl StreamGuard {
+    /// Releases the slot (and cancels `window`, which stops the stream's reader) when `idle`
+    /// is cancelled by the watchdog before the stream ends.
+    pub(crate) fn release_when_idle(
+        &self,
+        idle: CancellationToken,
+        window: Option<crate::flow::CreditWindow>,
+    ) {
+        let slot = self.slot.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = idle.cancelled() => {
+                    slot.release();
+                    if let Some(w) = window {
+                        w.cancel();
+                    }
+                }
+                _ = slot.ended.cancelled() => {}
+            }
+        });
+    }
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.metrics.stream_ended(self.rpc);
+        self.slot.release();
+    }
+}
+
+/// HTTP/2 keepalive: PING a quiet connection this often, drop it when the answer is this late.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Room per connection above its stream share for unary calls (Describe, health, reflection):
+/// past it HTTP/2 itself refuses new streams.
+const CONTROL_STREAMS: u32 = 8;
+
+/// At most this many characters of what a client sent are echoed in a status message.
+const ECHO_CHARS: usize = 64;
+
+/// Client input as it is quoted in a status message: at most [`ECHO_CHARS`] characters, then
+/// `…` (a megabyte namespace must not come back as a megabyte of metadata).
+pub(crate) fn echo(text: &str) -> String {
+    match text.char_indices().nth(ECHO_CHARS) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &text[..cut], text.len()),
     }
 }
 
@@ -165,8 +244,10 @@ impl ServerContext {
             known.join(", ")
         };
         Err(Status::not_found(format!(
-            "{}: no events for namespace {namespace:?}, agent_id {agent_id:?}; the archive holds {}",
+            "{}: no events for namespace {}, agent_id {}; the archive holds {}",
             info.name,
+            echo(namespace),
+            echo(agent_id),
             if shown.is_empty() {
                 "no channels".to_string()
             } else {
@@ -187,12 +268,27 @@ impl ServerContext {
         }
     }
 
-    /// Admits one more stream, or RESOURCE_EXHAUSTED at the limit.
-    pub(crate) fn admit(&self, rpc: Rpc) -> Result<StreamGuard, Status> {
+    /// Admits one more stream from `peer` (its connection's address), or RESOURCE_EXHAUSTED at
+    /// the server's limit or at the connection's share of it.
+    pub(crate) fn admit(&self, rpc: Rpc, peer: Option<SocketAddr>) -> Result<StreamGuard, Status> {
         self.metrics.stream_started(rpc);
+        let peer = peer.map(|addr| {
+            *self
+                .peers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(addr)
+                .or_insert(0) += 1;
+            (addr, self.peers.clone())
+        });
         let guard = StreamGuard {
-            metrics: self.metrics.clone(),
-            rpc,
+            slot: Arc::new(Slot {
+                metrics: self.metrics.clone(),
+                rpc,
+                peer,
+                released: Default::default(),
+                ended: CancellationToken::new(),
+            }),
             events: 0,
         };
         let active = self.metrics.active_streams();
@@ -202,6 +298,22 @@ impl ServerContext {
                 active - 1,
                 self.options.max_sessions
             )));
+        }
+        if let Some((addr, peers)) = &guard.slot.peer {
+            let on_connection = peers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(addr)
+                .copied()
+                .unwrap_or(0);
+            if on_connection > self.options.max_connection_streams {
+                return Err(Status::resource_exhausted(format!(
+                    "this connection ({addr}) already has {} streams, its share is {} \
+                     (--max-connection-streams); end one, or connect again",
+                    on_connection - 1,
+                    self.options.max_connection_streams
+                )));
+            }
         }
         Ok(guard)
     }
@@ -321,6 +433,7 @@ impl Server {
             metrics: Arc::new(Metrics::default()),
             shutdown: CancellationToken::new(),
             detached: Mutex::new(HashMap::new()),
+            peers: Default::default(),
         });
         Ok(Server {
             shared,
@@ -383,8 +496,15 @@ impl Server {
         let mut builder = tonic::transport::Server::builder()
             .initial_stream_window_size(Some(4 * 1024 * 1024))
             .initial_connection_window_size(Some(8 * 1024 * 1024))
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+            // A peer that stops answering PING is dropped after about 20 s, whatever its
+            // streams are doing; one connection holds a bounded number of streams.
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .max_concurrent_streams(Some(
+                u32::try_from(shared.options.max_connection_streams)
+                    .unwrap_or(u32::MAX)
+                    .saturating_add(CONTROL_STREAMS),
+            ));
         if let Some(tls) = tls {
             let (cert, key) = shared.options.tls.clone().unwrap_or_default();
             builder = builder.tls_config(tls).map_err(|e| ServeError::Tls {

@@ -1,57 +1,26 @@
 //! `replayscope serve` end to end: a real server on 127.0.0.1:0 and real gRPC clients (the
 //! generated prost client, the pass-through client, tonic-health and reflection clients).
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message as _;
 use replayscope::archive::integrity::HashChain;
-use replayscope::archive::{Archive, ArchiveWriter, OpenOptions, WriterOptions};
-use replayscope::event::generate::{GenOptions, Generator};
 use replayscope::event::hex;
-use replayscope::server::{Metrics, Rpc, ServeOptions, Server, Token};
-use replayscope::source::ArchiveSource;
+use replayscope::server::{Metrics, Rpc, ServeOptions, Token};
 use replayscope::wire::client::{Client, ConnectOptions, SessionStream};
 use replayscope::wire::codec::InFrame;
 use replayscope::wire::proto::replayscope::v1 as pb;
 use replayscope::wire::proto::statehouse::v1 as sh;
-use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
+#[path = "support/test_server.rs"]
+mod test_server;
+use test_server::{TestServer, big_archive, open};
+
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/sample.mcap");
-
-/// A 60,000-event archive (about 17 MB of events): bigger than every buffer between server and
-/// client, so stalls and cancellations are visible. Built once per test binary.
-fn big_archive() -> PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-60000-seed11.mcap");
-        if path.exists() {
-            return path;
-        }
-        let partial = path.with_extension(format!("partial-{}", std::process::id()));
-        let mut w = ArchiveWriter::create(&partial, WriterOptions::default()).unwrap();
-        for e in Generator::new(GenOptions {
-            seed: 11,
-            agents: 3,
-            ..GenOptions::default()
-        })
-        .take(60_000)
-        {
-            w.append(&e).unwrap();
-        }
-        w.finish().unwrap();
-        std::fs::rename(&partial, &path).unwrap();
-        path
-    })
-    .clone()
-}
-
-fn open(path: &Path) -> Archive {
-    Archive::open(path, OpenOptions::default()).unwrap()
-}
 
 /// Every stored event: (offset, channel index, payload).
 fn stored(path: &Path) -> Vec<(u64, usize, Bytes)> {
@@ -65,56 +34,6 @@ fn stored(path: &Path) -> Vec<(u64, usize, Bytes)> {
     out
 }
 
-struct TestServer {
-    addr: std::net::SocketAddr,
-    metrics: Arc<Metrics>,
-    metrics_addr: Option<std::net::SocketAddr>,
-    stop: CancellationToken,
-    join: tokio::task::JoinHandle<Result<(), replayscope::server::ServeError>>,
-}
-
-impl TestServer {
-    async fn start(path: &Path, options: ServeOptions) -> TestServer {
-        let server = Server::bind(
-            Arc::new(ArchiveSource::new(open(path))),
-            ServeOptions {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                ..options
-            },
-        )
-        .await
-        .unwrap();
-        let addr = server.local_addr();
-        let metrics = server.metrics();
-        let metrics_addr = server.metrics_addr();
-        let stop = CancellationToken::new();
-        let join = tokio::spawn(server.run(stop.clone()));
-        TestServer {
-            addr,
-            metrics,
-            metrics_addr,
-            stop,
-            join,
-        }
-    }
-
-    async fn client(&self) -> Client {
-        self.client_with(ConnectOptions::default()).await
-    }
-
-    async fn client_with(&self, o: ConnectOptions) -> Client {
-        Client::connect(&self.addr.to_string(), o).await.unwrap()
-    }
-
-    async fn shutdown(self) {
-        self.stop.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.join)
-            .await
-            .expect("server stops within 10 s")
-            .unwrap()
-            .unwrap();
-    }
-}
 
 /// Waits (bounded) until `cond` holds; the server's state changes asynchronously.
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {

@@ -40,6 +40,7 @@ pub fn serve_cmd(a: crate::cli::ServeArgs) -> Result<()> {
         tls: a.tls_cert.clone().zip(a.tls_key.clone()),
         metrics: a.metrics,
         max_sessions: a.max_sessions,
+        max_connection_streams: a.max_connection_streams,
         default_window_bytes: a.window.0.max(1),
         max_window_bytes: a.max_window.0.max(1),
         ring_bytes: a.ring.0,

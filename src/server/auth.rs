@@ -83,12 +83,15 @@ where
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         if let Some(token) = &self.token {
-            let header = req
-                .headers()
-                .get(http::header::AUTHORIZATION)
-                .map(|v| v.as_bytes());
-            if !token.accepts(header) {
-                let reason = if header.is_none() {
+            let mut headers = req.headers().get_all(http::header::AUTHORIZATION).iter();
+            let header = headers.next().map(|v| v.as_bytes());
+            // Exactly one: with two, which one a proxy or another server would check is anyone's
+            // guess.
+            let repeated = headers.next().is_some();
+            if repeated || !token.accepts(header) {
+                let reason = if repeated {
+                    "more than one authorization header: send exactly one `authorization: Bearer <token>`"
+                } else if header.is_none() {
                     "missing authorization header: this server requires `authorization: Bearer <token>`"
                 } else {
                     "wrong token: the `authorization: Bearer <token>` header does not match the server's token"

@@ -84,7 +84,8 @@ impl ServerStreamingService<ReplayRequest> for ReplaySvc {
     fn call(&mut self, request: Request<ReplayRequest>) -> Self::Future {
         let shared = self.0.clone();
         Box::pin(async move {
-            let r = open_replay(&shared, request.into_inner());
+            let peer = request.remote_addr();
+            let r = open_replay(&shared, request.into_inner(), peer);
             if let Err(status) = &r {
                 shared.metrics.error(status.code());
                 tracing::info!(code = ?status.code(), message = status.message(), "Replay rejected");
@@ -99,11 +100,15 @@ const REPLAY_WINDOW_BYTES: u64 = 1024 * 1024;
 /// Events in the first batch read (the first event goes out at once).
 const FIRST_BATCH_EVENTS: usize = 32;
 
-fn open_replay(shared: &Arc<ServerContext>, req: ReplayRequest) -> Result<ReplayStream, Status> {
+fn open_replay(
+    shared: &Arc<ServerContext>,
+    req: ReplayRequest,
+    peer: Option<std::net::SocketAddr>,
+) -> Result<ReplayStream, Status> {
     let opened_at = std::time::Instant::now();
     let info = shared.source.info();
     let agent = shared.agent(&req.namespace, &req.agent_id)?;
-    let guard = shared.admit(Rpc::Replay)?;
+    let guard = shared.admit(Rpc::Replay, peer)?;
     let from = match req.start_ts {
         // Past the end: an empty stream, as the Statehouse daemon answers.
         Some(ts) if info.last_commit_ts.is_none_or(|last| ts > last) => None,
@@ -146,9 +151,14 @@ fn open_replay(shared: &Arc<ServerContext>, req: ReplayRequest) -> Result<Replay
         from = ?from,
         "Replay opened"
     );
+    // A peer that stops reading (its HTTP/2 window closed) stops tonic polling this stream:
+    // the watchdog then frees the slot and stops the reader.
+    let watched = shared.watchdog.register();
+    guard.release_when_idle(watched.cancelled().clone(), Some(window.clone()));
     Ok(ReplayStream {
         stream,
         batch: Vec::new().into_iter(),
+        watched,
         window,
         shared: shared.clone(),
         stop: Box::pin(shared.shutdown.clone().cancelled_owned()),
@@ -168,6 +178,8 @@ fn open_replay(shared: &Arc<ServerContext>, req: ReplayRequest) -> Result<Replay
 pub struct ReplayStream {
     stream: Option<StoredStream>,
     batch: std::vec::IntoIter<StoredEvent>,
+    /// Touched at every batch handed on; cancelled by the watchdog after the idle timeout.
+    watched: crate::flow::WatchedSession,
     window: CreditWindow,
     shared: Arc<ServerContext>,
     stop: Pin<Box<WaitForCancellationFutureOwned>>,
@@ -229,6 +241,16 @@ impl Stream for ReplayStream {
             this.finish(Some(&status));
             return Poll::Ready(Some(Err(status)));
         }
+        if this.watched.cancelled().is_cancelled() {
+            this.shared.metrics.reaped();
+            let status = Status::deadline_exceeded(format!(
+                "Replay cancelled: nothing taken for {} s (idle watchdog) after {} events",
+                this.shared.options.idle.as_secs(),
+                this.guard.events
+            ));
+            this.finish(Some(&status));
+            return Poll::Ready(Some(Err(status)));
+        }
         if this.guard.events == 1 && !this.first_flushed {
             this.first_flushed = true;
             tracing::debug!(
@@ -265,6 +287,7 @@ impl Stream for ReplayStream {
                     return Poll::Ready(Some(Err(status)));
                 }
                 Poll::Ready(Some(Ok(b))) => {
+                    this.watched.touch();
                     this.read += b.read;
                     // Taken: the source may read the next batches while this one drains.
                     if let Some(last) = b.events.last() {

@@ -99,7 +99,8 @@ impl StreamingService<pb::ClientFrame> for SessionSvc {
         let shared = self.0.clone();
         Box::pin(async move {
             let (tx, rx) = mpsc::channel(16);
-            tokio::spawn(session::run(shared, request.into_inner(), tx));
+            let peer = request.remote_addr();
+            tokio::spawn(session::run(shared, request.into_inner(), tx, peer));
             Ok(Response::new(FrameStream(rx)))
         })
     }

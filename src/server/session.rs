@@ -81,6 +81,7 @@ pub(super) async fn run(
     shared: Arc<ServerContext>,
     mut inbound: Streaming<pb::ClientFrame>,
     tx: mpsc::Sender<Result<OutFrame, Status>>,
+    peer: Option<std::net::SocketAddr>,
 ) {
     let first = tokio::select! {
         f = inbound.message() => f,
@@ -110,7 +111,7 @@ pub(super) async fn run(
             return;
         }
     };
-    let guard = match shared.admit(Rpc::Session) {
+    let guard = match shared.admit(Rpc::Session, peer) {
         Ok(g) => g,
         Err(s) => {
             shared.metrics.error(s.code());
@@ -128,6 +129,9 @@ pub(super) async fn run(
             return;
         }
     };
+    // A stalled peer (its window closed, nothing acked) may keep this task waiting on a send
+    // for a while: the watchdog's cancel frees the slot at once.
+    guard.release_when_idle(watched.cancelled().clone(), None);
     let session = Session {
         window: CreditWindow::new(state.window_bytes),
         shared,
@@ -371,7 +375,8 @@ impl Session {
                 self.shared.metrics.error(status.code());
                 tracing::info!(session = %id, events = self.state.events_sent, code = ?status.code(), message = status.message(), "Session ended with an error");
                 self.shared.metrics.remove_gauges(&id);
-                let _ = self.tx.send(Err(status)).await;
+                // A peer that reads nothing does not hold the task: the status is best effort.
+                let _ = tokio::time::timeout(FINAL_SEND, self.tx.send(Err(status))).await;
             }
             Exit::Cut(why) => {
                 tracing::info!(session = %id, events = self.state.events_sent, next = self.state.next_read, reason = %why, "Session stream cut; kept for resume");
@@ -802,6 +807,9 @@ fn from_source(
 }
 
 const FIRST_BATCH_EVENTS: usize = 32;
+
+/// How long the status that ends a session may wait for room in the stream.
+const FINAL_SEND: Duration = Duration::from_secs(1);
 
 /// How often a session reports its gauges (Credit, Ring, Backpressure frames; metrics).
 const GAUGE_TICK: Duration = Duration::from_millis(100);

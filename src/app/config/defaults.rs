@@ -34,6 +34,7 @@ pub const RECORD_BATCH_EVENTS: usize = 1024;
 /// `serve`.
 pub const LISTEN: &str = "127.0.0.1:50051";
 pub const MAX_SESSIONS: u64 = 64;
+pub const MAX_CONNECTION_STREAMS: u64 = 16;
 pub const SERVE_WINDOW: &str = "64MiB";
 pub const SERVE_MAX_WINDOW: &str = "256MiB";
 pub const SERVE_RING: &str = "64MiB";
