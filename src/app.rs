@@ -145,6 +145,7 @@ pub(crate) fn parse_hash_flag(flag: &str, h: Option<&str>) -> Result<Option<[u8;
 
 /// An archive (file, segment directory or s3:// URL) for the commands that read archives only.
 fn open_archive(s: &SourceArgs) -> Result<Archive> {
+    crate::source::open::check_archive_name(&s.source.to_string_lossy()).map_err(UsageError)?;
     Ok(Archive::open(
         &s.source,
         OpenOptions {

@@ -158,6 +158,12 @@ impl ArchiveError {
             ArchiveError::NotFound {
                 path: path.to_string(),
             }
+        } else if source.kind() == std::io::ErrorKind::InvalidInput {
+            // A special file given as an archive (`storage::check_not_special`).
+            ArchiveError::Invalid {
+                path: path.to_string(),
+                message: source.to_string(),
+            }
         } else {
             ArchiveError::Io {
                 path: path.to_string(),

@@ -376,7 +376,14 @@ impl std::str::FromStr for Position {
         if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
             return t.parse().map(Position::Offset).map_err(|_| err());
         }
-        parse_rfc3339_ns(t).map(Position::Time).ok_or_else(err)
+        // A valid time outside what Unix nanoseconds hold is the start or the end of time:
+        // `--from 1900-01-01T00:00:00Z` means from the first event.
+        let dt = chrono::DateTime::parse_from_rfc3339(t).map_err(|_| err())?;
+        Ok(Position::Time(match dt.timestamp_nanos_opt() {
+            Some(ns) => u64::try_from(ns).unwrap_or(0),
+            None if dt.timestamp() < 0 => 0,
+            None => u64::MAX,
+        }))
     }
 }
 
@@ -543,6 +550,15 @@ mod tests {
         assert_eq!(
             "1970-01-01T00:00:01Z".parse::<Position>().unwrap(),
             Position::Time(1_000_000_000)
+        );
+        // Valid times outside Unix nanoseconds: the start and the end of time.
+        assert_eq!(
+            "1900-01-01T00:00:00Z".parse::<Position>().unwrap(),
+            Position::Time(0)
+        );
+        assert_eq!(
+            "9999-12-31T23:59:59Z".parse::<Position>().unwrap(),
+            Position::Time(u64::MAX)
         );
         assert!("12x".parse::<Position>().is_err());
         assert!("@".parse::<Position>().is_err());

@@ -9,7 +9,7 @@ pub mod watchdog;
 
 pub use credit::{CreditSnapshot, CreditWindow, FlowError};
 pub use ring::{ReplayRing, RingError, RingItem, RingSnapshot};
-pub use watchdog::{WatchedSession, Watchdog};
+pub use watchdog::{Watchdog, WatchedSession};
 
 /// Default credit window and ring capacity.
 pub const DEFAULT_WINDOW_BYTES: u64 = 64 * 1024 * 1024;

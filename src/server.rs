@@ -128,8 +128,11 @@ pub(crate) struct ServerContext {
     /// Sessions whose stream was cut, kept for resume until the watchdog reaps them.
     pub(crate) detached: Mutex<HashMap<String, session::Detached>>,
     /// Streams held per connection (remote address).
-    pub(crate) peers: Arc<Mutex<HashMap<SocketAddr, u64>>>,
+    pub(crate) peers: Arc<PeerStreams>,
 }
+
+/// Streams held per connection (remote address).
+pub(crate) type PeerStreams = Mutex<HashMap<SocketAddr, u64>>;
 
 /// One admitted stream's slot: counted in the server's and its connection's stream counts until
 /// released, once — when the stream ends, or as soon as the idle watchdog cancels it (a stalled
@@ -137,7 +140,7 @@ pub(crate) struct ServerContext {
 pub(crate) struct Slot {
     metrics: Arc<Metrics>,
     rpc: Rpc,
-    peer: Option<(SocketAddr, Arc<Mutex<HashMap<SocketAddr, u64>>>)>,
+    peer: Option<(SocketAddr, Arc<PeerStreams>)>,
     released: std::sync::atomic::AtomicBool,
     ended: CancellationToken,
 }

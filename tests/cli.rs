@@ -51,7 +51,7 @@ fn gen_info_verify_export_import_round_trip() {
 
     let text = run(&["info", &a]);
     assert!(
-        stdout(&text).contains("final hash    "),
+        stdout(&text).contains("recorded hash "),
         "{}",
         stdout(&text)
     );
@@ -436,5 +436,168 @@ fn verify_repair_fixes_the_last_segment_of_a_directory() {
     let after = info(&segs);
     assert_eq!(after["events"], 5000);
     assert_eq!(after["final_hash"], before["final_hash"]);
-    assert!(run(&["verify", &segs]).status.success());
+    // The damaged original is kept next to the directory, which holds only segments: later
+    // commands have nothing to warn about.
+    let aside = dir.path().join("segs.00000000000000004000.mcap.truncated");
+    assert!(aside.exists(), "{} kept", aside.display());
+    let o = run(&["verify", &segs]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).to_lowercase().contains("warn"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Runs a command with stdin from `stdin` (or nothing), killing it (and failing) after 10 s:
+/// bad input must never hang.
+fn run_bounded(args: &[&str], stdin: Option<std::fs::File>) -> (Output, std::time::Duration) {
+    use std::process::Stdio;
+    let t0 = std::time::Instant::now();
+    let mut child = bin()
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(stdin.map_or_else(Stdio::null, Stdio::from))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = t0 + std::time::Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{args:?} still running after 10 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    (child.wait_with_output().unwrap(), t0.elapsed())
+}
+
+#[test]
+fn special_files_and_endless_lines_never_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe.mcap");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let f = fifo.to_str().unwrap();
+    let out = dir.path().join("x.mcap");
+    let o = out.to_str().unwrap();
+    for args in [
+        vec!["info", f],
+        vec!["play", f, "--format", "none"],
+        vec!["verify", f],
+        vec!["export", f],
+        vec!["serve", f, "--listen", "127.0.0.1:0"],
+        vec!["import", f, "-o", o],
+        vec!["import", "/dev/zero", "-o", o],
+    ] {
+        let (r, _) = run_bounded(&args, None);
+        assert_one_line_error(&r, 2, &["not a regular file"]);
+        assert!(!out.exists(), "{args:?} left output");
+    }
+    // `import -` streams by design: an endless line fails at the line limit, memory bounded.
+    let zero = std::fs::File::open("/dev/zero").unwrap();
+    let (r, _) = run_bounded(
+        &["import", "-", "--max-line-bytes", "1MiB", "-o", o],
+        Some(zero),
+    );
+    assert_one_line_error(
+        &r,
+        2,
+        &["-:1:", "longer than --max-line-bytes (1048576 bytes)"],
+    );
+    assert!(!out.exists(), "a failed import leaves no partial archive");
+}
+
+#[test]
+fn malformed_endpoints_fail_at_once() {
+    for (url, says) in [
+        ("replayscope://", "no host and no port"),
+        ("replayscope://127.0.0.1", "no port"),
+        ("replayscope://127.0.0.1:99999", "not a port number"),
+        ("statehouse://127.0.0.1:0", "not a port number"),
+        ("grpc://[::1]", "no port"),
+        ("ftp://example.com/a.mcap", "unknown scheme ftp://"),
+    ] {
+        let (r, took) = run_bounded(&["play", url, "--format", "none"], None);
+        assert_one_line_error(&r, 2, &[url, says]);
+        assert!(
+            took < std::time::Duration::from_secs(1),
+            "play {url} took {took:?}"
+        );
+        // The commands that read archives only say so.
+        let (r, _) = run_bounded(&["info", url], None);
+        let only_archives = if url.starts_with("ftp") {
+            says
+        } else {
+            "not a network endpoint"
+        };
+        assert_one_line_error(&r, 2, &[url, only_archives]);
+    }
+    let (r, took) = run_bounded(
+        &[
+            "play",
+            SAMPLE_ARCHIVE,
+            "--into",
+            "statehouse://localhost",
+            "--format",
+            "none",
+        ],
+        None,
+    );
+    assert_one_line_error(&r, 2, &["--into statehouse://localhost", "no port"]);
+    assert!(took < std::time::Duration::from_secs(1));
+}
+
+const SAMPLE_ARCHIVE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/sample.mcap");
+
+#[test]
+fn small_input_mistakes_are_handled_as_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    // A UTF-8 byte-order mark before the first line is skipped.
+    let jsonl = stdout(&run(&["export", SAMPLE_ARCHIVE, "--until", "9"]));
+    let bom = dir.path().join("bom.jsonl");
+    std::fs::write(&bom, format!("\u{feff}{jsonl}")).unwrap();
+    let out = dir.path().join("bom.mcap");
+    let o = run(&["import", bom.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&run(&["export", out.to_str().unwrap()])), jsonl);
+    // A time before 1970 is the start of time.
+    let o = run(&[
+        "play",
+        SAMPLE_ARCHIVE,
+        "--from",
+        "1900-01-01T00:00:00Z",
+        "--until",
+        "4",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 5);
+    // Zero limits and a missing token file are usage errors.
+    let segs = dir.path().join("segs");
+    let s = segs.to_str().unwrap();
+    for (args, says) in [
+        (
+            vec!["gen", "--segment-events", "0", "-o", s],
+            "--segment-events",
+        ),
+        (
+            vec!["serve", SAMPLE_ARCHIVE, "--max-sessions", "0"],
+            "--max-sessions",
+        ),
+        (
+            vec![
+                "serve",
+                SAMPLE_ARCHIVE,
+                "--token-file",
+                "/nonexistent/token",
+            ],
+            "--token-file /nonexistent/token",
+        ),
+    ] {
+        let (r, _) = run_bounded(&args, None);
+        assert_eq!(r.status.code(), Some(2), "{args:?}: {}", stderr(&r));
+        assert!(stderr(&r).contains(says), "{args:?}: {}", stderr(&r));
+    }
+    assert!(!segs.exists());
 }

@@ -148,7 +148,10 @@ async fn active(server: &TestServer, rpc: Rpc, what: &str, done: impl Fn(u64) ->
     let deadline = Instant::now() + Duration::from_secs(10);
     while !done(server.metrics.active(rpc)) {
         let n = server.metrics.active(rpc);
-        assert!(Instant::now() < deadline, "{what}: {n} active {rpc:?} streams");
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {n} active {rpc:?} streams"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -167,7 +170,10 @@ where
             Err(s) if s.code() == Code::ResourceExhausted => refused += 1,
             Err(s) => panic!("unexpected {s:?}"),
         }
-        assert!(t0.elapsed() < IDLE * 5, "still refused after {refused} tries");
+        assert!(
+            t0.elapsed() < IDLE * 5,
+            "still refused after {refused} tries"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -183,8 +189,19 @@ async fn stalled_clients_do_not_lock_out_a_normal_client() {
 async fn stalled_sessions() {
     let server = start().await;
     for i in 0..STALLERS {
-        let pings = if i % 2 == 0 { Pings::Answered } else { Pings::Ignored };
-        stall(server.addr, "/replayscope.v1.ReplayService/Session", open_frame(), false, pings).await;
+        let pings = if i % 2 == 0 {
+            Pings::Answered
+        } else {
+            Pings::Ignored
+        };
+        stall(
+            server.addr,
+            "/replayscope.v1.ReplayService/Session",
+            open_frame(),
+            false,
+            pings,
+        )
+        .await;
     }
     let all = STALLERS as u64;
     active(&server, Rpc::Session, "the stallers admitted", |n| n >= all).await;
@@ -211,7 +228,11 @@ async fn stalled_sessions() {
     );
     // Every stalled slot is freed by the watchdog while the stalled peers are still there.
     active(&server, Rpc::Session, "the stallers released", |n| n == 0).await;
-    assert!(server.metrics.sessions_reaped() >= all, "{} reaped", server.metrics.sessions_reaped());
+    assert!(
+        server.metrics.sessions_reaped() >= all,
+        "{} reaped",
+        server.metrics.sessions_reaped()
+    );
     server.shutdown().await;
 }
 
@@ -219,8 +240,19 @@ async fn stalled_replays() {
     let server = start().await;
     let request = replay_request();
     for i in 0..STALLERS {
-        let pings = if i % 2 == 0 { Pings::Answered } else { Pings::Ignored };
-        stall(server.addr, "/statehouse.v1.StatehouseService/Replay", request.clone(), true, pings).await;
+        let pings = if i % 2 == 0 {
+            Pings::Answered
+        } else {
+            Pings::Ignored
+        };
+        stall(
+            server.addr,
+            "/statehouse.v1.StatehouseService/Replay",
+            request.clone(),
+            true,
+            pings,
+        )
+        .await;
     }
     let all = STALLERS as u64;
     active(&server, Rpc::Replay, "the stallers admitted", |n| n >= all).await;
@@ -269,7 +301,10 @@ async fn one_connection_gets_its_share_and_others_are_still_served() {
     let mut held = Vec::new();
     for _ in 0..4 {
         let mut s = greedy.session(pb::Open::default()).await.unwrap();
-        assert!(matches!(s.next().await.unwrap(), Some(InFrame::Frame(_))), "Opened");
+        assert!(
+            matches!(s.next().await.unwrap(), Some(InFrame::Frame(_))),
+            "Opened"
+        );
         held.push(s);
     }
     let refused = async {
@@ -311,6 +346,10 @@ async fn status_messages_echo_a_bounded_prefix_of_client_input() {
     .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     assert!(err.message().len() < 2048, "{} bytes", err.message().len());
-    assert!(err.message().contains("… (1048576 bytes)"), "{}", err.message());
+    assert!(
+        err.message().contains("… (1048576 bytes)"),
+        "{}",
+        err.message()
+    );
     server.shutdown().await;
 }

@@ -36,7 +36,12 @@ fn stderr(o: &Output) -> String {
 }
 
 fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "exit {:?}: {}", o.status.code(), stderr(o));
+    assert!(
+        o.status.success(),
+        "exit {:?}: {}",
+        o.status.code(),
+        stderr(o)
+    );
     String::from_utf8(o.stdout.clone()).unwrap()
 }
 
@@ -91,7 +96,11 @@ fn offsets(path: &Path) -> Vec<u64> {
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["offset"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["offset"]
+                .as_u64()
+                .unwrap()
+        })
         .collect()
 }
 
@@ -124,8 +133,8 @@ fn tampered_archives_fail_every_reader_and_clean_ones_play() {
         "-o",
         clean.to_str().unwrap(),
     ]));
-    let info: Value = serde_json::from_str(&ok(&run(&["info", "--json", clean.to_str().unwrap()])))
-        .unwrap();
+    let info: Value =
+        serde_json::from_str(&ok(&run(&["info", "--json", clean.to_str().unwrap()]))).unwrap();
     let recorded = info["final_hash"].as_str().unwrap().to_string();
     let channel = &info["channels"][0];
     let agent = format!(
@@ -138,14 +147,28 @@ fn tampered_archives_fail_every_reader_and_clean_ones_play() {
     let rep = dir.path().join("clean-report.json");
     let c = clean.to_str().unwrap();
     ok(&run(&[
-        "play", c, "--pace", "fast", "--format", "none", "--report",
-        rep.to_str().unwrap(), "--quiet",
+        "play",
+        c,
+        "--pace",
+        "fast",
+        "--format",
+        "none",
+        "--report",
+        rep.to_str().unwrap(),
+        "--quiet",
     ]));
     assert_eq!(report(&rep)["final_hash"], recorded.as_str());
     let (_server, addr) = serve(&clean, &[]);
     let url = format!("replayscope://{addr}");
     ok(&run(&[
-        "play", &url, "--pace", "fast", "--format", "none", "--expect-hash", &recorded,
+        "play",
+        &url,
+        "--pace",
+        "fast",
+        "--format",
+        "none",
+        "--expect-hash",
+        &recorded,
         "--quiet",
     ]));
     let sh = format!("statehouse://{addr}");
@@ -154,7 +177,12 @@ fn tampered_archives_fail_every_reader_and_clean_ones_play() {
     ]));
     let copy = dir.path().join("copy.mcap");
     ok(&run(&["record", &url, "-o", copy.to_str().unwrap()]));
-    ok(&run(&["verify", copy.to_str().unwrap(), "--expect-hash", &recorded]));
+    ok(&run(&[
+        "verify",
+        copy.to_str().unwrap(),
+        "--expect-hash",
+        &recorded,
+    ]));
 
     for crc in [Crc::Recomputed, Crc::Zeroed] {
         let what = |cmd: &str| format!("{crc:?} CRC, {cmd}");
@@ -167,15 +195,26 @@ fn tampered_archives_fail_every_reader_and_clean_ones_play() {
         let out = dir.path().join(format!("out-{crc:?}.jsonl"));
         let rep = dir.path().join(format!("report-{crc:?}.json"));
         let o = run(&[
-            "play", ts, "--pace", "fast", "--format", "jsonl", "-o",
-            out.to_str().unwrap(), "--report", rep.to_str().unwrap(),
+            "play",
+            ts,
+            "--pace",
+            "fast",
+            "--format",
+            "jsonl",
+            "-o",
+            out.to_str().unwrap(),
+            "--report",
+            rep.to_str().unwrap(),
         ]);
         let line = integrity_failure(&o, &what("play"));
         assert!(line.contains(ts) && line.contains("offsets "), "{line}");
         let r = report(&rep);
         assert_eq!(r["outcome"], "failed");
         let last = r["last_offset"].as_u64().unwrap();
-        assert!(last < u64::from(TAMPERED), "played {last}, past the damaged event");
+        assert!(
+            last < u64::from(TAMPERED),
+            "played {last}, past the damaged event"
+        );
         let played = offsets(&out);
         assert_eq!(played.len() as u64, r["events_sent"].as_u64().unwrap());
         assert_eq!(played.last(), Some(&last));
@@ -188,7 +227,13 @@ fn tampered_archives_fail_every_reader_and_clean_ones_play() {
         integrity_failure(&o, &what("export"));
         assert!(!exported.exists(), "a failed export leaves no file");
         // --no-verify reads it (the CRC was fixed up): the opt-out is honest about it.
-        ok(&run(&["export", ts, "--no-verify", "-o", exported.to_str().unwrap()]));
+        ok(&run(&[
+            "export",
+            ts,
+            "--no-verify",
+            "-o",
+            exported.to_str().unwrap(),
+        ]));
 
         // play --into an archive: exit 3 and no archive.
         let into = dir.path().join(format!("into-{crc:?}.mcap"));
@@ -206,7 +251,14 @@ fn tampered_archives_fail_every_reader_and_clean_ones_play() {
         let (_server, addr) = serve(&t, &[]);
         let url = format!("replayscope://{addr}");
         let o = run(&[
-            "play", &url, "--pace", "fast", "--format", "none", "--expect-hash", &recorded,
+            "play",
+            &url,
+            "--pace",
+            "fast",
+            "--format",
+            "none",
+            "--expect-hash",
+            &recorded,
             "--quiet",
         ]);
         let line = integrity_failure(&o, &what("serve + play replayscope://"));
@@ -219,12 +271,17 @@ fn tampered_archives_fail_every_reader_and_clean_ones_play() {
         let rec = dir.path().join(format!("rec-{crc:?}.mcap"));
         let o = run(&["record", &url, "-o", rec.to_str().unwrap()]);
         integrity_failure(&o, &what("record"));
-        assert!(!rec.exists(), "record never leaves an archive over bad input");
+        assert!(
+            !rec.exists(),
+            "record never leaves an archive over bad input"
+        );
 
         // A server told not to verify: the client's own chain catches it at the end.
         let (_server, addr) = serve(&t, &["--no-verify"]);
         let url = format!("replayscope://{addr}");
-        let o = run(&["play", &url, "--pace", "fast", "--format", "none", "--quiet"]);
+        let o = run(&[
+            "play", &url, "--pace", "fast", "--format", "none", "--quiet",
+        ]);
         let line = integrity_failure(&o, &what("serve --no-verify + play replayscope://"));
         assert!(line.contains("the server's chain head"), "{line}");
         let o = run(&["record", &url, "-o", rec.to_str().unwrap()]);

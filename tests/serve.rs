@@ -34,7 +34,6 @@ fn stored(path: &Path) -> Vec<(u64, usize, Bytes)> {
     out
 }
 
-
 /// Waits (bounded) until `cond` holds; the server's state changes asynchronously.
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -608,7 +607,9 @@ async fn seek_moves_the_stream_and_stale_batches_are_marked() {
     let mut after = vec![];
     loop {
         match s.next().await.unwrap().unwrap() {
-            InFrame::Events { events, epoch: 1, .. } => {
+            InFrame::Events {
+                events, epoch: 1, ..
+            } => {
                 let last = offset_of(events.last().unwrap());
                 after.extend(events.iter().map(offset_of));
                 s.ack(last, 1).await;

@@ -64,7 +64,9 @@ pub fn import_cmd(a: ImportArgs) -> Result<()> {
         Some(k) => ImportTarget::Segments(&a.output, k),
         None => ImportTarget::File(&a.output),
     };
-    let max_line = usize::try_from(a.max_line_bytes.0).unwrap_or(usize::MAX).max(1);
+    let max_line = usize::try_from(a.max_line_bytes.0)
+        .unwrap_or(usize::MAX)
+        .max(1);
     let summaries = jsonl::import(input, &name, target, writer_options(&a.archive), max_line)?;
     print_summaries(&summaries);
     Ok(())

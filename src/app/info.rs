@@ -141,7 +141,7 @@ pub fn info_cmd(a: InfoArgs) -> Result<()> {
     )?;
     writeln!(
         out,
-        "final hash    {}",
+        "recorded hash {}",
         info.final_hash.as_deref().unwrap_or("(not recorded)")
     )?;
     writeln!(out, "channels      {}", info.channels.len())?;

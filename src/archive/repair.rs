@@ -72,7 +72,7 @@ pub fn repair(path: &Path) -> Result<Repair> {
             // A last segment with nothing readable: the archive is the segments before it.
             let size = damaged.size();
             drop(archive);
-            let original = with_suffix(&file, ".truncated");
+            let original = kept_aside(path, &file);
             std::fs::rename(&file, &original)
                 .map_err(|e| ArchiveError::io(&file.display().to_string(), e))?;
             return Ok(Repair::Repaired {
@@ -122,7 +122,7 @@ pub fn repair(path: &Path) -> Result<Repair> {
     writer.finish()?;
     let size = damaged.size();
     drop(archive);
-    let original = with_suffix(&file, ".truncated");
+    let original = kept_aside(path, &file);
     let io = |e| ArchiveError::io(&file.display().to_string(), e);
     std::fs::rename(&file, &original).map_err(io)?;
     std::fs::rename(&tmp, &file).map_err(io)?;
@@ -133,6 +133,25 @@ pub fn repair(path: &Path) -> Result<Repair> {
         truncated_at,
         size,
     })
+}
+
+/// Where the damaged original is kept: `FILE.truncated` next to a single-file archive; for a
+/// segment directory, next to the directory (`DIR.NNN.mcap.truncated`), so the directory holds
+/// only segments and later commands have nothing to warn about.
+fn kept_aside(archive: &Path, file: &Path) -> PathBuf {
+    if !archive.is_dir() {
+        return with_suffix(file, ".truncated");
+    }
+    let dir = archive.components().as_path();
+    let dir_name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "segments".into());
+    let file_name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dir.with_file_name(format!("{dir_name}.{file_name}.truncated"))
 }
 
 fn with_suffix(p: &Path, suffix: &str) -> PathBuf {

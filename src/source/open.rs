@@ -82,6 +82,26 @@ pub fn is_endpoint(text: &str) -> bool {
         .is_some_and(|(s, _)| ENDPOINT_SCHEMES.contains(&s))
 }
 
+fn unknown_scheme(text: &str, scheme: &str) -> String {
+    format!(
+        "{text}: unknown scheme {scheme}://; a source is a path, s3://bucket/prefix, \
+         replayscope://host:port, statehouse://host:port or grpc://host:port"
+    )
+}
+
+/// For the commands that read archives only (info, verify, export, serve): a URL other than
+/// `s3://` is a usage error naming what they take.
+pub fn check_archive_name(text: &str) -> Result<(), String> {
+    match text.split_once("://").map(|(s, _)| s) {
+        None | Some("s3") => Ok(()),
+        Some(s) if ENDPOINT_SCHEMES.contains(&s) => Err(format!(
+            "{text}: this command reads an archive (a file, a segment directory or \
+             s3://bucket/prefix), not a network endpoint; `replayscope play {text}` replays it"
+        )),
+        Some(s) => Err(unknown_scheme(text, s)),
+    }
+}
+
 /// Checks the `host:port` of an endpoint URL before any connection is tried: a missing host,
 /// a missing, zero or out-of-range port is a usage error at once, not a round of retries.
 pub fn check_endpoint(url: &str) -> Result<(), String> {
@@ -123,10 +143,7 @@ pub fn open_source(
         && s != "s3"
         && !ENDPOINT_SCHEMES.contains(&s)
     {
-        return Err(OpenError::Usage(format!(
-            "{text}: unknown scheme {s}://; a source is a path, s3://bucket/prefix, \
-             replayscope://host:port, statehouse://host:port or grpc://host:port"
-        )));
+        return Err(OpenError::Usage(unknown_scheme(text, s)));
     }
     let with_scheme = |prefix: &str| match text.split_once("://") {
         Some((_, rest)) => format!("{prefix}://{rest}"),

@@ -343,9 +343,7 @@ async fn produce(
                             ..
                         })) => {
                             reconnect.delivered(last_received);
-                            if verify
-                                && let Some(server) = chain_before
-                            {
+                            if verify && let Some(server) = chain_before {
                                 match chain {
                                     None => chain = Some(HashChain::starting_at(server)),
                                     Some(c) if c.head() != server => {

@@ -39,7 +39,6 @@ pub fn big_archive() -> PathBuf {
     .clone()
 }
 
-
 pub fn open(path: &Path) -> Archive {
     Archive::open(path, OpenOptions::default()).unwrap()
 }

@@ -83,10 +83,11 @@ impl ReplayConfig {
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<(ReplayConfig, PathBuf), ConfigError> {
         let name = path.display().to_string();
-        let text = crate::archive::storage::read_regular_text(path).map_err(|e| ConfigError::Read {
-            path: name.clone(),
-            message: e.to_string(),
-        })?;
+        let text =
+            crate::archive::storage::read_regular_text(path).map_err(|e| ConfigError::Read {
+                path: name.clone(),
+                message: e.to_string(),
+            })?;
         let config = ReplayConfig::parse(&text).map_err(|message| ConfigError::Invalid {
             path: name,
             message,

@@ -13,12 +13,12 @@ use crate::app::config::layer::{layer, layer_opt, layer_parsed, layer_switch};
 use crate::app::config::{ReplayConfig, resolve_path};
 use crate::app::exit::UsageError;
 use crate::app::{parse_expect_hash, parse_hash_flag};
-use crate::source::ChainCheck;
 use crate::archive::Compression;
 use crate::cli::{PlayArgs, PlayFlags, RemoteArgs};
 use crate::event::{Event, ObjectValue, Operation};
 use crate::schedule::Schedule;
 use crate::sink::{AgentMap, OutputFormat};
+use crate::source::ChainCheck;
 use crate::source::open::SourceMode;
 use crate::state::{Entry, KvState, StateKey};
 
