@@ -1,13 +1,14 @@
 //! `replayscope serve` over loopback: throughput of statehouse.v1 Replay (one event per message)
 //! and of replayscope.v1 Session (batched, acked), with the client decoding every event; time to
-//! first event on the 10M archive; server peak RSS with 1 and 16 concurrent streams.
+//! first event on the 10M archive; server peak RSS with 1 and 16 concurrent streams; the cost
+//! of checking the hash chain (scan, play, serve, remote play with and without `--no-verify`).
 //!
 //! The server is the real binary in its own process (`replayscope serve … --listen
 //! 127.0.0.1:0`); the client runs here on a 2-worker tokio runtime.
 //!
 //! ```sh
 //! cargo bench --bench serve                       # everything (builds the archives on first run)
-//! cargo bench --bench serve -- --only throughput  # or: ttfe, rss, remote
+//! cargo bench --bench serve -- --only throughput  # or: ttfe, rss, remote, integrity
 //! ```
 
 #[path = "support.rs"]
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use prost::Message as _;
 use replayscope::archive::{Archive, ArchiveWriter, OpenOptions, WriterOptions};
 use replayscope::event::wire::{NameCache, decode_event};
 use replayscope::event::{Event, ObjectValue, Operation};
@@ -561,5 +563,108 @@ fn main() {
     });
     if only.as_deref().is_none_or(|o| o == "remote") {
         remote(&big);
+    }
+    if only.as_deref().is_none_or(|o| o == "integrity") {
+        rt.block_on(integrity(&big));
+    }
+}
+
+/// (events, seconds) of a whole Session whose client only counts what it receives (so the
+/// server is what is measured), acking each batch.
+async fn session_count(client: &Client) -> (u64, f64) {
+    let start = Instant::now();
+    let mut s = client.session(pb::Open::default()).await.unwrap();
+    let mut n = 0u64;
+    loop {
+        match s.next().await.unwrap().expect("End") {
+            InFrame::Events { events, epoch, .. } => {
+                n += events.len() as u64;
+                let last = pb::ArchivedEvent::decode(events.last().unwrap().clone())
+                    .unwrap()
+                    .offset;
+                s.ack(last, epoch).await;
+            }
+            InFrame::Frame(pb::ServerFrame {
+                frame: Some(pb::server_frame::Frame::End(_)),
+            }) => break,
+            InFrame::Frame(_) => {}
+        }
+    }
+    (n, start.elapsed().as_secs_f64())
+}
+
+/// Every stored event read in order (CRC checked, nothing decoded), with or without the chain.
+fn scan_secs(path: &Path, verify: bool) -> (u64, f64) {
+    let start = Instant::now();
+    let archive = Archive::open(path, OpenOptions::default()).unwrap();
+    let mut cursor = archive.cursor().unwrap().verify_chain(verify);
+    let mut n = 0u64;
+    while let Some(raw) = cursor.next_raw() {
+        std::hint::black_box(raw.unwrap().payload.len());
+        n += 1;
+    }
+    (n, start.elapsed().as_secs_f64())
+}
+
+/// The cost of integrity by default: scan, local play, serve (Session) and remote play of the
+/// 10M archive with the hash chain checked (the default) and with `--no-verify`, interleaved,
+/// three rounds; throughput with verification as a ratio of throughput without.
+async fn integrity(big: &Path) {
+    println!("## integrity: hash chain checked (default) vs --no-verify, 10M archive, 3 interleaved rounds");
+    let big_s = big.display().to_string();
+    let mut rows: Vec<(&str, Vec<f64>, Vec<f64>)> = vec![
+        ("scan (read, CRC, no decode)", vec![], vec![]),
+        ("play --format none (local)", vec![], vec![]),
+        ("serve: one Session, every agent", vec![], vec![]),
+        ("play replayscope:// --format none", vec![], vec![]),
+    ];
+    for round in 1..=3 {
+        for verify in [true, false] {
+            let no_verify: &[&str] = if verify { &[] } else { &["--no-verify"] };
+            let mut rates = vec![];
+            let (n, secs) = scan_secs(big, verify);
+            rates.push(n as f64 / secs);
+            let (secs, report) = play_secs(&big_s, no_verify);
+            rates.push(report["events_sent"].as_u64().unwrap() as f64 / secs);
+            let server = ServerProcess::start(big, no_verify);
+            let client = Client::connect(&server.addr, ConnectOptions::default())
+                .await
+                .unwrap();
+            let (n, secs) = session_count(&client).await;
+            rates.push(n as f64 / secs);
+            let url = format!("replayscope://{}", server.addr);
+            let (secs, report) = play_secs(&url, no_verify);
+            rates.push(report["events_sent"].as_u64().unwrap() as f64 / secs);
+            drop(server);
+            let label = if verify { "verify" } else { "no-verify" };
+            println!(
+                "round {round} {label:<9}: scan {:.0}, play {:.0}, serve {:.0}, remote play {:.0} events/s",
+                rates[0], rates[1], rates[2], rates[3]
+            );
+            for (row, rate) in rows.iter_mut().zip(rates) {
+                if verify { row.1.push(rate) } else { row.2.push(rate) }
+            }
+        }
+    }
+    println!();
+    println!("| 10M events | verified (default), events/s | --no-verify, events/s | ratio (verified / not) |");
+    println!("|---|---|---|---|");
+    let span = |v: &[f64]| {
+        let (lo, hi) = v.iter().fold((f64::MAX, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
+        let median = {
+            let mut s = v.to_vec();
+            s.sort_by(f64::total_cmp);
+            s[s.len() / 2]
+        };
+        (median, lo, hi)
+    };
+    for (what, on, off) in &rows {
+        let ((m_on, lo_on, hi_on), (m_off, lo_off, hi_off)) = (span(on), span(off));
+        let ratios: Vec<f64> = on.iter().zip(off).map(|(a, b)| a / b).collect();
+        let (r, rlo, rhi) = span(&ratios);
+        println!(
+            "| {what} | {:.0}k ({:.0}k–{:.0}k) | {:.0}k ({:.0}k–{:.0}k) | {r:.2} ({rlo:.2}–{rhi:.2}) |",
+            m_on / 1e3, lo_on / 1e3, hi_on / 1e3, m_off / 1e3, lo_off / 1e3, hi_off / 1e3
+        );
     }
 }
