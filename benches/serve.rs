@@ -593,17 +593,32 @@ async fn session_count(client: &Client) -> (u64, f64) {
     (n, start.elapsed().as_secs_f64())
 }
 
-/// Every stored event read in order (CRC checked, nothing decoded), with or without the chain.
-fn scan_secs(path: &Path, verify: bool) -> (u64, f64) {
+/// Every stored event read in order (CRC checked, nothing decoded), with or without the chain:
+/// (events, seconds, payload bytes).
+fn scan_secs(path: &Path, verify: bool) -> (u64, f64, u64) {
     let start = Instant::now();
     let archive = Archive::open(path, OpenOptions::default()).unwrap();
     let mut cursor = archive.cursor().unwrap().verify_chain(verify);
-    let mut n = 0u64;
+    let (mut n, mut bytes) = (0u64, 0u64);
     while let Some(raw) = cursor.next_raw() {
-        std::hint::black_box(raw.unwrap().payload.len());
+        bytes += raw.unwrap().payload.len() as u64;
         n += 1;
     }
-    (n, start.elapsed().as_secs_f64())
+    (n, start.elapsed().as_secs_f64(), bytes)
+}
+
+/// One step of the hash chain (`h = BLAKE3(h || payload)`) over a payload of `len` bytes, on
+/// one core: nanoseconds per event, the floor of what verification costs.
+fn chain_step_ns(len: usize) -> f64 {
+    let payload = vec![0x5au8; len];
+    let mut chain = replayscope::archive::integrity::HashChain::new();
+    let n = 2_000_000;
+    let start = Instant::now();
+    for _ in 0..n {
+        chain.push(&payload);
+    }
+    std::hint::black_box(chain.head());
+    start.elapsed().as_secs_f64() / n as f64 * 1e9
 }
 
 /// The cost of integrity by default: scan, local play, serve (Session) and remote play of the
@@ -618,12 +633,14 @@ async fn integrity(big: &Path) {
         ("serve: one Session, every agent", vec![], vec![]),
         ("play replayscope:// --format none", vec![], vec![]),
     ];
+    let mut mean_payload = 0;
     for round in 1..=3 {
         for verify in [true, false] {
             let no_verify: &[&str] = if verify { &[] } else { &["--no-verify"] };
             let mut rates = vec![];
-            let (n, secs) = scan_secs(big, verify);
+            let (n, secs, bytes) = scan_secs(big, verify);
             rates.push(n as f64 / secs);
+            mean_payload = bytes / n.max(1);
             let (secs, report) = play_secs(&big_s, no_verify);
             rates.push(report["events_sent"].as_u64().unwrap() as f64 / secs);
             let server = ServerProcess::start(big, no_verify);
@@ -646,6 +663,13 @@ async fn integrity(big: &Path) {
             }
         }
     }
+    let steps: Vec<f64> = (0..3).map(|_| chain_step_ns(mean_payload as usize)).collect();
+    println!(
+        "one chain step over a {mean_payload}-byte payload (the archive's mean), one core: {:.0} ns ({:.0}–{:.0})",
+        steps[1],
+        steps.iter().copied().fold(f64::MAX, f64::min),
+        steps.iter().copied().fold(0.0, f64::max)
+    );
     println!();
     println!("| 10M events | verified (default), events/s | --no-verify, events/s | ratio (verified / not) |");
     println!("|---|---|---|---|");

@@ -678,11 +678,6 @@ impl ParsedChunk {
     fn parse(data: Bytes, chain_before: Option<[u8; 32]>, hash: bool) -> ParsedChunk {
         let mut messages = Vec::with_capacity(data.len() / 256);
         let mut error = None;
-        let mut chain = chain_before.filter(|_| hash).map(HashChain::starting_at);
-        let mut heads = Vec::new();
-        if chain.is_some() {
-            heads.reserve(messages.capacity());
-        }
         for item in ChunkMessages::new(&data) {
             match item {
                 Ok((channel_id, payload, at)) => {
@@ -691,10 +686,6 @@ impl ParsedChunk {
                         break;
                     };
                     let start = at + format::RECORD_PREFIX as usize + format::MESSAGE_HEADER_LEN;
-                    if let Some(c) = chain.as_mut() {
-                        c.push(payload);
-                        heads.push(c.head());
-                    }
                     messages.push(MessageEntry {
                         start: start as u32,
                         len: payload.len() as u32,
@@ -708,20 +699,33 @@ impl ParsedChunk {
                 }
             }
         }
-        // A chunk that did not parse to its end has no trustworthy chain head.
-        let chain_after = if error.is_none() {
-            chain.map(|c| c.head())
-        } else {
-            None
-        };
-        ParsedChunk {
+        let mut parsed = ParsedChunk {
             data,
             messages,
             error,
             chain_before,
-            chain_after,
-            heads,
+            chain_after: None,
+            heads: Vec::new(),
+        };
+        if hash && let Some(before) = chain_before {
+            parsed.hash_from(before);
         }
+        parsed
+    }
+
+    /// Runs the chain over the messages from `before`: the head after each, and after the chunk
+    /// (unless the chunk did not parse to its end).
+    fn hash_from(&mut self, before: [u8; 32]) {
+        let mut chain = HashChain::starting_at(before);
+        let mut heads = Vec::with_capacity(self.messages.len());
+        for m in &self.messages {
+            let at = m.start as usize;
+            chain.push(&self.data[at..at + m.len as usize]);
+            heads.push(chain.head());
+        }
+        self.chain_before = Some(before);
+        self.heads = heads;
+        self.chain_after = self.error.is_none().then(|| chain.head());
     }
 
     /// The chain head after the first `n` messages, when known.
@@ -1090,6 +1094,9 @@ struct Prefetch {
 }
 
 impl Prefetch {
+    /// Reads (decompresses, CRC-checks, parses) the chunks from `from` on one thread; with a
+    /// known `chain_before`, a second thread runs the hash chain over them, so hashing (BLAKE3
+    /// over every payload, the dearest part of a verified read) does not slow the reading.
     fn start(
         archive: Archive,
         from: (usize, usize),
@@ -1098,43 +1105,20 @@ impl Prefetch {
     ) -> Prefetch {
         let handle = archive.clone();
         let (tx, rx) = std::sync::mpsc::sync_channel::<Prefetched>(PREFETCH_CHUNKS);
-        let spawned = std::thread::Builder::new()
-            .name("replayscope-read-ahead".into())
-            .spawn(move || {
-                let segs = &archive.inner.segments;
-                let (mut s, mut c) = from;
-                let mut chain = chain_before.map(HashChain::starting_at);
-                while let Some(seg) = segs.get(s) {
-                    let Some(loc) = seg.chunks.get(c) else {
-                        s += 1;
-                        c = 0;
-                        if let Some(start) = segs.get(s).and_then(|n| n.meta.as_ref()) {
-                            chain = Some(HashChain::starting_at(start.chain_start));
-                        }
-                        continue;
-                    };
-                    if until.is_some_and(|u| loc.span.first_offset > u) {
-                        return;
-                    }
-                    let item =
-                        read_chunk(seg.storage.as_ref(), loc.start, loc.length).map(|data| {
-                            let parsed = ParsedChunk::parse(
-                                Bytes::from(data),
-                                chain.map(|c| c.head()),
-                                true,
-                            );
-                            chain = parsed.chain_after.map(HashChain::starting_at);
-                            parsed
-                        });
-                    let failed = item.is_err();
-                    if tx.send(item).is_err() || failed {
-                        return;
-                    }
-                    c += 1;
-                }
-            });
+        let spawned = match chain_before {
+            None => spawn_reader(archive, from, until, tx, |_, chunk| chunk),
+            Some(chain) => {
+                let (read_tx, read_rx) = std::sync::mpsc::sync_channel(PREFETCH_CHUNKS);
+                spawn_reader(archive.clone(), from, until, read_tx, ReadChunk).and_then(|()| {
+                    std::thread::Builder::new()
+                        .name("replayscope-hash".into())
+                        .spawn(move || hash_chunks(&archive, from.0, chain, read_rx, tx))
+                        .map(|_| ())
+                })
+            }
+        };
         let rx = match spawned {
-            Ok(_) => rx,
+            Ok(()) => rx,
             Err(e) => {
                 // No thread: the receiver reports it on first use.
                 let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -1166,6 +1150,75 @@ impl Prefetch {
             self.next = (self.next.0 + 1, 0);
         }
         item
+    }
+}
+
+/// The read-ahead thread: reads, decompresses, CRC-checks and parses the chunks from `from`
+/// (up to `until`) into `tx`, each with the segment it belongs to when `tx` wants it.
+fn spawn_reader<T: Send + 'static>(
+    archive: Archive,
+    from: (usize, usize),
+    until: Option<u64>,
+    tx: std::sync::mpsc::SyncSender<T>,
+    wrap: fn(usize, Prefetched) -> T,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("replayscope-read-ahead".into())
+        .spawn(move || {
+            let segs = &archive.inner.segments;
+            let (mut s, mut c) = from;
+            while let Some(seg) = segs.get(s) {
+                let Some(loc) = seg.chunks.get(c) else {
+                    s += 1;
+                    c = 0;
+                    continue;
+                };
+                if until.is_some_and(|u| loc.span.first_offset > u) {
+                    return;
+                }
+                let item = read_chunk(seg.storage.as_ref(), loc.start, loc.length)
+                    .map(|data| ParsedChunk::parse(Bytes::from(data), None, false));
+                let failed = item.is_err();
+                if tx.send(wrap(s, item)).is_err() || failed {
+                    return;
+                }
+                c += 1;
+            }
+        })
+        .map(|_| ())
+}
+
+/// A chunk from the reader and the segment it is in.
+struct ReadChunk(usize, Prefetched);
+
+/// The hash thread: runs the chain over each chunk the reader parsed, from `chain` (the head
+/// before the first one), continuing into each next segment from its recorded chain start.
+fn hash_chunks(
+    archive: &Archive,
+    first_seg: usize,
+    chain: [u8; 32],
+    rx: std::sync::mpsc::Receiver<ReadChunk>,
+    tx: std::sync::mpsc::SyncSender<Prefetched>,
+) {
+    let segs = &archive.inner.segments;
+    let mut seg = first_seg;
+    let mut chain = Some(chain);
+    for ReadChunk(s, item) in rx {
+        if s != seg {
+            seg = s;
+            chain = segs[s].meta.as_ref().map(|m| m.chain_start);
+        }
+        let item = item.map(|mut parsed| {
+            if let Some(before) = chain {
+                parsed.hash_from(before);
+            }
+            chain = parsed.chain_after;
+            parsed
+        });
+        let failed = item.is_err();
+        if tx.send(item).is_err() || failed {
+            return;
+        }
     }
 }
 
