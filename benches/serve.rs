@@ -625,7 +625,9 @@ fn chain_step_ns(len: usize) -> f64 {
 /// 10M archive with the hash chain checked (the default) and with `--no-verify`, interleaved,
 /// three rounds; throughput with verification as a ratio of throughput without.
 async fn integrity(big: &Path) {
-    println!("## integrity: hash chain checked (default) vs --no-verify, 10M archive, 3 interleaved rounds");
+    println!(
+        "## integrity: hash chain checked (default) vs --no-verify, 10M archive, 3 interleaved rounds"
+    );
     let big_s = big.display().to_string();
     let mut rows: Vec<(&str, Vec<f64>, Vec<f64>)> = vec![
         ("scan (read, CRC, no decode)", vec![], vec![]),
@@ -659,11 +661,17 @@ async fn integrity(big: &Path) {
                 rates[0], rates[1], rates[2], rates[3]
             );
             for (row, rate) in rows.iter_mut().zip(rates) {
-                if verify { row.1.push(rate) } else { row.2.push(rate) }
+                if verify {
+                    row.1.push(rate)
+                } else {
+                    row.2.push(rate)
+                }
             }
         }
     }
-    let steps: Vec<f64> = (0..3).map(|_| chain_step_ns(mean_payload as usize)).collect();
+    let steps: Vec<f64> = (0..3)
+        .map(|_| chain_step_ns(mean_payload as usize))
+        .collect();
     println!(
         "one chain step over a {mean_payload}-byte payload (the archive's mean), one core: {:.0} ns ({:.0}–{:.0})",
         steps[1],
@@ -671,10 +679,14 @@ async fn integrity(big: &Path) {
         steps.iter().copied().fold(0.0, f64::max)
     );
     println!();
-    println!("| 10M events | verified (default), events/s | --no-verify, events/s | ratio (verified / not) |");
+    println!(
+        "| 10M events | verified (default), events/s | --no-verify, events/s | ratio (verified / not) |"
+    );
     println!("|---|---|---|---|");
     let span = |v: &[f64]| {
-        let (lo, hi) = v.iter().fold((f64::MAX, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
+        let (lo, hi) = v
+            .iter()
+            .fold((f64::MAX, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
         let median = {
             let mut s = v.to_vec();
             s.sort_by(f64::total_cmp);
@@ -688,7 +700,12 @@ async fn integrity(big: &Path) {
         let (r, rlo, rhi) = span(&ratios);
         println!(
             "| {what} | {:.0}k ({:.0}k–{:.0}k) | {:.0}k ({:.0}k–{:.0}k) | {r:.2} ({rlo:.2}–{rhi:.2}) |",
-            m_on / 1e3, lo_on / 1e3, hi_on / 1e3, m_off / 1e3, lo_off / 1e3, hi_off / 1e3
+            m_on / 1e3,
+            lo_on / 1e3,
+            hi_on / 1e3,
+            m_off / 1e3,
+            lo_off / 1e3,
+            hi_off / 1e3
         );
     }
 }

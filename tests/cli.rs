@@ -495,6 +495,19 @@ fn special_files_and_endless_lines_never_hang() {
         assert_one_line_error(&r, 2, &["not a regular file"]);
         assert!(!out.exists(), "{args:?} left output");
     }
+    // A FIFO (or /dev/null) as the output is written as it is, never replaced by a file.
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap().lines().count())
+    };
+    let (r, _) = run_bounded(&["export", SAMPLE_ARCHIVE, "--until", "99", "-o", f], None);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert_eq!(reader.join().unwrap(), 100);
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::metadata(&fifo).unwrap().file_type().is_fifo(),
+        "the FIFO is still one"
+    );
     // `import -` streams by design: an endless line fails at the line limit, memory bounded.
     let zero = std::fs::File::open("/dev/zero").unwrap();
     let (r, _) = run_bounded(

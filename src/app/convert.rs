@@ -100,7 +100,7 @@ pub fn export_cmd(a: ExportArgs) -> Result<()> {
     let n = match a.output.as_deref().filter(|p| *p != Path::new("-")) {
         // Written under a temporary name and renamed into place: a failed export (a damaged
         // chunk, a full disk) leaves no partial file.
-        Some(path) => {
+        Some(path) if crate::archive::storage::is_regular_or_absent(path) => {
             let temp = partial_name(path);
             let written = File::create(&temp)
                 .map_err(|e| ArchiveError::io(&out_name, e))
@@ -115,6 +115,14 @@ pub fn export_cmd(a: ExportArgs) -> Result<()> {
                 let _ = std::fs::remove_file(&temp);
             }
             written?
+        }
+        // A device or a FIFO (`-o /dev/null`) is written as it is.
+        Some(path) => {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| ArchiveError::io(&out_name, e))?;
+            jsonl::export(&mut cursor, BufWriter::with_capacity(1 << 20, f), &out_name)?
         }
         None => {
             let stdout = std::io::stdout().lock();

@@ -82,7 +82,7 @@ pub fn record_cmd(a: RecordArgs) -> Result<()> {
         }
         Some(failure @ RunFailure::Integrity(_)) => {
             for s in &summaries {
-                std::fs::remove_file(&s.path).map_err(|e| {
+                crate::archive::storage::remove_partial(&s.path).map_err(|e| {
                     RunFailure::Failed(format!("cannot remove {}: {e}", s.path.display()))
                 })?;
             }

@@ -82,7 +82,7 @@ pub fn import(
     let result = import_into(input, input_name, target, options, max_line_bytes);
     if result.is_err() {
         let _ = match (is_dir, existed) {
-            (false, _) => std::fs::remove_file(&path),
+            (false, _) => crate::archive::storage::remove_partial(&path),
             (true, false) => std::fs::remove_dir_all(&path),
             // A directory that was there before keeps what else it held.
             (true, true) => remove_segments(&path),
@@ -97,7 +97,7 @@ fn remove_segments(dir: &Path) -> std::io::Result<()> {
         let path = entry?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if crate::archive::segments::segment_offset(name).is_some() {
-            std::fs::remove_file(&path)?;
+            crate::archive::storage::remove_partial(&path)?;
         }
     }
     Ok(())

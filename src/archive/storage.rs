@@ -52,6 +52,25 @@ pub fn check_not_special(path: &Path) -> io::Result<()> {
     ))
 }
 
+/// Whether `path` is missing or a regular file: only then may a command write a file next to it
+/// and rename it into place, or remove it after a failure (`-o /dev/null` stays a device).
+pub fn is_regular_or_absent(path: &Path) -> bool {
+    match std::fs::metadata(path) {
+        Ok(m) => m.is_file(),
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
+    }
+}
+
+/// Removes a partial output a failed command wrote, if it is a regular file.
+pub fn remove_partial(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() => std::fs::remove_file(path),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// A whole small file (a config, token, certificate), refusing special files.
 pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
     check_not_special(path)?;

@@ -297,6 +297,7 @@ async fn produce(
     // against every later one and End's. A filtered stream has gaps: the server checks it.
     let verify = req.chain.is_on() && req.filter.is_empty();
     let mut chain: Option<HashChain> = None;
+    let mut unverified = false;
     // The last offset received, and the session to resume.
     let mut last_received: Option<u64> = None;
     let mut session_id = String::new();
@@ -343,6 +344,10 @@ async fn produce(
                             ..
                         })) => {
                             reconnect.delivered(last_received);
+                            if verify && chain.is_none() && chain_before.is_none() && !unverified {
+                                unverified = true;
+                                tracing::warn!(endpoint = %name, "the server sends no chain head (started with --no-verify?): what is received is not verified");
+                            }
                             if verify && let Some(server) = chain_before {
                                 match chain {
                                     None => chain = Some(HashChain::starting_at(server)),

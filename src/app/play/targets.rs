@@ -160,7 +160,7 @@ pub fn archive_written(
             ) =>
         {
             for s in &summaries {
-                if let Err(e) = std::fs::remove_file(&s.path) {
+                if let Err(e) = crate::archive::storage::remove_partial(&s.path) {
                     tracing::warn!(path = %s.path.display(), "cannot remove the partial archive: {e}");
                 }
             }
@@ -265,7 +265,12 @@ pub fn check_hashes(plan: &PlayPlan, play: &mut Report) -> Option<color_eyre::Re
             play.last_offset
                 .map_or_else(|| "-".to_string(), |o| o.to_string()),
             hex(&expected),
-            if got.is_empty() { "(unknown)" } else { &got }
+            if got.is_empty() {
+                "none (this run could not compute the chain: --no-verify, a filtered remote \
+                 stream or a Statehouse daemon)"
+            } else {
+                &got
+            }
         );
         return Some(fail(
             play,
