@@ -222,6 +222,9 @@ async fn stalled_sessions() {
     })
     .await;
     let since_admitted = admitted.elapsed();
+    eprintln!(
+        "Session: served {since_admitted:?} after {STALLERS} stalled sessions took every slot"
+    );
     assert!(
         since_admitted <= IDLE + Duration::from_secs(1),
         "served {since_admitted:?} after the stalled sessions took every slot (waited {waited:?})"
@@ -278,6 +281,7 @@ async fn stalled_replays() {
     })
     .await;
     let since_admitted = admitted.elapsed();
+    eprintln!("Replay: served {since_admitted:?} after {STALLERS} stalled replays took every slot");
     assert!(
         since_admitted <= IDLE + Duration::from_secs(1),
         "served {since_admitted:?} after the stalled replays took every slot (waited {waited:?})"
