@@ -56,7 +56,7 @@ pub enum ArchiveError {
         path: String,
         at: u64,
         size: u64,
-        /// Describes the readable prefix, e.g. "; events 0..=3999 are readable".
+        /// Describes the readable prefix, e.g. "; events 0 to 3999 are readable".
         prefix: String,
     },
     #[error(

@@ -7,7 +7,7 @@
 //! - [`wire`]: the gRPC plumbing (protos, pass-through codecs, clients, the reconnect state
 //!   machine) that `server` and `source` share and never import each other through;
 //! - the core, which knows no tonic, ratatui, crossterm or clap: [`player`], [`state`],
-//!   [`flow`], [`schedule`], [`archive`], [`event`].
+//!   [`flow`], [`schedule`], [`archive`], [`event`], [`text`].
 
 pub mod app;
 pub mod archive;
@@ -24,5 +24,6 @@ pub mod server;
 pub mod sink;
 pub mod source;
 pub mod state;
+pub mod text;
 pub mod tui;
 pub mod wire;

@@ -886,7 +886,7 @@ impl<S: Sink> Player<S> {
             SeekTarget::Position(p) => match self.source.resolve(p, false) {
                 Ok(Some(o)) if o <= last => Ok(o.max(first)),
                 Ok(_) => Err(format!(
-                    "{p} is past the end of the range (offsets {first}..={last})"
+                    "{p} is past the end of the range (offsets {first} to {last})"
                 )),
                 Err(e) => Err(e.to_string()),
             },

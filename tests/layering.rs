@@ -45,7 +45,9 @@ fn code_lines(text: &str) -> Vec<(usize, String)> {
         .collect()
 }
 
-const CORE: [&str; 6] = ["event", "archive", "flow", "player", "state", "schedule"];
+const CORE: [&str; 7] = [
+    "event", "archive", "flow", "player", "state", "schedule", "text",
+];
 const UPPER: [&str; 8] = [
     "app", "cli", "tui", "server", "sink", "metrics", "logging", "main",
 ];

@@ -56,7 +56,7 @@ impl Drop for Tmux {
     }
 }
 
-/// The offset in the timeline line `#N of A..=B`.
+/// The offset in the timeline line `#N of A–B` (N with thousands separators).
 fn position(screen: &str) -> Option<u64> {
     screen
         .lines()
@@ -65,7 +65,7 @@ fn position(screen: &str) -> Option<u64> {
                 .strip_prefix('#')
                 .and_then(|r| r.split(" of ").next())
         })
-        .and_then(|n| n.trim().parse().ok())
+        .and_then(|n| n.trim().replace(',', "").parse().ok())
 }
 
 #[test]
@@ -118,7 +118,7 @@ fn the_inspector_in_a_real_terminal() {
     t.keys(&["."]);
     t.wait_for("one step", limit, |s| position(s) == Some(paused_at + 1));
 
-    // Seek to 50 % of 0..=5999: offset 3000 becomes the current event.
+    // Seek to 50 % of 0–5999: offset 3000 becomes the current event.
     t.keys(&["g"]);
     t.wait_for("the seek prompt", limit, |s| s.contains("> "));
     t.keys(&["5", "0", "%"]);
@@ -129,7 +129,7 @@ fn the_inspector_in_a_real_terminal() {
     // An invalid target is refused inline.
     t.keys(&["g", "9", "9", "9", "9", "9"]);
     t.wait_for("inline validation", limit, |s| {
-        s.contains("outside 0..=5999")
+        s.contains("outside offsets 0 to 5999")
     });
     t.keys(&["Escape"]);
     // ESC and a key right behind it read as Alt+key: wait for the prompt to close first.

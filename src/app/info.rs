@@ -110,14 +110,14 @@ pub fn info_cmd(a: InfoArgs) -> Result<()> {
     )?;
     writeln!(
         out,
-        "events        {} (offsets {}..={})",
+        "events        {} (offsets {} to {})",
         info.events,
         opt(info.first_offset),
         opt(info.last_offset)
     )?;
     writeln!(
         out,
-        "commit_ts     @{}..=@{}",
+        "commit_ts     @{} to @{}",
         opt(info.first_commit_ts),
         opt(info.last_commit_ts)
     )?;

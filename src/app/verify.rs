@@ -40,7 +40,7 @@ pub fn verify_cmd(a: VerifyArgs) -> Result<()> {
                 "repaired {}: kept {}, dropped bytes {truncated_at}..{size} (the incomplete tail); \
                  the damaged original is {}",
                 file.display(),
-                kept.map(|(f, l)| format!("offsets {f}..={l} ({} events)", l - f + 1))
+                kept.map(|(f, l)| format!("offsets {f} to {l} ({} events)", l - f + 1))
                     .unwrap_or_else(|| "no events".into()),
                 original.display()
             ),
@@ -54,7 +54,7 @@ pub fn verify_cmd(a: VerifyArgs) -> Result<()> {
         writeln!(out)?;
     } else {
         let range = match (report.first_offset, report.last_offset) {
-            (Some(f), Some(l)) => format!("offsets {f}..={l}"),
+            (Some(f), Some(l)) => format!("offsets {f} to {l}"),
             _ => "empty".into(),
         };
         writeln!(

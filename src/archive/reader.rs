@@ -352,13 +352,13 @@ impl Archive {
         match (self.first_offset(), self.last_offset()) {
             (Some(a), Some(b)) => {
                 let mut s = format!(
-                    "offsets {a}..={b}, commit_ts @{}..=@{}",
+                    "offsets {a} to {b}, commit_ts @{} to @{}",
                     self.first_commit_ts().unwrap_or(0),
                     self.last_commit_ts().unwrap_or(0)
                 );
                 if let (Some(t0), Some(t1)) = (self.first_time_ns(), self.last_time_ns()) {
                     s.push_str(&format!(
-                        ", time {}..={}",
+                        ", time {} to {}",
                         format_time_ns(t0),
                         format_time_ns(t1)
                     ));
@@ -1367,7 +1367,7 @@ impl Opener {
             if !self.options.allow_truncated {
                 let prefix = match (scan.chunks.first(), scan.chunks.last()) {
                     (Some(a), Some(b)) => format!(
-                        "; events {}..={} are readable",
+                        "; events {} to {} are readable",
                         a.span.first_offset,
                         b.span.last_offset()
                     ),

@@ -13,7 +13,7 @@ pub trait RingItem: Clone {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RingError {
     #[error(
-        "offset {requested} is no longer held by the replay ring (it holds offsets {oldest}..={newest})"
+        "offset {requested} is no longer held by the replay ring (it holds offsets {oldest} to {newest})"
     )]
     Evicted {
         requested: u64,
@@ -190,7 +190,7 @@ mod tests {
                 newest: 14
             }
         );
-        assert!(err.to_string().contains("5..=14"));
+        assert!(err.to_string().contains("offsets 5 to 14"));
         assert!(matches!(r.from_offset(20), Err(RingError::Ahead { .. })));
         assert_eq!(r.get(12), Some(&Item(12, 10)));
         assert_eq!(r.get(2), None);

@@ -189,7 +189,7 @@ impl Source for RemoteSource {
             if o < first || o > last {
                 return Err(err(
                     &self.info.name,
-                    format!("offset {o} is outside the source (offsets {first}..={last})"),
+                    format!("offset {o} is outside the source (offsets {first} to {last})"),
                 ));
             }
             return Ok(Some(o));

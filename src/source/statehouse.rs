@@ -173,7 +173,7 @@ impl Source for StatehouseSource {
             Position::Offset(o) if at_or_before => Ok(Some(o.min(last))),
             Position::Offset(o) if o > last => Err(err(
                 &self.info.name,
-                format!("offset {o} is outside the source (offsets 0..={last})"),
+                format!("offset {o} is outside the source (offsets 0 to {last})"),
             )),
             Position::Offset(o) => Ok(Some(o)),
             Position::CommitTs(t) => {

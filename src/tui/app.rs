@@ -314,20 +314,20 @@ pub fn parse_seek(input: &str, source: &SourceInfo) -> Result<SeekTarget, String
             if let (Some(f), Some(l)) = (source.first_offset, source.last_offset)
                 && (o < f || o > l)
             {
-                return Err(format!("offset {o} is outside {f}..={l}"));
+                return Err(format!("offset {o} is outside offsets {f} to {l}"));
             }
         }
         Position::CommitTs(ts) => {
             if let (Some(f), Some(l)) = (source.first_commit_ts, source.last_commit_ts)
                 && (ts < f || ts > l)
             {
-                return Err(format!("@{ts} is outside @{f}..=@{l}"));
+                return Err(format!("@{ts} is outside @{f} to @{l}"));
             }
         }
         Position::Time(ns) => match (source.first_time_ns, source.last_time_ns) {
             (Some(f), Some(l)) if ns < f || ns > l => {
                 return Err(format!(
-                    "{} is outside {}..={}",
+                    "{} is outside {} to {}",
                     crate::event::format_time_ns(ns),
                     crate::event::format_time_ns(f),
                     crate::event::format_time_ns(l)
@@ -350,7 +350,9 @@ fn parse_resume(input: &str, source: &SourceInfo) -> Result<u64, String> {
         .parse()
         .map_err(|_| format!("{:?} is not an offset", input.trim()))?;
     match (source.first_offset, source.last_offset) {
-        (Some(f), Some(l)) if o < f || o > l => Err(format!("offset {o} is outside {f}..={l}")),
+        (Some(f), Some(l)) if o < f || o > l => {
+            Err(format!("offset {o} is outside offsets {f} to {l}"))
+        }
         _ => Ok(o),
     }
 }
@@ -599,7 +601,7 @@ mod tests {
         assert!(
             parse_seek("120", &s)
                 .unwrap_err()
-                .contains("outside 0..=99")
+                .contains("outside offsets 0 to 99")
         );
         assert!(
             parse_seek("150%", &s)
@@ -609,7 +611,7 @@ mod tests {
         assert!(
             parse_seek("@999", &s)
                 .unwrap_err()
-                .contains("outside @1..=@130")
+                .contains("outside @1 to @130")
         );
         assert!(
             parse_seek("soon", &s)

@@ -49,10 +49,10 @@ pub async fn dry_run(plan: &PlayPlan) -> Result<()> {
     Ok(())
 }
 
-/// Offsets as `first..=last` ("-" for an end that is not known).
+/// Offsets as `first to last` ("-" for an end that is not known).
 fn range_text(first: Option<u64>, last: Option<u64>) -> String {
     let show = |o: Option<u64>| o.map_or("-".to_string(), |o| o.to_string());
-    format!("{}..={}", show(first), show(last))
+    format!("{} to {}", show(first), show(last))
 }
 
 /// The range is not empty and its first event is there and decodes.

@@ -25,7 +25,7 @@ pub fn render_report(frame: &mut Frame, area: Rect, model: &Model, r: &crate::pl
             r.achieved_rate
         )),
         Line::from(format!(
-            "offsets {}..={}",
+            "offsets {} to {}",
             r.first_offset.map_or("-".into(), |o| o.to_string()),
             r.last_offset.map_or("-".into(), |o| o.to_string())
         )),

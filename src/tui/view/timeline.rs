@@ -37,10 +37,15 @@ pub fn render_timeline(frame: &mut Frame, area: Rect, model: &Model, compact: bo
         _ => String::new(),
     };
     let ring = match (s.ring.oldest_offset, s.ring.newest_offset) {
-        (Some(a), Some(b)) => format!("  ring #{a}..#{b}"),
+        (Some(a), Some(b)) => format!("  ring {}", crate::text::range_screen(a, b)),
         _ => String::new(),
     };
-    let label = format!("#{pos} of {first}..={last}  {:.1}%{time}{ring}", r * 100.0);
+    let label = format!(
+        "#{} of {}  {:.1}%{time}{ring}",
+        crate::text::thousands(pos),
+        crate::text::range_screen(first, last),
+        r * 100.0
+    );
     if compact {
         frame.render_widget(
             LineGauge::default()

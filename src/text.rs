@@ -1,0 +1,55 @@
+//! What users read (DESIGN.md section 15): numbers and ranges written for people, not in Rust
+//! syntax. Ranges are `0 to 5999` in sentences and `0–5,999` on screen; screen numbers carry
+//! thousands separators; counts agree with their nouns.
+
+/// `5999` -> `5,999`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// An inclusive range in a sentence: `0 to 5999` (one value: `7`).
+pub fn range_words(first: impl std::fmt::Display, last: impl std::fmt::Display) -> String {
+    let (a, b) = (first.to_string(), last.to_string());
+    if a == b { a } else { format!("{a} to {b}") }
+}
+
+/// An inclusive range of numbers on screen: `0–5,999`.
+pub fn range_screen(first: u64, last: u64) -> String {
+    if first == last {
+        thousands(first)
+    } else {
+        format!("{}–{}", thousands(first), thousands(last))
+    }
+}
+
+/// `1 key`, `2 keys`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_and_ranges_for_people() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(5999), "5,999");
+        assert_eq!(thousands(10_000_000), "10,000,000");
+        assert_eq!(range_words(0, 5999), "0 to 5999");
+        assert_eq!(range_words("@1", "@7887"), "@1 to @7887");
+        assert_eq!(range_words(3, 3), "3");
+        assert_eq!(range_screen(0, 5999), "0–5,999");
+        assert_eq!(count(1, "key", "keys"), "1 key");
+        assert_eq!(count(2, "chunk", "chunks"), "2 chunks");
+    }
+}
