@@ -487,14 +487,23 @@ impl Server {
             .set_serving::<replay::StatehouseServer>()
             .await;
         health_reporter.set_serving::<service::ReplayServer>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::wire::proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // v1, and v1alpha for the clients that speak only that (Python's grpcio-reflection,
+        // older grpcurl, Postman, Evans).
+        let reflection_builder = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::wire::proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_error = |e: tonic_reflection::server::Error| ServeError::Transport {
+            addr,
+            message: format!("reflection: {e}"),
+        };
+        let reflection = reflection_builder()
             .build_v1()
-            .map_err(|e| ServeError::Transport {
-                addr,
-                message: format!("reflection: {e}"),
-            })?;
+            .map_err(reflection_error)?;
+        let reflection_v1alpha = reflection_builder()
+            .build_v1alpha()
+            .map_err(reflection_error)?;
 
         let mut builder = tonic::transport::Server::builder()
             .initial_stream_window_size(Some(4 * 1024 * 1024))
@@ -520,6 +529,11 @@ impl Server {
             .add_service(health)
             .add_service(auth::RequireToken::new(
                 reflection,
+                token.clone(),
+                metrics.clone(),
+            ))
+            .add_service(auth::RequireToken::new(
+                reflection_v1alpha,
                 token.clone(),
                 metrics.clone(),
             ))

@@ -813,6 +813,36 @@ async fn health_and_reflection_answer() {
     ] {
         assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
     }
+    // v1alpha too: Python's grpcio-reflection, older grpcurl, Postman and Evans speak only that.
+    {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        let mut r = ServerReflectionClient::new(client.channel());
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let msg = r
+            .server_reflection_info(futures_util::stream::iter(vec![req]))
+            .await
+            .unwrap()
+            .into_inner()
+            .message()
+            .await
+            .unwrap()
+            .unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
+            panic!("unexpected v1alpha reflection answer {msg:?}");
+        };
+        assert!(
+            list.service
+                .iter()
+                .any(|s| s.name == "replayscope.v1.ReplayService"),
+            "{list:?}"
+        );
+    }
     server.shutdown().await;
 }
 
