@@ -39,7 +39,10 @@ pub fn init(
             Ok(Some(guard))
         }
         None => {
-            let builder = builder.with_writer(std::io::stderr);
+            // Colour only on a terminal (and not under NO_COLOR): `serve > log 2>&1` stays text.
+            use std::io::IsTerminal;
+            let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            let builder = builder.with_writer(std::io::stderr).with_ansi(ansi);
             match format {
                 LogFormat::Text => builder.try_init().ok(),
                 LogFormat::Json => builder.json().with_ansi(false).try_init().ok(),

@@ -32,6 +32,10 @@ fn main() {
         }
     };
     if let Err(err) = app::run(cli) {
+        // A reader that closed the pipe (`… | head`) is not a failure: end quietly.
+        if exit::reader_went_away(&err) {
+            std::process::exit(exit::OK);
+        }
         eprintln!("error: {}", exit::one_line(&err));
         std::process::exit(exit::exit_code(&err));
     }

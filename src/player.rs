@@ -780,9 +780,20 @@ impl<S: Sink> Player<S> {
             return;
         }
         self.sink_failed = true;
+        if e.closed {
+            // The reader went away (`play | head`): the run stops, it did not fail.
+            self.output_closed = true;
+            let reason = "output closed by the reader".to_string();
+            if self.state_is_done() {
+                self.state = PlayState::Stopped;
+                self.reason = Some(reason);
+            } else {
+                self.end_run(PlayState::Stopped, Some(reason));
+            }
+            return;
+        }
         self.failures += 1;
         self.run.failures += 1;
-        self.output_closed = e.closed;
         if e.resume_offset.is_some() {
             self.resume_override = e.resume_offset;
         }

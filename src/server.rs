@@ -498,9 +498,7 @@ impl Server {
             addr,
             message: format!("reflection: {e}"),
         };
-        let reflection = reflection_builder()
-            .build_v1()
-            .map_err(reflection_error)?;
+        let reflection = reflection_builder().build_v1().map_err(reflection_error)?;
         let reflection_v1alpha = reflection_builder()
             .build_v1alpha()
             .map_err(reflection_error)?;

@@ -614,3 +614,35 @@ fn small_input_mistakes_are_handled_as_documented() {
     }
     assert!(!segs.exists());
 }
+
+/// Runs a command whose stdout is read for `lines` lines and then closed (`… | head`).
+fn run_into_head(args: &[&str], lines: usize) -> Output {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut child = bin()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let got = std::io::BufReader::new(out).lines().take(lines).count();
+    assert_eq!(got, lines);
+    // The reader is gone now: what the command writes next fails with a broken pipe.
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_reader_that_closes_the_pipe_is_not_a_failure() {
+    let o = run_into_head(&["play", SAMPLE_ARCHIVE], 2);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    let report: serde_json::Value = serde_json::from_str(&err[err.find('{').unwrap()..]).unwrap();
+    assert_eq!(report["outcome"], "stopped", "{err}");
+    assert_eq!(report["reason"], "output closed by the reader");
+    assert_eq!(report["failures"], 0);
+    assert!(report["next_offset"].as_u64().unwrap() >= 2);
+    let o = run_into_head(&["export", SAMPLE_ARCHIVE], 1);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+}

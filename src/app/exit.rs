@@ -101,6 +101,22 @@ pub fn exit_code(err: &color_eyre::Report) -> i32 {
     FAILURE
 }
 
+/// True when the error is a write into a pipe whose reader went away (`info … | head`): not a
+/// failure of the command (DESIGN.md section 15: a closed stdout ends quietly with exit 0).
+pub fn reader_went_away(err: &color_eyre::Report) -> bool {
+    err.chain().any(|cause| {
+        let kind = cause
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind)
+            .or_else(|| {
+                cause
+                    .downcast_ref::<serde_json::Error>()
+                    .and_then(serde_json::Error::io_error_kind)
+            });
+        kind == Some(std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// The error and its causes as one line: causes already quoted by an earlier one are left out.
 pub fn one_line(err: &color_eyre::Report) -> String {
     crate::error_line::join_causes(err.chain().map(|c| c.to_string()))

@@ -171,7 +171,7 @@ pub fn export(cursor: &mut Cursor, mut out: impl Write, out_name: &str) -> Resul
             offset: event.offset,
             message: e.to_string(),
         })?;
-        serde_json::to_writer(&mut out, &event).map_err(|e| werr(std::io::Error::other(e)))?;
+        serde_json::to_writer(&mut out, &event).map_err(|e| werr(e.into()))?;
         out.write_all(b"\n").map_err(werr)?;
         n += 1;
     }
