@@ -94,8 +94,11 @@ pub enum SeekTarget {
     Position(Position),
     /// A share of the range (0–100).
     Percent(f64),
-    /// Events forward (+) or back (−) from the current event (the last played).
+    /// Events forward (+) or back (−) from the current event (the last played, or the target
+    /// of a seek still under way, so that presses in a row add up).
     Relative(i64),
+    /// Points of the range forward (+) or back (−) from the current event (as `Relative`).
+    RelativePercent(f64),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -109,6 +112,11 @@ pub enum Command {
     StepBack(u64),
     Seek(SeekTarget),
     SetPace(Pace),
+    /// One step faster (true) or slower along the speed ladder ([`Pace::stepped`]), from the
+    /// pace as it is when the command is handled (so presses in a row add up).
+    StepPace(bool),
+    /// The next pace of the cycle ([`Pace::cycled`]).
+    CyclePace,
     /// Realtime at this speed.
     SetSpeed(f64),
     /// End the run early; the report says where to resume.
@@ -381,6 +389,7 @@ pub fn spawn<S: Sink + 'static>(
         stream: None,
         stream_ended: false,
         buffer: VecDeque::new(),
+        pending_target: None,
         state: initial.state,
         reason: None,
         tracker,
@@ -427,6 +436,9 @@ struct Player<S> {
     window: CreditWindow,
     stream: Option<BatchStream>,
     stream_ended: bool,
+    /// Where a reposition is going, until its target event is played (so that relative moves in
+    /// a row add up instead of all starting from the same stale position).
+    pending_target: Option<u64>,
     /// Events to play, with the chain head after each (when the source computed it).
     buffer: VecDeque<(Arc<Event>, u32, Option<[u8; 32]>)>,
     ring: ReplayRing<RingEntry>,
@@ -722,6 +734,7 @@ impl<S: Sink> Player<S> {
                 self.state = PlayState::Playing;
             }
         }
+        self.pending_target = None;
         let now = Instant::now();
         let lag = deadline.map_or(Duration::ZERO, |d| now.saturating_duration_since(d));
         if deadline.is_some() {
@@ -829,7 +842,7 @@ impl<S: Sink> Player<S> {
                 }
             }
             Command::StepBack(n) => {
-                let current = self.position.unwrap_or(self.first);
+                let current = self.current();
                 let target = current.saturating_sub(n).max(self.first);
                 if self.state_is_done() {
                     self.last_report = None;
@@ -853,6 +866,16 @@ impl<S: Sink> Player<S> {
                 }
             },
             Command::SetPace(p) => {
+                self.pacer.set_pace(p, now);
+                self.meter.reset_rate();
+            }
+            Command::StepPace(up) => {
+                let p = self.pacer.pace().stepped(up);
+                self.pacer.set_pace(p, now);
+                self.meter.reset_rate();
+            }
+            Command::CyclePace => {
+                let p = self.pacer.pace().cycled();
                 self.pacer.set_pace(p, now);
                 self.meter.reset_rate();
             }
@@ -909,10 +932,24 @@ impl<S: Sink> Player<S> {
                 Ok(first + (span * pct / 100.0).round() as u64)
             }
             SeekTarget::Relative(d) => {
-                let current = self.position.unwrap_or(self.next_offset) as i128;
+                let current = self.current() as i128;
                 Ok((current + d as i128).clamp(first as i128, last as i128) as u64)
             }
+            SeekTarget::RelativePercent(d) => {
+                let span = (last - first).max(1) as f64;
+                let now = (self.current().saturating_sub(first)) as f64 / span * 100.0;
+                let pct = (now + d).clamp(0.0, 100.0);
+                Ok(first + (span * pct / 100.0).round() as u64)
+            }
         }
+    }
+
+    /// The current event: the target of a reposition still under way (its events before the
+    /// target are being folded silently), else the last one played.
+    fn current(&self) -> u64 {
+        self.pending_target
+            .or(self.position)
+            .unwrap_or(self.next_offset.max(self.first))
     }
 
     /// Moves so that `target` plays next, folding the state up to it (from the nearest
@@ -926,6 +963,7 @@ impl<S: Sink> Player<S> {
         };
         self.pending_steps = 0;
         self.open_stream(start)?;
+        self.pending_target = Some(target);
         self.silent_until = (start < target).then_some(target);
         if self.silent_until.is_some() && self.state == PlayState::Playing {
             self.state = PlayState::Seeking;

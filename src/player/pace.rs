@@ -27,7 +27,57 @@ pub enum Pace {
 pub const MIN_SPEED: f64 = 0.01;
 pub const MAX_SPEED: f64 = 100.0;
 
+/// The speeds `+` and `-` step through: a fixed ladder, so stepping down and up again comes
+/// back exactly (halving and doubling drifted: 15x, 7.5x … 0.64x, 10.24x).
+pub const SPEED_LADDER: [f64; 20] = [
+    0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 15.0, 20.0, 30.0,
+    50.0, 75.0, 100.0,
+];
+
 impl Pace {
+    /// One step faster (`up`) or slower: realtime moves to the next speed of the ladder, a
+    /// fixed rate doubles or halves, as fast as possible goes to realtime 100x / 1x.
+    pub fn stepped(self, up: bool) -> Pace {
+        match self {
+            Pace::Realtime { speed } => {
+                let next = if up {
+                    SPEED_LADDER.iter().copied().find(|&s| s > speed * 1.0001)
+                } else {
+                    SPEED_LADDER
+                        .iter()
+                        .rev()
+                        .copied()
+                        .find(|&s| s < speed * 0.9999)
+                };
+                Pace::Realtime {
+                    speed: next.unwrap_or(speed),
+                }
+            }
+            Pace::Rate { events_per_sec } => Pace::Rate {
+                events_per_sec: if up {
+                    events_per_sec * 2.0
+                } else {
+                    (events_per_sec / 2.0).max(1.0)
+                },
+            }
+            .clamped(),
+            Pace::Fast => Pace::Realtime {
+                speed: if up { MAX_SPEED } else { 1.0 },
+            },
+        }
+    }
+
+    /// The next pace of the `p` cycle: realtime -> as fast as possible -> 100 events/s.
+    pub fn cycled(self) -> Pace {
+        match self {
+            Pace::Realtime { .. } => Pace::Fast,
+            Pace::Fast => Pace::Rate {
+                events_per_sec: 100.0,
+            },
+            Pace::Rate { .. } => Pace::Realtime { speed: 1.0 },
+        }
+    }
+
     pub fn label(&self) -> String {
         match self {
             Pace::Realtime { speed } => format!("realtime {}x", trim_float(*speed)),
@@ -179,5 +229,43 @@ impl serde::Serialize for Pace {
     /// As its label ("realtime 1x", "as fast as possible", "500 events/s").
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.label())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn speed_steps_come_back_exactly() {
+        // 15 -> 10 -> 5 -> 3 -> 2 -> 1.5 -> 1, and back.
+        let mut p = Pace::Realtime { speed: 15.0 };
+        for _ in 0..6 {
+            p = p.stepped(false);
+        }
+        assert_eq!(p, Pace::Realtime { speed: 1.0 });
+        for _ in 0..6 {
+            p = p.stepped(true);
+        }
+        assert_eq!(p, Pace::Realtime { speed: 15.0 });
+        // Off the ladder (--speed 7): the next rung either way.
+        assert_eq!(
+            Pace::Realtime { speed: 7.0 }.stepped(true),
+            Pace::Realtime { speed: 10.0 }
+        );
+        assert_eq!(
+            Pace::Realtime { speed: 7.0 }.stepped(false),
+            Pace::Realtime { speed: 5.0 }
+        );
+        // The ends hold.
+        assert_eq!(
+            Pace::Realtime { speed: MAX_SPEED }.stepped(true),
+            Pace::Realtime { speed: MAX_SPEED }
+        );
+        assert_eq!(
+            Pace::Realtime { speed: MIN_SPEED }.stepped(false),
+            Pace::Realtime { speed: MIN_SPEED }
+        );
+        assert_eq!(Pace::Fast.cycled().cycled().cycled(), Pace::Fast);
     }
 }

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::event::{Event, Position};
-use crate::player::{Command, Pace, PlayState, Report, SeekTarget, Stats};
+use crate::player::{Command, PlayState, Report, SeekTarget, Stats};
 use crate::source::SourceInfo;
 use crate::state::{Diff, KvState};
 use crate::tui::input::{Action, InputMode};
@@ -389,28 +389,11 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
             view.selected = None;
             out.push(Command::StepBack(1));
         }
+        // Relative to the player's pace when it handles the command: presses in a row add up.
         Action::SpeedUp | Action::SpeedDown => {
-            let up = action == Action::SpeedUp;
-            let f = if up { 2.0 } else { 0.5 };
-            out.push(match model.stats.pace {
-                Pace::Realtime { speed } => {
-                    Command::SetPace(Pace::Realtime { speed: speed * f }.clamped())
-                }
-                Pace::Rate { events_per_sec } => Command::SetPace(Pace::Rate {
-                    events_per_sec: (events_per_sec * f).max(1.0),
-                }),
-                Pace::Fast => Command::SetPace(Pace::Realtime {
-                    speed: if up { 100.0 } else { 1.0 },
-                }),
-            });
+            out.push(Command::StepPace(action == Action::SpeedUp));
         }
-        Action::CyclePace => out.push(Command::SetPace(match model.stats.pace {
-            Pace::Realtime { .. } => Pace::Fast,
-            Pace::Fast => Pace::Rate {
-                events_per_sec: 100.0,
-            },
-            Pace::Rate { .. } => Pace::Realtime { speed: 1.0 },
-        })),
+        Action::CyclePace => out.push(Command::CyclePace),
         Action::OpenSeek => {
             let mut p = Prompt {
                 kind: PromptKind::Seek,
@@ -479,13 +462,9 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
             }
         }
         Action::SeekPercent(d) => {
-            if let Some((first, last)) = model.range() {
-                let pos = model.position().unwrap_or(model.stats.next_offset);
-                let span = (last - first).max(1) as f64;
-                let pct = ((pos.saturating_sub(first)) as f64 / span * 100.0 + d as f64)
-                    .clamp(0.0, 100.0);
+            if model.range().is_some() {
                 view.selected = None;
-                out.push(Command::Seek(SeekTarget::Percent(pct)));
+                out.push(Command::Seek(SeekTarget::RelativePercent(d as f64)));
                 if model.stats.state != PlayState::Playing {
                     out.push(Command::Step(1));
                 }
@@ -685,7 +664,7 @@ mod tests {
             p99_lag_ms: 0.0,
             final_hash: None,
             state_hash: None,
-            pace: Pace::Fast,
+            pace: crate::player::Pace::Fast,
             output_closed: false,
         });
         let mut v = ViewState {
@@ -748,11 +727,13 @@ mod tests {
         assert_eq!(v.selected, Some(0));
         handle(Action::End, &mut m, &mut v);
         assert_eq!(v.selected, None);
-        m.stats.pace = Pace::Realtime { speed: 4.0 };
-        assert_eq!(
-            handle(Action::SpeedUp, &mut m, &mut v),
-            vec![Command::SetPace(Pace::Realtime { speed: 8.0 })]
-        );
+        // Every press is one step, relative to the player's pace when it handles it.
+        for _ in 0..3 {
+            assert_eq!(
+                handle(Action::SpeedUp, &mut m, &mut v),
+                vec![Command::StepPace(true)]
+            );
+        }
         m.stats.position = Some(9);
         handle(Action::ToggleFreeze, &mut m, &mut v);
         assert_eq!(v.frozen_at, Some(9));
