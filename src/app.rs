@@ -8,6 +8,7 @@ pub mod exit;
 pub mod info;
 pub mod inspect;
 pub mod options;
+pub mod output;
 pub mod play;
 pub mod record;
 pub mod serve;

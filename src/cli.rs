@@ -442,6 +442,10 @@ pub struct OutputArchiveArgs {
     /// Write a directory of segments with this many events each instead of one file.
     #[arg(long, env = "REPLAYSCOPE_SEGMENT_EVENTS", value_parser = clap::value_parser!(u64).range(1..))]
     pub segment_events: Option<u64>,
+
+    /// Replace an existing archive at the output path (refused otherwise).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

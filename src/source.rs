@@ -131,9 +131,10 @@ pub struct StoredBatch {
     pub read: u64,
     /// The offset the source reads next (past any filtered-out events).
     pub next_offset: u64,
-    /// The hash-chain head before the first event, computed while reading (`None` when not
-    /// verifying or not known).
+    /// The hash-chain heads before the first event and after the last, computed while reading
+    /// (`None` when not verifying or not known).
     pub chain_before: Option<[u8; 32]>,
+    pub chain_after: Option<[u8; 32]>,
 }
 
 /// Receives stored batches; `None` at the end of the range. Dropping it stops the producer.
@@ -219,6 +220,7 @@ fn encode_batch(name: &str, b: Batch) -> Result<StoredBatch, SourceError> {
         next_offset,
         events,
         chain_before: None,
+        chain_after: None,
     })
 }
 
@@ -335,6 +337,12 @@ pub trait Source: Send + Sync + 'static {
 
     /// The hash-chain head after the event at `offset`, when the source can tell.
     fn chain_head_through(&self, offset: u64) -> Option<[u8; 32]>;
+
+    /// The hash-chain head before the event at `offset` (from what the source recorded: an
+    /// archive's index entry for the chunk, then its bytes up to the event), when it can tell.
+    fn chain_head_before(&self, _offset: u64) -> Option<[u8; 32]> {
+        None
+    }
 
     /// The flow-control gauges of the far end, when the source has one (a replayscope endpoint
     /// reports its credit window and replay ring): the gauges show those instead of the local

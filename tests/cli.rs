@@ -148,7 +148,7 @@ fn user_errors_are_one_line_with_the_right_exit_code() {
     assert_one_line_error(
         &run(&["export", &a, "--from", "500"]),
         2,
-        &["a.mcap", "offset 500", "offsets 0..=499"],
+        &["a.mcap", "offset 500", "offsets 0 to 499"],
     );
     assert_one_line_error(
         &run(&["verify", &a, "--expect-hash", "abc"]),
@@ -645,4 +645,54 @@ fn a_reader_that_closes_the_pipe_is_not_a_failure() {
     let o = run_into_head(&["export", SAMPLE_ARCHIVE], 1);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+}
+
+#[test]
+fn outputs_are_not_replaced_without_force_and_a_failed_import_keeps_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let segs = gen_archive(dir.path(), "segs", 300, &["--segment-events", "100"]);
+    let info = |p: &str| -> serde_json::Value {
+        serde_json::from_slice(&run(&["info", p, "--json"]).stdout).unwrap()
+    };
+    let before = info(&segs);
+    // Existing: refused without --force, for gen, import, play --into and record alike.
+    let (r, _) = run_bounded(&["gen", "--events", "10", "-o", &segs], None);
+    assert_one_line_error(&r, 2, &["it exists; --force replaces it"]);
+    let (r, _) = run_bounded(&["play", SAMPLE_ARCHIVE, "--into", &segs], None);
+    assert_one_line_error(&r, 2, &["--into", "it exists; --force replaces it"]);
+    // A failed import with --force leaves the old archive as it was, and nothing else.
+    let bad = dir.path().join("bad.jsonl");
+    let good = stdout(&run(&["export", SAMPLE_ARCHIVE, "--until", "31"]));
+    std::fs::write(&bad, format!("{good}{{\"offset\": 32, \"txn_id\": \n")).unwrap();
+    let (r, _) = run_bounded(
+        &[
+            "import",
+            bad.to_str().unwrap(),
+            "--segment-events",
+            "10",
+            "--force",
+            "-o",
+            &segs,
+        ],
+        None,
+    );
+    assert_one_line_error(&r, 2, &["bad.jsonl:33:"]);
+    assert_eq!(info(&segs)["final_hash"], before["final_hash"]);
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "no temporary left: {names:?}");
+    // With --force a successful one replaces it.
+    let file = dir.path().join("one.mcap");
+    let f = file.to_str().unwrap();
+    let o = run(&["gen", "--events", "5", "-o", f]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&["gen", "--events", "7", "--force", "-o", f]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(f) || stdout(&o).contains(f),
+        "names the final path"
+    );
+    assert_eq!(info(f)["events"], 7);
 }

@@ -15,7 +15,7 @@ mod statehouse;
 #[path = "support/tamper.rs"]
 mod tamper;
 
-use tamper::{Crc, tamper};
+use tamper::{Crc, Damage, damage, tamper};
 
 const EVENTS: u64 = 12_000;
 /// In the second chunk of the archive (about 3,300 events per uncompressed 1 MiB chunk).
@@ -274,6 +274,38 @@ fn tampered_archives_fail_every_reader_and_clean_ones_play() {
         assert!(
             !rec.exists(),
             "record never leaves an archive over bad input"
+        );
+
+        // --no-verify opts out from the first chunk on (the damage here is in the first one).
+        let first = dir.path().join(format!("first-{crc:?}.mcap"));
+        std::fs::copy(&clean, &first).unwrap();
+        tamper(&first, 10, crc);
+        let f = first.to_str().unwrap();
+        integrity_failure(&run(&["export", f]), &what("export, first chunk"));
+        ok(&run(&["export", f, "--no-verify"]));
+
+        // A chunk that stops parsing in its middle delivers nothing of itself.
+        let broken = dir.path().join(format!("broken-{crc:?}.mcap"));
+        std::fs::copy(&clean, &broken).unwrap();
+        damage(&broken, TAMPERED, Damage::RecordLength, crc);
+        let out = dir.path().join(format!("broken-{crc:?}.jsonl"));
+        let o = run(&[
+            "play",
+            broken.to_str().unwrap(),
+            "--pace",
+            "fast",
+            "--format",
+            "jsonl",
+            "-o",
+            out.to_str().unwrap(),
+            "--quiet",
+        ]);
+        assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+        let played = offsets(&out);
+        let before_chunk = played.last().copied().unwrap_or(0);
+        assert!(
+            before_chunk < u64::from(TAMPERED) - 1000,
+            "played up to {before_chunk}"
         );
 
         // A server told not to verify: the client's own chain catches it at the end.

@@ -268,7 +268,9 @@ fn auto_mode_and_explicit_modes_pick_the_source_type() {
         (addr.clone(), Some("statehouse")),
     ] {
         let out = f.dir.path().join("from-daemon.mcap").display().to_string();
-        let mut args = vec!["play", &source, "--agent", &agent, "--into", &out];
+        let mut args = vec![
+            "play", &source, "--agent", &agent, "--into", &out, "--force",
+        ];
         if let Some(m) = mode_flag {
             args.extend(["--mode", m]);
         }

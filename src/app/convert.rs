@@ -7,6 +7,7 @@ use std::path::Path;
 
 use color_eyre::eyre::Result;
 
+use super::output::write_new;
 use super::{UsageError, open_archive, print_summaries, writer_options};
 use crate::archive::jsonl::{self, ImportTarget};
 use crate::archive::{ArchiveError, ArchiveWriter, SegmentedWriter};
@@ -23,22 +24,24 @@ pub fn gen_cmd(a: GenArgs) -> Result<()> {
         ..GenOptions::default()
     });
     let options = writer_options(&a.archive);
-    let summaries = match a.archive.segment_events {
-        Some(k) => {
-            let mut w = SegmentedWriter::create(&a.output, k, options)?;
-            for e in generator.take(a.events as usize) {
-                w.append(&e)?;
+    let summaries = write_new(&a.output, a.archive.force, "-o", |out| {
+        Ok(match a.archive.segment_events {
+            Some(k) => {
+                let mut w = SegmentedWriter::create(out, k, options)?;
+                for e in generator.take(a.events as usize) {
+                    w.append(&e)?;
+                }
+                w.finish()?
             }
-            w.finish()?
-        }
-        None => {
-            let mut w = ArchiveWriter::create(&a.output, options)?;
-            for e in generator.take(a.events as usize) {
-                w.append(&e)?;
+            None => {
+                let mut w = ArchiveWriter::create(out, options)?;
+                for e in generator.take(a.events as usize) {
+                    w.append(&e)?;
+                }
+                vec![w.finish()?]
             }
-            vec![w.finish()?]
-        }
-    };
+        })
+    })?;
     print_summaries(&summaries);
     Ok(())
 }
@@ -60,20 +63,29 @@ pub fn import_cmd(a: ImportArgs) -> Result<()> {
             })?;
         Box::new(BufReader::with_capacity(1 << 20, f))
     };
-    let target = match a.archive.segment_events {
-        Some(k) => ImportTarget::Segments(&a.output, k),
-        None => ImportTarget::File(&a.output),
-    };
     let max_line = usize::try_from(a.max_line_bytes.0)
         .unwrap_or(usize::MAX)
         .max(1);
-    let summaries = jsonl::import(input, &name, target, writer_options(&a.archive), max_line)?;
+    let summaries = write_new(&a.output, a.archive.force, "-o", |out| {
+        let target = match a.archive.segment_events {
+            Some(k) => ImportTarget::Segments(out, k),
+            None => ImportTarget::File(out),
+        };
+        Ok(jsonl::import(
+            input,
+            &name,
+            target,
+            writer_options(&a.archive),
+            max_line,
+        )?)
+    })?;
     print_summaries(&summaries);
     Ok(())
 }
 
 pub fn export_cmd(a: ExportArgs) -> Result<()> {
     let archive = open_archive(&a.source)?;
+    archive.log_notes();
     let Some(first) = archive.first_offset() else {
         return Ok(()); // empty archive: nothing to export
     };
@@ -89,9 +101,8 @@ pub fn export_cmd(a: ExportArgs) -> Result<()> {
         None => None,
     };
     let mut cursor = archive
-        .cursor_at(from)?
-        .until(until)
-        .verify_chain(a.chain.chain().is_on());
+        .cursor_at_with(from, a.chain.chain().is_on())?
+        .until(until);
     let out_name = a
         .output
         .as_ref()

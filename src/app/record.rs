@@ -20,6 +20,7 @@ use crate::source::Filter;
 use crate::source::open::open_source;
 
 pub fn record_cmd(a: RecordArgs) -> Result<()> {
+    super::output::check_overwrite(&a.output, a.archive.force, "-o")?;
     let name = a.endpoint.to_string_lossy().into_owned();
     let request = open_request(&name, &a.remote, Default::default(), false, a.agent.clone())?;
     let (source, _) = open_source(&name, &request)?;
@@ -82,9 +83,9 @@ pub fn record_cmd(a: RecordArgs) -> Result<()> {
         }
         Some(failure @ RunFailure::Integrity(_)) => {
             for s in &summaries {
-                crate::archive::storage::remove_partial(&s.path).map_err(|e| {
-                    RunFailure::Failed(format!("cannot remove {}: {e}", s.path.display()))
-                })?;
+                if let Err(e) = crate::archive::storage::remove_partial(&s.path) {
+                    tracing::warn!(path = %s.path.display(), "cannot remove the partial archive: {e}");
+                }
             }
             Err(color_eyre::Report::new(failure).wrap_err(format!(
                 "the source failed its integrity check; {} was removed",

@@ -34,6 +34,7 @@ pub fn serve_cmd(a: crate::cli::ServeArgs) -> Result<()> {
         .into());
     }
     let archive = super::open_archive(&a.source)?;
+    archive.log_notes();
     let (name, events) = (archive.name().to_string(), archive.events());
     let options = ServeOptions {
         listen: a.listen,

@@ -70,7 +70,10 @@ pub fn verify_cmd(a: VerifyArgs) -> Result<()> {
                 " (no recorded hash to compare with)"
             }
         )?;
-        // The archive's notes (a rebuilt index …) were logged once as warnings when it opened.
+        // What the reader worked around (a rebuilt index, a truncated tail) is part of the result.
+        for n in &report.notes {
+            writeln!(out, "note: {n}")?;
+        }
     }
     Ok(())
 }

@@ -65,8 +65,8 @@ const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Reads JSON Lines from `input` (named `input_name` in errors) into a new archive; no line
 /// may be longer than `max_line_bytes`. A UTF-8 byte-order mark at the start is skipped. An
-/// import that fails leaves no partial archive behind (the file, or the segment directory it
-/// created).
+/// import that fails removes what it created (the file, or the segment directory) and nothing
+/// else.
 pub fn import(
     input: impl BufRead,
     input_name: &str,
@@ -80,27 +80,16 @@ pub fn import(
     };
     let existed = path.exists();
     let result = import_into(input, input_name, target, options, max_line_bytes);
-    if result.is_err() {
-        let _ = match (is_dir, existed) {
-            (false, _) => crate::archive::storage::remove_partial(&path),
-            (true, false) => std::fs::remove_dir_all(&path),
-            // A directory that was there before keeps what else it held.
-            (true, true) => remove_segments(&path),
+    // Only what this import created goes: a path that was there before is left as it is (the
+    // command writes to a fresh temporary name and renames it into place).
+    if result.is_err() && !existed {
+        let _ = if is_dir {
+            std::fs::remove_dir_all(&path)
+        } else {
+            crate::archive::storage::remove_partial(&path)
         };
     }
     result
-}
-
-/// Removes the segment files of a directory.
-fn remove_segments(dir: &Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if crate::archive::segments::segment_offset(name).is_some() {
-            crate::archive::storage::remove_partial(&path)?;
-        }
-    }
-    Ok(())
 }
 
 fn import_into(

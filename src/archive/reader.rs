@@ -249,9 +249,8 @@ impl Archive {
                 });
             }
         }
-        for n in &notes {
-            tracing::warn!("{n}");
-        }
+        // The notes are the caller's to show once: `info` and `verify` print them, the other
+        // commands log them as warnings.
         Ok(Archive {
             inner: Arc::new(ArchiveInner {
                 name,
@@ -275,6 +274,13 @@ impl Archive {
     /// Things the reader had to work around (rebuilt index, truncated prefix …).
     pub fn notes(&self) -> &[String] {
         &self.inner.notes
+    }
+
+    /// Logs the notes as warnings (for commands whose output does not show them).
+    pub fn log_notes(&self) {
+        for n in &self.inner.notes {
+            tracing::warn!("{n}");
+        }
     }
     pub fn events(&self) -> u64 {
         self.inner.segments.iter().map(Segment::events).sum()
@@ -526,7 +532,14 @@ impl Archive {
     }
 
     /// A cursor positioned at `offset` (which must be inside the archive).
+    /// A cursor at `offset`, checking the hash chain (see [`Archive::cursor_at_with`]).
     pub fn cursor_at(&self, offset: u64) -> Result<Cursor> {
+        self.cursor_at_with(offset, true)
+    }
+
+    /// A cursor at `offset`; `verify_chain` decides whether the chain is checked from the first
+    /// chunk on (CRCs are always checked).
+    pub fn cursor_at_with(&self, offset: u64, verify_chain: bool) -> Result<Cursor> {
         let segs = &self.inner.segments;
         let seg_idx = segs.partition_point(|s| s.last_offset().is_some_and(|l| l < offset));
         let Some(seg) = segs
@@ -539,6 +552,7 @@ impl Archive {
             .chunks
             .partition_point(|c| c.span.last_offset() < offset);
         let mut cursor = Cursor::empty(self.clone());
+        cursor.verify_chain = verify_chain;
         cursor.seg = seg_idx;
         cursor.chunk = chunk_idx;
         cursor.next_offset = seg.chunks[chunk_idx].span.first_offset;
@@ -733,14 +747,8 @@ impl ParsedChunk {
         if n == 0 {
             return self.chain_before;
         }
-        if let Some(h) = self.heads.get(n - 1) {
-            return Some(*h);
-        }
-        let mut chain = HashChain::starting_at(self.chain_before?);
-        for i in 0..n {
-            chain.push(&self.payload(i));
-        }
-        Some(chain.head())
+        // Not hashed (verification off): unknown, rather than re-hashing the prefix per call.
+        self.heads.get(n - 1).copied()
     }
 
     fn payload(&self, i: usize) -> Bytes {
@@ -869,11 +877,24 @@ impl Cursor {
     /// index entry of the next chunk, or the segment's final hash), before any of its events is
     /// returned: a chunk whose chain fails delivers nothing.
     fn check_chain(&self, chunk: &ParsedChunk) -> Result<()> {
+        let seg = &self.archive.inner.segments[self.seg];
+        let loc = &seg.chunks[self.chunk];
+        if self.verify_chain
+            && let Some((at, what)) = &chunk.error
+        {
+            // Its chain cannot be checked to its end: nothing of it is delivered.
+            return Err(self.archive.corrupt(
+                seg,
+                loc,
+                format::FormatError {
+                    at: *at,
+                    what: what.clone(),
+                },
+            ));
+        }
         let Some(after) = chunk.chain_after.filter(|_| self.verify_chain) else {
             return Ok(());
         };
-        let seg = &self.archive.inner.segments[self.seg];
-        let loc = &seg.chunks[self.chunk];
         let recorded = if self.chunk + 1 == seg.chunks.len() {
             seg.meta
                 .as_ref()
@@ -912,7 +933,8 @@ impl Cursor {
                 self.archive.clone(),
                 want,
                 self.until,
-                chain_before.filter(|_| self.verify_chain),
+                self.verify_chain,
+                chain_before,
             ));
         }
         let p = self.prefetch.as_mut().expect("prefetch was just started");
@@ -1094,28 +1116,29 @@ struct Prefetch {
 }
 
 impl Prefetch {
-    /// Reads (decompresses, CRC-checks, parses) the chunks from `from` on one thread; with a
-    /// known `chain_before`, a second thread runs the hash chain over them, so hashing (BLAKE3
-    /// over every payload, the dearest part of a verified read) does not slow the reading.
+    /// Reads (decompresses, CRC-checks, parses) the chunks from `from` on one thread; with
+    /// `verify`, a second thread runs the hash chain over them from `chain_before` (or, where
+    /// that is not known, from the first recorded head it meets), so hashing (BLAKE3 over every
+    /// payload, the dearest part of a verified read) does not slow the reading.
     fn start(
         archive: Archive,
         from: (usize, usize),
         until: Option<u64>,
+        verify: bool,
         chain_before: Option<[u8; 32]>,
     ) -> Prefetch {
         let handle = archive.clone();
         let (tx, rx) = std::sync::mpsc::sync_channel::<Prefetched>(PREFETCH_CHUNKS);
-        let spawned = match chain_before {
-            None => spawn_reader(archive, from, until, tx, |_, chunk| chunk),
-            Some(chain) => {
-                let (read_tx, read_rx) = std::sync::mpsc::sync_channel(PREFETCH_CHUNKS);
-                spawn_reader(archive.clone(), from, until, read_tx, ReadChunk).and_then(|()| {
-                    std::thread::Builder::new()
-                        .name("replayscope-hash".into())
-                        .spawn(move || hash_chunks(&archive, from.0, chain, read_rx, tx))
-                        .map(|_| ())
-                })
-            }
+        let spawned = if verify {
+            let (read_tx, read_rx) = std::sync::mpsc::sync_channel(PREFETCH_CHUNKS);
+            spawn_reader(archive.clone(), from, until, read_tx, ReadChunk).and_then(|()| {
+                std::thread::Builder::new()
+                    .name("replayscope-hash".into())
+                    .spawn(move || hash_chunks(&archive, from.0, chain_before, read_rx, tx))
+                    .map(|_| ())
+            })
+        } else {
+            spawn_reader(archive, from, until, tx, |_, _, chunk| chunk)
         };
         let rx = match spawned {
             Ok(()) => rx,
@@ -1160,7 +1183,7 @@ fn spawn_reader<T: Send + 'static>(
     from: (usize, usize),
     until: Option<u64>,
     tx: std::sync::mpsc::SyncSender<T>,
-    wrap: fn(usize, Prefetched) -> T,
+    wrap: fn(usize, usize, Prefetched) -> T,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("replayscope-read-ahead".into())
@@ -1179,7 +1202,7 @@ fn spawn_reader<T: Send + 'static>(
                 let item = read_chunk(seg.storage.as_ref(), loc.start, loc.length)
                     .map(|data| ParsedChunk::parse(Bytes::from(data), None, false));
                 let failed = item.is_err();
-                if tx.send(wrap(s, item)).is_err() || failed {
+                if tx.send(wrap(s, c, item)).is_err() || failed {
                     return;
                 }
                 c += 1;
@@ -1188,25 +1211,46 @@ fn spawn_reader<T: Send + 'static>(
         .map(|_| ())
 }
 
-/// A chunk from the reader and the segment it is in.
-struct ReadChunk(usize, Prefetched);
+/// A chunk from the reader, with its segment and index there.
+struct ReadChunk(usize, usize, Prefetched);
 
 /// The hash thread: runs the chain over each chunk the reader parsed, from `chain` (the head
-/// before the first one), continuing into each next segment from its recorded chain start.
+/// before the first one). It continues across chunks and segments from what it computed, so
+/// the chain is checked end to end; where it knows no head (a seek into an archive whose index
+/// was rebuilt) it starts from the first one the archive recorded (a segment's chain start, a
+/// chunk's index entry). Entering a segment, the computed head must be the segment's recorded
+/// chain start.
 fn hash_chunks(
     archive: &Archive,
     first_seg: usize,
-    chain: [u8; 32],
+    chain: Option<[u8; 32]>,
     rx: std::sync::mpsc::Receiver<ReadChunk>,
     tx: std::sync::mpsc::SyncSender<Prefetched>,
 ) {
     let segs = &archive.inner.segments;
     let mut seg = first_seg;
-    let mut chain = Some(chain);
-    for ReadChunk(s, item) in rx {
+    let mut chain = chain;
+    for ReadChunk(s, c, item) in rx {
+        let mut item = item;
         if s != seg {
             seg = s;
-            chain = segs[s].meta.as_ref().map(|m| m.chain_start);
+            let start = segs[s].meta.as_ref().map(|m| m.chain_start);
+            match (chain, start) {
+                (Some(computed), Some(recorded)) if computed != recorded => {
+                    item = Err(ArchiveError::HashMismatch {
+                        path: segs[s].name().to_string(),
+                        context: " at the start of the segment (the events before it hash to \
+                                  another head than its recorded chain start)"
+                            .to_string(),
+                        expected: hex(&recorded),
+                        actual: hex(&computed),
+                    });
+                }
+                _ => chain = start.or(chain),
+            }
+        }
+        if chain.is_none() {
+            chain = segs[s].chunks[c].span.chain_before;
         }
         let item = item.map(|mut parsed| {
             if let Some(before) = chain {

@@ -142,7 +142,11 @@ fn kept_aside(archive: &Path, file: &Path) -> PathBuf {
     if !archive.is_dir() {
         return with_suffix(file, ".truncated");
     }
-    let dir = archive.components().as_path();
+    // `.` or `..` name no directory: its real path does.
+    let real = archive
+        .canonicalize()
+        .unwrap_or_else(|_| archive.to_path_buf());
+    let dir = real.as_path();
     let dir_name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

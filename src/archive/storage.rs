@@ -54,8 +54,9 @@ pub fn check_not_special(path: &Path) -> io::Result<()> {
 
 /// Whether `path` is missing or a regular file: only then may a command write a file next to it
 /// and rename it into place, or remove it after a failure (`-o /dev/null` stays a device).
+/// A symbolic link is written through, not replaced.
 pub fn is_regular_or_absent(path: &Path) -> bool {
-    match std::fs::metadata(path) {
+    match std::fs::symlink_metadata(path) {
         Ok(m) => m.is_file(),
         Err(e) => e.kind() == io::ErrorKind::NotFound,
     }

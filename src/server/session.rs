@@ -22,7 +22,7 @@ use crate::event::Position;
 use crate::flow::watchdog::WatchedSession;
 use crate::flow::{BACKPRESSURE_PCT, CreditWindow, ReplayRing};
 use crate::source::{Filter, SourceError, StoredBatch, StoredEvent, StoredStream, StreamRequest};
-use crate::wire::codec::OutFrame;
+use crate::wire::codec::{ChainHeads, OutFrame};
 use crate::wire::proto::replayscope::v1 as pb;
 use pb::client_frame::Frame as In;
 use pb::server_frame::Frame as Out;
@@ -144,6 +144,7 @@ pub(super) async fn run(
         last_credit: None,
         last_ring: None,
         backpressure: false,
+        anchor_due: true,
     };
     session.serve(inbound, replay).await;
 }
@@ -203,7 +204,12 @@ fn setup(
                 resume.last_received_offset, info.name
             )));
         }
-        state.id = resume.session_id.clone();
+        // The id is the client's: bounded like everything it sends that a message may quote.
+        state.id = if resume.session_id.len() <= 64 {
+            resume.session_id.clone()
+        } else {
+            new_session_id()
+        };
         state.next_read = state.next_read.max(next);
         shared.metrics.resumed(false);
         tracing::info!(session = %state.id, from = state.next_read, "Session resumed by re-reading the source (session no longer held)");
@@ -233,8 +239,9 @@ fn fresh_state(
         (false, false) => Some(shared.agent(&open.namespace, &open.agent_id)?),
         _ => {
             return Err(Status::invalid_argument(format!(
-                "give both namespace and agent_id, or neither for every agent (got namespace {:?}, agent_id {:?})",
-                open.namespace, open.agent_id
+                "give both namespace and agent_id, or neither for every agent (got namespace {}, agent_id {})",
+                crate::server::echo(&open.namespace),
+                crate::server::echo(&open.agent_id)
             )));
         }
     };
@@ -293,8 +300,8 @@ enum Produced {
         read_through: u64,
         /// Sent again from the replay ring (already in it).
         from_ring: bool,
-        /// The hash-chain head before the first event, as computed while reading.
-        chain_before: Option<[u8; 32]>,
+        /// The hash-chain heads around the batch, as computed while reading.
+        chain: ChainHeads,
     },
     Done,
     Failed(Status),
@@ -341,6 +348,8 @@ struct Session {
     last_credit: Option<pb::Credit>,
     last_ring: Option<pb::Ring>,
     backpressure: bool,
+    /// The next batch from the source is the first of a range: it carries the chain head before it.
+    anchor_due: bool,
 }
 
 /// Why the loop ended.
@@ -455,6 +464,7 @@ impl Session {
     /// Starts reading at `next_read`, after sending `replay` (ring events of a resume).
     fn start_producer(&mut self, replay: Vec<StoredEvent>) {
         self.producer = None;
+        self.anchor_due = true;
         let at = ProduceFrom {
             from: self.state.next_read,
             until: self.state.until,
@@ -505,9 +515,17 @@ impl Session {
                     Err(s) => return Exit::Cut(s.message().to_string()),
                 },
                 p = recv(&mut self.producer, &self.shared), if can_pull => match p {
-                    Some(Produced::Batch { events, bytes, read_through, from_ring, chain_before }) => {
+                    Some(Produced::Batch { events, bytes, read_through, from_ring, mut chain }) => {
                         self.state.next_read = read_through;
-                        if let Err(e) = self.send_batch(events, bytes, !from_ring, chain_before).await {
+                        // The head before the first event of a range, from the archive's record,
+                        // even when this server does not verify: the client checks from there.
+                        if !from_ring && self.anchor_due && let Some(first) = events.first() {
+                            self.anchor_due = false;
+                            if chain.before.is_none() {
+                                chain.before = self.shared.source.chain_head_before(first.offset);
+                            }
+                        }
+                        if let Err(e) = self.send_batch(events, bytes, !from_ring, chain).await {
                             return e;
                         }
                     }
@@ -554,9 +572,11 @@ impl Session {
         events: Vec<StoredEvent>,
         bytes: u64,
         into_ring: bool,
-        chain_before: Option<[u8; 32]>,
+        chain: ChainHeads,
     ) -> Result<(), Exit> {
         let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            // Events read but none for this client (a sparse agent): the reader is progressing.
+            self.watched.touch();
             return Ok(());
         };
         self.state.first_offset.get_or_insert(first.offset);
@@ -575,7 +595,7 @@ impl Session {
         self.send(OutFrame::Events {
             events: payloads,
             epoch: self.state.epoch,
-            chain_before,
+            chain,
         })
         .await
     }
@@ -799,7 +819,10 @@ fn from_source(
                 bytes: b.bytes,
                 read_through: b.next_offset,
                 from_ring: false,
-                chain_before: b.chain_before,
+                chain: ChainHeads {
+                    before: b.chain_before,
+                    after: b.chain_after,
+                },
             }
         }
         Some(Err(e)) => Produced::Failed(source_status(&e)),
@@ -842,7 +865,7 @@ async fn produce(
             bytes,
             read_through: at.from,
             from_ring: true,
-            chain_before: None,
+            chain: ChainHeads::default(),
         };
         if tx.send(batch).await.is_err() {
             return;

@@ -65,9 +65,8 @@ impl ArchiveSource {
         };
         let cursor = self
             .archive
-            .cursor_at(req.from)?
-            .until(until)
-            .verify_chain(req.chain.is_on());
+            .cursor_at_with(req.from, req.chain.is_on())?
+            .until(until);
         let channels = req.filter.agent.as_ref().map(|(ns, agent)| {
             self.archive
                 .channels()
@@ -110,6 +109,10 @@ impl Source for ArchiveSource {
         }))
     }
 
+    fn chain_head_before(&self, offset: u64) -> Option<[u8; 32]> {
+        self.archive.cursor_at(offset).ok()?.chain_head()
+    }
+
     fn chain_head_through(&self, offset: u64) -> Option<[u8; 32]> {
         let mut c = self.archive.cursor_at(offset).ok()?;
         c.next_raw()?.ok()?;
@@ -141,6 +144,8 @@ trait Item: Sized + Send + 'static {
 struct Chain {
     /// The head before the first event.
     before: Option<[u8; 32]>,
+    /// The head after the last event.
+    after: Option<[u8; 32]>,
     /// The head after each event (only for an [`Item::KEEPS_HEADS`] item; empty if unknown).
     heads: Vec<[u8; 32]>,
 }
@@ -229,6 +234,7 @@ impl Item for StoredEvent {
             read: read.events,
             next_offset: read.next_offset,
             chain_before: chain.before,
+            chain_after: chain.after,
         }
     }
 }
@@ -277,6 +283,7 @@ async fn produce<T: Item>(
     let mut read = 0u64;
     // The chain head before the batch's first event, and after each of its events.
     let mut before = None;
+    let mut after = None;
     let mut heads: Vec<[u8; 32]> = Vec::new();
     let mut heads_known = T::KEEPS_HEADS;
     loop {
@@ -316,8 +323,9 @@ async fn produce<T: Item>(
                 Ok(Some((item, size))) => {
                     bytes += u64::from(size);
                     items.push(item);
+                    after = cursor.chain_head();
                     if heads_known {
-                        match cursor.chain_head() {
+                        match after {
                             Some(h) => heads.push(h),
                             None => heads_known = false,
                         }
@@ -335,12 +343,14 @@ async fn produce<T: Item>(
             let batch_bytes = std::mem::take(&mut bytes);
             let chain = Chain {
                 before: before.take(),
+                after: after.take(),
                 heads: if heads_known {
                     std::mem::take(&mut heads)
                 } else {
                     Vec::new()
                 },
             };
+            heads.clear();
             heads_known = T::KEEPS_HEADS;
             let read = Read {
                 bytes: batch_bytes,
@@ -354,19 +364,25 @@ async fn produce<T: Item>(
             }
         }
         let ending = failure.is_some() || done;
-        if ending && T::COUNTS_READS && read > 0 {
+        // A scan that found nothing to send yet still reports what it read (a sparse agent in
+        // a big archive): the consumer sees progress (the server's idle watchdog, its metrics).
+        let scanned_in_vain = items.is_empty() && scan_budget == 0;
+        if (ending || scanned_in_vain) && T::COUNTS_READS && read > 0 {
             let chain = Chain {
                 before: None,
+                after: None,
                 heads: Vec::new(),
             };
-            let read = Read {
+            let counted_read = Read {
                 bytes: 0,
-                events: read,
+                events: std::mem::take(&mut read),
                 next_offset: cursor.next_offset(),
                 compact: false,
             };
-            let counted = T::batch(Vec::new(), chain, read);
-            let _ = tx.send(Ok(counted)).await;
+            let counted = T::batch(Vec::new(), chain, counted_read);
+            if tx.send(Ok(counted)).await.is_err() {
+                return;
+            }
         }
         if let Some(e) = failure {
             let _ = tx.send(Err(e)).await;

@@ -178,6 +178,7 @@ pub fn open_source(
             allow_truncated: req.allow_truncated,
         };
         let archive = Archive::open(Path::new(text), options)?;
+        archive.log_notes();
         return Ok((Arc::new(ArchiveSource::new(archive)), SourceKind::Archive));
     };
     let as_replayscope =

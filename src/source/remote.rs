@@ -340,15 +340,15 @@ async fn produce(
                         }
                         Ok(Some(InFrame::Events {
                             events,
-                            chain_before,
+                            chain: heads,
                             ..
                         })) => {
                             reconnect.delivered(last_received);
-                            if verify && chain.is_none() && chain_before.is_none() && !unverified {
+                            if verify && chain.is_none() && heads.before.is_none() && !unverified {
                                 unverified = true;
-                                tracing::warn!(endpoint = %name, "the server sends no chain head (started with --no-verify?): what is received is not verified");
+                                tracing::warn!(endpoint = %name, "the server sends no chain head (it does not verify, or cannot: a rebuilt index): what is received is not verified");
                             }
-                            if verify && let Some(server) = chain_before {
+                            if verify && let Some(server) = heads.before {
                                 match chain {
                                     None => chain = Some(HashChain::starting_at(server)),
                                     Some(c) if c.head() != server => {
@@ -366,6 +366,17 @@ async fn produce(
                                     return;
                                 }
                             };
+                            // Checked before it is used: a batch that does not hash to the
+                            // server's head after it is not delivered.
+                            if verify
+                                && let (Some(c), Some(server)) = (chain, heads.after)
+                                && c.head() != server
+                            {
+                                let through = batch.last_offset().or(last_received);
+                                let e = chain_mismatch(&name, through, &c, server);
+                                let _ = tx.send(Err(e)).await;
+                                return;
+                            }
                             let Some(last) = batch.last_offset() else {
                                 continue;
                             };

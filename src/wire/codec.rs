@@ -75,17 +75,25 @@ pub enum OutFrame {
     Events {
         events: Vec<Bytes>,
         epoch: u32,
-        chain_before: Option<[u8; 32]>,
+        chain: ChainHeads,
     },
+}
+
+/// The hash-chain heads before and after a batch of events, where the server knows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChainHeads {
+    pub before: Option<[u8; 32]>,
+    pub after: Option<[u8; 32]>,
 }
 
 const SERVER_FRAME_EVENTS: u8 = (2 << 3) | 2;
 const EVENTS_EVENT: u8 = (1 << 3) | 2;
 const EVENTS_EPOCH: u8 = 2 << 3;
 const EVENTS_CHAIN_BEFORE: u8 = (3 << 3) | 2;
+const EVENTS_CHAIN_AFTER: u8 = (4 << 3) | 2;
 
 /// The encoded length of an `Events` message holding these events.
-fn events_len(events: &[Bytes], epoch: u32, chain_before: Option<&[u8; 32]>) -> usize {
+fn events_len(events: &[Bytes], epoch: u32, chain: &ChainHeads) -> usize {
     let mut n: usize = events
         .iter()
         .map(|e| 1 + encoded_len_varint(e.len() as u64) + e.len())
@@ -93,27 +101,20 @@ fn events_len(events: &[Bytes], epoch: u32, chain_before: Option<&[u8; 32]>) -> 
     if epoch != 0 {
         n += 1 + encoded_len_varint(u64::from(epoch));
     }
-    if chain_before.is_some() {
-        n += 2 + 32;
-    }
+    n += (usize::from(chain.before.is_some()) + usize::from(chain.after.is_some())) * (2 + 32);
     n
 }
 
-fn events_frame_len(events: &[Bytes], epoch: u32, chain_before: Option<&[u8; 32]>) -> usize {
-    let inner = events_len(events, epoch, chain_before);
+fn events_frame_len(events: &[Bytes], epoch: u32, chain: &ChainHeads) -> usize {
+    let inner = events_len(events, epoch, chain);
     1 + encoded_len_varint(inner as u64) + inner
 }
 
-/// Writes a `ServerFrame{events: Events{events, epoch, chain_before}}` with the stored event
-/// bytes spliced in.
-pub fn put_events_frame<B: BufMut>(
-    events: &[Bytes],
-    epoch: u32,
-    chain_before: Option<&[u8; 32]>,
-    buf: &mut B,
-) {
+/// Writes a `ServerFrame{events: Events{events, epoch, chain_before, chain_after}}` with the
+/// stored event bytes spliced in.
+pub fn put_events_frame<B: BufMut>(events: &[Bytes], epoch: u32, chain: &ChainHeads, buf: &mut B) {
     buf.put_u8(SERVER_FRAME_EVENTS);
-    encode_varint(events_len(events, epoch, chain_before) as u64, buf);
+    encode_varint(events_len(events, epoch, chain) as u64, buf);
     for e in events {
         buf.put_u8(EVENTS_EVENT);
         encode_varint(e.len() as u64, buf);
@@ -123,10 +124,15 @@ pub fn put_events_frame<B: BufMut>(
         buf.put_u8(EVENTS_EPOCH);
         encode_varint(u64::from(epoch), buf);
     }
-    if let Some(h) = chain_before {
-        buf.put_u8(EVENTS_CHAIN_BEFORE);
-        buf.put_u8(32);
-        buf.put_slice(h);
+    for (tag, head) in [
+        (EVENTS_CHAIN_BEFORE, chain.before),
+        (EVENTS_CHAIN_AFTER, chain.after),
+    ] {
+        if let Some(h) = head {
+            buf.put_u8(tag);
+            buf.put_u8(32);
+            buf.put_slice(&h);
+        }
     }
 }
 
@@ -137,11 +143,10 @@ impl WireEncode for OutFrame {
             OutFrame::Events {
                 events,
                 epoch,
-                chain_before,
+                chain,
             } => {
-                let chain_before = chain_before.as_ref();
-                buf.reserve(events_frame_len(&events, epoch, chain_before));
-                put_events_frame(&events, epoch, chain_before, buf);
+                buf.reserve(events_frame_len(&events, epoch, &chain));
+                put_events_frame(&events, epoch, &chain, buf);
             }
         }
     }
@@ -154,8 +159,8 @@ pub enum InFrame {
     Events {
         events: Vec<Bytes>,
         epoch: u32,
-        /// The chain head before the first event, when the server sent one.
-        chain_before: Option<[u8; 32]>,
+        /// The chain heads the server sent with the batch.
+        chain: ChainHeads,
     },
 }
 
@@ -189,7 +194,7 @@ pub fn decode_in_frame(msg: Bytes) -> Result<InFrame, Status> {
     }
     let mut events = Vec::new();
     let mut epoch = 0u32;
-    let mut chain_before = None;
+    let mut chain = ChainHeads::default();
     while b.has_remaining() {
         let key = prost::encoding::decode_varint(&mut b).map_err(|e| malformed(&e.to_string()))?;
         match key {
@@ -205,15 +210,23 @@ pub fn decode_in_frame(msg: Bytes) -> Result<InFrame, Status> {
                 epoch = prost::encoding::decode_varint(&mut b)
                     .map_err(|e| malformed(&e.to_string()))? as u32;
             }
-            k if k == u64::from(EVENTS_CHAIN_BEFORE) => {
+            k if k == u64::from(EVENTS_CHAIN_BEFORE) || k == u64::from(EVENTS_CHAIN_AFTER) => {
                 let n = prost::encoding::decode_varint(&mut b)
                     .map_err(|e| malformed(&e.to_string()))? as usize;
+                // Empty: absent (another encoder may write the default).
+                if n == 0 {
+                    continue;
+                }
                 if n != 32 || b.remaining() < 32 {
-                    return Err(malformed("chain_before is not 32 bytes"));
+                    return Err(malformed("a chain head is not 32 bytes"));
                 }
                 let mut h = [0u8; 32];
                 b.copy_to_slice(&mut h);
-                chain_before = Some(h);
+                if k == u64::from(EVENTS_CHAIN_BEFORE) {
+                    chain.before = Some(h);
+                } else {
+                    chain.after = Some(h);
+                }
             }
             _ => {
                 return pb::ServerFrame::decode(msg)
@@ -225,7 +238,7 @@ pub fn decode_in_frame(msg: Bytes) -> Result<InFrame, Status> {
     Ok(InFrame::Events {
         events,
         epoch,
-        chain_before,
+        chain,
     })
 }
 
@@ -295,14 +308,11 @@ mod tests {
             OutFrame::Events {
                 events,
                 epoch,
-                chain_before,
+                chain,
             } => {
                 let mut b = bytes::BytesMut::new();
-                put_events_frame(&events, epoch, chain_before.as_ref(), &mut b);
-                assert_eq!(
-                    b.len(),
-                    events_frame_len(&events, epoch, chain_before.as_ref())
-                );
+                put_events_frame(&events, epoch, &chain, &mut b);
+                assert_eq!(b.len(), events_frame_len(&events, epoch, &chain));
                 b.freeze()
             }
         }
@@ -328,7 +338,10 @@ mod tests {
         let wire = encode(OutFrame::Events {
             events: events.clone(),
             epoch: 2,
-            chain_before: Some([7; 32]),
+            chain: ChainHeads {
+                before: Some([7; 32]),
+                after: Some([8; 32]),
+            },
         });
         let frame = pb::ServerFrame::decode(wire.clone()).unwrap();
         let Some(pb::server_frame::Frame::Events(ev)) = frame.frame else {
@@ -336,17 +349,19 @@ mod tests {
         };
         assert_eq!(ev.epoch, 2);
         assert_eq!(ev.chain_before, vec![7; 32]);
+        assert_eq!(ev.chain_after, vec![8; 32]);
         assert_eq!(ev.events.len(), 3);
         assert_eq!(ev.events[2].offset, 2);
         match decode_in_frame(wire).unwrap() {
             InFrame::Events {
                 events: got,
                 epoch,
-                chain_before,
+                chain,
             } => {
                 assert_eq!(got, events);
                 assert_eq!(epoch, 2);
-                assert_eq!(chain_before, Some([7; 32]));
+                assert_eq!(chain.before, Some([7; 32]));
+                assert_eq!(chain.after, Some([8; 32]));
             }
             other => panic!("{other:?}"),
         }
@@ -369,11 +384,11 @@ mod tests {
         let empty = encode(OutFrame::Events {
             events: vec![],
             epoch: 0,
-            chain_before: None,
+            chain: ChainHeads::default(),
         });
         assert!(matches!(
             decode_in_frame(empty).unwrap(),
-            InFrame::Events { events, epoch: 0, chain_before: None } if events.is_empty()
+            InFrame::Events { events, epoch: 0, chain } if events.is_empty() && chain == ChainHeads::default()
         ));
         assert!(decode_in_frame(Bytes::from_static(&[0x12, 0x05, 0x0a, 0x09, 1])).is_err());
     }

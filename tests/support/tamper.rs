@@ -23,10 +23,24 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
 }
 
+/// What is changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Damage {
+    /// A bit of the event's txn_id: the payload stays a valid event.
+    Payload,
+    /// The length of the message record: the chunk no longer parses from there on.
+    RecordLength,
+}
+
 /// Flips a bit in the txn_id of the event at `offset` (its payload stays a valid event) and
 /// fixes up the chunk CRC as `crc` says. Panics when the archive is compressed or the offset
 /// is not in it.
 pub fn tamper(path: &Path, offset: u32, crc: Crc) {
+    damage(path, offset, Damage::Payload, crc)
+}
+
+/// Changes the event at `offset` as `what` says and fixes up the chunk CRC as `crc` says.
+pub fn damage(path: &Path, offset: u32, what: Damage, crc: Crc) {
     let mut b = std::fs::read(path).unwrap();
     let mut i = 8; // magic
     while i + 9 <= b.len() {
@@ -45,9 +59,16 @@ pub fn tamper(path: &Path, offset: u32, crc: Crc) {
                 // channel id (2), sequence (4), log time, publish time, then the payload.
                 if b[j] == OP_MESSAGE && u32_at(&b, j + 9 + 2) == offset {
                     let payload = j + 9 + 2 + 4 + 8 + 8;
-                    // Field 1 (txn_id) tag and length, then its first character.
-                    assert_eq!(b[payload], 0x0a, "payload starts with txn_id");
-                    b[payload + 2] ^= 1;
+                    match what {
+                        Damage::Payload => {
+                            // Field 1 (txn_id) tag and length, then its first character.
+                            assert_eq!(b[payload], 0x0a, "payload starts with txn_id");
+                            b[payload + 2] ^= 1;
+                        }
+                        Damage::RecordLength => {
+                            b[j + 1..j + 9].copy_from_slice(&u64::MAX.to_le_bytes());
+                        }
+                    }
                     let value = match crc {
                         Crc::Recomputed => crc32fast::hash(&b[records..records + records_len]),
                         Crc::Zeroed => 0,

@@ -303,6 +303,9 @@ fn check_combination(
             path.display()
         )));
     }
+    if let Target::Archive { path, .. } = target {
+        crate::app::output::check_overwrite(path, a.archive.force, "--into")?;
+    }
     if keep_offsets {
         if !matches!(target, Target::Archive { .. }) {
             return Err(usage(

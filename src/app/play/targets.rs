@@ -265,11 +265,13 @@ pub fn check_hashes(plan: &PlayPlan, play: &mut Report) -> Option<color_eyre::Re
             play.last_offset
                 .map_or_else(|| "-".to_string(), |o| o.to_string()),
             hex(&expected),
-            if got.is_empty() {
-                "none (this run could not compute the chain: --no-verify, a filtered remote \
-                 stream or a Statehouse daemon)"
-            } else {
-                &got
+            match (got.is_empty(), what) {
+                (true, "hash chain") => {
+                    "none (this run could not compute the chain: --no-verify, a filtered remote \
+                     stream or a Statehouse daemon)"
+                }
+                (true, _) => "(unknown)",
+                (false, _) => &got,
             }
         );
         return Some(fail(
