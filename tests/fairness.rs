@@ -20,7 +20,10 @@ use tonic::Code;
 mod test_server;
 use test_server::{TestServer, big_archive};
 
-const IDLE: Duration = Duration::from_secs(2);
+/// Long enough that 64 stalled streams (each opening a reader over an archive bigger than every
+/// buffer between server and client) all hold their slots at once, even in a debug build on two
+/// busy cores.
+const IDLE: Duration = Duration::from_secs(5);
 const STALLERS: usize = 64;
 
 const FRAME_DATA: u8 = 0x0;
@@ -111,24 +114,21 @@ fn open_frame() -> Vec<u8> {
 }
 
 fn replay_request() -> Vec<u8> {
+    let (namespace, agent_id) = agent();
     sh::ReplayRequest {
-        namespace: "support".into(),
-        agent_id: agent_id(),
+        namespace,
+        agent_id,
         start_ts: None,
         end_ts: None,
     }
     .encode_to_vec()
 }
 
-/// The first agent of the big archive's first namespace.
-fn agent_id() -> String {
+/// The big archive's first agent.
+fn agent() -> (String, String) {
     let a = test_server::open(&big_archive());
-    a.channels()
-        .iter()
-        .find(|c| c.namespace == "support")
-        .expect("a support agent")
-        .agent_id
-        .clone()
+    let c = &a.channels()[0];
+    (c.namespace.clone(), c.agent_id.clone())
 }
 
 async fn start() -> TestServer {
@@ -145,7 +145,7 @@ async fn start() -> TestServer {
 
 /// Waits (bounded) until the server's count of active `rpc` streams satisfies `done`.
 async fn active(server: &TestServer, rpc: Rpc, what: &str, done: impl Fn(u64) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + IDLE * 3;
     while !done(server.metrics.active(rpc)) {
         let n = server.metrics.active(rpc);
         assert!(
@@ -261,14 +261,14 @@ async fn stalled_replays() {
     active(&server, Rpc::Replay, "the stallers admitted", |n| n >= all).await;
     let admitted = Instant::now();
     let client = server.client().await;
-    let agent = agent_id();
+    let (namespace, agent_id) = agent();
     let waited = served_after(|| {
-        let (client, agent) = (client.clone(), agent.clone());
+        let (client, namespace, agent_id) = (client.clone(), namespace.clone(), agent_id.clone());
         async move {
             let mut s = client
                 .replay_raw(sh::ReplayRequest {
-                    namespace: "support".into(),
-                    agent_id: agent,
+                    namespace,
+                    agent_id,
                     start_ts: None,
                     end_ts: None,
                 })
