@@ -107,25 +107,28 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// SIGINT or SIGTERM.
-pub(crate) async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() -> exit::StopSignal {
+    use exit::StopSignal;
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         match signal(SignalKind::terminate()) {
             Ok(mut term) => {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => StopSignal::Interrupt,
+                    _ = term.recv() => StopSignal::Terminate,
                 }
             }
             Err(_) => {
                 let _ = tokio::signal::ctrl_c().await;
+                StopSignal::Interrupt
             }
         }
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+        StopSignal::Interrupt
     }
 }
 

@@ -40,7 +40,14 @@ pub enum ArchiveError {
     },
     #[error("{path}: empty file (0 bytes), not an archive")]
     Empty { path: String },
-    #[error("{path}: not an MCAP file (bad magic at byte 0)")]
+    #[error(
+        "{path}: not an MCAP file (bad magic at byte 0){}",
+        if path.ends_with(".jsonl") || path.ends_with(".json") {
+            "; a JSON Lines file becomes an archive with `replayscope import`"
+        } else {
+            ""
+        }
+    )]
     NotMcap { path: String },
     #[error(
         "{path}: MCAP profile {profile:?} is not a replayscope archive (expected profile \"replayscope\")"

@@ -289,6 +289,15 @@ pub struct DemoArgs {
     /// Start paused.
     #[arg(long)]
     pub paused: bool,
+
+    /// Write the bundled sample archive to FILE (for `play`, `export`, `serve` …) instead of
+    /// opening the inspector.
+    #[arg(long, value_name = "FILE")]
+    pub export: Option<std::path::PathBuf>,
+
+    /// With --export: replace an existing FILE.
+    #[arg(long, requires = "export")]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -696,3 +696,36 @@ fn outputs_are_not_replaced_without_force_and_a_failed_import_keeps_the_old_one(
     );
     assert_eq!(info(f)["events"], 7);
 }
+
+#[test]
+fn the_bundled_sample_can_be_written_out_for_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sample.mcap");
+    let o = out.to_str().unwrap();
+    let r = run(&["demo", "--export", o]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(SAMPLE_ARCHIVE).unwrap()
+    );
+    assert!(stderr(&r).contains("replayscope play"), "{}", stderr(&r));
+    let (r, _) = run_bounded(&["demo", "--export", o], None);
+    assert_one_line_error(&r, 2, &["--export", "it exists; --force replaces it"]);
+    assert!(run(&["demo", "--export", o, "--force"]).status.success());
+    // The README's verify example holds for the session it generates.
+    let session = dir.path().join("session.mcap");
+    let s = session.to_str().unwrap();
+    let r = run(&[
+        "gen", "--events", "100000", "--agents", "6", "--seed", "1", "-o", s,
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("replayscope verify session.mcap --expect-hash "))
+        .expect("the README's verify example");
+    let hash = line.rsplit(' ').next().unwrap();
+    let r = run(&["verify", s, "--expect-hash", hash]);
+    assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
+}

@@ -27,8 +27,27 @@ pub enum RunFailure {
     #[error("{0}")]
     Failed(String),
     /// Stopped by Ctrl-C or SIGTERM after the report was written (exit 130).
-    #[error("stopped by Ctrl-C{}", .0.map(|o| format!("; resume with --from {o}")).unwrap_or_default())]
-    Interrupted(Option<u64>),
+    #[error("stopped by {}{}", .0.label(), .1.map(|o| format!("; resume with --from {o}")).unwrap_or_default())]
+    Interrupted(StopSignal, Option<u64>),
+}
+
+/// What stopped a command early.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StopSignal {
+    /// Ctrl-C (SIGINT).
+    #[default]
+    Interrupt,
+    /// SIGTERM (a service manager, `kill`).
+    Terminate,
+}
+
+impl StopSignal {
+    pub fn label(self) -> &'static str {
+        match self {
+            StopSignal::Interrupt => "Ctrl-C",
+            StopSignal::Terminate => "SIGTERM",
+        }
+    }
 }
 
 impl RunFailure {
@@ -65,7 +84,7 @@ pub fn exit_code(err: &color_eyre::Report) -> i32 {
             return match p {
                 RunFailure::Integrity(_) => INTEGRITY,
                 RunFailure::Failed(_) => FAILURE,
-                RunFailure::Interrupted(_) => INTERRUPTED,
+                RunFailure::Interrupted(..) => INTERRUPTED,
             };
         }
         if let Some(s) = cause.downcast_ref::<SourceError>() {

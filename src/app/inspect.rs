@@ -20,8 +20,30 @@ use crate::source::{ArchiveSource, Source};
 pub const SAMPLE: &[u8] = include_bytes!("../../assets/sample.mcap");
 
 pub fn demo_cmd(a: DemoArgs) -> Result<()> {
+    if let Some(path) = &a.export {
+        // The sample outside the source tree: every command can then read it.
+        super::output::check_overwrite(path, a.force, "--export")?;
+        let temp = path.with_file_name(format!(
+            ".{}.partial-{}",
+            path.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default(),
+            std::process::id()
+        ));
+        std::fs::write(&temp, SAMPLE)
+            .and_then(|()| std::fs::rename(&temp, path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&temp);
+                super::exit::UsageError(format!("--export {}: {e}", path.display()))
+            })?;
+        let (bytes, file) = (SAMPLE.len(), path.display());
+        eprintln!(
+            "wrote the bundled sample ({bytes} bytes) to {file}; try `replayscope play {file}` or `replayscope open {file}`"
+        );
+        return Ok(());
+    }
     let speed = super::options::check_speed(a.speed)?;
-    let archive = Archive::open_memory(SAMPLE, "bundled sample (assets/sample.mcap)")?;
+    let archive = Archive::open_memory(SAMPLE, "bundled sample (replayscope demo --export FILE)")?;
     let source: Arc<dyn Source> = Arc::new(ArchiveSource::new(archive));
     let options = PlayerOptions {
         pace: Pace::Realtime { speed },

@@ -39,10 +39,12 @@ pub fn play_cmd(a: PlayArgs) -> Result<()> {
 
 async fn execute(plan: PlayPlan) -> Result<()> {
     let stop = CancellationToken::new();
+    let signal = Arc::new(std::sync::Mutex::new(super::exit::StopSignal::default()));
     tokio::spawn({
-        let stop = stop.clone();
+        let (stop, signal) = (stop.clone(), signal.clone());
         async move {
-            super::shutdown_signal().await;
+            let got = super::shutdown_signal().await;
+            *signal.lock().unwrap_or_else(|p| p.into_inner()) = got;
             stop.cancel();
         }
     });
@@ -123,7 +125,10 @@ async fn execute(plan: PlayPlan) -> Result<()> {
     }
     match last {
         RunEnd::Ok => Ok(()),
-        RunEnd::Interrupted(next) => Err(RunFailure::Interrupted(next).into()),
+        RunEnd::Interrupted(next) => {
+            let by = *signal.lock().unwrap_or_else(|p| p.into_inner());
+            Err(RunFailure::Interrupted(by, next).into())
+        }
         RunEnd::Failed(e) => Err(e),
     }
 }

@@ -461,11 +461,12 @@ impl Archive {
         });
         if seg_idx == segs.len() {
             // Every event is before the target.
-            return if at_or_before {
-                Ok(self.last_offset())
+            // (The caller names the position as the user wrote it.)
+            return Ok(if at_or_before {
+                self.last_offset()
             } else {
-                Err(self.out_of_range(&format!("{target}")))
-            };
+                None
+            });
         }
         let seg = &segs[seg_idx];
         let chunk_idx = seg.chunks.partition_point(|c| chunk_last(&c.span) < target);

@@ -45,8 +45,13 @@ fn field(text: &str, what: &str, min: u32, max: u32, names: &[&str]) -> Result<u
                 let step: u32 = s
                     .parse()
                     .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| format!("{what} step {s:?} must be a number above 0"))?;
+                    .filter(|n| *n > 0 && *n <= max - min + 1)
+                    .ok_or_else(|| {
+                        format!(
+                            "{what} step {s:?} must be a number from 1 to {}",
+                            max - min + 1
+                        )
+                    })?;
                 (r, step)
             }
             None => (part, 1),
@@ -242,6 +247,7 @@ mod tests {
             ("* * * 13 *", "month"),
             ("* * * * 8", "day-of-week"),
             ("*/0 * * * *", "step"),
+            ("*/61 * * * *", "step \"61\" must be a number from 1 to 60"),
             ("x * * * *", "not a number"),
             ("5-1 * * * *", "backwards"),
         ] {

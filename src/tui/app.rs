@@ -380,7 +380,15 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
                 model.report = None;
             }
         }
-        Action::TogglePause => out.push(Command::TogglePause),
+        // At the end, Space plays it again from the start (a new run).
+        Action::TogglePause => match (model.stats.state, model.range()) {
+            (PlayState::Finished, Some((first, _))) => {
+                view.selected = None;
+                model.report = None;
+                out.push(Command::ResumeFrom(first));
+            }
+            _ => out.push(Command::TogglePause),
+        },
         Action::Step => {
             view.selected = None;
             out.push(Command::Step(1));
@@ -641,6 +649,23 @@ mod tests {
         assert_eq!(
             handle(Action::PromptSubmit, &mut m, &mut v),
             vec![Command::ResumeFrom(42)]
+        );
+    }
+
+    #[test]
+    fn space_at_the_end_plays_again_from_the_start() {
+        let mut m = Model::new(source(), crate::tui::view::tests::stats());
+        let mut v = ViewState::default();
+        m.stats.state = PlayState::Playing;
+        assert_eq!(
+            handle(Action::TogglePause, &mut m, &mut v),
+            vec![Command::TogglePause]
+        );
+        m.stats.state = PlayState::Finished;
+        let first = m.range().unwrap().0;
+        assert_eq!(
+            handle(Action::TogglePause, &mut m, &mut v),
+            vec![Command::ResumeFrom(first)]
         );
     }
 

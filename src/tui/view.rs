@@ -251,6 +251,29 @@ pub(crate) mod tests {
         assert!(!t.contains("changes of #"), "{t}");
     }
 
+    /// What users read (DESIGN.md section 15) at every size the inspector supports: no Rust
+    /// syntax, the timeline's position, and a frozen table that says it is frozen.
+    #[test]
+    fn screens_read_for_people_at_every_size() {
+        for (w, h) in [(160, 45), (80, 24), (50, 12)] {
+            let mut v = ViewState::default();
+            let s = screen(&draw(&played_model(), &v, w, h));
+            for bad in ["..=", "Some(", "None", "{:?}"] {
+                assert!(!s.contains(bad), "{w}x{h} shows {bad:?}:\n{s}");
+            }
+            assert!(s.contains("#59"), "{w}x{h}: the position is shown:\n{s}");
+            if h >= 24 {
+                assert!(s.contains("following"), "{w}x{h}:\n{s}");
+                v.frozen_at = Some(59);
+                let s = screen(&draw(&played_model(), &v, w, h));
+                assert!(
+                    s.contains("frozen at #59") && !s.contains("following"),
+                    "{w}x{h}:\n{s}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn main_screen() {
         let t = draw(&played_model(), &ViewState::default(), 160, 45);

@@ -67,15 +67,12 @@ pub fn render_table(frame: &mut Frame, area: Rect, model: &Model, view: &ViewSta
             ])
         })
         .collect();
-    let title = format!(
-        " events ({} shown{}) ",
-        rows.len(),
-        if view.selected.is_none() {
-            ", following"
-        } else {
-            ""
-        }
-    );
+    let mode = match (view.frozen_at, view.selected) {
+        (Some(at), _) => format!(", frozen at #{}", crate::text::thousands(at)),
+        (None, None) => ", following".to_string(),
+        (None, Some(_)) => String::new(),
+    };
+    let title = format!(" events ({} shown{mode}) ", rows.len());
     let table = Table::new(
         table_rows,
         [
