@@ -305,6 +305,9 @@ struct Run {
     last: Option<u64>,
     /// The chain head after the last event played, when known.
     chain_head: Option<[u8; 32]>,
+    /// The highest offset played, and how many events were played again at or below it.
+    highest: Option<u64>,
+    replayed: u64,
     lags: LagHistogram,
     failures: u64,
 }
@@ -318,6 +321,8 @@ impl Run {
             first: None,
             last: None,
             chain_head: None,
+            highest: None,
+            replayed: 0,
             lags: LagHistogram::default(),
             failures: 0,
         }
@@ -749,6 +754,10 @@ impl<S: Sink> Player<S> {
         self.run.first.get_or_insert(event.offset);
         self.run.last = Some(event.offset);
         self.run.chain_head = head;
+        if self.run.highest.is_some_and(|h| event.offset <= h) {
+            self.run.replayed += 1;
+        }
+        self.run.highest = self.run.highest.max(Some(event.offset));
         self.total_events += 1;
         self.total_bytes += size as u64;
         self.position = Some(event.offset);
@@ -1019,6 +1028,7 @@ impl<S: Sink> Player<S> {
             outcome,
             reason,
             events_sent: self.run.events,
+            events_replayed: self.run.replayed,
             failures: self.run.failures,
             bytes: self.run.bytes,
             duration_ms: duration.as_millis() as u64,

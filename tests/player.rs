@@ -577,3 +577,60 @@ async fn a_slow_sink_holds_the_player_back_and_a_run_ends_only_when_it_has_flush
         }
     }
 }
+
+/// Presses in a row add up (each one acts on where the last one went, not on a stale
+/// position), and the report counts what this run played after seeking back.
+#[tokio::test(start_paused = true)]
+async fn relative_moves_in_a_burst_add_up_and_replays_are_counted() {
+    let evs = events(3000);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.mcap");
+    write(&path, &evs);
+    let (h, rec) = start(
+        source(&path),
+        PlayerOptions {
+            start_paused: true,
+            exit_when_done: false,
+            ..PlayerOptions::default()
+        },
+    );
+    h.send(Command::Seek(SeekTarget::Position(Position::Offset(1000))));
+    h.send(Command::Step(1));
+    wait_for(&h, |s| {
+        s.position == Some(1000) && s.state == PlayState::Paused
+    })
+    .await;
+    // Five step-backs sent at once: 995, not 999.
+    for _ in 0..5 {
+        h.send(Command::StepBack(1));
+    }
+    wait_for(&h, |s| {
+        s.position == Some(995) && s.state == PlayState::Paused
+    })
+    .await;
+    // Three +10 % jumps at once from 995 (33.2 % of 0–2999): 63.2 %, offset 1895.
+    for _ in 0..3 {
+        h.send(Command::Seek(SeekTarget::RelativePercent(10.0)));
+    }
+    h.send(Command::Step(1));
+    let s = wait_for(&h, |s| {
+        s.state == PlayState::Paused && s.position >= Some(1800)
+    })
+    .await;
+    assert_eq!(s.position, Some(1895), "played {:?}", rec.offsets());
+    // Four speed steps at once from 1x: 1.5, 2, 3, 5.
+    h.send(Command::SetPace(Pace::Realtime { speed: 1.0 }));
+    for _ in 0..4 {
+        h.send(Command::StepPace(true));
+    }
+    let s = wait_for(&h, |s| s.pace == Pace::Realtime { speed: 5.0 }).await;
+    assert_eq!(s.pace, Pace::Realtime { speed: 5.0 });
+    h.send(Command::Stop);
+    let r = wait_for(&h, |s| s.state == PlayState::Stopped).await;
+    assert_eq!(r.state, PlayState::Stopped);
+    h.send(Command::Quit);
+    let report = h.join().await.unwrap();
+    // 1000, then 995 (after seeking back), then 1895.
+    assert_eq!(report.events_sent, 3);
+    assert_eq!(report.events_replayed, 1);
+}

@@ -240,6 +240,10 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub events_sent: u64,
+    /// Of `events_sent`, how many were played after seeking or stepping back (at or below the
+    /// highest offset this run had played): `events_sent` is then more than the offsets span.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub events_replayed: u64,
     pub failures: u64,
     pub bytes: u64,
     pub duration_ms: u64,
@@ -260,6 +264,10 @@ pub struct Report {
     /// The run stopped because the output was closed by its reader (a closed pipe).
     #[serde(skip)]
     pub output_closed: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

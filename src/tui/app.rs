@@ -678,6 +678,7 @@ mod tests {
             outcome: crate::player::Outcome::Stopped,
             reason: None,
             events_sent: 0,
+            events_replayed: 0,
             failures: 0,
             bytes: 0,
             duration_ms: 0,

@@ -324,6 +324,7 @@ pub(crate) mod tests {
             outcome: crate::player::Outcome::Stopped,
             reason: Some("stopped by the user".into()),
             events_sent: 60,
+            events_replayed: 0,
             failures: 0,
             bytes: 18_000,
             duration_ms: 4_000,

@@ -17,18 +17,25 @@ pub fn render_report(frame: &mut Frame, area: Rect, model: &Model, r: &crate::pl
     let title = format!(" run {} ", r.outcome);
     let mut lines = vec![
         Line::from(format!(
-            "events {}  bytes {}  failures {}  in {:.1} s ({:.0} ev/s)",
-            r.events_sent,
+            "played {} in this run{}  bytes {}  failures {}  in {:.1} s ({:.0} ev/s)",
+            crate::text::count(r.events_sent, "event", "events"),
+            if r.events_replayed > 0 {
+                format!(" ({} of them after seeking back)", r.events_replayed)
+            } else {
+                String::new()
+            },
             human_bytes(r.bytes),
             r.failures,
             r.duration_ms as f64 / 1e3,
             r.achieved_rate
         )),
-        Line::from(format!(
-            "offsets {} to {}",
-            r.first_offset.map_or("-".into(), |o| o.to_string()),
-            r.last_offset.map_or("-".into(), |o| o.to_string())
-        )),
+        Line::from(match (r.first_offset, r.last_offset) {
+            (Some(a), Some(b)) if r.events_replayed == 0 => {
+                format!("offsets {}", crate::text::range_words(a, b))
+            }
+            (Some(a), Some(b)) => format!("first played offset {a}, last {b}"),
+            _ => "nothing played".to_string(),
+        }),
         Line::from(format!(
             "lag max {:.2} ms, p99 {:.2} ms",
             r.max_lag_ms, r.p99_lag_ms
