@@ -481,8 +481,15 @@ pub struct GenArgs {
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// JSON Lines file (`-` for standard input).
-    pub input: PathBuf,
+    /// JSON Lines files (`-` for standard input), merged in commit_ts order when several;
+    /// `FILE=NAMESPACE/AGENT_ID` names the agent of a file whose lines do not (a Statehouse
+    /// Replay dump).
+    #[arg(required = true, num_args = 1..)]
+    pub inputs: Vec<String>,
+
+    /// The agent of lines without namespace/agent_id, as NAMESPACE/AGENT_ID.
+    #[arg(long, env = "REPLAYSCOPE_AGENT")]
+    pub agent: Option<String>,
 
     #[command(flatten)]
     pub archive: OutputArchiveArgs,

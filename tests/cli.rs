@@ -729,3 +729,70 @@ fn the_bundled_sample_can_be_written_out_for_every_command() {
     let r = run(&["verify", s, "--expect-hash", hash]);
     assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
 }
+
+/// A real agent's session as users have it: a research agent run through the Statehouse Python
+/// SDK against the real daemon, its Replay dumped as JSON Lines (scripts/make-agent-fixture.py):
+/// no offsets, no namespace/agent_id, no wall-clock commit times.
+const AGENT_DUMP: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/research-agent.jsonl"
+);
+
+#[test]
+fn real_agent_dumps_import_merge_and_play_directly() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = dir.path().join("one.mcap");
+    let o1 = one.to_str().unwrap();
+    // Without an agent for its lines: a usage error that says how to give one.
+    let (r, _) = run_bounded(&["import", AGENT_DUMP, "-o", o1], None);
+    assert_one_line_error(
+        &r,
+        2,
+        &["research-agent.jsonl:1:", "--agent NAMESPACE/AGENT_ID"],
+    );
+    assert!(!one.exists());
+    let r = run(&[
+        "import",
+        AGENT_DUMP,
+        "--agent",
+        "research/research-7",
+        "-o",
+        o1,
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let exported = stdout(&run(&["export", o1]));
+    let lines: Vec<serde_json::Value> = exported
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 14);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["offset"], i as u64, "numbered in order");
+        assert_eq!(l["agent_id"], "research-7");
+    }
+    assert_eq!(lines[13]["operations"][0]["value"]["status"], "answered");
+    // Two halves (in any order, each with its agent) merge by commit_ts into the same archive.
+    let text = std::fs::read_to_string(AGENT_DUMP).unwrap();
+    let all: Vec<&str> = text.lines().collect();
+    let (a, b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+    let odd: Vec<&str> = all.iter().copied().step_by(2).collect();
+    let even: Vec<&str> = all.iter().copied().skip(1).step_by(2).collect();
+    std::fs::write(&a, odd.join("\n")).unwrap();
+    std::fs::write(&b, even.join("\n")).unwrap();
+    let both = dir.path().join("both.mcap");
+    let spec = |p: &Path| format!("{}=research/research-7", p.display());
+    let r = run(&["import", &spec(&b), &spec(&a), "-o", both.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert_eq!(stdout(&run(&["export", both.to_str().unwrap()])), exported);
+    // A JSON Lines file plays directly, imported on the fly.
+    let r = run(&[
+        "play",
+        AGENT_DUMP,
+        "--agent",
+        "research/research-7",
+        "--format",
+        "jsonl",
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert_eq!(stdout(&r), exported);
+}

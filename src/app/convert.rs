@@ -9,7 +9,7 @@ use color_eyre::eyre::Result;
 
 use super::output::write_new;
 use super::{UsageError, open_archive, print_summaries, writer_options};
-use crate::archive::jsonl::{self, ImportTarget};
+use crate::archive::jsonl::{self, ImportInput, ImportOptions, ImportTarget};
 use crate::archive::{ArchiveError, ArchiveWriter, SegmentedWriter};
 use crate::cli::{ExportArgs, GenArgs, ImportArgs};
 use crate::event::generate::{GenOptions, Generator};
@@ -46,23 +46,69 @@ pub fn gen_cmd(a: GenArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn import_cmd(a: ImportArgs) -> Result<()> {
-    let name = a.input.display().to_string();
-    let input: Box<dyn BufRead> = if name == "-" {
+/// `NAMESPACE/AGENT_ID` as a pair.
+fn agent_pair(text: &str, flag: &str) -> Result<(String, String)> {
+    match text.split_once('/') {
+        Some((ns, agent)) if !ns.is_empty() && !agent.is_empty() && !agent.contains('/') => {
+            Ok((ns.to_string(), agent.to_string()))
+        }
+        _ => Err(UsageError(format!("{flag} {text:?}: expected NAMESPACE/AGENT_ID")).into()),
+    }
+}
+
+/// `FILE` or `FILE=NAMESPACE/AGENT_ID`.
+fn input_spec(spec: &str) -> (&str, Option<&str>) {
+    match spec.rsplit_once('=') {
+        Some((file, agent))
+            if !file.is_empty() && agent.split('/').filter(|p| !p.is_empty()).count() == 2 =>
+        {
+            (file, Some(agent))
+        }
+        _ => (spec, None),
+    }
+}
+
+/// Opens one import input (a file, or `-` for standard input).
+fn open_input(file: &str) -> Result<Box<dyn BufRead>> {
+    if file == "-" {
         // Standard input may be a pipe or a FIFO by design: it streams, line by bounded line.
-        Box::new(BufReader::with_capacity(1 << 16, std::io::stdin()))
-    } else {
-        let f = crate::archive::storage::check_not_special(&a.input)
-            .and_then(|()| File::open(&a.input))
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::InvalidInput => UsageError(format!(
-                    "{name}: {e}; to stream from it, use `import - < {name}`"
-                ))
-                .into(),
-                _ => color_eyre::Report::new(ArchiveError::io(&name, e)),
-            })?;
-        Box::new(BufReader::with_capacity(1 << 20, f))
-    };
+        return Ok(Box::new(BufReader::with_capacity(
+            1 << 16,
+            std::io::stdin(),
+        )));
+    }
+    let path = Path::new(file);
+    let f = crate::archive::storage::check_not_special(path)
+        .and_then(|()| File::open(path))
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidInput => UsageError(format!(
+                "{file}: {e}; to stream from it, use `import - < {file}`"
+            ))
+            .into(),
+            _ => color_eyre::Report::new(ArchiveError::io(file, e)),
+        })?;
+    Ok(Box::new(BufReader::with_capacity(1 << 20, f)))
+}
+
+pub fn import_cmd(a: ImportArgs) -> Result<()> {
+    let default_agent = a
+        .agent
+        .as_deref()
+        .map(|t| agent_pair(t, "--agent"))
+        .transpose()?;
+    let mut inputs = Vec::with_capacity(a.inputs.len());
+    for spec in &a.inputs {
+        let (file, agent) = input_spec(spec);
+        let agent = match agent {
+            Some(t) => Some(agent_pair(t, file)?),
+            None => default_agent.clone(),
+        };
+        inputs.push(ImportInput {
+            reader: open_input(file)?,
+            name: file.to_string(),
+            agent,
+        });
+    }
     let max_line = usize::try_from(a.max_line_bytes.0)
         .unwrap_or(usize::MAX)
         .max(1);
@@ -71,12 +117,14 @@ pub fn import_cmd(a: ImportArgs) -> Result<()> {
             Some(k) => ImportTarget::Segments(out, k),
             None => ImportTarget::File(out),
         };
-        Ok(jsonl::import(
-            input,
-            &name,
+        let options = ImportOptions {
+            max_line_bytes: max_line,
+        };
+        Ok(jsonl::import_all(
+            inputs,
             target,
             writer_options(&a.archive),
-            max_line,
+            options,
         )?)
     })?;
     print_summaries(&summaries);

@@ -63,23 +63,135 @@ fn memchr_newline(b: &[u8]) -> Option<usize> {
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// Reads JSON Lines from `input` (named `input_name` in errors) into a new archive; no line
-/// may be longer than `max_line_bytes`. A UTF-8 byte-order mark at the start is skipped. An
+/// One input of an import: its lines, its name in errors, and the agent its lines belong to
+/// when they do not say (a dump of one Statehouse agent's Replay has no namespace/agent_id).
+pub struct ImportInput<'a> {
+    pub reader: Box<dyn BufRead + 'a>,
+    pub name: String,
+    pub agent: Option<(String, String)>,
+}
+
+/// How lines become events.
+#[derive(Debug, Clone, Copy)]
+pub struct ImportOptions {
+    /// The longest line taken.
+    pub max_line_bytes: usize,
+}
+
+/// An event as an import takes it: the export's fields, with `offset`, `namespace` and
+/// `agent_id` optional (a Statehouse Replay dump has `txn_id`, `commit_ts` and `operations`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    #[serde(default)]
+    offset: Option<u64>,
+    txn_id: String,
+    commit_ts: u64,
+    #[serde(default)]
+    commit_time_ns: Option<u64>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    agent_id: Option<String>,
+    operations: Vec<crate::event::Operation>,
+}
+
+/// An input being read: the next event it holds, and where that came from.
+struct Reader<'a> {
+    input: ImportInput<'a>,
+    line: Vec<u8>,
+    line_no: u64,
+    /// The next offset to give a line without one.
+    next_offset: u64,
+    next: Option<(Event, u64)>,
+    max_line_bytes: usize,
+}
+
+impl Reader<'_> {
+    fn error(&self, line: u64, message: impl Into<String>) -> ArchiveError {
+        ArchiveError::Jsonl {
+            path: self.input.name.clone(),
+            line,
+            message: message.into(),
+        }
+    }
+
+    /// Reads the next event (skipping blank lines) into `self.next`.
+    fn advance(&mut self) -> Result<()> {
+        self.next = None;
+        loop {
+            self.line_no += 1;
+            let more =
+                read_line_bounded(&mut self.input.reader, &mut self.line, self.max_line_bytes)
+                    .map_err(|m| self.error(self.line_no, m))?;
+            if !more {
+                return Ok(());
+            }
+            let text = match self
+                .line
+                .strip_prefix(UTF8_BOM)
+                .filter(|_| self.line_no == 1)
+            {
+                Some(rest) => rest,
+                None => &self.line[..],
+            };
+            if text.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let l: Line = serde_json::from_slice(text)
+                .map_err(|e| self.error(self.line_no, format!("not a valid event: {e}")))?;
+            let (namespace, agent_id) = match (l.namespace, l.agent_id, &self.input.agent) {
+                (Some(n), Some(a), _) => (n, a),
+                (None, None, Some((n, a))) => (n.clone(), a.clone()),
+                (None, None, None) => {
+                    return Err(self.error(
+                        self.line_no,
+                        "no namespace and agent_id: a dump of one agent's Replay needs \
+                         --agent NAMESPACE/AGENT_ID (or FILE=NAMESPACE/AGENT_ID)",
+                    ));
+                }
+                _ => {
+                    return Err(
+                        self.error(self.line_no, "give both namespace and agent_id, or neither")
+                    );
+                }
+            };
+            let offset = l.offset.unwrap_or(self.next_offset);
+            self.next_offset = offset + 1;
+            let event = Event {
+                offset,
+                txn_id: l.txn_id,
+                commit_ts: l.commit_ts,
+                commit_time_ns: l.commit_time_ns,
+                namespace: namespace.into(),
+                agent_id: agent_id.into(),
+                operations: l.operations,
+            };
+            self.next = Some((event, self.line_no));
+            return Ok(());
+        }
+    }
+}
+
+/// Reads JSON Lines into a new archive. One input keeps its offsets (an export imports to the
+/// same archive bytes) and numbers lines without one in order; several inputs are merged in
+/// commit_ts order (Statehouse's commit_ts is one counter for the whole daemon) and renumbered
+/// from 0, a transaction that appears in several of them (it touched several agents) once. No
+/// line may be longer than `max_line_bytes`; a UTF-8 byte-order mark at the start is skipped. An
 /// import that fails removes what it created (the file, or the segment directory) and nothing
 /// else.
-pub fn import(
-    input: impl BufRead,
-    input_name: &str,
+pub fn import_all(
+    inputs: Vec<ImportInput<'_>>,
     target: ImportTarget<'_>,
     options: WriterOptions,
-    max_line_bytes: usize,
+    import: ImportOptions,
 ) -> Result<Vec<WriteSummary>> {
     let (path, is_dir) = match &target {
         ImportTarget::File(p) => (p.to_path_buf(), false),
         ImportTarget::Segments(p, _) => (p.to_path_buf(), true),
     };
     let existed = path.exists();
-    let result = import_into(input, input_name, target, options, max_line_bytes);
+    let result = import_into(inputs, target, options, import);
     // Only what this import created goes: a path that was there before is left as it is (the
     // command writes to a fresh temporary name and renames it into place).
     if result.is_err() && !existed {
@@ -92,12 +204,32 @@ pub fn import(
     result
 }
 
-fn import_into(
-    mut input: impl BufRead,
+/// [`import_all`] of one input whose lines name their agents.
+pub fn import(
+    input: impl BufRead,
     input_name: &str,
     target: ImportTarget<'_>,
     options: WriterOptions,
     max_line_bytes: usize,
+) -> Result<Vec<WriteSummary>> {
+    let input = ImportInput {
+        reader: Box::new(input),
+        name: input_name.to_string(),
+        agent: None,
+    };
+    import_all(
+        vec![input],
+        target,
+        options,
+        ImportOptions { max_line_bytes },
+    )
+}
+
+fn import_into(
+    inputs: Vec<ImportInput<'_>>,
+    target: ImportTarget<'_>,
+    options: WriterOptions,
+    import: ImportOptions,
 ) -> Result<Vec<WriteSummary>> {
     enum W {
         One(Box<ArchiveWriter>),
@@ -107,41 +239,48 @@ fn import_into(
         ImportTarget::File(p) => W::One(Box::new(ArchiveWriter::create(p, options)?)),
         ImportTarget::Segments(p, k) => W::Many(Box::new(SegmentedWriter::create(p, k, options)?)),
     };
-    let mut line = Vec::new();
-    let mut line_no = 0u64;
+    let renumber = inputs.len() > 1;
+    let mut readers: Vec<Reader<'_>> = inputs
+        .into_iter()
+        .map(|input| Reader {
+            input,
+            line: Vec::new(),
+            line_no: 0,
+            next_offset: 0,
+            next: None,
+            max_line_bytes: import.max_line_bytes.max(1),
+        })
+        .collect();
+    for r in &mut readers {
+        r.advance()?;
+    }
+    let mut offset = 0u64;
+    let mut last: Option<(u64, String)> = None;
     loop {
-        line_no += 1;
-        let more = read_line_bounded(&mut input, &mut line, max_line_bytes).map_err(|message| {
-            ArchiveError::Jsonl {
-                path: input_name.to_string(),
-                line: line_no,
-                message,
-            }
-        })?;
-        if !more {
+        // The input whose next event commits first (the first input on a tie).
+        let Some(i) = (0..readers.len())
+            .filter(|&i| readers[i].next.is_some())
+            .min_by_key(|&i| readers[i].next.as_ref().map(|(e, _)| e.commit_ts))
+        else {
             break;
-        }
-        let text = match line.strip_prefix(UTF8_BOM).filter(|_| line_no == 1) {
-            Some(rest) => rest,
-            None => &line[..],
         };
-        if text.iter().all(u8::is_ascii_whitespace) {
-            continue;
+        let (mut event, line_no) = readers[i].next.take().expect("chosen for its next event");
+        let duplicate = last
+            .as_ref()
+            .is_some_and(|(ts, txn)| renumber && *ts == event.commit_ts && *txn == event.txn_id);
+        if !duplicate {
+            if renumber {
+                event.offset = offset;
+                offset += 1;
+            }
+            let appended = match &mut writer {
+                W::One(w) => w.append(&event),
+                W::Many(w) => w.append(&event),
+            };
+            appended.map_err(|e| readers[i].error(line_no, e.to_string()))?;
+            last = Some((event.commit_ts, event.txn_id));
         }
-        let event: Event = serde_json::from_slice(text).map_err(|e| ArchiveError::Jsonl {
-            path: input_name.to_string(),
-            line: line_no,
-            message: format!("not a valid event: {e}"),
-        })?;
-        let appended = match &mut writer {
-            W::One(w) => w.append(&event),
-            W::Many(w) => w.append(&event),
-        };
-        appended.map_err(|e| ArchiveError::Jsonl {
-            path: input_name.to_string(),
-            line: line_no,
-            message: e.to_string(),
-        })?;
+        readers[i].advance()?;
     }
     match writer {
         W::One(w) => Ok(vec![w.finish()?]),
@@ -167,3 +306,56 @@ pub fn export(cursor: &mut Cursor, mut out: impl Write, out_name: &str) -> Resul
     out.flush().map_err(werr)?;
     Ok(n)
 }
+
+/// Whether `path` holds JSON Lines rather than an archive: its name says so, or it starts with
+/// `{` (an MCAP file starts with its magic bytes).
+pub fn looks_like_jsonl(path: &Path) -> bool {
+    let by_name = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e, "jsonl" | "ndjson"));
+    by_name
+        || (path.is_file()
+            && std::fs::File::open(path).is_ok_and(|mut f| {
+                let mut b = [0u8; 1];
+                std::io::Read::read(&mut f, &mut b).is_ok_and(|n| n == 1 && b[0] == b'{')
+            }))
+}
+
+/// Opens a JSON Lines file as an archive, imported on the fly into a temporary file (unlinked
+/// once open: it goes away with the process). `agent` names the agent of lines without one.
+pub fn open_as_archive(
+    path: &Path,
+    agent: Option<(String, String)>,
+    max_line_bytes: usize,
+) -> Result<crate::archive::Archive> {
+    let name = path.display().to_string();
+    crate::archive::storage::check_not_special(path).map_err(|e| ArchiveError::io(&name, e))?;
+    let file = std::fs::File::open(path).map_err(|e| ArchiveError::io(&name, e))?;
+    let temp = std::env::temp_dir().join(format!(
+        "replayscope-{}-{}.mcap",
+        std::process::id(),
+        TEMP_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let input = ImportInput {
+        reader: Box::new(std::io::BufReader::with_capacity(1 << 20, file)),
+        name: name.clone(),
+        agent,
+    };
+    let imported = import_all(
+        vec![input],
+        ImportTarget::File(&temp),
+        WriterOptions::default(),
+        ImportOptions { max_line_bytes },
+    );
+    let opened = imported.and_then(|_| {
+        let storage = crate::archive::storage::LocalFile::open(&temp)
+            .map_err(|e| ArchiveError::io(&temp.display().to_string(), e))?;
+        let segment = crate::archive::reader::open_segment(Box::new(storage), Default::default())?;
+        crate::archive::Archive::from_segments(name, vec![segment])
+    });
+    let _ = std::fs::remove_file(&temp);
+    opened
+}
+
+static TEMP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -76,6 +76,9 @@ pub enum OpenError {
 
 const ENDPOINT_SCHEMES: [&str; 3] = ["replayscope", "statehouse", "grpc"];
 
+/// The longest line a JSON Lines source may have (as `import`'s default).
+const JSONL_MAX_LINE_BYTES: usize = 8 << 20;
+
 /// Whether `text` names a network endpoint rather than an archive.
 pub fn is_endpoint(text: &str) -> bool {
     text.split_once("://")
@@ -177,7 +180,17 @@ pub fn open_source(
         let options = OpenOptions {
             allow_truncated: req.allow_truncated,
         };
-        let archive = Archive::open(Path::new(text), options)?;
+        let path = Path::new(text);
+        let archive = if crate::archive::jsonl::looks_like_jsonl(path) {
+            // A JSON Lines export or agent dump plays directly (imported on the fly).
+            let agent = req.agent.as_deref().and_then(|a| {
+                a.split_once('/')
+                    .map(|(n, id)| (n.to_string(), id.to_string()))
+            });
+            crate::archive::jsonl::open_as_archive(path, agent, JSONL_MAX_LINE_BYTES)?
+        } else {
+            Archive::open(path, options)?
+        };
         archive.log_notes();
         return Ok((Arc::new(ArchiveSource::new(archive)), SourceKind::Archive));
     };
