@@ -256,14 +256,11 @@ fn import_into(
     }
     let mut offset = 0u64;
     let mut last: Option<(u64, String)> = None;
-    loop {
-        // The input whose next event commits first (the first input on a tie).
-        let Some(i) = (0..readers.len())
-            .filter(|&i| readers[i].next.is_some())
-            .min_by_key(|&i| readers[i].next.as_ref().map(|(e, _)| e.commit_ts))
-        else {
-            break;
-        };
+    // The input whose next event commits first (the first input on a tie).
+    while let Some(i) = (0..readers.len())
+        .filter(|&i| readers[i].next.is_some())
+        .min_by_key(|&i| readers[i].next.as_ref().map(|(e, _)| e.commit_ts))
+    {
         let (mut event, line_no) = readers[i].next.take().expect("chosen for its next event");
         let duplicate = last
             .as_ref()
