@@ -72,6 +72,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 key_prefix: None,
                 max_gap: None,
                 tick: None,
+                time_field: None,
             },
             paused: false,
         }),

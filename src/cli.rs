@@ -240,6 +240,11 @@ impl std::str::FromStr for DurationArg {
 
 #[derive(Debug, Clone, Args)]
 pub struct PlayFlags {
+    /// For a JSON Lines source: give events a wall-clock time from their values (see
+    /// `import --time-field`), for Realtime pacing, the table, the timeline and seeks by time.
+    #[arg(long, value_name = "FIELDS", env = "REPLAYSCOPE_TIME_FIELD")]
+    pub time_field: Option<String>,
+
     /// Pacing: realtime (commit-time deltas / --speed), fast, or rate (--rate events/s)
     /// [default: fast for play, realtime for open; --rate alone implies rate, --speed alone
     /// realtime].
@@ -490,6 +495,12 @@ pub struct ImportArgs {
     /// The agent of lines without namespace/agent_id, as NAMESPACE/AGENT_ID.
     #[arg(long, env = "REPLAYSCOPE_AGENT")]
     pub agent: Option<String>,
+
+    /// Give events a wall-clock time from their values (Statehouse keeps none): the first
+    /// operation with one of these fields (names or JSON pointers, comma-separated, e.g.
+    /// `at,asked_at,/meta/ts`) holding an RFC 3339 time or a Unix timestamp.
+    #[arg(long, value_name = "FIELDS")]
+    pub time_field: Option<String>,
 
     #[command(flatten)]
     pub archive: OutputArchiveArgs,

@@ -397,6 +397,75 @@ impl fmt::Display for Position {
     }
 }
 
+/// Where an event's wall time comes from when its source has none (Statehouse keeps no clock;
+/// agents put times in their values): the first operation whose value has one of these fields
+/// (a name, or a JSON pointer such as `/meta/at`), tried in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeField(pub Vec<String>);
+
+impl TimeField {
+    /// `at,asked_at,/meta/ts` as a list.
+    pub fn parse(text: &str) -> Result<TimeField, String> {
+        let fields: Vec<String> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .map(str::to_string)
+            .collect();
+        if fields.is_empty() {
+            return Err(format!(
+                "--time-field {text:?}: give a field name or JSON pointer"
+            ));
+        }
+        Ok(TimeField(fields))
+    }
+
+    /// The event's time from its values (Unix ns), when one of the fields holds one: an
+    /// RFC 3339 string, or a number of seconds, milliseconds, microseconds or nanoseconds since
+    /// 1970 (told apart by size).
+    pub fn time_of(&self, e: &Event) -> Option<u64> {
+        self.0.iter().find_map(|field| {
+            e.operations.iter().find_map(|op| {
+                let obj = op.value.as_ref()?.object(&op.key).ok()?;
+                let v = match field.strip_prefix('/') {
+                    None => obj.get(field.as_str())?,
+                    Some(path) => {
+                        let mut parts = path.split('/');
+                        let mut v = obj.get(parts.next()?)?;
+                        for p in parts {
+                            v = match v {
+                                serde_json::Value::Object(m) => m.get(p)?,
+                                serde_json::Value::Array(a) => a.get(p.parse::<usize>().ok()?)?,
+                                _ => return None,
+                            };
+                        }
+                        v
+                    }
+                };
+                match v {
+                    serde_json::Value::String(s) => parse_rfc3339_ns(s),
+                    serde_json::Value::Number(n) => {
+                        let x = n.as_f64()?;
+                        let ns = match x {
+                            x if x < 0.0 => return None,
+                            x if x < 1e11 => x * 1e9,
+                            x if x < 1e14 => x * 1e6,
+                            x if x < 1e17 => x * 1e3,
+                            x => x,
+                        };
+                        Some(ns as u64)
+                    }
+                    _ => None,
+                }
+            })
+        })
+    }
+
+    pub fn label(&self) -> String {
+        self.0.join(",")
+    }
+}
+
 /// The wall clock now, Unix ns (0 if the clock is before 1970).
 pub fn now_ns() -> u64 {
     std::time::SystemTime::now()

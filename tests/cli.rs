@@ -796,3 +796,67 @@ fn real_agent_dumps_import_merge_and_play_directly() {
     assert!(r.status.success(), "{}", stderr(&r));
     assert_eq!(stdout(&r), exported);
 }
+
+#[test]
+fn time_from_the_values_of_an_agent_dump() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("timed.mcap");
+    let o = out.to_str().unwrap();
+    let r = run(&[
+        "import",
+        AGENT_DUMP,
+        "--agent",
+        "research/research-7",
+        "--time-field",
+        "at,asked_at,made_at,started_at",
+        "-o",
+        o,
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let info: serde_json::Value =
+        serde_json::from_slice(&run(&["info", o, "--json"]).stdout).unwrap();
+    assert_eq!(
+        info["first_time"], "2026-11-30T14:02:11.250Z",
+        "the session's started_at"
+    );
+    let span = info["duration_s"].as_f64().unwrap();
+    assert!(span > 5.0 && span < 10.0, "{span} s");
+    // Times never go backwards, and every event has one.
+    let times: Vec<u64> = stdout(&run(&["export", o]))
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["commit_time_ns"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(times.len(), 14);
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    // Seeks by time work on it.
+    let r = run(&[
+        "play",
+        o,
+        "--from",
+        "2026-11-30T14:02:13.500Z",
+        "--until",
+        "2026-11-30T14:02:14Z",
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(stdout(&r).lines().count() >= 1);
+    // A field no event has is named.
+    let (r, _) = run_bounded(
+        &[
+            "import",
+            AGENT_DUMP,
+            "--agent",
+            "research/research-7",
+            "--time-field",
+            "nope",
+            "-o",
+            o,
+            "--force",
+        ],
+        None,
+    );
+    assert_one_line_error(&r, 2, &["no event has a time in field nope"]);
+}

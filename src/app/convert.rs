@@ -112,6 +112,12 @@ pub fn import_cmd(a: ImportArgs) -> Result<()> {
     let max_line = usize::try_from(a.max_line_bytes.0)
         .unwrap_or(usize::MAX)
         .max(1);
+    let time_field = a
+        .time_field
+        .as_deref()
+        .map(crate::event::TimeField::parse)
+        .transpose()
+        .map_err(UsageError)?;
     let summaries = write_new(&a.output, a.archive.force, "-o", |out| {
         let target = match a.archive.segment_events {
             Some(k) => ImportTarget::Segments(out, k),
@@ -119,6 +125,7 @@ pub fn import_cmd(a: ImportArgs) -> Result<()> {
         };
         let options = ImportOptions {
             max_line_bytes: max_line,
+            time_field: time_field.as_ref(),
         };
         Ok(jsonl::import_all(
             inputs,

@@ -105,8 +105,9 @@ pub fn info_cmd(a: InfoArgs) -> Result<()> {
     writeln!(out, "source        {}", info.source)?;
     writeln!(
         out,
-        "segments      {} ({} chunks)",
-        info.segments, info.chunks
+        "segments      {} ({})",
+        info.segments,
+        crate::text::count(info.chunks as u64, "chunk", "chunks")
     )?;
     writeln!(
         out,
@@ -123,7 +124,7 @@ pub fn info_cmd(a: InfoArgs) -> Result<()> {
     )?;
     match (&info.first_time, &info.last_time, info.duration_s) {
         (Some(a), Some(b), Some(d)) => {
-            writeln!(out, "time          {a} .. {b} ({})", human_duration(d))?
+            writeln!(out, "time          {a} to {b} ({})", human_duration(d))?
         }
         _ => writeln!(
             out,

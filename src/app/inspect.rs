@@ -70,6 +70,7 @@ pub fn open_cmd(a: OpenArgs) -> Result<()> {
         Default::default(),
         a.source.allow_truncated,
         a.play.agent.clone(),
+        a.play.time_field.as_deref(),
     )?;
     let (source, _) = open_source(&name, &request)?;
     // An inspector plays in realtime unless told otherwise (like the bare `replayscope SOURCE`).

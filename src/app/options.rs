@@ -38,12 +38,18 @@ pub fn open_request(
     mode: SourceMode,
     allow_truncated: bool,
     agent: Option<String>,
+    time_field: Option<&str>,
 ) -> Result<OpenRequest> {
+    let time_field = time_field
+        .map(crate::event::TimeField::parse)
+        .transpose()
+        .map_err(UsageError)?;
     let endpoint =
         is_endpoint(source) || matches!(mode, SourceMode::Statehouse | SourceMode::Replayscope);
     Ok(OpenRequest {
         mode,
         allow_truncated,
+        time_field,
         connect: if endpoint {
             connect_options(remote)?
         } else {

@@ -22,7 +22,14 @@ use crate::source::open::open_source;
 pub fn record_cmd(a: RecordArgs) -> Result<()> {
     super::output::check_overwrite(&a.output, a.archive.force, "-o")?;
     let name = a.endpoint.to_string_lossy().into_owned();
-    let request = open_request(&name, &a.remote, Default::default(), false, a.agent.clone())?;
+    let request = open_request(
+        &name,
+        &a.remote,
+        Default::default(),
+        false,
+        a.agent.clone(),
+        None,
+    )?;
     let (source, _) = open_source(&name, &request)?;
     let info = source.info().clone();
     let agent = parse_agent(a.agent.as_deref(), &info)?;

@@ -73,9 +73,11 @@ pub struct ImportInput<'a> {
 
 /// How lines become events.
 #[derive(Debug, Clone, Copy)]
-pub struct ImportOptions {
+pub struct ImportOptions<'a> {
     /// The longest line taken.
     pub max_line_bytes: usize,
+    /// Give events without a commit_time_ns the time found in their values.
+    pub time_field: Option<&'a crate::event::TimeField>,
 }
 
 /// An event as an import takes it: the export's fields, with `offset`, `namespace` and
@@ -184,7 +186,7 @@ pub fn import_all(
     inputs: Vec<ImportInput<'_>>,
     target: ImportTarget<'_>,
     options: WriterOptions,
-    import: ImportOptions,
+    import: ImportOptions<'_>,
 ) -> Result<Vec<WriteSummary>> {
     let (path, is_dir) = match &target {
         ImportTarget::File(p) => (p.to_path_buf(), false),
@@ -221,7 +223,10 @@ pub fn import(
         vec![input],
         target,
         options,
-        ImportOptions { max_line_bytes },
+        ImportOptions {
+            max_line_bytes,
+            time_field: None,
+        },
     )
 }
 
@@ -229,7 +234,7 @@ fn import_into(
     inputs: Vec<ImportInput<'_>>,
     target: ImportTarget<'_>,
     options: WriterOptions,
-    import: ImportOptions,
+    import: ImportOptions<'_>,
 ) -> Result<Vec<WriteSummary>> {
     enum W {
         One(Box<ArchiveWriter>),
@@ -256,6 +261,7 @@ fn import_into(
     }
     let mut offset = 0u64;
     let mut last: Option<(u64, String)> = None;
+    let mut timed = Timed::default();
     // The input whose next event commits first (the first input on a tie).
     while let Some(i) = (0..readers.len())
         .filter(|&i| readers[i].next.is_some())
@@ -270,18 +276,107 @@ fn import_into(
                 event.offset = offset;
                 offset += 1;
             }
-            let appended = match &mut writer {
-                W::One(w) => w.append(&event),
-                W::Many(w) => w.append(&event),
-            };
-            appended.map_err(|e| readers[i].error(line_no, e.to_string()))?;
+            match import.time_field {
+                None => {
+                    let appended = match &mut writer {
+                        W::One(w) => w.append(&event),
+                        W::Many(w) => w.append(&event),
+                    };
+                    appended.map_err(|e| readers[i].error(line_no, e.to_string()))?;
+                }
+                Some(field) => {
+                    let name = readers[i].input.name.clone();
+                    timed.push(event.clone(), line_no, name, field, &mut |e, line, name| {
+                        let appended = match &mut writer {
+                            W::One(w) => w.append(e),
+                            W::Many(w) => w.append(e),
+                        };
+                        appended.map_err(|err| ArchiveError::Jsonl {
+                            path: name.to_string(),
+                            line,
+                            message: err.to_string(),
+                        })
+                    })?;
+                }
+            }
             last = Some((event.commit_ts, event.txn_id));
         }
         readers[i].advance()?;
     }
+    if let Some(field) = import.time_field {
+        timed.finish(field)?;
+    }
     match writer {
         W::One(w) => Ok(vec![w.finish()?]),
         W::Many(w) => w.finish(),
+    }
+}
+
+/// Gives events a wall time from their values (`--time-field`). Times never go backwards (an
+/// earlier one is raised to the last); an event without one takes the last event's; the events
+/// before the first one that has a time wait for it (at most [`Timed::MAX_WAITING`]).
+#[derive(Default)]
+struct Timed {
+    last: Option<u64>,
+    waiting: Vec<(Event, u64, String)>,
+}
+
+type Append<'w> = dyn FnMut(&Event, u64, &str) -> Result<()> + 'w;
+
+impl Timed {
+    const MAX_WAITING: usize = 100_000;
+
+    fn push(
+        &mut self,
+        mut e: Event,
+        line: u64,
+        name: String,
+        field: &crate::event::TimeField,
+        append: &mut Append<'_>,
+    ) -> Result<()> {
+        let found = e.commit_time_ns.or_else(|| field.time_of(&e));
+        let t = match (found, self.last) {
+            (Some(t), Some(last)) => Some(t.max(last)),
+            (Some(t), None) => Some(t),
+            (None, last) => last,
+        };
+        let Some(t) = t else {
+            if self.waiting.len() >= Self::MAX_WAITING {
+                return Err(ArchiveError::Jsonl {
+                    path: name,
+                    line,
+                    message: format!(
+                        "no time in field {} in the first {} events (--time-field)",
+                        field.label(),
+                        Self::MAX_WAITING
+                    ),
+                });
+            }
+            self.waiting.push((e, line, name));
+            return Ok(());
+        };
+        for (mut w, wl, wn) in self.waiting.drain(..) {
+            w.commit_time_ns = Some(t);
+            append(&w, wl, &wn)?;
+        }
+        self.last = Some(t);
+        e.commit_time_ns = Some(t);
+        append(&e, line, &name)
+    }
+
+    fn finish(&self, field: &crate::event::TimeField) -> Result<()> {
+        match self.waiting.first() {
+            None => Ok(()),
+            Some((_, line, name)) => Err(ArchiveError::Jsonl {
+                path: name.clone(),
+                line: *line,
+                message: format!(
+                    "no event has a time in field {} (--time-field): name a field that holds an \
+                     RFC 3339 time or a Unix timestamp",
+                    field.label()
+                ),
+            }),
+        }
     }
 }
 
@@ -325,6 +420,7 @@ pub fn open_as_archive(
     path: &Path,
     agent: Option<(String, String)>,
     max_line_bytes: usize,
+    time_field: Option<&crate::event::TimeField>,
 ) -> Result<crate::archive::Archive> {
     let name = path.display().to_string();
     crate::archive::storage::check_not_special(path).map_err(|e| ArchiveError::io(&name, e))?;
@@ -343,7 +439,10 @@ pub fn open_as_archive(
         vec![input],
         ImportTarget::File(&temp),
         WriterOptions::default(),
-        ImportOptions { max_line_bytes },
+        ImportOptions {
+            max_line_bytes,
+            time_field,
+        },
     );
     let opened = imported.and_then(|_| {
         let storage = crate::archive::storage::LocalFile::open(&temp)

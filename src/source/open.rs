@@ -60,6 +60,8 @@ pub struct OpenRequest {
     pub retry: RetryPolicy,
     /// `NAMESPACE/AGENT_ID` (a Statehouse endpoint replays one agent).
     pub agent: Option<String>,
+    /// For a JSON Lines source: where events' wall times come from (`--time-field`).
+    pub time_field: Option<crate::event::TimeField>,
 }
 
 /// Why a source could not be opened.
@@ -187,7 +189,12 @@ pub fn open_source(
                 a.split_once('/')
                     .map(|(n, id)| (n.to_string(), id.to_string()))
             });
-            crate::archive::jsonl::open_as_archive(path, agent, JSONL_MAX_LINE_BYTES)?
+            crate::archive::jsonl::open_as_archive(
+                path,
+                agent,
+                JSONL_MAX_LINE_BYTES,
+                req.time_field.as_ref(),
+            )?
         } else {
             Archive::open(path, options)?
         };

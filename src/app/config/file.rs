@@ -52,6 +52,7 @@ pub struct ReplayConfig {
     pub expect_hash: Option<String>,
     pub expect_state_hash: Option<String>,
     pub verify: Option<bool>,
+    pub time_field: Option<String>,
     pub state_hash: Option<bool>,
     pub verify_target: Option<bool>,
     pub every: Option<String>,

@@ -120,6 +120,7 @@ impl PlayPlan {
             key_prefix: layer_opt(a.play.key_prefix.clone(), c.key_prefix.clone()),
             max_gap: layer_parsed(a.play.max_gap, "max-gap", c.max_gap.as_deref())?,
             tick: layer_parsed(a.play.tick, "tick", c.tick.as_deref())?,
+            time_field: layer_opt(a.play.time_field.clone(), c.time_field.clone()),
         };
         let remote = RemoteArgs {
             token: layer_opt(a.remote.token.clone(), c.token.clone()),
