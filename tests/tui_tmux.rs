@@ -126,6 +126,20 @@ fn the_inspector_in_a_real_terminal() {
     t.keys(&["Enter"]);
     t.wait_for("the seek to 50%", limit, |s| position(s) == Some(3000));
 
+    // Keys that arrive together (one send-keys: one read on the terminal) each act once.
+    t.keys(&["-l", ",,,,,"]);
+    t.wait_for("five step-backs in a burst", limit, |s| position(s) == Some(2995));
+    // +10 % three times from 2995 of 0–5999 (49.9 %): 79.9 %, offset 4795.
+    t.keys(&["-l", "]]]"]);
+    t.wait_for("three jumps in a burst", limit, |s| position(s) == Some(4795));
+    // The speed ladder from the demo's 20x: 30, 50, 75, 100; and back down to 20.
+    t.keys(&["-l", "++++"]);
+    t.wait_for("four speed steps in a burst", limit, |s| s.contains("100x"));
+    t.keys(&["-l", "--", "----"]);
+    t.wait_for("and back", limit, |s| s.contains("20x"));
+    t.keys(&["g", "3", "0", "0", "0", "Enter"]);
+    t.wait_for("back at 3000", limit, |s| position(s) == Some(3000));
+
     // An invalid target is refused inline.
     t.keys(&["g", "9", "9", "9", "9", "9"]);
     t.wait_for("inline validation", limit, |s| {
