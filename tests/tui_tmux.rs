@@ -128,10 +128,14 @@ fn the_inspector_in_a_real_terminal() {
 
     // Keys that arrive together (one send-keys: one read on the terminal) each act once.
     t.keys(&["-l", ",,,,,"]);
-    t.wait_for("five step-backs in a burst", limit, |s| position(s) == Some(2995));
+    t.wait_for("five step-backs in a burst", limit, |s| {
+        position(s) == Some(2995)
+    });
     // +10 % three times from 2995 of 0–5999 (49.9 %): 79.9 %, offset 4795.
     t.keys(&["-l", "]]]"]);
-    t.wait_for("three jumps in a burst", limit, |s| position(s) == Some(4795));
+    t.wait_for("three jumps in a burst", limit, |s| {
+        position(s) == Some(4795)
+    });
     // The speed ladder from the demo's 20x: 30, 50, 75, 100; and back down to 20.
     t.keys(&["-l", "++++"]);
     t.wait_for("four speed steps in a burst", limit, |s| s.contains("100x"));
