@@ -65,7 +65,7 @@ pub enum Focus {
     State,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PromptKind {
     Seek,
     Resume,
@@ -78,6 +78,95 @@ pub struct Prompt {
     pub input: String,
     /// Inline validation of the current input.
     pub error: Option<String>,
+    /// Where the cursor is, in characters from the start.
+    pub cursor: usize,
+    /// Which history entry is shown (`None`: what is being typed).
+    pub recalled: Option<usize>,
+}
+
+impl Prompt {
+    pub fn new(kind: PromptKind, input: String) -> Prompt {
+        let cursor = input.chars().count();
+        Prompt {
+            kind,
+            input,
+            error: None,
+            cursor,
+            recalled: None,
+        }
+    }
+
+    /// The byte index of character `n`.
+    fn at(&self, n: usize) -> usize {
+        self.input
+            .char_indices()
+            .nth(n)
+            .map_or(self.input.len(), |(i, _)| i)
+    }
+
+    fn insert(&mut self, c: char) {
+        let i = self.at(self.cursor);
+        self.input.insert(i, c);
+        self.cursor += 1;
+    }
+
+    fn backspace(&mut self) {
+        if self.cursor > 0 {
+            let i = self.at(self.cursor - 1);
+            self.input.remove(i);
+            self.cursor -= 1;
+        }
+    }
+
+    /// Applies a shell-like edit; `history` is this prompt's earlier entries, oldest first.
+    fn edit(&mut self, e: crate::tui::input::LineEdit, history: &[String]) {
+        use crate::tui::input::LineEdit;
+        let len = self.input.chars().count();
+        match e {
+            LineEdit::Left => self.cursor = self.cursor.saturating_sub(1),
+            LineEdit::Right => self.cursor = (self.cursor + 1).min(len),
+            LineEdit::Home => self.cursor = 0,
+            LineEdit::End => self.cursor = len,
+            LineEdit::Delete => {
+                if self.cursor < len {
+                    let i = self.at(self.cursor);
+                    self.input.remove(i);
+                }
+            }
+            LineEdit::KillToStart => {
+                let i = self.at(self.cursor);
+                self.input.replace_range(..i, "");
+                self.cursor = 0;
+            }
+            LineEdit::KillWord => {
+                let chars: Vec<char> = self.input.chars().collect();
+                let mut start = self.cursor;
+                while start > 0 && chars[start - 1].is_whitespace() {
+                    start -= 1;
+                }
+                while start > 0 && !chars[start - 1].is_whitespace() {
+                    start -= 1;
+                }
+                let (a, b) = (self.at(start), self.at(self.cursor));
+                self.input.replace_range(a..b, "");
+                self.cursor = start;
+            }
+            LineEdit::Older | LineEdit::Newer => {
+                if history.is_empty() {
+                    return;
+                }
+                let next = match (e, self.recalled) {
+                    (LineEdit::Older, None) => Some(history.len() - 1),
+                    (LineEdit::Older, Some(i)) => Some(i.saturating_sub(1)),
+                    (_, Some(i)) if i + 1 < history.len() => Some(i + 1),
+                    _ => None,
+                };
+                self.recalled = next;
+                self.input = next.map(|i| history[i].clone()).unwrap_or_default();
+                self.cursor = self.input.chars().count();
+            }
+        }
+    }
 }
 
 /// UI state, separate from the data.
@@ -92,6 +181,8 @@ pub struct ViewState {
     pub frozen_at: Option<u64>,
     /// Table filter: a key prefix or a txn_id.
     pub filter: Option<String>,
+    /// What was submitted in each prompt, oldest first (↑ recalls it).
+    pub history: std::collections::HashMap<PromptKind, Vec<String>>,
     pub detail_scroll: u16,
     pub state_scroll: u16,
     pub quit: bool,
@@ -106,6 +197,7 @@ impl Default for ViewState {
             help: false,
             frozen_at: None,
             filter: None,
+            history: Default::default(),
             detail_scroll: 0,
             state_scroll: 0,
             quit: false,
@@ -225,15 +317,10 @@ impl Model {
         self.rows
             .iter()
             .filter(move |r| view.frozen_at.is_none_or(|f| r.event.offset <= f))
-            .filter(move |r| match &view.filter {
-                None => true,
-                Some(f) => {
-                    r.event.txn_id == *f
-                        || r.event
-                            .operations
-                            .iter()
-                            .any(|op| op.key.starts_with(f.as_str()))
-                }
+            .filter(move |r| {
+                view.filter
+                    .as_deref()
+                    .is_none_or(|f| filter_matches(&r.event, f))
             })
     }
 
@@ -278,7 +365,11 @@ impl Model {
 }
 
 /// Parses what the user typed at the seek prompt, checking it against the source's range.
-pub fn parse_seek(input: &str, source: &SourceInfo) -> Result<SeekTarget, String> {
+pub fn parse_seek(
+    input: &str,
+    source: &SourceInfo,
+    current: Option<u64>,
+) -> Result<SeekTarget, String> {
     let t = input.trim();
     if t.is_empty() {
         return Err("type an offset, @commit_ts, an RFC 3339 time, NN% or +N/-N".into());
@@ -300,11 +391,21 @@ pub fn parse_seek(input: &str, source: &SourceInfo) -> Result<SeekTarget, String
         let n: i64 = rest
             .parse()
             .map_err(|_| format!("{t:?} is not a relative move"))?;
-        return Ok(SeekTarget::Relative(if t.starts_with('-') {
-            -n
-        } else {
-            n
-        }));
+        let d = if t.starts_with('-') { -n } else { n };
+        // Past the range is an error, as for an absolute offset.
+        if let (Some(f), Some(l), Some(c)) = (source.first_offset, source.last_offset, current) {
+            let to = i128::from(c) + i128::from(d);
+            if to < i128::from(f) || to > i128::from(l) {
+                return Err(format!(
+                    "{t} from offset {c} is offset {to}, outside offsets {f} to {l}"
+                ));
+            }
+        }
+        return Ok(SeekTarget::Relative(d));
+    }
+    // The table's own time of day (`09:10:00`): that time on the day the source starts.
+    if let Some(ns) = time_of_day(t, source) {
+        return parse_seek(&crate::event::format_time_ns(ns), source, current);
     }
     let pos: Position = t
         .parse()
@@ -357,9 +458,30 @@ fn parse_resume(input: &str, source: &SourceInfo) -> Result<u64, String> {
     }
 }
 
-fn validate(prompt: &mut Prompt, source: &SourceInfo) {
+/// Whether the table filter `f` matches an event: a key containing it, its agent
+/// (`namespace/agent_id`, or a part of it), or its txn_id (whole, or a prefix such as the
+/// table's 13 characters).
+pub fn filter_matches(e: &crate::event::Event, f: &str) -> bool {
+    e.txn_id.starts_with(f)
+        || format!("{}/{}", e.namespace, e.agent_id).contains(f)
+        || e.operations.iter().any(|op| op.key.contains(f))
+}
+
+/// `HH:MM`, `HH:MM:SS` or `HH:MM:SS.mmm` as that time (UTC) on the day of the source's first
+/// event, when it has wall times.
+fn time_of_day(t: &str, source: &SourceInfo) -> Option<u64> {
+    let first = source.first_time_ns?;
+    let time = chrono::NaiveTime::parse_from_str(t, "%H:%M:%S%.f")
+        .or_else(|_| chrono::NaiveTime::parse_from_str(t, "%H:%M"))
+        .ok()?;
+    let day = chrono::DateTime::from_timestamp_nanos(first as i64).date_naive();
+    let at = day.and_time(time).and_utc().timestamp_nanos_opt()?;
+    u64::try_from(at).ok()
+}
+
+fn validate(prompt: &mut Prompt, source: &SourceInfo, current: Option<u64>) {
     prompt.error = match prompt.kind {
-        PromptKind::Seek => parse_seek(&prompt.input, source).err(),
+        PromptKind::Seek => parse_seek(&prompt.input, source, current).err(),
         PromptKind::Resume => parse_resume(&prompt.input, source).err(),
         PromptKind::Filter => None,
     };
@@ -403,46 +525,49 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
         }
         Action::CyclePace => out.push(Command::CyclePace),
         Action::OpenSeek => {
-            let mut p = Prompt {
-                kind: PromptKind::Seek,
-                input: String::new(),
-                error: None,
-            };
-            validate(&mut p, &model.source);
+            let mut p = Prompt::new(PromptKind::Seek, String::new());
+            validate(&mut p, &model.source, model.position());
             view.prompt = Some(p);
         }
         Action::OpenResume => {
-            let mut p = Prompt {
-                kind: PromptKind::Resume,
-                input: model.resume_offset().to_string(),
-                error: None,
-            };
-            validate(&mut p, &model.source);
+            let mut p = Prompt::new(PromptKind::Resume, model.resume_offset().to_string());
+            validate(&mut p, &model.source, model.position());
             view.prompt = Some(p);
         }
-        Action::OpenFilter => {
-            view.prompt = Some(Prompt {
-                kind: PromptKind::Filter,
-                input: view.filter.clone().unwrap_or_default(),
-                error: None,
-            })
-        }
+        // A fresh line each time (the last filter is one ↑ away).
+        Action::OpenFilter => view.prompt = Some(Prompt::new(PromptKind::Filter, String::new())),
         Action::PromptChar(c) => {
+            let current = model.position();
             if let Some(p) = view.prompt.as_mut() {
-                p.input.push(c);
-                validate(p, &model.source);
+                p.insert(c);
+                validate(p, &model.source, current);
             }
         }
         Action::PromptBackspace => {
+            let current = model.position();
             if let Some(p) = view.prompt.as_mut() {
-                p.input.pop();
-                validate(p, &model.source);
+                p.backspace();
+                validate(p, &model.source, current);
+            }
+        }
+        Action::PromptEdit(e) => {
+            let current = model.position();
+            if let Some(p) = view.prompt.as_mut() {
+                let history = view.history.get(&p.kind).map(Vec::as_slice).unwrap_or(&[]);
+                p.edit(e, history);
+                validate(p, &model.source, current);
             }
         }
         Action::PromptSubmit => {
             if let Some(p) = view.prompt.clone() {
+                let entry = p.input.trim().to_string();
+                let history = view.history.entry(p.kind).or_default();
+                if !entry.is_empty() && history.last() != Some(&entry) {
+                    history.push(entry);
+                }
                 match p.kind {
-                    PromptKind::Seek => match parse_seek(&p.input, &model.source) {
+                    PromptKind::Seek => match parse_seek(&p.input, &model.source, model.position())
+                    {
                         Ok(t) => {
                             view.prompt = None;
                             view.selected = None;
@@ -575,36 +700,123 @@ mod tests {
     fn seek_input_is_validated_inline() {
         let s = source();
         assert_eq!(
-            parse_seek("42", &s),
+            parse_seek("42", &s, Some(50)),
             Ok(SeekTarget::Position(Position::Offset(42)))
         );
-        assert_eq!(parse_seek("50%", &s), Ok(SeekTarget::Percent(50.0)));
-        assert_eq!(parse_seek("-5", &s), Ok(SeekTarget::Relative(-5)));
-        assert_eq!(parse_seek("+5", &s), Ok(SeekTarget::Relative(5)));
         assert_eq!(
-            parse_seek("@7", &s),
+            parse_seek("50%", &s, Some(50)),
+            Ok(SeekTarget::Percent(50.0))
+        );
+        assert_eq!(parse_seek("-5", &s, Some(50)), Ok(SeekTarget::Relative(-5)));
+        assert_eq!(parse_seek("+5", &s, Some(50)), Ok(SeekTarget::Relative(5)));
+        assert_eq!(
+            parse_seek("@7", &s, Some(50)),
             Ok(SeekTarget::Position(Position::CommitTs(7)))
         );
         assert!(
-            parse_seek("120", &s)
+            parse_seek("120", &s, Some(50))
                 .unwrap_err()
                 .contains("outside offsets 0 to 99")
         );
         assert!(
-            parse_seek("150%", &s)
+            parse_seek("150%", &s, Some(50))
                 .unwrap_err()
                 .contains("between 0 and 100")
         );
         assert!(
-            parse_seek("@999", &s)
+            parse_seek("@999", &s, Some(50))
                 .unwrap_err()
                 .contains("outside @1 to @130")
         );
         assert!(
-            parse_seek("soon", &s)
+            parse_seek("soon", &s, Some(50))
                 .unwrap_err()
                 .contains("invalid position")
         );
+        // Relative moves past the range are errors, like absolute ones.
+        assert!(
+            parse_seek("+99999", &s, Some(50))
+                .unwrap_err()
+                .contains("outside offsets 0 to 99")
+        );
+        assert!(parse_seek("-51", &s, Some(50)).is_err());
+        // The table's time of day: that time on the day the source starts (1970-01-01 here).
+        assert_eq!(
+            parse_seek("00:00:30", &s, Some(50)),
+            Ok(SeekTarget::Position(Position::Time(30_000_000_000)))
+        );
+        assert_eq!(
+            parse_seek("00:01", &s, None),
+            Ok(SeekTarget::Position(Position::Time(60_000_000_000)))
+        );
+    }
+
+    #[test]
+    fn the_filter_matches_substrings_agents_and_txn_prefixes() {
+        let e = crate::event::Event {
+            offset: 3,
+            txn_id: "e57d4462-9adb-4816-989b-746c1ad7ecd8".into(),
+            commit_ts: 9,
+            commit_time_ns: None,
+            namespace: "ops".into(),
+            agent_id: "writer-203c".into(),
+            operations: vec![crate::event::Operation {
+                key: "conversation/turn-00116".into(),
+                value: None,
+                version: 3,
+            }],
+        };
+        for yes in [
+            "ops/writer-203c",
+            "writer",
+            "turn-001",
+            "conversation/",
+            "e57d4462-9adb",
+        ] {
+            assert!(filter_matches(&e, yes), "{yes}");
+        }
+        for no in ["memory/", "9adb-4816", "ops/reader"] {
+            assert!(!filter_matches(&e, no), "{no}");
+        }
+    }
+
+    #[test]
+    fn prompts_edit_like_a_shell_line() {
+        use crate::tui::input::LineEdit;
+        let mut m = Model::new(source(), crate::tui::view::tests::stats());
+        let mut v = ViewState::default();
+        handle(Action::OpenFilter, &mut m, &mut v);
+        for c in "memory/abc".chars() {
+            handle(Action::PromptChar(c), &mut m, &mut v);
+        }
+        let p = |v: &ViewState| v.prompt.clone().unwrap();
+        for _ in 0..3 {
+            handle(Action::PromptEdit(LineEdit::Left), &mut m, &mut v);
+        }
+        handle(Action::PromptChar('X'), &mut m, &mut v);
+        assert_eq!(p(&v).input, "memory/Xabc");
+        handle(Action::PromptEdit(LineEdit::Home), &mut m, &mut v);
+        handle(Action::PromptEdit(LineEdit::Delete), &mut m, &mut v);
+        assert_eq!(p(&v).input, "emory/Xabc");
+        handle(Action::PromptEdit(LineEdit::End), &mut m, &mut v);
+        handle(Action::PromptChar(' '), &mut m, &mut v);
+        handle(Action::PromptChar('z'), &mut m, &mut v);
+        handle(Action::PromptEdit(LineEdit::KillWord), &mut m, &mut v);
+        assert_eq!(p(&v).input, "emory/Xabc ");
+        handle(Action::PromptEdit(LineEdit::KillToStart), &mut m, &mut v);
+        assert_eq!(p(&v).input, "");
+        for c in "ops/".chars() {
+            handle(Action::PromptChar(c), &mut m, &mut v);
+        }
+        handle(Action::PromptSubmit, &mut m, &mut v);
+        assert_eq!(v.filter.as_deref(), Some("ops/"));
+        // Reopened: a fresh line, the last filter one ↑ away.
+        handle(Action::OpenFilter, &mut m, &mut v);
+        assert_eq!(p(&v).input, "");
+        handle(Action::PromptEdit(LineEdit::Older), &mut m, &mut v);
+        assert_eq!(p(&v).input, "ops/");
+        handle(Action::PromptEdit(LineEdit::Newer), &mut m, &mut v);
+        assert_eq!(p(&v).input, "");
     }
 
     #[test]

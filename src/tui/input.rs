@@ -30,7 +30,27 @@ pub enum Action {
     Escape,
     PromptChar(char),
     PromptBackspace,
+    /// Editing the prompt's line like a shell's.
+    PromptEdit(LineEdit),
     PromptSubmit,
+}
+
+/// A shell-like edit of a prompt's line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineEdit {
+    Left,
+    Right,
+    Home,
+    End,
+    /// Delete: the character under the cursor.
+    Delete,
+    /// Ctrl-U: everything before the cursor.
+    KillToStart,
+    /// Ctrl-W: the word before the cursor.
+    KillWord,
+    /// ↑ / ↓: earlier / later entries of this prompt's history.
+    Older,
+    Newer,
 }
 
 /// What the keyboard is talking to right now.
@@ -49,13 +69,29 @@ pub fn map_key(key: KeyEvent, mode: InputMode) -> Option<Action> {
         return Some(Action::Quit);
     }
     match mode {
-        InputMode::Prompt => match key.code {
-            KeyCode::Enter => Some(Action::PromptSubmit),
-            KeyCode::Esc => Some(Action::Escape),
-            KeyCode::Backspace => Some(Action::PromptBackspace),
-            KeyCode::Char(c) => Some(Action::PromptChar(c)),
-            _ => None,
-        },
+        InputMode::Prompt => {
+            let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+            let edit = |e| Some(Action::PromptEdit(e));
+            match key.code {
+                KeyCode::Enter => Some(Action::PromptSubmit),
+                KeyCode::Esc => Some(Action::Escape),
+                KeyCode::Backspace => Some(Action::PromptBackspace),
+                KeyCode::Char('u') if ctrl => edit(LineEdit::KillToStart),
+                KeyCode::Char('w') if ctrl => edit(LineEdit::KillWord),
+                KeyCode::Char('a') if ctrl => edit(LineEdit::Home),
+                KeyCode::Char('e') if ctrl => edit(LineEdit::End),
+                KeyCode::Left => edit(LineEdit::Left),
+                KeyCode::Right => edit(LineEdit::Right),
+                KeyCode::Home => edit(LineEdit::Home),
+                KeyCode::End => edit(LineEdit::End),
+                KeyCode::Delete => edit(LineEdit::Delete),
+                KeyCode::Up => edit(LineEdit::Older),
+                KeyCode::Down => edit(LineEdit::Newer),
+                KeyCode::Char(_) if ctrl => None,
+                KeyCode::Char(c) => Some(Action::PromptChar(c)),
+                _ => None,
+            }
+        }
         InputMode::Help => match key.code {
             KeyCode::Char('q') => Some(Action::Quit),
             KeyCode::Esc | KeyCode::Char('?') | KeyCode::Enter => Some(Action::ToggleHelp),

@@ -13,7 +13,16 @@ use crate::tui::theme;
 pub fn render_detail(frame: &mut Frame, area: Rect, model: &Model, view: &ViewState) {
     let block = focused_block(" transaction ", view.focus == Focus::Detail);
     let Some(row) = model.selected_row(view) else {
-        frame.render_widget(Paragraph::new("no event yet").block(block), area);
+        let text = match (&view.filter, model.rows.is_empty()) {
+            (Some(f), false) => format!("no event shown matches the filter \"{f}\" (/ to change it)"),
+            _ => "no event played yet".to_string(),
+        };
+        frame.render_widget(
+            Paragraph::new(text)
+                .wrap(ratatui::widgets::Wrap { trim: true })
+                .block(block),
+            area,
+        );
         return;
     };
     let e = &row.event;

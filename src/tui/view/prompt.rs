@@ -32,11 +32,18 @@ pub fn render_prompt(frame: &mut Frame, area: Rect, view: &ViewState) {
             theme::VALID,
         ),
     };
+    let split = p
+        .input
+        .char_indices()
+        .nth(p.cursor)
+        .map_or(p.input.len(), |(i, _)| i);
+    let (before, after) = (p.input[..split].to_string(), p.input[split..].to_string());
     let text = vec![
         Line::from(vec![
             Span::raw("> "),
-            Span::styled(p.input.clone(), theme::BOLD),
+            Span::styled(before, theme::BOLD),
             Span::styled("▏", theme::CARET),
+            Span::styled(after, theme::BOLD),
         ]),
         status,
         Line::styled(hint, theme::HINT),
