@@ -30,6 +30,41 @@ pub fn range_screen(first: u64, last: u64) -> String {
     }
 }
 
+/// `text` in at most `width` characters: cut at the end with `…` when longer.
+pub fn ellipsize(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    if width == 0 {
+        return String::new();
+    }
+    let mut out: String = text.chars().take(width - 1).collect();
+    out.push('…');
+    out
+}
+
+/// `text` in at most `width` characters, keeping its end (where keys that share a long prefix
+/// differ): `…on/turn-00116`.
+pub fn ellipsize_start(text: &str, width: usize) -> String {
+    let n = text.chars().count();
+    if n <= width {
+        return text.to_string();
+    }
+    if width == 0 {
+        return String::new();
+    }
+    let tail: String = text.chars().skip(n - (width - 1)).collect();
+    format!("…{tail}")
+}
+
+/// A bar of `width` glyphs, `ratio` of it filled: readable without colour (`███░░░░`).
+pub fn bar(ratio: f64, width: usize) -> String {
+    let filled = ((ratio.clamp(0.0, 1.0) * width as f64).round() as usize).min(width);
+    let mut s = "█".repeat(filled);
+    s.push_str(&"░".repeat(width - filled));
+    s
+}
+
 /// `1 key`, `2 keys`.
 pub fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
@@ -49,6 +84,14 @@ mod tests {
         assert_eq!(range_words("@1", "@7887"), "@1 to @7887");
         assert_eq!(range_words(3, 3), "3");
         assert_eq!(range_screen(0, 5999), "0–5,999");
+        assert_eq!(ellipsize("conversation/turn-00116", 8), "convers…");
+        assert_eq!(ellipsize("short", 8), "short");
+        assert_eq!(
+            ellipsize_start("conversation/turn-00116", 12),
+            "…/turn-00116"
+        );
+        assert_eq!(bar(0.5, 4), "██░░");
+        assert_eq!(bar(0.0, 3), "░░░");
         assert_eq!(count(1, "key", "keys"), "1 key");
         assert_eq!(count(2, "chunk", "chunks"), "2 chunks");
     }

@@ -15,6 +15,7 @@ pub mod timeline;
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType};
 
 use crate::player::PlayState;
@@ -26,6 +27,36 @@ pub use gauges::{human_bytes, short_bytes};
 /// Below this size the detail and state panes fold away (tab switches the one big panel).
 const WIDE: u16 = 110;
 const TALL: u16 = 32;
+
+/// A line in at most `width` columns: spans past it are dropped and the last column that shows
+/// becomes `…`, so nothing is cut without a sign.
+pub fn fit_line(line: Line<'static>, width: u16) -> Line<'static> {
+    let width = width as usize;
+    let total: usize = line.spans.iter().map(|s| s.content.chars().count()).sum();
+    if total <= width {
+        return line;
+    }
+    let mut left = width.saturating_sub(1);
+    let mut spans = Vec::new();
+    for span in line.spans {
+        if left == 0 {
+            break;
+        }
+        let n = span.content.chars().count();
+        if n <= left {
+            left -= n;
+            spans.push(span);
+        } else {
+            let cut: String = span.content.chars().take(left).collect();
+            spans.push(Span::styled(cut, span.style));
+            left = 0;
+        }
+    }
+    if width > 0 {
+        spans.push(Span::raw("…"));
+    }
+    Line::from(spans)
+}
 
 pub fn render(frame: &mut Frame, model: &Model, view: &ViewState) {
     let area = frame.area();
@@ -262,6 +293,19 @@ pub(crate) mod tests {
                 assert!(!s.contains(bad), "{w}x{h} shows {bad:?}:\n{s}");
             }
             assert!(s.contains("#59"), "{w}x{h}: the position is shown:\n{s}");
+            // Long lines end in `…` rather than being cut; neighbouring gauge labels keep a gap.
+            let first = s.lines().next().unwrap_or("");
+            assert!(
+                first.trim_end().ends_with('…') || first.trim_end().chars().count() < w as usize,
+                "{w}x{h}: {first}"
+            );
+            if let Some(i) = s.find("ring ") {
+                let before = s[..i].chars().last().unwrap_or(' ');
+                assert!(
+                    !before.is_alphanumeric(),
+                    "{w}x{h}: gauge labels run together:\n{s}"
+                );
+            }
             if h >= 24 {
                 assert!(s.contains("following"), "{w}x{h}:\n{s}");
                 v.frozen_at = Some(59);

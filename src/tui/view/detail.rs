@@ -14,7 +14,9 @@ pub fn render_detail(frame: &mut Frame, area: Rect, model: &Model, view: &ViewSt
     let block = focused_block(" transaction ", view.focus == Focus::Detail);
     let Some(row) = model.selected_row(view) else {
         let text = match (&view.filter, model.rows.is_empty()) {
-            (Some(f), false) => format!("no event shown matches the filter \"{f}\" (/ to change it)"),
+            (Some(f), false) => {
+                format!("no event shown matches the filter \"{f}\" (/ to change it)")
+            }
             _ => "no event played yet".to_string(),
         };
         frame.render_widget(
@@ -37,9 +39,10 @@ pub fn render_detail(frame: &mut Frame, area: Rect, model: &Model, view: &ViewSt
             ),
         ]),
         Line::from(format!(
-            "{}/{}  txn {}  {} bytes",
-            e.namespace, e.agent_id, e.txn_id, row.size
+            "{}/{}  {} bytes",
+            e.namespace, e.agent_id, row.size
         )),
+        Line::from(format!("txn {}", e.txn_id)),
     ];
     for op in &e.operations {
         match &op.value {

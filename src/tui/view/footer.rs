@@ -46,5 +46,8 @@ pub fn render_footer(frame: &mut Frame, area: Rect, view: &ViewState, compact: b
         spans.push(Span::styled(format!(" {k} "), theme::KEY));
         spans.push(Span::raw(format!(" {what} ")));
     }
-    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+    frame.render_widget(
+        Paragraph::new(super::fit_line(Line::from(spans), area.width)),
+        area,
+    );
 }

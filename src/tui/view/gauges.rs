@@ -3,7 +3,7 @@
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::widgets::{Block, Gauge, LineGauge, Paragraph, Sparkline};
+use ratatui::widgets::{Block, Paragraph, Sparkline};
 
 use crate::player::{Pace, Stats};
 use crate::tui::app::Model;
@@ -72,26 +72,28 @@ fn render_compact(frame: &mut Frame, cols: &[Rect], s: &Stats) {
         s.target_rate.map_or(String::new(), |t| format!("/{t:.0}"))
     );
     let lag_label = format!(
-        "lag {:.1}ms max {:.0}",
+        "lag {:.1} ms, max {:.0} ms",
         s.lag.as_secs_f64() * 1e3,
         s.max_lag.as_secs_f64() * 1e3
     );
     let items = [
         (
             credit_label,
-            ratio(s.credit.in_flight_bytes, s.credit.window_bytes),
+            Some(ratio(s.credit.in_flight_bytes, s.credit.window_bytes)),
         ),
-        (ring_label, ratio(s.ring.bytes_used, s.ring.capacity)),
-        (rate_label, 0.0),
-        (lag_label, 0.0),
+        (ring_label, Some(ratio(s.ring.bytes_used, s.ring.capacity))),
+        (rate_label, None),
+        (lag_label, None),
     ];
     for (i, (label, r)) in items.into_iter().enumerate() {
         let [top, bottom] =
             Layout::vertical([Constraint::Length(1), Constraint::Length(1)]).areas(cols[i]);
-        frame.render_widget(Paragraph::new(label), top);
-        if i < 2 {
+        // One column of space between neighbours' labels: they never run into each other.
+        let w = top.width.saturating_sub(1) as usize;
+        frame.render_widget(Paragraph::new(crate::text::ellipsize(&label, w)), top);
+        if let Some(r) = r {
             frame.render_widget(
-                LineGauge::default().ratio(r).filled_style(theme::CREDIT),
+                Paragraph::new(percent_bar(r, w)).style(theme::CREDIT),
                 bottom,
             );
         } else if i == 2 {
@@ -108,6 +110,44 @@ fn render_compact(frame: &mut Frame, cols: &[Rect], s: &Stats) {
     }
 }
 
+/// `15% ███░░░░░░`: the fill shown by glyphs, so it reads without colour.
+fn percent_bar(r: f64, width: usize) -> String {
+    let pct = format!("{:>3.0}% ", r * 100.0);
+    let rest = width.saturating_sub(pct.chars().count());
+    format!("{pct}{}", crate::text::bar(r, rest))
+}
+
+/// A bordered gauge: the label, then a bar of glyphs in the rest of the line.
+fn gauge_box(
+    frame: &mut Frame,
+    area: Rect,
+    title: &str,
+    label: &str,
+    r: f64,
+    style: ratatui::style::Style,
+) {
+    let block = Block::bordered().title(format!(" {title} "));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let w = inner.width as usize;
+    if inner.height >= 2 {
+        // The label on its line, the bar across the next.
+        let lines = vec![
+            ratatui::text::Line::raw(crate::text::ellipsize(label, w)),
+            ratatui::text::Line::styled(crate::text::bar(r, w), style),
+        ];
+        frame.render_widget(Paragraph::new(lines), inner);
+        return;
+    }
+    let label = crate::text::ellipsize(label, w.saturating_sub(6).max(w / 2));
+    let rest = w.saturating_sub(label.chars().count() + 1);
+    let line = ratatui::text::Line::from(vec![
+        ratatui::text::Span::raw(format!("{label} ")),
+        ratatui::text::Span::styled(crate::text::bar(r, rest), style),
+    ]);
+    frame.render_widget(Paragraph::new(line), inner);
+}
+
 /// A bordered gauge each, with the full labels.
 fn render_full(frame: &mut Frame, cols: &[Rect], s: &Stats) {
     let credit_label = format!(
@@ -120,7 +160,7 @@ fn render_full(frame: &mut Frame, cols: &[Rect], s: &Stats) {
         human_bytes(s.ring.bytes_used),
         human_bytes(s.ring.capacity),
         match (s.ring.oldest_offset, s.ring.newest_offset) {
-            (Some(a), Some(b)) => format!("  #{a}..#{b}"),
+            (Some(a), Some(b)) => format!("  {}", crate::text::range_screen(a, b)),
             _ => String::new(),
         }
     );
@@ -143,21 +183,21 @@ fn render_full(frame: &mut Frame, cols: &[Rect], s: &Stats) {
     } else {
         theme::CREDIT
     };
-    frame.render_widget(
-        Gauge::default()
-            .block(Block::bordered().title(" credit window "))
-            .gauge_style(credit_style)
-            .ratio(ratio(s.credit.in_flight_bytes, s.credit.window_bytes))
-            .label(credit_label),
+    gauge_box(
+        frame,
         cols[0],
+        "credit window",
+        &credit_label,
+        ratio(s.credit.in_flight_bytes, s.credit.window_bytes),
+        credit_style,
     );
-    frame.render_widget(
-        Gauge::default()
-            .block(Block::bordered().title(" replay ring "))
-            .gauge_style(theme::RING)
-            .ratio(ratio(s.ring.bytes_used, s.ring.capacity))
-            .label(ring_label),
+    gauge_box(
+        frame,
         cols[1],
+        "replay ring",
+        &ring_label,
+        ratio(s.ring.bytes_used, s.ring.capacity),
+        theme::RING,
     );
     let inner_w = cols[2].width.saturating_sub(2) as usize;
     let data: Vec<u64> = s
@@ -176,16 +216,16 @@ fn render_full(frame: &mut Frame, cols: &[Rect], s: &Stats) {
         cols[2],
     );
     let lag_ratio = (s.lag.as_secs_f64() / 0.1).clamp(0.0, 1.0);
-    frame.render_widget(
-        Gauge::default()
-            .block(Block::bordered().title(" lag behind schedule "))
-            .gauge_style(if s.lag.as_millis() >= 50 {
-                theme::ALERT
-            } else {
-                theme::LAG_OK
-            })
-            .ratio(lag_ratio)
-            .label(lag_label),
+    gauge_box(
+        frame,
         cols[3],
+        "lag behind schedule",
+        &lag_label,
+        lag_ratio,
+        if s.lag.as_millis() >= 50 {
+            theme::ALERT
+        } else {
+            theme::LAG_OK
+        },
     );
 }

@@ -48,5 +48,9 @@ pub fn render_header(frame: &mut Frame, area: Rect, model: &Model, view: &ViewSt
         Span::raw("  pace: "),
         Span::styled(pace_text(model), theme::BOLD),
     ]);
-    frame.render_widget(Paragraph::new(vec![line1, Line::from(state)]), area);
+    let lines = vec![
+        super::fit_line(line1, area.width),
+        super::fit_line(Line::from(state), area.width),
+    ];
+    frame.render_widget(Paragraph::new(lines), area);
 }

@@ -89,6 +89,12 @@ pub fn render_state(frame: &mut Frame, area: Rect, model: &Model, view: &ViewSta
             Span::raw(entry.value.to_json_string(&k.key)),
         ]));
     }
+    // One line per key, cut with `…` at the pane's edge (the detail pane shows values whole).
+    let width = area.width.saturating_sub(2);
+    let lines: Vec<Line<'static>> = lines
+        .into_iter()
+        .map(|l| super::fit_line(l, width))
+        .collect();
     frame.render_widget(
         Paragraph::new(Text::from(lines))
             .block(block)

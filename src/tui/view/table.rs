@@ -2,7 +2,7 @@
 //! newest event until a row is selected.
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Rect};
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::widgets::{Cell, Row as TableRow, Table, TableState};
 
 use super::focused_block;
@@ -14,18 +14,20 @@ fn short_txn(t: &str) -> &str {
     t.get(..13).unwrap_or(t)
 }
 
-fn keys_text(e: &crate::event::Event) -> String {
-    let mut s = String::new();
-    for (i, op) in e.operations.iter().enumerate() {
-        if i > 0 {
-            s.push_str(", ");
-        }
-        if op.value.is_none() {
-            s.push('-');
-        }
-        s.push_str(&op.key);
+/// The keys an event touches (`-` before a deleted one) in `width` characters. A key too long
+/// for the column shows its end, where keys that share a prefix differ
+/// (`…sion-179543`, not `session:sessi`); several keys that do not fit are cut with `…`.
+fn keys_text(e: &crate::event::Event, width: usize) -> String {
+    let key = |op: &crate::event::Operation| {
+        format!("{}{}", if op.value.is_none() { "-" } else { "" }, op.key)
+    };
+    let all: Vec<String> = e.operations.iter().map(key).collect();
+    let joined = all.join(", ");
+    match all.as_slice() {
+        _ if joined.chars().count() <= width => joined,
+        [one] => crate::text::ellipsize_start(one, width),
+        _ => crate::text::ellipsize(&joined, width),
     }
-    s
 }
 
 fn event_time(e: &crate::event::Event) -> String {
@@ -53,17 +55,38 @@ pub fn render_table(frame: &mut Frame, area: Rect, model: &Model, view: &ViewSta
         _ => rows.len(),
     };
     let start = end.saturating_sub(height);
+    let constraints = [
+        Constraint::Length(7),
+        Constraint::Length(12),
+        Constraint::Length(24),
+        Constraint::Length(13),
+        Constraint::Length(3),
+        Constraint::Min(10),
+    ];
+    // The widths the table will give its columns (inside the borders, one column apart): every
+    // cell is fitted to its own, so nothing is cut without `…`.
+    let inner = Rect {
+        width: area.width.saturating_sub(2),
+        ..area
+    };
+    let widths: Vec<usize> = Layout::horizontal(constraints)
+        .spacing(1)
+        .split(inner)
+        .iter()
+        .map(|r| r.width as usize)
+        .collect();
+    let fit = |i: usize, text: String| Cell::from(crate::text::ellipsize(&text, widths[i]));
     let table_rows: Vec<TableRow> = rows[start..end]
         .iter()
         .map(|r| {
             let e = &r.event;
             TableRow::new(vec![
-                Cell::from(format!("{}", e.offset)),
-                Cell::from(event_time(e)),
-                Cell::from(format!("{}/{}", e.namespace, e.agent_id)),
-                Cell::from(short_txn(&e.txn_id).to_string()),
-                Cell::from(format!("{}", e.operations.len())),
-                Cell::from(keys_text(e)),
+                fit(0, format!("{}", e.offset)),
+                fit(1, event_time(e)),
+                fit(2, format!("{}/{}", e.namespace, e.agent_id)),
+                fit(3, short_txn(&e.txn_id).to_string()),
+                fit(4, format!("{}", e.operations.len())),
+                Cell::from(keys_text(e, widths[5])),
             ])
         })
         .collect();
@@ -73,30 +96,18 @@ pub fn render_table(frame: &mut Frame, area: Rect, model: &Model, view: &ViewSta
         (None, Some(_)) => String::new(),
     };
     let title = format!(" events ({} shown{mode}) ", rows.len());
-    let table = Table::new(
-        table_rows,
-        [
-            Constraint::Length(7),
-            Constraint::Length(12),
-            Constraint::Length(24),
-            Constraint::Length(13),
-            Constraint::Length(3),
-            Constraint::Min(10),
-        ],
-    )
-    .header(
-        TableRow::new(vec![
-            "offset",
-            "commit time",
-            "agent",
-            "txn_id",
-            "ops",
-            "keys",
-        ])
-        .style(theme::TABLE_HEADER),
-    )
-    .row_highlight_style(theme::ROW_SELECTED)
-    .block(focused_block(&title, view.focus == Focus::Table));
+    let table = Table::new(table_rows, constraints)
+        .header(
+            TableRow::new(
+                ["offset", "commit time", "agent", "txn_id", "ops", "keys"]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| crate::text::ellipsize(h, widths[i])),
+            )
+            .style(theme::TABLE_HEADER),
+        )
+        .row_highlight_style(theme::ROW_SELECTED)
+        .block(focused_block(&title, view.focus == Focus::Table));
     let mut state = TableState::default();
     state.select(selected_idx.map(|i| i.saturating_sub(start)));
     frame.render_stateful_widget(table, area, &mut state);

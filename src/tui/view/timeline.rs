@@ -3,7 +3,7 @@
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{LineGauge, Paragraph};
+use ratatui::widgets::Paragraph;
 
 use crate::tui::app::Model;
 use crate::tui::theme;
@@ -47,18 +47,31 @@ pub fn render_timeline(frame: &mut Frame, area: Rect, model: &Model, compact: bo
         r * 100.0
     );
     if compact {
-        frame.render_widget(
-            LineGauge::default()
-                .ratio(r.clamp(0.0, 1.0))
-                .label(label)
-                .filled_style(theme::TIMELINE_PLAYED),
-            area,
-        );
+        // One line: the label, then a bar whose glyphs show the position without colour.
+        let w = area.width as usize;
+        let label = crate::text::ellipsize(&label, w.saturating_sub(11).max(w * 2 / 3));
+        let rest = w.saturating_sub(label.chars().count() + 1);
+        let at = (r.clamp(0.0, 1.0) * rest.saturating_sub(1) as f64).round() as usize;
+        let bar: String = (0..rest)
+            .map(|i| match i.cmp(&at) {
+                std::cmp::Ordering::Less => '━',
+                std::cmp::Ordering::Equal => '┃',
+                std::cmp::Ordering::Greater => '─',
+            })
+            .collect();
+        let line = Line::from(vec![
+            Span::raw(format!("{label} ")),
+            Span::styled(bar, theme::TIMELINE_PLAYED),
+        ]);
+        frame.render_widget(Paragraph::new(line), area);
         return;
     }
     let [top, bottom] =
         Layout::vertical([Constraint::Length(1), Constraint::Length(1)]).areas(area);
-    frame.render_widget(Paragraph::new(label).style(theme::BOLD), top);
+    frame.render_widget(
+        Paragraph::new(super::fit_line(Line::from(label), top.width)).style(theme::BOLD),
+        top,
+    );
     // The bar: played part, the ring's range, and the cursor.
     let w = bottom.width as usize;
     let col = |o: u64| -> usize {
