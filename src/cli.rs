@@ -251,7 +251,7 @@ pub struct PlayFlags {
     #[arg(long, value_enum, env = "REPLAYSCOPE_PACE")]
     pub pace: Option<PaceArg>,
 
-    /// Realtime speed factor, 0.01 to 100 [default: 1].
+    /// Realtime speed factor, 0.001 to 100 [default: 1].
     #[arg(long, env = "REPLAYSCOPE_SPEED")]
     pub speed: Option<f64>,
 

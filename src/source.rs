@@ -43,6 +43,8 @@ pub struct SourceInfo {
     pub bytes: Option<u64>,
     /// Archive segments (files), when the source is an archive.
     pub segments: Option<u32>,
+    /// Where the wall times came from, when they were taken from the events' values.
+    pub time_source: Option<String>,
 }
 
 impl SourceInfo {

@@ -819,6 +819,10 @@ fn time_from_the_values_of_an_agent_dump() {
         info["first_time"], "2026-11-30T14:02:11.250Z",
         "the session's started_at"
     );
+    assert_eq!(
+        info["time_source"], "the values' field at,asked_at,made_at,started_at",
+        "where the times come from is recorded"
+    );
     let span = info["duration_s"].as_f64().unwrap();
     assert!(span > 5.0 && span < 10.0, "{span} s");
     // Times never go backwards, and every event has one.

@@ -28,6 +28,8 @@ struct InfoJson {
     last_time: Option<String>,
     duration_s: Option<f64>,
     final_hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time_source: Option<String>,
     truncated: bool,
     channels: Vec<ChannelJson>,
     notes: Vec<String>,
@@ -86,6 +88,7 @@ fn info_of(archive: &Archive) -> InfoJson {
         last_time: t1.map(format_time_ns),
         duration_s: t0.zip(t1).map(|(a, b)| b.saturating_sub(a) as f64 / 1e9),
         final_hash: archive.recorded_final_hash().map(|h| hex(&h)),
+        time_source: archive.time_source().map(str::to_string),
         truncated: segs.iter().any(|s| s.truncated_at.is_some()),
         channels,
         notes: archive.notes().to_vec(),
@@ -123,9 +126,15 @@ pub fn info_cmd(a: InfoArgs) -> Result<()> {
         opt(info.last_commit_ts)
     )?;
     match (&info.first_time, &info.last_time, info.duration_s) {
-        (Some(a), Some(b), Some(d)) => {
-            writeln!(out, "time          {a} to {b} ({})", human_duration(d))?
-        }
+        (Some(a), Some(b), Some(d)) => writeln!(
+            out,
+            "time          {a} to {b} ({}){}",
+            human_duration(d),
+            info.time_source
+                .as_deref()
+                .map(|t| format!(", from {t}"))
+                .unwrap_or_default()
+        )?,
         _ => writeln!(
             out,
             "time          no wall-clock commit times (logical commit_ts only)"

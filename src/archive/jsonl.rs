@@ -240,6 +240,13 @@ fn import_into(
         One(Box<ArchiveWriter>),
         Many(Box<SegmentedWriter>),
     }
+    let options = WriterOptions {
+        time_source: import
+            .time_field
+            .map(|f| format!("the values' field {}", f.label()))
+            .or(options.time_source.clone()),
+        ..options
+    };
     let mut writer = match target {
         ImportTarget::File(p) => W::One(Box::new(ArchiveWriter::create(p, options)?)),
         ImportTarget::Segments(p, k) => W::Many(Box::new(SegmentedWriter::create(p, k, options)?)),

@@ -42,6 +42,8 @@ pub struct SegmentMeta {
     pub first_offset: u64,
     pub chain_start: [u8; 32],
     pub final_hash: [u8; 32],
+    /// Where wall times came from when the source had none (`--time-field`).
+    pub time_source: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -274,6 +276,15 @@ impl Archive {
     /// Things the reader had to work around (rebuilt index, truncated prefix …).
     pub fn notes(&self) -> &[String] {
         &self.inner.notes
+    }
+
+    /// Where the events' wall times came from, when they were taken from the values.
+    pub fn time_source(&self) -> Option<&str> {
+        self.inner
+            .segments
+            .first()
+            .and_then(|s| s.meta.as_ref())
+            .and_then(|m| m.time_source.as_deref())
     }
 
     /// Logs the notes as warnings (for commands whose output does not show them).
@@ -1614,6 +1625,7 @@ impl Opener {
             first_offset: num("first_offset")?,
             chain_start: hash("chain_start")?,
             final_hash: hash("final_hash")?,
+            time_source: m.get("time_source").cloned(),
         })
     }
 

@@ -30,6 +30,9 @@ pub struct WriterOptions {
     pub first_offset: Option<u64>,
     /// The hash the chain continues from (the previous segment's final hash).
     pub chain_start: [u8; 32],
+    /// Where the events' wall times came from when the source had none (`--time-field`):
+    /// recorded in the metadata, so every reader can say so.
+    pub time_source: Option<String>,
 }
 
 impl Default for WriterOptions {
@@ -39,6 +42,7 @@ impl Default for WriterOptions {
             chunk_bytes: 1024 * 1024,
             first_offset: None,
             chain_start: ZERO_HASH,
+            time_source: None,
         }
     }
 }
@@ -332,6 +336,9 @@ impl ArchiveWriter {
         }
         m.insert("chain_start".to_string(), hex(&self.options.chain_start));
         m.insert("final_hash".to_string(), hex(&self.chain.head()));
+        if let Some(t) = &self.options.time_source {
+            m.insert("time_source".to_string(), t.clone());
+        }
         self.inner
             .write_metadata(&mcap::records::Metadata {
                 name: METADATA_NAME.to_string(),

@@ -16,7 +16,8 @@ use crate::event::Event;
 /// How fast to play.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Pace {
-    /// Commit-time deltas divided by `speed` (0.01x to 100x).
+    /// Commit-time deltas divided by `speed` (0.001x to 100x: a session of a few seconds can
+    /// be watched over minutes).
     Realtime { speed: f64 },
     /// As fast as the sink takes them.
     Fast,
@@ -24,14 +25,14 @@ pub enum Pace {
     Rate { events_per_sec: f64 },
 }
 
-pub const MIN_SPEED: f64 = 0.01;
+pub const MIN_SPEED: f64 = 0.001;
 pub const MAX_SPEED: f64 = 100.0;
 
 /// The speeds `+` and `-` step through: a fixed ladder, so stepping down and up again comes
 /// back exactly (halving and doubling drifted: 15x, 7.5x … 0.64x, 10.24x).
-pub const SPEED_LADDER: [f64; 20] = [
-    0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 15.0, 20.0, 30.0,
-    50.0, 75.0, 100.0,
+pub const SPEED_LADDER: [f64; 23] = [
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0,
+    10.0, 15.0, 20.0, 30.0, 50.0, 75.0, 100.0,
 ];
 
 impl Pace {

@@ -45,6 +45,7 @@ impl ArchiveSource {
             final_hash: archive.recorded_final_hash(),
             bytes: Some(archive.segments().iter().map(|s| s.size()).sum()),
             segments: Some(archive.segments().len() as u32),
+            time_source: archive.time_source().map(str::to_string),
         };
         ArchiveSource { archive, info }
     }

@@ -131,6 +131,7 @@ impl RemoteSource {
             final_hash,
             bytes: Some(describe.bytes),
             segments: Some(describe.segments),
+            time_source: None,
         };
         Ok(RemoteSource {
             client,

@@ -139,14 +139,31 @@ pub const HELP: &[(&str, &str)] = &[
     ("space", "pause / resume"),
     (". →", "step one event"),
     (", ←", "step back one event"),
-    ("+ -", "speed up / down (x2)"),
+    (
+        "+ -",
+        "speed up / down (0.001x … 1, 1.5, 2, 3, 5, 10, 15, 20 … 100x)",
+    ),
     ("p", "cycle pace: realtime, fast, rate"),
-    ("g", "seek: offset, @commit_ts, RFC 3339 time, NN%, +N/-N"),
+    (
+        "g",
+        "seek: offset, @commit_ts, time (09:10:00 or RFC 3339), NN%, +N/-N",
+    ),
     ("[ ]", "seek back / forward 10 %"),
     ("s", "stop early (shows the report)"),
     ("r", "resume from an offset"),
     ("f", "freeze the view (playback goes on)"),
-    ("/", "filter the table: key prefix or txn_id"),
+    (
+        "/",
+        "filter the table: part of a key or agent, or a txn_id prefix",
+    ),
+    (
+        "timeline",
+        "━ played  ┃ current event  ▆ held by the replay ring  ─ ahead",
+    ),
+    (
+        "gauges",
+        "█ filled  ░ free (credit in flight, ring bytes held)",
+    ),
     ("tab", "switch panel focus"),
     (
         "↑ ↓ PgUp PgDn Home End",

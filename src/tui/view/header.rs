@@ -11,8 +11,12 @@ use crate::tui::theme;
 
 fn pace_text(model: &Model) -> String {
     let mut s = model.stats.pace.label();
-    if matches!(model.stats.pace, Pace::Realtime { .. }) && model.stats.logical_time {
-        s.push_str(" (logical tick: no wall-clock times)");
+    if matches!(model.stats.pace, Pace::Realtime { .. }) {
+        if model.stats.logical_time {
+            s.push_str(" (logical tick: no wall-clock times)");
+        } else if let Some(t) = &model.source.time_source {
+            s.push_str(&format!(" (times from {t})"));
+        }
     }
     s
 }

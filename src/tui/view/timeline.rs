@@ -29,11 +29,16 @@ pub fn render_timeline(frame: &mut Frame, area: Rect, model: &Model, compact: bo
         model.source.first_time_ns,
         model.source.last_time_ns,
     ) {
-        (Some(t), Some(t0), Some(t1)) => format!(
-            "  {} / {}",
-            hms(t.saturating_sub(t0)),
-            hms(t1.saturating_sub(t0))
-        ),
+        (Some(t), Some(t0), Some(t1)) => {
+            // A session shorter than a minute shows its positions to the millisecond.
+            let short = t1.saturating_sub(t0) < 60_000_000_000;
+            let show = |ns: u64| if short { ms_clock(ns) } else { hms(ns) };
+            format!(
+                "  {} / {}",
+                show(t.saturating_sub(t0)),
+                show(t1.saturating_sub(t0))
+            )
+        }
         _ => String::new(),
     };
     let ring = match (s.ring.oldest_offset, s.ring.newest_offset) {
@@ -102,6 +107,11 @@ pub fn render_timeline(frame: &mut Frame, area: Rect, model: &Model, compact: bo
         })
         .collect();
     frame.render_widget(Paragraph::new(Line::from(spans)), bottom);
+}
+
+/// `07.768s`: seconds and milliseconds, for a short session.
+fn ms_clock(ns: u64) -> String {
+    format!("{:02}.{:03}s", ns / 1_000_000_000, (ns / 1_000_000) % 1000)
 }
 
 fn hms(ns: u64) -> String {
