@@ -14,7 +14,7 @@ use crate::state::KvState;
 /// A new archive being written: one file, or a directory of segments.
 pub enum ArchiveOutput {
     File(ArchiveWriter),
-    Segments(SegmentedWriter),
+    Segments(Box<SegmentedWriter>),
 }
 
 impl ArchiveOutput {
@@ -25,7 +25,9 @@ impl ArchiveOutput {
         options: WriterOptions,
     ) -> Result<ArchiveOutput> {
         Ok(match segment_events {
-            Some(k) => ArchiveOutput::Segments(SegmentedWriter::create(path, k, options)?),
+            Some(k) => {
+                ArchiveOutput::Segments(Box::new(SegmentedWriter::create(path, k, options)?))
+            }
             None => ArchiveOutput::File(ArchiveWriter::create(path, options)?),
         })
     }
