@@ -13,7 +13,7 @@ use crate::state::KvState;
 
 /// A new archive being written: one file, or a directory of segments.
 pub enum ArchiveOutput {
-    File(ArchiveWriter),
+    File(Box<ArchiveWriter>),
     Segments(Box<SegmentedWriter>),
 }
 
@@ -28,7 +28,7 @@ impl ArchiveOutput {
             Some(k) => {
                 ArchiveOutput::Segments(Box::new(SegmentedWriter::create(path, k, options)?))
             }
-            None => ArchiveOutput::File(ArchiveWriter::create(path, options)?),
+            None => ArchiveOutput::File(Box::new(ArchiveWriter::create(path, options)?)),
         })
     }
 
