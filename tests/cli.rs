@@ -864,3 +864,74 @@ fn time_from_the_values_of_an_agent_dump() {
     );
     assert_one_line_error(&r, 2, &["no event has a time in field nope"]);
 }
+
+#[test]
+fn messages_name_what_the_user_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, says) in [
+        (
+            vec!["play", SAMPLE_ARCHIVE, "--from", "2027-01-01T00:00:00Z"],
+            "time 2027-01-01T00:00:00.000Z is outside",
+        ),
+        (
+            vec!["play", SAMPLE_ARCHIVE, "--from", "@99999999"],
+            "commit_ts @99999999 is outside",
+        ),
+        (
+            vec!["play", SAMPLE_ARCHIVE, "--cron", "*/61 * * * *"],
+            "minute step \"61\" must be a number from 1 to 60",
+        ),
+    ] {
+        let (r, _) = run_bounded(&args, None);
+        assert_one_line_error(&r, 2, &[says]);
+        assert!(!stderr(&r).contains("..="), "{}", stderr(&r));
+    }
+    // A JSON Lines file given where an archive is expected points at import.
+    let jsonl = dir.path().join("x.jsonl");
+    std::fs::write(&jsonl, "not json\n").unwrap();
+    let (r, _) = run_bounded(&["verify", jsonl.to_str().unwrap()], None);
+    assert_one_line_error(&r, 2, &["not an MCAP file", "replayscope import"]);
+}
+
+#[test]
+fn logs_are_coloured_only_on_a_terminal_and_sigterm_is_named() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    // serve's log into a pipe (as `serve > log 2>&1`): plain text.
+    let mut child = bin()
+        .args(["serve", SAMPLE_ARCHIVE, "--listen", "127.0.0.1:0"])
+        .env_remove("NO_COLOR")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = lines.next().unwrap().unwrap();
+    assert!(
+        !line.contains('\u{1b}'),
+        "escape codes in a piped log: {line:?}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    // A play stopped by SIGTERM says SIGTERM, not Ctrl-C.
+    let mut child = bin()
+        .args(["play", SAMPLE_ARCHIVE, "--pace", "rate", "--rate", "50"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || std::io::read_to_string(err).unwrap());
+    // Its first event on stdout: the run is going (the signal handler is installed before it).
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(out.next().unwrap().unwrap().starts_with('{'));
+    std::thread::spawn(move || for _ in out {});
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    let text = reader.join().unwrap();
+    assert_eq!(status.code(), Some(130), "{text}");
+    assert!(text.contains("stopped by SIGTERM"), "{text}");
+}

@@ -655,3 +655,38 @@ fn tls_and_token_failures_are_clear() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A remote stream that finished shows no stale server gauges (its last Credit frame said some
+/// bytes were in flight): the local window's gauges apply again.
+#[test]
+fn a_finished_remote_stream_leaves_no_stale_gauges() {
+    use replayscope::player::{self, Outcome, Pace, PlayerOptions};
+    use replayscope::source::{RemoteSource, Source};
+    use replayscope::wire::reconnect::RetryPolicy;
+    use std::sync::Arc;
+    let server = InProcess::start(SAMPLE);
+    let remote = Arc::new(
+        RemoteSource::connect(&server.addr, Default::default(), RetryPolicy::default()).unwrap(),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let source: Arc<dyn Source> = remote.clone();
+    let report = rt.block_on(async move {
+        let options = PlayerOptions {
+            pace: Pace::Fast,
+            ..PlayerOptions::default()
+        };
+        let h = player::spawn(source, options, Box::new(player::NullSink)).unwrap();
+        h.join().await.unwrap()
+    });
+    assert_eq!(report.outcome, Outcome::Finished);
+    assert_eq!(report.events_sent, 6000);
+    assert!(
+        remote.remote_gauges().is_none(),
+        "{:?}",
+        remote.remote_gauges()
+    );
+}

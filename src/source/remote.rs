@@ -389,6 +389,10 @@ async fn produce(
                         Ok(Some(InFrame::Frame(pb::ServerFrame {
                             frame: Some(pb::server_frame::Frame::End(end)),
                         }))) => {
+                            // The server's window and ring are done with this stream: the
+                            // gauges show the local ones again (not the last Credit frame).
+                            *reports.gauges.lock().unwrap_or_else(|p| p.into_inner()) =
+                                (None, None);
                             let recorded = end
                                 .report
                                 .and_then(|r| crate::event::parse_hash(&r.final_hash));

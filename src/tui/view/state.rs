@@ -24,25 +24,25 @@ pub fn render_state(frame: &mut Frame, area: Rect, model: &Model, view: &ViewSta
     let behind = model.state_behind();
     let title = if behind > 0 && model.fold_paused {
         format!(
-            " state at #{}: {} keys ({behind} behind, waits out full speed) ",
+            " state at #{}: {} ({behind} behind, waits out full speed) ",
             model
                 .state_through
                 .map_or("start".into(), |p| p.to_string()),
-            state.len()
+            crate::text::count(state.len() as u64, "key", "keys")
         )
     } else if behind > 0 {
         format!(
-            " state at #{}: {} keys (folding: {behind} behind the cursor) ",
+            " state at #{}: {} (folding: {behind} behind the cursor) ",
             model
                 .state_through
                 .map_or("start".into(), |p| p.to_string()),
-            state.len()
+            crate::text::count(state.len() as u64, "key", "keys")
         )
     } else {
         format!(
-            " state at #{}: {} keys ",
+            " state at #{}: {} ",
             model.position().map_or("-".into(), |p| p.to_string()),
-            state.len()
+            crate::text::count(state.len() as u64, "key", "keys")
         )
     };
     let block = focused_block(&title, view.focus == Focus::State);
@@ -50,7 +50,16 @@ pub fn render_state(frame: &mut Frame, area: Rect, model: &Model, view: &ViewSta
     let mut lines: Vec<Line> = Vec::new();
     if let Some(d) = &diff {
         lines.push(Line::styled(
-            format!("changes of #{}:", d.offset),
+            // The selected row's own changes: the state above stays at the cursor.
+            match model.position() {
+                Some(p) if p != d.offset => {
+                    format!(
+                        "changes of the selected #{} (the state is at #{p}):",
+                        d.offset
+                    )
+                }
+                _ => format!("changes of #{}:", d.offset),
+            },
             theme::BOLD,
         ));
         for c in &d.changes {
