@@ -293,6 +293,36 @@ pub(crate) mod tests {
                 assert!(!s.contains(bad), "{w}x{h} shows {bad:?}:\n{s}");
             }
             assert!(s.contains("#59"), "{w}x{h}: the position is shown:\n{s}");
+            // A table row's keys are whole, or cut with `…`: never mid-word without a sign.
+            let m = played_model();
+            let mut checked = 0;
+            for line in s.lines().filter(|l| l.starts_with('┃')) {
+                let Some(offset) = line[3..]
+                    .split_whitespace()
+                    .next()
+                    .and_then(|o| o.parse::<u64>().ok())
+                else {
+                    continue;
+                };
+                let Some(row) = m.rows.iter().find(|r| r.event.offset == offset) else {
+                    continue;
+                };
+                let cell = line[3..].split('┃').next().unwrap_or("").trim_end();
+                let keys: Vec<String> = row
+                    .event
+                    .operations
+                    .iter()
+                    .map(|op| format!("{}{}", if op.value.is_none() { "-" } else { "" }, op.key))
+                    .collect();
+                let joined = keys.join(", ");
+                let last = cell.split_whitespace().last().unwrap_or("");
+                assert!(
+                    last.contains('…') || joined.ends_with(last) || cell.ends_with(&joined),
+                    "{w}x{h}: row #{offset} cut without …: {line:?} (keys {joined:?})"
+                );
+                checked += 1;
+            }
+            assert!(checked > 0, "{w}x{h}: no table row found:\n{s}");
             // Long lines end in `…` rather than being cut; neighbouring gauge labels keep a gap.
             let first = s.lines().next().unwrap_or("");
             assert!(

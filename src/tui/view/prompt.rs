@@ -14,12 +14,16 @@ pub fn render_prompt(frame: &mut Frame, area: Rect, view: &ViewState) {
     let (title, hint) = match p.kind {
         PromptKind::Seek => (
             " seek ",
-            "offset (1200), @commit_ts, RFC 3339 time, NN%, +N / -N",
+            "offset 1200 · @commit_ts · 09:10:00 or RFC 3339 · 50% · +N / -N · ↑ history",
         ),
         PromptKind::Resume => (" resume from offset ", "the run restarts from this offset"),
-        PromptKind::Filter => (" filter the table ", "key prefix or txn_id; empty clears"),
+        PromptKind::Filter => (
+            " filter the table ",
+            "part of a key or agent, or a txn_id prefix; empty clears; ↑ history",
+        ),
     };
-    let r = centered(area, 64, 5);
+    // Room for an error of two lines (it wraps at words inside the box).
+    let r = centered(area, 72, 6);
     frame.render_widget(Clear, r);
     let status = match &p.error {
         Some(e) => Line::styled(e.clone(), theme::INVALID),
@@ -49,11 +53,13 @@ pub fn render_prompt(frame: &mut Frame, area: Rect, view: &ViewState) {
         Line::styled(hint, theme::HINT),
     ];
     frame.render_widget(
-        Paragraph::new(text).block(
-            Block::bordered()
-                .title(title)
-                .border_style(theme::PROMPT_BORDER),
-        ),
+        Paragraph::new(text)
+            .wrap(ratatui::widgets::Wrap { trim: false })
+            .block(
+                Block::bordered()
+                    .title(title)
+                    .border_style(theme::PROMPT_BORDER),
+            ),
         r,
     );
 }
