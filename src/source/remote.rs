@@ -413,6 +413,9 @@ async fn produce(
                 }
             }
         };
+        // The cut stream's window and ring are gone: no stale gauges while reconnecting (the
+        // next session reports its own).
+        *reports.gauges.lock().unwrap_or_else(|p| p.into_inner()) = (None, None);
         if !retry_after(&mut reconnect, &failure, &tx, &name).await {
             return;
         }
