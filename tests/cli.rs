@@ -660,6 +660,25 @@ fn outputs_are_not_replaced_without_force_and_a_failed_import_keeps_the_old_one(
     assert_one_line_error(&r, 2, &["it exists; --force replaces it"]);
     let (r, _) = run_bounded(&["play", SAMPLE_ARCHIVE, "--into", &segs], None);
     assert_one_line_error(&r, 2, &["--into", "it exists; --force replaces it"]);
+    let (r, _) = run_bounded(
+        &["play", SAMPLE_ARCHIVE, "--into", &segs, "--dry-run"],
+        None,
+    );
+    assert_one_line_error(&r, 2, &["--into", "it exists"]);
+    let (r, _) = run_bounded(
+        &[
+            "play",
+            SAMPLE_ARCHIVE,
+            "--into",
+            &segs,
+            "--dry-run",
+            "--force",
+        ],
+        None,
+    );
+    assert!(r.status.success(), "{}", stderr(&r));
+    let said = format!("{}{}", stdout(&r), stderr(&r));
+    assert!(said.contains("replaces the existing archive"), "{said}");
     // A failed import with --force leaves the old archive as it was, and nothing else.
     let bad = dir.path().join("bad.jsonl");
     let good = stdout(&run(&["export", SAMPLE_ARCHIVE, "--until", "31"]));

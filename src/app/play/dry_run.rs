@@ -112,7 +112,14 @@ async fn check_target(plan: &PlayPlan, info: &SourceInfo) -> Result<String> {
         }
         Target::Archive { path, .. } => {
             check_parent(path)?;
-            format!("target: ok: new archive at {}", path.display())
+            if path.exists() {
+                format!(
+                    "target: ok: replaces the existing archive at {} (--force)",
+                    path.display()
+                )
+            } else {
+                format!("target: ok: new archive at {}", path.display())
+            }
         }
         Target::Statehouse {
             url, map, timeout, ..
