@@ -348,6 +348,19 @@ pub(crate) mod tests {
         }
     }
 
+    /// A short session with its times from the values: the header says so, the timeline counts
+    /// milliseconds.
+    #[test]
+    fn a_short_session_timed_from_its_values() {
+        let mut m = played_model();
+        let t0 = m.source.first_time_ns.unwrap();
+        m.source.last_time_ns = Some(t0 + 7_768_000_000);
+        m.source.time_source = Some("the values' field at".into());
+        let s = screen(&draw(&m, &ViewState::default(), 160, 45));
+        assert!(s.contains("(times from the values' field at)"), "{s}");
+        assert!(s.contains("/ 07.768s"), "{s}");
+    }
+
     #[test]
     fn main_screen() {
         let t = draw(&played_model(), &ViewState::default(), 160, 45);
