@@ -444,6 +444,12 @@ impl TimeField {
                 };
                 match v {
                     serde_json::Value::String(s) => parse_rfc3339_ns(s),
+                    serde_json::Value::Number(n)
+                        if n.as_u64().is_some_and(|v| v >= 100_000_000_000_000_000) =>
+                    {
+                        // Nanoseconds as an integer: exact (f64 would round them).
+                        n.as_u64()
+                    }
                     serde_json::Value::Number(n) => {
                         let x = n.as_f64()?;
                         let ns = match x {

@@ -31,9 +31,14 @@ fn main() {
             std::process::exit(exit::USAGE);
         }
     };
+    // The commands whose output is a stream to stdout: a reader that closes the pipe
+    // (`… | head`) is not their failure (play handles it itself, with its report).
+    let writes_stdout = matches!(
+        &cli.command,
+        Some(Command::Info(_) | Command::Export(_) | Command::Verify(_))
+    );
     if let Err(err) = app::run(cli) {
-        // A reader that closed the pipe (`… | head`) is not a failure: end quietly.
-        if exit::reader_went_away(&err) {
+        if writes_stdout && exit::reader_went_away(&err) {
             std::process::exit(exit::OK);
         }
         eprintln!("error: {}", exit::one_line(&err));

@@ -805,6 +805,9 @@ impl<S: Sink> Player<S> {
         if e.closed {
             // The reader went away (`play | head`): the run stops, it did not fail.
             self.output_closed = true;
+            if e.resume_offset.is_some() {
+                self.resume_override = e.resume_offset;
+            }
             let reason = "output closed by the reader".to_string();
             if self.state_is_done() {
                 self.state = PlayState::Stopped;
@@ -948,7 +951,7 @@ impl<S: Sink> Player<S> {
                 let span = (last - first).max(1) as f64;
                 let now = (self.current().saturating_sub(first)) as f64 / span * 100.0;
                 let pct = (now + d).clamp(0.0, 100.0);
-                Ok(first + (span * pct / 100.0).round() as u64)
+                Ok((first + ((last - first) as f64 * pct / 100.0).round() as u64).min(last))
             }
         }
     }

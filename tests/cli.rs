@@ -951,6 +951,6 @@ fn logs_are_coloured_only_on_a_terminal_and_sigterm_is_named() {
     assert!(killed.success());
     let status = child.wait().unwrap();
     let text = reader.join().unwrap();
-    assert_eq!(status.code(), Some(130), "{text}");
+    assert_eq!(status.code(), Some(143), "{text}");
     assert!(text.contains("stopped by SIGTERM"), "{text}");
 }

@@ -58,6 +58,10 @@ fn agent_pair(text: &str, flag: &str) -> Result<(String, String)> {
 
 /// `FILE` or `FILE=NAMESPACE/AGENT_ID`.
 fn input_spec(spec: &str) -> (&str, Option<&str>) {
+    // A file whose own name has `=` in it is that file.
+    if Path::new(spec).exists() {
+        return (spec, None);
+    }
     match spec.rsplit_once('=') {
         Some((file, agent))
             if !file.is_empty() && agent.split('/').filter(|p| !p.is_empty()).count() == 2 =>

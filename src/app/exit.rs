@@ -1,5 +1,5 @@
 //! Exit codes (DESIGN.md section 8) and the errors that choose them: 0 ok, 1 runtime failure,
-//! 2 usage or configuration error, 3 integrity failure, 130 stopped by Ctrl-C.
+//! 2 usage or configuration error, 3 integrity failure, 130 stopped by Ctrl-C (143 by SIGTERM).
 
 use crate::archive::ArchiveError;
 use crate::player::PlayerError;
@@ -12,6 +12,8 @@ pub const FAILURE: i32 = 1;
 pub const USAGE: i32 = 2;
 pub const INTEGRITY: i32 = 3;
 pub const INTERRUPTED: i32 = 130;
+/// Stopped by SIGTERM after the report was written (128 + 15, as shells report it).
+pub const TERMINATED: i32 = 143;
 
 /// A mistake in how the command was called (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +86,8 @@ pub fn exit_code(err: &color_eyre::Report) -> i32 {
             return match p {
                 RunFailure::Integrity(_) => INTEGRITY,
                 RunFailure::Failed(_) => FAILURE,
-                RunFailure::Interrupted(..) => INTERRUPTED,
+                RunFailure::Interrupted(StopSignal::Interrupt, _) => INTERRUPTED,
+                RunFailure::Interrupted(StopSignal::Terminate, _) => TERMINATED,
             };
         }
         if let Some(s) = cause.downcast_ref::<SourceError>() {

@@ -10,14 +10,41 @@ use crate::archive::writer::WriteSummary;
 
 /// Refuses to replace an existing file or directory at `path` unless `force`.
 pub fn check_overwrite(path: &Path, force: bool, flag: &str) -> Result<(), UsageError> {
-    let exists = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() || m.is_dir());
-    if exists && !force {
+    let name = path.display();
+    if path.file_name().is_none() {
         return Err(UsageError(format!(
-            "{flag} {}: it exists; --force replaces it",
-            path.display()
+            "{flag} {name}: name a file or directory to write, not {name}"
+        )));
+    }
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    // A device or a FIFO is written through; anything else that is there is replaced only
+    // with --force (a symlink included).
+    let replaced = meta.is_file() || meta.is_dir() || meta.file_type().is_symlink();
+    if replaced && !force {
+        return Err(UsageError(format!(
+            "{flag} {name}: it exists; --force replaces it"
+        )));
+    }
+    if meta.is_dir() && !only_segments(path) {
+        return Err(UsageError(format!(
+            "{flag} {name}: a directory with other files than archive segments in it; \
+             write the archive somewhere else"
         )));
     }
     Ok(())
+}
+
+/// Whether a directory holds nothing but segment files (`NNN….mcap`).
+fn only_segments(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().all(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| crate::archive::segments::segment_offset(n).is_some())
+        })
+    })
 }
 
 /// An archive being written under a temporary name.
@@ -49,14 +76,27 @@ impl PendingOutput {
     /// Moves what was written into place (replacing what `--force` allowed) and names the
     /// written files by their final paths.
     pub fn commit(self, summaries: Vec<WriteSummary>) -> std::io::Result<Vec<WriteSummary>> {
-        if let Ok(m) = std::fs::symlink_metadata(&self.path) {
-            if m.is_dir() {
-                std::fs::remove_dir_all(&self.path)?;
-            } else if m.is_file() && std::fs::metadata(&self.temp)?.is_dir() {
-                std::fs::remove_file(&self.path)?;
-            }
+        // What --force replaces is moved aside first and removed only once the new one is in
+        // place: a failed rename leaves the old one where it was.
+        let aside = self.temp.with_extension("old");
+        let had_old = std::fs::symlink_metadata(&self.path).is_ok();
+        if had_old && let Err(e) = std::fs::rename(&self.path, &aside) {
+            self.abort();
+            return Err(e);
         }
-        std::fs::rename(&self.temp, &self.path)?;
+        if let Err(e) = std::fs::rename(&self.temp, &self.path) {
+            if had_old {
+                let _ = std::fs::rename(&aside, &self.path);
+            }
+            self.abort();
+            return Err(e);
+        }
+        if had_old {
+            let _ = match std::fs::symlink_metadata(&aside) {
+                Ok(m) if m.is_dir() => std::fs::remove_dir_all(&aside),
+                _ => std::fs::remove_file(&aside),
+            };
+        }
         let summaries = summaries
             .into_iter()
             .map(|mut s| {
@@ -71,7 +111,7 @@ impl PendingOutput {
     }
 
     /// Removes what was written.
-    pub fn abort(self) {
+    pub fn abort(&self) {
         let _ = match std::fs::symlink_metadata(&self.temp) {
             Ok(m) if m.is_dir() => std::fs::remove_dir_all(&self.temp),
             Ok(_) => std::fs::remove_file(&self.temp),
@@ -128,6 +168,34 @@ mod tests {
             std::fs::read_dir(dir.path()).unwrap().count(),
             1,
             "no temporary left"
+        );
+        // A directory with anything but segments in it is never replaced; nor is "." or "..".
+        let segs = dir.path().join("segs");
+        std::fs::create_dir(&segs).unwrap();
+        std::fs::write(segs.join("00000000000000000000.mcap"), b"x").unwrap();
+        assert!(check_overwrite(&segs, true, "-o").is_ok());
+        std::fs::write(segs.join("notes.txt"), b"mine").unwrap();
+        let e = check_overwrite(&segs, true, "-o").unwrap_err();
+        assert!(e.0.contains("other files than archive segments"), "{e}");
+        for p in [".", ".."] {
+            assert!(check_overwrite(Path::new(p), true, "-o").is_err(), "{p}");
+        }
+        // A replaced directory is swapped in whole.
+        std::fs::remove_file(segs.join("notes.txt")).unwrap();
+        let done = write_new(&segs, true, "-o", |tmp| {
+            std::fs::create_dir(tmp).unwrap();
+            std::fs::write(tmp.join("00000000000000000000.mcap"), b"new").unwrap();
+            Ok(vec![])
+        });
+        assert!(done.is_ok());
+        assert_eq!(
+            std::fs::read(segs.join("00000000000000000000.mcap")).unwrap(),
+            b"new"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "nothing set aside is left"
         );
     }
 }

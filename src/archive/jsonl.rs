@@ -267,7 +267,7 @@ fn import_into(
         r.advance()?;
     }
     let mut offset = 0u64;
-    let mut last: Option<(u64, String)> = None;
+    let mut last: Option<(u64, String, Vec<crate::event::Operation>)> = None;
     let mut timed = Timed::default();
     // The input whose next event commits first (the first input on a tie).
     while let Some(i) = (0..readers.len())
@@ -275,9 +275,26 @@ fn import_into(
         .min_by_key(|&i| readers[i].next.as_ref().map(|(e, _)| e.commit_ts))
     {
         let (mut event, line_no) = readers[i].next.take().expect("chosen for its next event");
-        let duplicate = last
-            .as_ref()
-            .is_some_and(|(ts, txn)| renumber && *ts == event.commit_ts && *txn == event.txn_id);
+        // A transaction that touched several agents is in each of their Replays, with all its
+        // operations: the same one is written once. The same commit_ts with different
+        // contents is not the same transaction.
+        let duplicate = match &last {
+            Some((ts, txn, ops)) if renumber && *ts == event.commit_ts => {
+                if *txn == event.txn_id && *ops == event.operations {
+                    true
+                } else {
+                    return Err(readers[i].error(
+                        line_no,
+                        format!(
+                            "commit_ts {ts} is in two inputs with different transactions \
+                             (txn {txn} and {}): the inputs are not from one Statehouse daemon",
+                            event.txn_id
+                        ),
+                    ));
+                }
+            }
+            _ => false,
+        };
         if !duplicate {
             if renumber {
                 event.offset = offset;
@@ -306,7 +323,7 @@ fn import_into(
                     })?;
                 }
             }
-            last = Some((event.commit_ts, event.txn_id));
+            last = Some((event.commit_ts, event.txn_id, event.operations));
         }
         readers[i].advance()?;
     }
@@ -413,11 +430,14 @@ pub fn looks_like_jsonl(path: &Path) -> bool {
         .extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| matches!(e, "jsonl" | "ndjson"));
+    // Else its first byte past a byte-order mark and white space (as `import` reads it).
     by_name
         || (path.is_file()
-            && std::fs::File::open(path).is_ok_and(|mut f| {
-                let mut b = [0u8; 1];
-                std::io::Read::read(&mut f, &mut b).is_ok_and(|n| n == 1 && b[0] == b'{')
+            && std::fs::File::open(path).is_ok_and(|f| {
+                let mut head = Vec::with_capacity(256);
+                let _ = std::io::Read::read_to_end(&mut std::io::Read::take(f, 256), &mut head);
+                let head = head.strip_prefix(UTF8_BOM).unwrap_or(&head);
+                head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
             }))
 }
 

@@ -187,6 +187,7 @@ pub fn open_source(
             // A JSON Lines export or agent dump plays directly (imported on the fly).
             let agent = req.agent.as_deref().and_then(|a| {
                 a.split_once('/')
+                    .filter(|(n, id)| !n.is_empty() && !id.is_empty() && !id.contains('/'))
                     .map(|(n, id)| (n.to_string(), id.to_string()))
             });
             crate::archive::jsonl::open_as_archive(

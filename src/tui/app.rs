@@ -159,6 +159,8 @@ impl Prompt {
                     (LineEdit::Older, None) => Some(history.len() - 1),
                     (LineEdit::Older, Some(i)) => Some(i.saturating_sub(1)),
                     (_, Some(i)) if i + 1 < history.len() => Some(i + 1),
+                    // ↓ with nothing recalled keeps what is typed.
+                    (_, None) => return,
                     _ => None,
                 };
                 self.recalled = next;
@@ -390,7 +392,9 @@ pub fn parse_seek(
     {
         let n: i64 = rest
             .parse()
-            .map_err(|_| format!("{t:?} is not a relative move"))?;
+            .ok()
+            .filter(|_| !rest.starts_with(['+', '-']))
+            .ok_or_else(|| format!("{t:?} is not a relative move"))?;
         let d = if t.starts_with('-') { -n } else { n };
         // Past the range is an error, as for an absolute offset.
         if let (Some(f), Some(l), Some(c)) = (source.first_offset, source.last_offset, current) {
@@ -560,10 +564,18 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
         }
         Action::PromptSubmit => {
             if let Some(p) = view.prompt.clone() {
+                // Only what was taken goes into the history.
+                let taken = match p.kind {
+                    PromptKind::Seek => {
+                        parse_seek(&p.input, &model.source, model.position()).is_ok()
+                    }
+                    PromptKind::Resume => parse_resume(&p.input, &model.source).is_ok(),
+                    PromptKind::Filter => true,
+                };
                 let entry = p.input.trim().to_string();
-                let history = view.history.entry(p.kind).or_default();
-                if !entry.is_empty() && history.last() != Some(&entry) {
-                    history.push(entry);
+                let last = view.history.get(&p.kind).and_then(|h| h.last());
+                if taken && !entry.is_empty() && last != Some(&entry) {
+                    view.history.entry(p.kind).or_default().push(entry);
                 }
                 match p.kind {
                     PromptKind::Seek => match parse_seek(&p.input, &model.source, model.position())
@@ -740,6 +752,9 @@ mod tests {
                 .contains("outside offsets 0 to 99")
         );
         assert!(parse_seek("-51", &s, Some(50)).is_err());
+        // Doubled signs are not moves (and cannot overflow).
+        assert!(parse_seek("--5", &s, Some(50)).is_err());
+        assert!(parse_seek("--9223372036854775808", &s, Some(50)).is_err());
         // The table's time of day: that time on the day the source starts (1970-01-01 here).
         assert_eq!(
             parse_seek("00:00:30", &s, Some(50)),
@@ -817,6 +832,18 @@ mod tests {
         assert_eq!(p(&v).input, "ops/");
         handle(Action::PromptEdit(LineEdit::Newer), &mut m, &mut v);
         assert_eq!(p(&v).input, "");
+        // ↓ with nothing recalled keeps what is typed.
+        handle(Action::PromptChar('k'), &mut m, &mut v);
+        handle(Action::PromptEdit(LineEdit::Newer), &mut m, &mut v);
+        assert_eq!(p(&v).input, "k");
+        // A seek that is refused does not go into the history.
+        handle(Action::Escape, &mut m, &mut v);
+        handle(Action::OpenSeek, &mut m, &mut v);
+        for c in "abc".chars() {
+            handle(Action::PromptChar(c), &mut m, &mut v);
+        }
+        handle(Action::PromptSubmit, &mut m, &mut v);
+        assert!(!v.history.contains_key(&PromptKind::Seek));
     }
 
     #[test]
