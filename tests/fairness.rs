@@ -207,21 +207,35 @@ async fn stalled_sessions() {
     active(&server, Rpc::Session, "the stallers admitted", |n| n >= all).await;
     let admitted = Instant::now();
     let client = server.client().await;
+    // Served = admitted: the Session's first frame is Opened, not RESOURCE_EXHAUSTED (how fast
+    // its events then come is the machine's, not the slot's).
+    let served = std::sync::Arc::new(std::sync::Mutex::new(None));
     let waited = served_after(|| {
-        let client = client.clone();
+        let (client, served) = (client.clone(), served.clone());
         async move {
             let mut s = client.session(pb::Open::default()).await?;
-            loop {
-                match s.next().await? {
-                    Some(InFrame::Events { events, .. }) if !events.is_empty() => return Ok(()),
-                    Some(_) => {}
-                    None => return Err(tonic::Status::unknown("ended without events")),
+            match s.next().await? {
+                Some(InFrame::Frame(pb::ServerFrame {
+                    frame: Some(pb::server_frame::Frame::Opened(_)),
+                })) => {
+                    *served.lock().unwrap() = Some(s);
+                    Ok(())
                 }
+                other => Err(tonic::Status::unknown(format!("not Opened: {other:?}"))),
             }
         }
     })
     .await;
     let since_admitted = admitted.elapsed();
+    // And its events flow.
+    let mut s = served.lock().unwrap().take().expect("the served session");
+    loop {
+        match s.next().await.unwrap() {
+            Some(InFrame::Events { events, .. }) if !events.is_empty() => break,
+            Some(_) => {}
+            None => panic!("the served session ended without events"),
+        }
+    }
     eprintln!(
         "Session: served {since_admitted:?} after {STALLERS} stalled sessions took every slot"
     );
@@ -262,10 +276,13 @@ async fn stalled_replays() {
     let admitted = Instant::now();
     let client = server.client().await;
     let (namespace, agent_id) = agent();
+    // Served = admitted: the Replay call is answered with a stream, not RESOURCE_EXHAUSTED.
+    let served = std::sync::Arc::new(std::sync::Mutex::new(None));
     let waited = served_after(|| {
         let (client, namespace, agent_id) = (client.clone(), namespace.clone(), agent_id.clone());
+        let served = served.clone();
         async move {
-            let mut s = client
+            let s = client
                 .replay_raw(sh::ReplayRequest {
                     namespace,
                     agent_id,
@@ -273,14 +290,18 @@ async fn stalled_replays() {
                     end_ts: None,
                 })
                 .await?;
-            match s.message().await? {
-                Some(_) => Ok(()),
-                None => Err(tonic::Status::unknown("ended without events")),
-            }
+            *served.lock().unwrap() = Some(s);
+            Ok(())
         }
     })
     .await;
     let since_admitted = admitted.elapsed();
+    // And its events flow.
+    let mut s = served.lock().unwrap().take().expect("the served replay");
+    assert!(
+        s.message().await.unwrap().is_some(),
+        "the served replay has events"
+    );
     eprintln!("Replay: served {since_admitted:?} after {STALLERS} stalled replays took every slot");
     assert!(
         since_admitted <= IDLE + Duration::from_secs(1),
