@@ -4,12 +4,13 @@
 //! `serve` + `play replayscope://`, `serve` + `play statehouse://`, `record` — and leaves no
 //! output behind; a clean archive plays through all of them with the computed final hash.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
 
+#[path = "support/serving.rs"]
+mod serving;
 #[path = "support/statehouse.rs"]
 mod statehouse;
 #[path = "support/tamper.rs"]
@@ -76,14 +77,7 @@ fn serve(archive: &Path, extra: &[&str]) -> (Killed, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("serve exited").unwrap();
-        if let Some(rest) = line.split("serving on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let addr = serving::serving_address(&mut child);
     (Killed(child), addr)
 }
 

@@ -13,6 +13,8 @@ use serde_json::Value;
 
 #[path = "support/moto.rs"]
 mod moto;
+#[path = "support/serving.rs"]
+mod serving;
 #[path = "support/statehouse.rs"]
 mod statehouse;
 
@@ -128,14 +130,7 @@ fn serve(archive: &str) -> (Child, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("serve exited").unwrap();
-        if let Some(rest) = line.split("serving on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let addr = serving::serving_address(&mut child);
     (child, format!("replayscope://{addr}"))
 }
 

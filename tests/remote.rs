@@ -3,6 +3,8 @@
 //! resolved by the server, and a server killed and restarted mid-play is survived with no gap
 //! and no duplicate.
 
+#[path = "support/serving.rs"]
+mod serving;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -598,17 +600,7 @@ fn tls_and_token_failures_are_clear() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("serve exited").unwrap();
-        if let Some(rest) = line.split("serving on ").nth(1) {
-            break rest
-                .chars()
-                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-                .collect::<String>();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let addr = serving::serving_address(&mut child);
     let port = addr.rsplit(':').next().unwrap();
     let url = format!("replayscope://localhost:{port}");
     let ca = tls.join("ca.pem").display().to_string();
