@@ -311,6 +311,14 @@ async fn stalled_replays() {
     server.shutdown().await;
 }
 
+/// `f`, failing the test with `what` if it takes longer than the idle timeout.
+async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(IDLE, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: nothing within {IDLE:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_connection_gets_its_share_and_others_are_still_served() {
     let server = TestServer::start(
@@ -323,19 +331,31 @@ async fn one_connection_gets_its_share_and_others_are_still_served() {
     )
     .await;
     let greedy = server.client().await;
+    // The held sessions are never read after Opened: each gets a small credit window so that
+    // together they cannot fill the connection's HTTP/2 window (8 MiB) and starve the next
+    // stream's Opened on the same connection. Every await is bounded: a stuck step fails here.
+    let held_open = pb::Open {
+        window_bytes: 64 * 1024,
+        ..pb::Open::default()
+    };
     let mut held = Vec::new();
-    for _ in 0..4 {
-        let mut s = greedy.session(pb::Open::default()).await.unwrap();
+    for i in 0..4 {
+        let mut s = bounded(&format!("session {i} opened"), greedy.session(held_open.clone()))
+            .await
+            .unwrap();
         assert!(
-            matches!(s.next().await.unwrap(), Some(InFrame::Frame(_))),
+            matches!(
+                bounded(&format!("session {i}'s first frame"), s.next()).await,
+                Ok(Some(InFrame::Frame(_)))
+            ),
             "Opened"
         );
         held.push(s);
     }
-    let refused = async {
-        let mut s = greedy.session(pb::Open::default()).await?;
+    let refused = bounded("the fifth session", async {
+        let mut s = greedy.session(held_open.clone()).await?;
         s.next().await.map(|_| ())
-    }
+    })
     .await
     .unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
@@ -346,8 +366,13 @@ async fn one_connection_gets_its_share_and_others_are_still_served() {
     );
     // Another connection is served meanwhile.
     let other = server.client().await;
-    let mut s = other.session(pb::Open::default()).await.unwrap();
-    assert!(matches!(s.next().await.unwrap(), Some(InFrame::Frame(_))));
+    let mut s = bounded("another connection's session", other.session(pb::Open::default()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        bounded("another connection's first frame", s.next()).await,
+        Ok(Some(InFrame::Frame(_)))
+    ));
     drop(held);
     server.shutdown().await;
 }
