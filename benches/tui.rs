@@ -63,6 +63,9 @@ fn model() -> Model {
         failures: 0,
         buffered: 0,
         source_status: None,
+        following: false,
+        head_offset: None,
+        commit_age: None,
     };
     let mut m = Model::new(source, stats);
     let mut state = KvState::new();

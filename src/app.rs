@@ -68,7 +68,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 rate: None,
                 from: None,
                 until: None,
-                agent: None,
+                agent: Vec::new(),
+                follow: Default::default(),
                 key_prefix: None,
                 max_gap: None,
                 tick: None,
@@ -205,10 +206,30 @@ pub(crate) fn spawn_progress(
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
+        let mut live = false;
         while stats.changed().await.is_ok() {
             let s = stats.borrow_and_update().clone();
+            // A followed source has no end to count down to: the bar counts to the head.
+            if let (Some(summary), Some(head)) = (s.live_summary(), s.head_offset) {
+                if !live {
+                    live = true;
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{bar:40} {pos}/{len} events  {msg}",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    );
+                }
+                bar.set_length((head + 1).saturating_sub(from));
+                bar.set_message(format!(
+                    "{:.0} events/s, {}, live: {summary}",
+                    s.rate,
+                    s.state.label()
+                ));
+            } else {
+                bar.set_message(format!("{:.0} events/s, {}", s.rate, s.state.label()));
+            }
             bar.set_position(s.next_offset.saturating_sub(from));
-            bar.set_message(format!("{:.0} events/s, {}", s.rate, s.state.label()));
         }
         bar.finish_and_clear();
     })

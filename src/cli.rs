@@ -238,6 +238,34 @@ impl std::str::FromStr for DurationArg {
     }
 }
 
+/// Following a source while it grows.
+#[derive(Debug, Clone, Default, Args)]
+pub struct FollowArgs {
+    /// At the end of the source, wait for more and play it as it lands (a running agent's
+    /// daemon, an archive being recorded): CAUGHT UP instead of FINISHED.
+    #[arg(long, env = "REPLAYSCOPE_FOLLOW")]
+    pub follow: bool,
+
+    /// How often a followed Statehouse daemon is asked for new transactions while they arrive
+    /// (backing off to 1s while it is idle) [default: 100ms].
+    #[arg(long, value_name = "DURATION", env = "REPLAYSCOPE_POLL")]
+    pub poll: Option<DurationArg>,
+}
+
+impl FollowArgs {
+    /// The poll policy the flags give.
+    pub fn poll_policy(&self) -> crate::source::statehouse::PollPolicy {
+        let default = crate::source::statehouse::PollPolicy::default();
+        match self.poll {
+            Some(d) => crate::source::statehouse::PollPolicy {
+                fastest: d.0,
+                slowest: default.slowest.max(d.0),
+            },
+            None => default,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct PlayFlags {
     /// For a JSON Lines source: give events a wall-clock time from their values (see
@@ -267,9 +295,13 @@ pub struct PlayFlags {
     #[arg(long, env = "REPLAYSCOPE_UNTIL")]
     pub until: Option<Position>,
 
-    /// Only this agent: NAMESPACE/AGENT_ID.
-    #[arg(long, env = "REPLAYSCOPE_AGENT")]
-    pub agent: Option<String>,
+    /// Only this agent: NAMESPACE/AGENT_ID. A statehouse:// endpoint (which cannot list its
+    /// agents) takes it more than once and merges the agents in commit order.
+    #[arg(long, env = "REPLAYSCOPE_AGENT", value_delimiter = ',')]
+    pub agent: Vec<String>,
+
+    #[command(flatten)]
+    pub follow: FollowArgs,
 
     /// Only transactions that touch a key with this prefix.
     #[arg(long, env = "REPLAYSCOPE_KEY_PREFIX")]
@@ -696,9 +728,10 @@ pub struct RecordArgs {
     #[command(flatten)]
     pub archive: OutputArchiveArgs,
 
-    /// Only this agent (NAMESPACE/AGENT_ID); its events are re-numbered from offset 0.
-    #[arg(long, env = "REPLAYSCOPE_AGENT")]
-    pub agent: Option<String>,
+    /// Only this agent (NAMESPACE/AGENT_ID); its events are re-numbered from offset 0. A
+    /// statehouse:// endpoint takes it more than once (merged in commit order).
+    #[arg(long, env = "REPLAYSCOPE_AGENT", value_delimiter = ',')]
+    pub agent: Vec<String>,
 
     /// Last event to record: offset, commit_ts (@57) or RFC 3339 time; inclusive.
     #[arg(long)]

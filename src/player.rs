@@ -60,6 +60,9 @@ pub struct PlayerOptions {
     pub precise_timing: bool,
     /// End the player task when a run finishes or stops (headless); otherwise wait for commands.
     pub exit_when_done: bool,
+    /// Follow the source as it grows ([`Source::can_follow`]): at its end the player is CAUGHT
+    /// UP and plays what lands next as it lands; the run ends only at `until` or on a stop.
+    pub follow: bool,
 }
 
 impl Default for PlayerOptions {
@@ -83,6 +86,7 @@ impl Default for PlayerOptions {
             stats_interval: Duration::from_millis(100),
             precise_timing: true,
             exit_when_done: true,
+            follow: false,
         }
     }
 }
@@ -338,11 +342,19 @@ pub fn spawn<S: Sink + 'static>(
     let info = source.info().clone();
     let first = info.first_offset.unwrap_or(0);
     let from = options.from.unwrap_or(first);
+    if options.follow && !source.can_follow() {
+        return Err(PlayerError::Invalid(format!(
+            "{}: this source cannot be followed",
+            info.name
+        )));
+    }
     let until = match (options.until, info.last_offset) {
+        // A followed source grows past its last offset.
+        (u, _) if options.follow => u,
         (Some(u), Some(l)) => Some(u.min(l)),
         (u, l) => u.or(l),
     };
-    if let (Some(u), true) = (until, info.last_offset.is_some())
+    if let (Some(u), true) = (until, info.last_offset.is_some() || options.follow)
         && u < from
     {
         return Err(PlayerError::Invalid(format!(
@@ -377,6 +389,9 @@ pub fn spawn<S: Sink + 'static>(
         failures: 0,
         buffered: 0,
         source_status: None,
+        following: options.follow,
+        head_offset: source.head(),
+        commit_age: None,
     };
     let (stats_tx, stats_rx) = watch::channel(initial.clone());
     let tracker = options.track_state.then(|| {
@@ -423,6 +438,7 @@ pub fn spawn<S: Sink + 'static>(
         sink_failed: false,
         report_due: false,
         resume_override: None,
+        caught_up: false,
     };
     player.open_stream(from)?;
     let task = tokio::spawn(async move { player.run(cmd_rx).await });
@@ -477,6 +493,8 @@ struct Player<S> {
     report_due: bool,
     /// Where a later run resumes when the sink failed behind the player.
     resume_override: Option<u64>,
+    /// A followed source said it has delivered everything it knows of.
+    caught_up: bool,
 }
 
 enum Wake {
@@ -645,7 +663,8 @@ impl<S: Sink> Player<S> {
         self.window = CreditWindow::new(self.options.window_bytes);
         self.stream = None;
         self.buffer.clear();
-        let past_end = self.source.info().last_offset.is_none_or(|l| from > l)
+        let past_end = (!self.options.follow
+            && self.source.info().last_offset.is_none_or(|l| from > l))
             || self.until.is_some_and(|u| from > u);
         if past_end {
             self.stream_ended = true;
@@ -658,18 +677,26 @@ impl<S: Sink> Player<S> {
                 filter: self.options.filter.clone(),
                 batch_events: self.options.batch_events,
                 chain: self.options.chain,
+                follow: self.options.follow,
                 ..Default::default()
             },
             self.window.clone(),
         )?;
         self.stream = Some(stream);
         self.stream_ended = false;
+        self.caught_up = false;
         Ok(())
     }
 
     fn on_batch(&mut self, b: Option<Result<crate::source::Batch, SourceError>>) {
         match b {
             Some(Ok(batch)) => {
+                // The first event after being caught up plays as it lands: the schedule starts
+                // again at it instead of at the commit before the wait.
+                if self.caught_up && self.buffer.is_empty() && !batch.events.is_empty() {
+                    self.pacer.reanchor_now(Instant::now());
+                }
+                self.caught_up = batch.caught_up;
                 self.ring.push(
                     batch
                         .events
@@ -923,7 +950,13 @@ impl<S: Sink> Player<S> {
     /// A seek target as the offset that plays next.
     fn resolve(&self, target: SeekTarget) -> Result<u64, String> {
         let info = self.source.info();
-        let (Some(first), Some(last)) = (info.first_offset, info.last_offset) else {
+        // A followed source reaches as far as its head now.
+        let last = if self.options.follow {
+            self.source.head()
+        } else {
+            info.last_offset
+        };
+        let (Some(first), Some(last)) = (info.first_offset, last) else {
             return Err("the source is empty".to_string());
         };
         let first = first.max(self.first);
@@ -1064,6 +1097,10 @@ impl<S: Sink> Player<S> {
             return Some(o);
         }
         let next = self.position.map_or(self.next_offset, |p| p + 1);
+        // A followed source goes on: a later run continues where this one stopped.
+        if self.options.follow {
+            return Some(next);
+        }
         // Past `--until` a later run may still continue: only the source's end stops that.
         let last = self.source.info().last_offset?;
         (next <= last).then_some(next)
@@ -1073,11 +1110,26 @@ impl<S: Sink> Player<S> {
         let now = Instant::now();
         let rate = self.meter.sample(self.total_events, now);
         let remote = self.source.remote_gauges();
+        let caught_up = self.state == PlayState::Playing
+            && self.caught_up
+            && self.buffer.is_empty()
+            && self.pending_target.is_none();
+        let logical_time = !self.source.info().has_wall_time();
+        let commit_age = match (self.options.follow, logical_time, self.time_ns) {
+            (true, false, Some(t)) => Some(Duration::from_nanos(
+                crate::event::now_ns().saturating_sub(t),
+            )),
+            _ => None,
+        };
         let stats = Stats {
-            state: self.state,
+            state: if caught_up {
+                PlayState::CaughtUp
+            } else {
+                self.state
+            },
             reason: self.reason.clone(),
             pace: self.pacer.pace(),
-            logical_time: !self.source.info().has_wall_time(),
+            logical_time,
             position: self.position,
             next_offset: self.next_offset,
             time_ns: self.time_ns,
@@ -1093,6 +1145,9 @@ impl<S: Sink> Player<S> {
             failures: self.failures,
             buffered: self.buffer.len(),
             source_status: self.source.status(),
+            following: self.options.follow,
+            head_offset: self.source.head(),
+            commit_age,
         };
         self.stats.send_replace(stats);
     }

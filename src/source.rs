@@ -99,6 +99,9 @@ pub struct Batch {
     /// from (empty when the source could not compute the chain: verification off, a filtered
     /// remote stream, a Statehouse daemon).
     pub heads: Vec<[u8; 32]>,
+    /// A followed source has delivered everything it knows of (with this batch, which may be
+    /// empty) and now waits for more.
+    pub caught_up: bool,
 }
 
 impl Batch {
@@ -301,6 +304,10 @@ pub struct StreamRequest {
     pub compact_payloads: bool,
     /// Check the hash chain while reading (CRCs are always checked).
     pub chain: ChainCheck,
+    /// At the end of what exists, wait for more instead of ending (a source that
+    /// [`Source::can_follow`]); each time it has delivered all it knows of, it sends a batch
+    /// marked `caught_up`.
+    pub follow: bool,
 }
 
 /// Receives batches; `None` at the end of the requested range. Dropping it stops the producer.
@@ -357,5 +364,16 @@ pub trait Source: Send + Sync + 'static {
     /// source: "reconnecting (attempt 2, next in 0.8s, last error: …)").
     fn status(&self) -> Option<String> {
         None
+    }
+
+    /// Whether it was opened to be followed: it grows, and [`StreamRequest::follow`] streams
+    /// wait at its end for more.
+    fn can_follow(&self) -> bool {
+        false
+    }
+
+    /// The newest offset known to exist (it moves while a followed source grows).
+    fn head(&self) -> Option<u64> {
+        self.info().last_offset
     }
 }

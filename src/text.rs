@@ -15,6 +15,19 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
+/// A short duration for people: `40 ms`, `1.2 s`, `3 min 5 s`.
+pub fn duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if ms < 60_000 {
+        format!("{:.1} s", d.as_secs_f64())
+    } else {
+        let s = d.as_secs();
+        format!("{} min {} s", s / 60, s % 60)
+    }
+}
+
 /// An inclusive range in a sentence: `0 to 5999` (one value: `7`).
 pub fn range_words(first: impl std::fmt::Display, last: impl std::fmt::Display) -> String {
     let (a, b) = (first.to_string(), last.to_string());

@@ -340,9 +340,12 @@ async fn one_connection_gets_its_share_and_others_are_still_served() {
     };
     let mut held = Vec::new();
     for i in 0..4 {
-        let mut s = bounded(&format!("session {i} opened"), greedy.session(held_open.clone()))
-            .await
-            .unwrap();
+        let mut s = bounded(
+            &format!("session {i} opened"),
+            greedy.session(held_open.clone()),
+        )
+        .await
+        .unwrap();
         assert!(
             matches!(
                 bounded(&format!("session {i}'s first frame"), s.next()).await,
@@ -366,9 +369,12 @@ async fn one_connection_gets_its_share_and_others_are_still_served() {
     );
     // Another connection is served meanwhile.
     let other = server.client().await;
-    let mut s = bounded("another connection's session", other.session(pb::Open::default()))
-        .await
-        .unwrap();
+    let mut s = bounded(
+        "another connection's session",
+        other.session(pb::Open::default()),
+    )
+    .await
+    .unwrap();
     assert!(matches!(
         bounded("another connection's first frame", s.next()).await,
         Ok(Some(InFrame::Frame(_)))

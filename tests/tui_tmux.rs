@@ -7,6 +7,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+#[path = "support/statehouse.rs"]
+mod statehouse;
+
 struct Tmux {
     socket: String,
 }
@@ -68,14 +71,22 @@ fn position(screen: &str) -> Option<u64> {
         .and_then(|n| n.trim().replace(',', "").parse().ok())
 }
 
-#[test]
-fn the_inspector_in_a_real_terminal() {
+/// False (after saying so) when tmux is missing and not required.
+fn have_tmux() -> bool {
     if Command::new("tmux").arg("-V").output().is_err() {
         assert!(
             std::env::var_os("REPLAYSCOPE_REQUIRE_TMUX").is_none(),
             "REPLAYSCOPE_REQUIRE_TMUX is set but tmux is not installed (scripts/test installs it)"
         );
         eprintln!("skipped: tmux is not installed (run scripts/test)");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn the_inspector_in_a_real_terminal() {
+    if !have_tmux() {
         return;
     }
     let t = Tmux {
@@ -177,5 +188,77 @@ fn the_inspector_in_a_real_terminal() {
         !s.contains("PLAYING") && !s.contains("credit window"),
         "{s}"
     );
+    let _ = std::fs::remove_file(log);
+}
+
+/// Following a running agent: CAUGHT UP once the history is shown, then rows the writer
+/// commits appear without a key press; End after a pause goes back to live.
+#[test]
+fn a_followed_agent_is_caught_up_and_new_rows_arrive_by_themselves() {
+    if !have_tmux() {
+        return;
+    }
+    let Some(d) = statehouse::start() else { return };
+    let rt = statehouse::rt();
+    let client = rt.block_on(statehouse::connect(&d));
+    for i in 0..12 {
+        rt.block_on(statehouse::commit(&client, i));
+    }
+    let t = Tmux {
+        socket: format!("replayscope-live-{}", std::process::id()),
+    };
+    let log = std::env::temp_dir().join(format!("replayscope-live-{}.log", std::process::id()));
+    let cmd = format!(
+        "{} open {} --agent live/a --agent live/b --follow --log-file {}; echo EXITED=$?; sleep 30",
+        env!("CARGO_BIN_EXE_replayscope"),
+        d.url,
+        log.display()
+    );
+    t.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "rs",
+        "-x",
+        "160",
+        "-y",
+        "45",
+        "sh",
+        "-c",
+        &cmd,
+    ]);
+    let limit = Duration::from_secs(20);
+    // 12 commits, 3 of them to agent c (not followed): offsets 0 to 8.
+    let s = t.wait_for("caught up", limit, |s| {
+        s.contains("CAUGHT UP") && s.contains("at head #8")
+    });
+    assert!(s.contains("LIVE"), "{s}");
+    for i in 12..20 {
+        rt.block_on(statehouse::commit(&client, i));
+    }
+    // 8 more, 2 of them to c: offsets 9 to 14, shown as they land, no key pressed.
+    let s = t.wait_for("the new rows", limit, |s| {
+        s.contains("CAUGHT UP") && s.contains("at head #14") && position(s) == Some(14)
+    });
+    assert!(
+        s.contains("step/18, step/18"),
+        "the newest row (one transaction of a and b): {s}"
+    );
+
+    // Paused, new commits are held and counted; End goes back to live.
+    t.keys(&["Space"]);
+    t.wait_for("paused", limit, |s| s.contains("PAUSED"));
+    for i in 20..28 {
+        rt.block_on(statehouse::commit(&client, i));
+    }
+    t.wait_for("held while paused", limit, |s| {
+        s.contains("PAUSED") && s.contains("6 events behind head #20") && s.contains("6 held")
+    });
+    t.keys(&["End"]);
+    t.wait_for("back to live", limit, |s| {
+        s.contains("CAUGHT UP") && s.contains("at head #20") && position(s) == Some(20)
+    });
+    t.keys(&["q"]);
+    t.wait_for("exit", limit, |s| s.contains("EXITED=0"));
     let _ = std::fs::remove_file(log);
 }

@@ -69,7 +69,8 @@ pub fn open_cmd(a: OpenArgs) -> Result<()> {
         &a.remote,
         Default::default(),
         a.source.allow_truncated,
-        a.play.agent.clone(),
+        &a.play.agent,
+        &a.play.follow,
         a.play.time_field.as_deref(),
     )?;
     let (source, _) = open_source(&name, &request)?;

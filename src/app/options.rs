@@ -37,7 +37,8 @@ pub fn open_request(
     remote: &RemoteArgs,
     mode: SourceMode,
     allow_truncated: bool,
-    agent: Option<String>,
+    agents: &[String],
+    follow: &crate::cli::FollowArgs,
     time_field: Option<&str>,
 ) -> Result<OpenRequest> {
     let time_field = time_field
@@ -59,7 +60,9 @@ pub fn open_request(
             max_attempts: remote.retries(),
             ..RetryPolicy::default()
         },
-        agent,
+        agents: agents.to_vec(),
+        follow: follow.follow,
+        poll: follow.poll_policy(),
     })
 }
 
@@ -106,8 +109,16 @@ pub fn player_options(flags: &PlayFlags, source: &dyn Source) -> Result<PlayerOp
         Some(p) => Some(resolve_until(source, p, "--until")?),
         None => None,
     };
-    let agent = parse_agent(flags.agent.as_deref(), info)?;
+    let agent = parse_agents(&flags.agent, info)?;
+    if flags.follow.follow && !source.can_follow() {
+        return Err(UsageError(format!(
+            "{}: --follow is not available for a {} yet (a statehouse:// endpoint can be followed)",
+            info.name, info.kind
+        ))
+        .into());
+    }
     Ok(PlayerOptions {
+        follow: flags.follow.follow,
         pace,
         max_gap: flags.max_gap.map(|d| d.0),
         tick: flags.tick.map_or(defaults::TICK, |d| d.0),
@@ -131,6 +142,32 @@ pub fn resolve_until(source: &dyn Source, pos: crate::event::Position, flag: &st
         ))
         .into()
     })
+}
+
+/// `--agent NAMESPACE/AGENT_ID` given any number of times: no filter when the source holds only
+/// those agents (a Statehouse endpoint opened for them), else one agent to keep.
+pub fn parse_agents(flags: &[String], info: &SourceInfo) -> Result<Option<(String, String)>> {
+    match flags {
+        [] => Ok(None),
+        [one] => parse_agent(Some(one), info),
+        several => {
+            let all_given = info.channels.iter().all(|(n, i, _)| {
+                several
+                    .iter()
+                    .any(|a| a.split_once('/') == Some((n.as_str(), i.as_str())))
+            });
+            if all_given && info.channels.len() == several.len() {
+                Ok(None)
+            } else {
+                Err(UsageError(format!(
+                    "{}: --agent given {} times: an archive or replayscope endpoint plays one agent or all                      (several are for a statehouse:// endpoint, which cannot list its agents)",
+                    info.name,
+                    several.len()
+                ))
+                .into())
+            }
+        }
+    }
 }
 
 /// `--agent NAMESPACE/AGENT_ID`, checked against what the source holds.

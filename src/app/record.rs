@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::defaults;
 use super::exit::{RunFailure, UsageError};
-use super::options::{open_request, parse_agent, resolve_until};
+use super::options::{open_request, parse_agents, resolve_until};
 use super::{print_summaries, runtime, shutdown_signal, writer_options};
 use crate::cli::RecordArgs;
 use crate::player::{self, Pace, PlayerOptions};
@@ -27,12 +27,13 @@ pub fn record_cmd(a: RecordArgs) -> Result<()> {
         &a.remote,
         Default::default(),
         false,
-        a.agent.clone(),
+        &a.agent,
+        &Default::default(),
         None,
     )?;
     let (source, _) = open_source(&name, &request)?;
     let info = source.info().clone();
-    let agent = parse_agent(a.agent.as_deref(), &info)?;
+    let agent = parse_agents(&a.agent, &info)?;
     if info.first_offset.is_none() {
         return Err(UsageError(format!("{}: the source is empty", info.name)).into());
     }

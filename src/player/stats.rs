@@ -69,6 +69,53 @@ pub struct Stats {
     pub buffered: usize,
     /// The source's own state when it is not simply delivering (e.g. reconnecting).
     pub source_status: Option<String>,
+    /// The source is followed: the run goes on past its end.
+    pub following: bool,
+    /// The newest offset known to exist.
+    pub head_offset: Option<u64>,
+    /// Followed with wall-clock times: how long ago the last event shown was committed.
+    pub commit_age: Option<Duration>,
+}
+
+impl Stats {
+    /// Where a followed run stands, for people: `at head #1,234`, `1,200 events behind head
+    /// #5,678`, paused with what is held, and how old the last event shown is when the source
+    /// has wall times. `None` when not following. (The header and the progress line both show
+    /// this.)
+    pub fn live_summary(&self) -> Option<String> {
+        use crate::text::thousands;
+        if !self.following {
+            return None;
+        }
+        let mut s = match (self.head_offset, self.behind_head()) {
+            (None, _) => "waiting for the first event".to_string(),
+            (Some(h), Some(0)) => format!("at head #{}", thousands(h)),
+            (Some(h), Some(n)) => {
+                format!(
+                    "{} {} behind head #{}",
+                    thousands(n),
+                    if n == 1 { "event" } else { "events" },
+                    thousands(h)
+                )
+            }
+            (Some(h), None) => format!("head #{}", thousands(h)),
+        };
+        if self.state == PlayState::Paused {
+            s.push_str(&format!(
+                " · paused: {} held (the source waits when the window is full)",
+                thousands(self.buffered as u64)
+            ));
+        }
+        if let Some(age) = self.commit_age {
+            s.push_str(&format!(" · commit → shown {}", crate::text::duration(age)));
+        }
+        Some(s)
+    }
+
+    /// Events known to exist after the last one played (0 when caught up).
+    pub fn behind_head(&self) -> Option<u64> {
+        Some((self.head_offset? + 1).saturating_sub(self.next_offset))
+    }
 }
 
 /// Lag histogram: 10 µs buckets up to 100 ms, then one overflow bucket (for p99 without keeping

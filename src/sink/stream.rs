@@ -88,6 +88,13 @@ impl Sink for StreamSink {
         r.map_err(|e| self.error(e))
     }
 
+    /// Lines reach the reader when the player waits (for a due time or for events that have
+    /// not landed yet: a followed source), not only when the buffer is full. A failure shows
+    /// on the next write.
+    fn idle(&mut self, _state: Option<&crate::state::KvState>) {
+        let _ = self.out.flush();
+    }
+
     fn close(&mut self) -> Result<(), SinkError> {
         let r = self.out.flush();
         r.map_err(|e| self.error(e))

@@ -195,6 +195,7 @@ impl Item for (Arc<Event>, u32) {
             events,
             bytes: read.bytes,
             heads: chain.heads,
+            caught_up: false,
         }
     }
 }

@@ -58,8 +58,13 @@ pub struct OpenRequest {
     pub allow_truncated: bool,
     pub connect: ConnectOptions,
     pub retry: RetryPolicy,
-    /// `NAMESPACE/AGENT_ID` (a Statehouse endpoint replays one agent).
-    pub agent: Option<String>,
+    /// `NAMESPACE/AGENT_ID`, one or more (a Statehouse endpoint replays the agents it is
+    /// given: it cannot list them).
+    pub agents: Vec<String>,
+    /// Follow the source as it grows (`--follow`).
+    pub follow: bool,
+    /// How often a followed Statehouse daemon is asked for what is new.
+    pub poll: crate::source::statehouse::PollPolicy,
     /// For a JSON Lines source: where events' wall times come from (`--time-field`).
     pub time_field: Option<crate::event::TimeField>,
 }
@@ -185,7 +190,7 @@ pub fn open_source(
         let path = Path::new(text);
         let archive = if crate::archive::jsonl::looks_like_jsonl(path) {
             // A JSON Lines export or agent dump plays directly (imported on the fly).
-            let agent = req.agent.as_deref().and_then(|a| {
+            let agent = req.agents.first().and_then(|a| {
                 a.split_once('/')
                     .filter(|(n, id)| !n.is_empty() && !id.is_empty() && !id.contains('/'))
                     .map(|(n, id)| (n.to_string(), id.to_string()))
@@ -207,9 +212,13 @@ pub fn open_source(
     let as_statehouse = |url: &str| {
         StatehouseSource::connect(
             url,
-            req.agent.as_deref(),
-            req.connect.clone(),
-            req.retry.clone(),
+            crate::source::statehouse::StatehouseOptions {
+                connect: req.connect.clone(),
+                retry: req.retry.clone(),
+                agents: req.agents.clone(),
+                follow: req.follow,
+                poll: req.poll,
+            },
         )
     };
     Ok(match url.split_once("://").map(|(s, _)| s) {

@@ -466,6 +466,7 @@ fn decode_batch(
         events: batch,
         bytes,
         heads,
+        caught_up: false,
     })
 }
 

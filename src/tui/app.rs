@@ -352,8 +352,25 @@ impl Model {
     }
 
     /// The offset range of the source (clamped to what it holds).
+    /// What the source holds as far as seeks and resumes are checked: a followed source's last
+    /// offset is its moving head, and its last commit_ts and time are not known.
+    pub fn bounds(&self) -> SourceInfo {
+        let mut b = self.source.clone();
+        if self.stats.following {
+            b.last_offset = self.stats.head_offset;
+            b.last_commit_ts = None;
+            b.last_time_ns = None;
+        }
+        b
+    }
+
+    /// The source's offsets, first to last; a followed source's last is its moving head.
     pub fn range(&self) -> Option<(u64, u64)> {
-        Some((self.source.first_offset?, self.source.last_offset?))
+        let last = match self.stats.head_offset {
+            Some(h) if self.stats.following => Some(h),
+            _ => self.source.last_offset,
+        };
+        Some((self.source.first_offset?, last?))
     }
 
     /// The next offset a resume would start from.
@@ -530,12 +547,12 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
         Action::CyclePace => out.push(Command::CyclePace),
         Action::OpenSeek => {
             let mut p = Prompt::new(PromptKind::Seek, String::new());
-            validate(&mut p, &model.source, model.position());
+            validate(&mut p, &model.bounds(), model.position());
             view.prompt = Some(p);
         }
         Action::OpenResume => {
             let mut p = Prompt::new(PromptKind::Resume, model.resume_offset().to_string());
-            validate(&mut p, &model.source, model.position());
+            validate(&mut p, &model.bounds(), model.position());
             view.prompt = Some(p);
         }
         // A fresh line each time (the last filter is one ↑ away).
@@ -544,14 +561,14 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
             let current = model.position();
             if let Some(p) = view.prompt.as_mut() {
                 p.insert(c);
-                validate(p, &model.source, current);
+                validate(p, &model.bounds(), current);
             }
         }
         Action::PromptBackspace => {
             let current = model.position();
             if let Some(p) = view.prompt.as_mut() {
                 p.backspace();
-                validate(p, &model.source, current);
+                validate(p, &model.bounds(), current);
             }
         }
         Action::PromptEdit(e) => {
@@ -559,7 +576,7 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
             if let Some(p) = view.prompt.as_mut() {
                 let history = view.history.get(&p.kind).map(Vec::as_slice).unwrap_or(&[]);
                 p.edit(e, history);
-                validate(p, &model.source, current);
+                validate(p, &model.bounds(), current);
             }
         }
         Action::PromptSubmit => {
@@ -567,9 +584,9 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
                 // Only what was taken goes into the history.
                 let taken = match p.kind {
                     PromptKind::Seek => {
-                        parse_seek(&p.input, &model.source, model.position()).is_ok()
+                        parse_seek(&p.input, &model.bounds(), model.position()).is_ok()
                     }
-                    PromptKind::Resume => parse_resume(&p.input, &model.source).is_ok(),
+                    PromptKind::Resume => parse_resume(&p.input, &model.bounds()).is_ok(),
                     PromptKind::Filter => true,
                 };
                 let entry = p.input.trim().to_string();
@@ -578,17 +595,18 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
                     view.history.entry(p.kind).or_default().push(entry);
                 }
                 match p.kind {
-                    PromptKind::Seek => match parse_seek(&p.input, &model.source, model.position())
-                    {
-                        Ok(t) => {
-                            view.prompt = None;
-                            view.selected = None;
-                            out.push(Command::Seek(t));
-                            out.push(Command::Step(1));
+                    PromptKind::Seek => {
+                        match parse_seek(&p.input, &model.bounds(), model.position()) {
+                            Ok(t) => {
+                                view.prompt = None;
+                                view.selected = None;
+                                out.push(Command::Seek(t));
+                                out.push(Command::Step(1));
+                            }
+                            Err(e) => view.prompt.as_mut().expect("prompt is open").error = Some(e),
                         }
-                        Err(e) => view.prompt.as_mut().expect("prompt is open").error = Some(e),
-                    },
-                    PromptKind::Resume => match parse_resume(&p.input, &model.source) {
+                    }
+                    PromptKind::Resume => match parse_resume(&p.input, &model.bounds()) {
                         Ok(o) => {
                             view.prompt = None;
                             view.selected = None;
@@ -627,6 +645,21 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
                 Focus::Table => Focus::Detail,
                 Focus::Detail => Focus::State,
                 Focus::State => Focus::Table,
+            }
+        }
+        // Following a live source, End in the table also goes back to live: the newest event
+        // plays next (what is skipped is folded into the state) and a pause ends.
+        Action::End if view.focus == Focus::Table && model.stats.following => {
+            move_selection(action, model, view);
+            if let Some(head) = model.stats.head_offset
+                && model.stats.behind_head().is_some_and(|n| n > 1)
+            {
+                out.push(Command::Seek(crate::player::SeekTarget::Position(
+                    crate::event::Position::Offset(head),
+                )));
+            }
+            if model.stats.state == PlayState::Paused {
+                out.push(Command::Resume);
             }
         }
         Action::Up

@@ -167,7 +167,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("tab", "switch panel focus"),
     (
         "↑ ↓ PgUp PgDn Home End",
-        "move in the focused panel (End: follow)",
+        "move in the focused panel (End: newest; when live, back to live)",
     ),
     ("?", "this help"),
     ("q", "quit"),

@@ -15,6 +15,9 @@ pub const NOTICE: Style = Style::new().fg(Color::Yellow).add_modifier(Modifier::
 pub const FROZEN: Style = Style::new().fg(Color::Magenta).add_modifier(Modifier::BOLD);
 pub const FILTER: Style = Style::new().fg(Color::Blue);
 
+/// A followed source (the LIVE badge, shown reversed).
+pub const LIVE: Style = Style::new().fg(Color::Red).add_modifier(Modifier::BOLD);
+
 /// Pane borders.
 pub const BORDER: Style = Style::new().fg(Color::DarkGray);
 pub const BORDER_FOCUSED: Style = Style::new().fg(Color::Cyan);

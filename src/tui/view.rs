@@ -169,6 +169,9 @@ pub(crate) mod tests {
             failures: 0,
             buffered: 0,
             source_status: None,
+            following: false,
+            head_offset: None,
+            commit_age: None,
         }
     }
 

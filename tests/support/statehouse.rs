@@ -13,7 +13,9 @@ pub struct Daemon {
     child: Child,
     pub port: u16,
     pub url: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    memory: bool,
 }
 
 impl Drop for Daemon {
@@ -68,37 +70,133 @@ pub fn start_with(memory: bool) -> Option<Daemon> {
             .unwrap()
             .port();
         let dir = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(&bin);
-        cmd.current_dir(dir.path())
-            .env("STATEHOUSE_ADDR", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if memory {
-            cmd.env("STATEHOUSE_USE_MEMORY", "1");
-        } else {
-            cmd.env_remove("STATEHOUSE_USE_MEMORY");
-        }
-        let mut child = cmd.spawn().expect("start statehoused");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(Daemon {
-                    child,
-                    port,
-                    url: format!("statehouse://127.0.0.1:{port}"),
-                    _dir: dir,
-                });
-            }
-            if child.try_wait().ok().flatten().is_some() {
-                break; // exited (the port was taken): try another
-            }
-            assert!(
-                Instant::now() < deadline,
-                "statehoused did not start listening"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(child) = spawn(&bin, dir.path(), port, memory) {
+            return Some(Daemon {
+                child,
+                port,
+                url: format!("statehouse://127.0.0.1:{port}"),
+                dir,
+                bin,
+                memory,
+            });
         }
     }
     panic!("statehoused could not start on a free port");
+}
+
+/// Starts the daemon on `port` in `dir` and waits until it listens; `None` when it exited
+/// (the port was taken).
+fn spawn(bin: &PathBuf, dir: &std::path::Path, port: u16, memory: bool) -> Option<Child> {
+    let mut cmd = Command::new(bin);
+    cmd.current_dir(dir)
+        .env("STATEHOUSE_ADDR", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if memory {
+        cmd.env("STATEHOUSE_USE_MEMORY", "1");
+    } else {
+        cmd.env_remove("STATEHOUSE_USE_MEMORY");
+    }
+    let mut child = cmd.spawn().expect("start statehoused");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(child);
+        }
+        if child.try_wait().ok().flatten().is_some() {
+            return None;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "statehoused did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Daemon {
+    /// Kills the daemon and starts it again on the same port over the same data (a restart:
+    /// with RocksDB, what was committed is still there and commit_ts goes on from it).
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The port is free again once the old process is gone; another process could take it
+        // in between, which the retries cover.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(child) = spawn(&self.bin, self.dir.path(), self.port, self.memory) {
+                self.child = child;
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "statehoused could not start again on port {}",
+                self.port
+            );
+        }
+    }
+}
+
+// A writer for tests that follow a running agent.
+
+use replayscope::wire::client::StatehouseClient;
+
+/// One committed transaction, as the writer saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    pub commit_ts: u64,
+    /// The agents it wrote to.
+    pub agents: Vec<&'static str>,
+    pub key: String,
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+pub async fn connect(d: &Daemon) -> StatehouseClient {
+    StatehouseClient::connect(
+        &format!("127.0.0.1:{}", d.port),
+        Default::default(),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap()
+}
+
+/// Commits transaction `i`: to agent a, b, both (one transaction), or c (not followed), in turn.
+pub async fn commit(client: &StatehouseClient, i: usize) -> Committed {
+    let agents: Vec<&'static str> = match i % 4 {
+        0 => vec!["a"],
+        1 => vec!["b"],
+        2 => vec!["a", "b"],
+        _ => vec!["c"],
+    };
+    let key = format!("step/{i}");
+    let txn = client.begin_transaction(10_000).await.unwrap();
+    for agent in &agents {
+        let value = prost_types::Struct {
+            fields: [(
+                "n".to_string(),
+                prost_types::Value {
+                    kind: Some(prost_types::value::Kind::NumberValue(i as f64)),
+                },
+            )]
+            .into(),
+        };
+        client
+            .write(&txn, "live", agent, &key, value)
+            .await
+            .unwrap();
+    }
+    let commit_ts = client.commit(&txn).await.unwrap();
+    Committed {
+        commit_ts,
+        agents,
+        key,
+    }
 }

@@ -116,7 +116,12 @@ impl PlayPlan {
             rate: layer_opt(a.play.rate, c.rate),
             from: layer_parsed(a.play.from, "from", c.from.as_deref())?,
             until: layer_parsed(a.play.until, "until", c.until.as_deref())?,
-            agent: layer_opt(a.play.agent.clone(), c.agent.clone()),
+            agent: if a.play.agent.is_empty() {
+                c.agent.clone().into_iter().collect()
+            } else {
+                a.play.agent.clone()
+            },
+            follow: a.play.follow.clone(),
             key_prefix: layer_opt(a.play.key_prefix.clone(), c.key_prefix.clone()),
             max_gap: layer_parsed(a.play.max_gap, "max-gap", c.max_gap.as_deref())?,
             tick: layer_parsed(a.play.tick, "tick", c.tick.as_deref())?,
@@ -313,7 +318,7 @@ fn check_combination(
                 "--keep-offsets needs an archive target (--into PATH)",
             ));
         }
-        if flags.agent.is_some() || flags.key_prefix.is_some() {
+        if !flags.agent.is_empty() || flags.key_prefix.is_some() {
             return Err(usage(
                 "--keep-offsets cannot be used with --agent or --key-prefix: a filtered \
                  range has gaps and an archive's offsets are contiguous",

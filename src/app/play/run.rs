@@ -411,7 +411,8 @@ pub async fn open_plan_source(plan: &PlayPlan) -> Result<(Arc<dyn Source>, Sourc
         &plan.remote,
         plan.mode,
         plan.allow_truncated,
-        plan.flags.agent.clone(),
+        &plan.flags.agent,
+        &plan.flags.follow,
         plan.flags.time_field.as_deref(),
     )?;
     let opened = tokio::task::spawn_blocking(move || open_source(&text, &request))

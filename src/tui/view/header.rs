@@ -27,6 +27,13 @@ pub fn render_header(frame: &mut Frame, area: Rect, model: &Model, view: &ViewSt
         format!(" {} ", s.state.label().to_uppercase()),
         theme::state(s.state).reversed(),
     )];
+    if let Some(live) = s.live_summary()
+        && !matches!(s.state, PlayState::Stopped | PlayState::Finished)
+    {
+        state.push(Span::raw(" "));
+        state.push(Span::styled(" ● LIVE ", theme::LIVE.reversed()));
+        state.push(Span::raw(format!(" {live}")));
+    }
     if let Some(r) = &s.reason
         && matches!(s.state, PlayState::Stopped | PlayState::Finished)
     {
