@@ -15,6 +15,35 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// A 160x45 terminal running `replayscope ARGS` (logging to a file of its own), which then
+    /// prints `EXITED=<code>` and stays open a while for the last screen to be read.
+    fn start(name: &str, args: &str) -> (Tmux, std::path::PathBuf) {
+        let t = Tmux {
+            socket: format!("replayscope-{name}-{}", std::process::id()),
+        };
+        let log =
+            std::env::temp_dir().join(format!("replayscope-{name}-{}.log", std::process::id()));
+        let cmd = format!(
+            "{} {args} --log-file {}; echo EXITED=$?; sleep 30",
+            env!("CARGO_BIN_EXE_replayscope"),
+            log.display()
+        );
+        t.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "rs",
+            "-x",
+            "160",
+            "-y",
+            "45",
+            "sh",
+            "-c",
+            &cmd,
+        ]);
+        (t, log)
+    }
+
     fn run(&self, args: &[&str]) -> String {
         let out = Command::new("tmux")
             .arg("-L")
@@ -89,28 +118,7 @@ fn the_inspector_in_a_real_terminal() {
     if !have_tmux() {
         return;
     }
-    let t = Tmux {
-        socket: format!("replayscope-test-{}", std::process::id()),
-    };
-    let log = std::env::temp_dir().join(format!("replayscope-tmux-{}.log", std::process::id()));
-    let cmd = format!(
-        "{} demo --speed 20 --log-file {}; echo EXITED=$?; sleep 30",
-        env!("CARGO_BIN_EXE_replayscope"),
-        log.display()
-    );
-    t.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "rs",
-        "-x",
-        "160",
-        "-y",
-        "45",
-        "sh",
-        "-c",
-        &cmd,
-    ]);
+    let (t, log) = Tmux::start("tmux", "demo --speed 20");
     let limit = Duration::from_secs(15);
 
     let s = t.wait_for("the inspector playing", limit, |s| {
@@ -204,29 +212,10 @@ fn a_followed_agent_is_caught_up_and_new_rows_arrive_by_themselves() {
     for i in 0..12 {
         rt.block_on(statehouse::commit(&client, i));
     }
-    let t = Tmux {
-        socket: format!("replayscope-live-{}", std::process::id()),
-    };
-    let log = std::env::temp_dir().join(format!("replayscope-live-{}.log", std::process::id()));
-    let cmd = format!(
-        "{} open {} --agent live/a --agent live/b --follow --log-file {}; echo EXITED=$?; sleep 30",
-        env!("CARGO_BIN_EXE_replayscope"),
-        d.url,
-        log.display()
+    let (t, log) = Tmux::start(
+        "live",
+        &format!("open {} --agent live/a --agent live/b --follow", d.url),
     );
-    t.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "rs",
-        "-x",
-        "160",
-        "-y",
-        "45",
-        "sh",
-        "-c",
-        &cmd,
-    ]);
     let limit = Duration::from_secs(20);
     // 12 commits, 3 of them to agent c (not followed): offsets 0 to 8.
     let s = t.wait_for("caught up", limit, |s| {
