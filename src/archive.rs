@@ -12,6 +12,7 @@ pub mod scan;
 pub mod segments;
 pub mod storage;
 pub mod verify;
+pub mod watch;
 pub mod writer;
 
 pub use reader::{Archive, Cursor, OpenOptions, RawEvent};

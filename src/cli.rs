@@ -573,7 +573,7 @@ impl RemoteArgs {
     }
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct SourceArgs {
     /// Archive file, segment directory or s3://bucket/key-or-prefix (play, open and record also
     /// take replayscope://, statehouse:// and grpc:// endpoints).
@@ -653,6 +653,11 @@ pub struct VerifyArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub source: SourceArgs,
+
+    /// Serve the archive as it grows (a directory `record --follow` writes): Sessions opened
+    /// with follow (`play replayscope://… --follow`) stay open at its end for what lands next.
+    #[arg(long, env = "REPLAYSCOPE_FOLLOW")]
+    pub follow: bool,
 
     #[command(flatten)]
     pub chain: ChainArgs,
@@ -741,4 +746,20 @@ pub struct RecordArgs {
     /// at any moment loses at most this much (`verify --repair` keeps the rest).
     #[arg(long, default_value = defaults::FLUSH_INTERVAL, env = "REPLAYSCOPE_FLUSH_INTERVAL")]
     pub flush_interval: DurationArg,
+
+    /// Keep recording as the source grows (a running agent), into a segment directory: chunks
+    /// are closed whenever the source goes idle, so followers of the directory see events at
+    /// once. Run again on the same directory, it continues after its last event.
+    #[command(flatten)]
+    pub follow: FollowArgs,
+
+    /// With --follow: start a new segment once the current one holds this many bytes of
+    /// events (before compression), e.g. 64MiB.
+    #[arg(long, value_name = "SIZE", env = "REPLAYSCOPE_SEGMENT_BYTES")]
+    pub segment_bytes: Option<ByteSize>,
+
+    /// With --follow: start a new segment once the current one has been open this long, e.g.
+    /// 1h.
+    #[arg(long, value_name = "DURATION", env = "REPLAYSCOPE_SEGMENT_DURATION")]
+    pub segment_duration: Option<DurationArg>,
 }

@@ -119,6 +119,7 @@ pub enum ServeError {
 /// What every service of one server shares: the source, limits, metrics, shutdown, sessions.
 pub(crate) struct ServerContext {
     pub(crate) source: Arc<dyn Source>,
+    /// What Describe answered at the start (a followed source: see [`ServerContext::describe_now`]).
     pub(crate) describe: pb::ArchiveInfo,
     pub(crate) options: ServeOptions,
     pub(crate) metrics: Arc<Metrics>,
@@ -222,13 +223,22 @@ pub(crate) fn echo(text: &str) -> String {
 }
 
 impl ServerContext {
+    /// What Describe answers now: a followed source grows.
+    pub(crate) fn describe_now(&self) -> pb::ArchiveInfo {
+        if self.source.can_follow() {
+            describe(&self.source.info_now())
+        } else {
+            self.describe.clone()
+        }
+    }
+
     /// (namespace, agent_id) when the source holds it, or NOT_FOUND listing the agents it has.
     pub(crate) fn agent(
         &self,
         namespace: &str,
         agent_id: &str,
     ) -> Result<(String, String), Status> {
-        let info = self.source.info();
+        let info = self.source.info_now();
         if info
             .channels
             .iter()

@@ -140,6 +140,8 @@ pub struct StoredBatch {
     /// (`None` when not verifying or not known).
     pub chain_before: Option<[u8; 32]>,
     pub chain_after: Option<[u8; 32]>,
+    /// A followed source has delivered everything it knows of (see [`Batch::caught_up`]).
+    pub caught_up: bool,
 }
 
 /// Receives stored batches; `None` at the end of the range. Dropping it stops the producer.
@@ -226,6 +228,7 @@ fn encode_batch(name: &str, b: Batch) -> Result<StoredBatch, SourceError> {
         events,
         chain_before: None,
         chain_after: None,
+        caught_up: b.caught_up,
     })
 }
 
@@ -370,6 +373,12 @@ pub trait Source: Send + Sync + 'static {
     /// wait at its end for more.
     fn can_follow(&self) -> bool {
         false
+    }
+
+    /// What the source holds now (a followed source grows; [`Source::info`] is as it was
+    /// opened).
+    fn info_now(&self) -> SourceInfo {
+        self.info().clone()
     }
 
     /// The newest offset known to exist (it moves while a followed source grows).

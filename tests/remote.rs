@@ -510,8 +510,13 @@ mod seeking {
     fn seeks_over_a_remote_source_land_on_the_right_offsets() {
         let server = super::InProcess::start(super::SAMPLE);
         let remote: Arc<dyn Source> = Arc::new(
-            RemoteSource::connect(&server.addr, Default::default(), RetryPolicy::default())
-                .unwrap(),
+            RemoteSource::connect(
+                &server.addr,
+                Default::default(),
+                RetryPolicy::default(),
+                false,
+            )
+            .unwrap(),
         );
         let local = replayscope::archive::Archive::open(
             std::path::Path::new(super::SAMPLE),
@@ -658,7 +663,13 @@ fn a_finished_remote_stream_leaves_no_stale_gauges() {
     use std::sync::Arc;
     let server = InProcess::start(SAMPLE);
     let remote = Arc::new(
-        RemoteSource::connect(&server.addr, Default::default(), RetryPolicy::default()).unwrap(),
+        RemoteSource::connect(
+            &server.addr,
+            Default::default(),
+            RetryPolicy::default(),
+            false,
+        )
+        .unwrap(),
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

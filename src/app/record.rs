@@ -19,8 +19,103 @@ use crate::sink::ArchiveSink;
 use crate::source::Filter;
 use crate::source::open::open_source;
 
+/// Where a continued `record --follow` picks up: what the directory already holds.
+struct Continued {
+    next_offset: u64,
+    chain_head: [u8; 32],
+    last_commit_ts: Option<u64>,
+}
+
+/// The segment directory of `record --follow` as it is: `None` when there is nothing yet,
+/// else where to continue (a last segment a killed recorder left unfinished is repaired
+/// first, keeping its complete chunks).
+fn continued(dir: &std::path::Path) -> Result<Option<Continued>> {
+    let name = dir.display();
+    match std::fs::metadata(dir) {
+        Err(_) => return Ok(None),
+        Ok(m) if !m.is_dir() => {
+            return Err(UsageError(format!(
+                "-o {name}: record --follow writes a directory of segments; {name} is a file"
+            ))
+            .into());
+        }
+        Ok(_) => {}
+    }
+    let (segments, _) = crate::archive::segments::list(dir)?;
+    if segments.is_empty() {
+        return Ok(None);
+    }
+    if let crate::archive::repair::Repair::Repaired { file, kept, .. } =
+        crate::archive::repair::repair(dir)?
+    {
+        tracing::warn!(file = %file.display(), ?kept, "repaired the segment a stopped recorder left unfinished");
+    }
+    let archive = crate::archive::Archive::open(dir, Default::default())?;
+    let Some(last) = archive.last_offset() else {
+        return Ok(None);
+    };
+    let chain_head = archive
+        .segments()
+        .last()
+        .and_then(|s| s.meta.as_ref())
+        .map(|m| m.final_hash)
+        .ok_or_else(|| {
+            UsageError(format!(
+                "{name}: its last segment has no recorded final hash"
+            ))
+        })?;
+    Ok(Some(Continued {
+        next_offset: last + 1,
+        chain_head,
+        last_commit_ts: archive.last_commit_ts(),
+    }))
+}
+
+/// The source's event at the directory's next offset must come after the directory's last
+/// transaction: the same numbering, not another history.
+fn check_continuation(
+    source: &dyn crate::source::Source,
+    r: &Continued,
+    dir: &std::path::Path,
+) -> Result<()> {
+    let Some(last_ts) = r.last_commit_ts else {
+        return Ok(());
+    };
+    let expected = r.next_offset - 1;
+    let at = source.resolve(crate::event::Position::CommitTs(last_ts), true)?;
+    if at != Some(expected) {
+        return Err(UsageError(format!(
+            "-o {}: it ends at offset {expected} (@{last_ts}), but in {} @{last_ts} is {}: not the              history this directory recorded (record it into a new directory)",
+            dir.display(),
+            source.info().name,
+            at.map_or("before the first event".to_string(), |o| format!("offset {o}"))
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 pub fn record_cmd(a: RecordArgs) -> Result<()> {
-    super::output::check_overwrite(&a.output, a.archive.force, "-o")?;
+    let follow = a.follow.follow;
+    if !follow && (a.segment_bytes.is_some() || a.segment_duration.is_some()) {
+        return Err(UsageError(
+            "--segment-bytes and --segment-duration rotate the segments of record --follow".into(),
+        )
+        .into());
+    }
+    let resume = if follow {
+        if a.archive.force {
+            return Err(UsageError(format!(
+                "-o {}: record --follow continues an existing directory; remove it to start over",
+                a.output.display()
+            ))
+            .into());
+        }
+        continued(&a.output)?
+    } else {
+        super::output::check_overwrite(&a.output, a.archive.force, "-o")?;
+        None
+    };
     let name = a.endpoint.to_string_lossy().into_owned();
     let request = open_request(
         &name,
@@ -28,13 +123,20 @@ pub fn record_cmd(a: RecordArgs) -> Result<()> {
         Default::default(),
         false,
         &a.agent,
-        &Default::default(),
+        &a.follow,
         None,
     )?;
     let (source, _) = open_source(&name, &request)?;
     let info = source.info().clone();
     let agent = parse_agents(&a.agent, &info)?;
-    if info.first_offset.is_none() {
+    if follow && !source.can_follow() {
+        return Err(UsageError(format!(
+            "{}: --follow is not available for a {}",
+            info.name, info.kind
+        ))
+        .into());
+    }
+    if info.first_offset.is_none() && !follow {
         return Err(UsageError(format!("{}: the source is empty", info.name)).into());
     }
     let until = match a.until {
@@ -42,15 +144,61 @@ pub fn record_cmd(a: RecordArgs) -> Result<()> {
         None => None,
     };
     let renumber = agent.is_some();
-    let sink = ArchiveSink::create(
-        &a.output,
-        a.archive.segment_events,
-        writer_options(&a.archive),
-        !renumber,
-    )?
+    if follow && renumber {
+        return Err(UsageError(
+            "record --follow keeps the source's offsets (to continue after a restart):              --agent picks the agents of a statehouse:// endpoint, it cannot filter an archive here"
+                .into(),
+        )
+        .into());
+    }
+    // A continued directory goes on at the source's offset after its last event, which must
+    // be the same transaction (the same commit order) as the directory's.
+    let from = match &resume {
+        Some(r) => {
+            check_continuation(source.as_ref(), r, &a.output)?;
+            Some(r.next_offset)
+        }
+        None => None,
+    };
+    let sink = if follow {
+        let options = crate::archive::WriterOptions {
+            first_offset: resume.as_ref().map(|r| r.next_offset),
+            chain_start: resume
+                .as_ref()
+                .map_or(crate::archive::integrity::ZERO_HASH, |r| r.chain_head),
+            ..writer_options(&a.archive)
+        };
+        let writer = crate::archive::SegmentedWriter::create(
+            &a.output,
+            a.archive
+                .segment_events
+                .unwrap_or(defaults::FOLLOW_SEGMENT_EVENTS),
+            options,
+        )?
+        .with_rotation(crate::archive::writer::Rotation {
+            bytes: a.segment_bytes.map(|b| b.0),
+            duration: a.segment_duration.map(|d| d.0),
+        })
+        .continuing_after(resume.as_ref().and_then(|r| r.last_commit_ts));
+        ArchiveSink::over(
+            crate::sink::archive::ArchiveOutput::Segments(Box::new(writer)),
+            &a.output,
+            true,
+        )
+        .flushing_when_idle()
+    } else {
+        ArchiveSink::create(
+            &a.output,
+            a.archive.segment_events,
+            writer_options(&a.archive),
+            !renumber,
+        )?
+    }
     .flushing_every(a.flush_interval.0.max(defaults::FLUSH_INTERVAL_MIN));
     let options = PlayerOptions {
         pace: Pace::Fast,
+        from,
+        follow,
         until,
         filter: Filter {
             agent,
@@ -76,8 +224,9 @@ pub fn record_cmd(a: RecordArgs) -> Result<()> {
         });
         let ended = handle.join_with_sink().await;
         stopper.abort();
-        Ok::<_, color_eyre::Report>(ended?)
+        Ok::<_, color_eyre::Report>((ended?, stop.is_cancelled()))
     })?;
+    let (ended, signalled) = ended;
     // Whatever was received is kept as a valid archive when the source failed or went away,
     // but never over input whose hash chain failed: then nothing is left behind.
     let summaries = ended
@@ -87,6 +236,13 @@ pub fn record_cmd(a: RecordArgs) -> Result<()> {
     match RunFailure::of_report(&ended.report) {
         None => {
             print_summaries(&summaries);
+            // Following has no end: a signal is how it stops, with everything received kept.
+            if follow && signalled {
+                eprintln!(
+                    "stopped following; {} holds every event received, and the same command continues it",
+                    a.output.display()
+                );
+            }
             Ok(())
         }
         Some(failure @ RunFailure::Integrity(_)) => {

@@ -33,7 +33,15 @@ pub fn serve_cmd(a: crate::cli::ServeArgs) -> Result<()> {
         ))
         .into());
     }
-    let archive = super::open_archive(&a.source)?;
+    let follow = a.follow;
+    // A followed directory may have a last segment still being written.
+    let archive = if follow {
+        let mut source = a.source.clone();
+        source.allow_truncated = true;
+        super::open_archive(&source)?
+    } else {
+        super::open_archive(&a.source)?
+    };
     archive.log_notes();
     let (name, events) = (archive.name().to_string(), archive.events());
     let options = ServeOptions {
@@ -59,7 +67,11 @@ pub fn serve_cmd(a: crate::cli::ServeArgs) -> Result<()> {
     };
     let rt = runtime()?;
     rt.block_on(async move {
-        let source = Arc::new(crate::source::ArchiveSource::new(archive));
+        let source = Arc::new(if follow {
+            crate::source::ArchiveSource::followed(archive)
+        } else {
+            crate::source::ArchiveSource::new(archive)
+        });
         let server = Server::bind(source, options).await?;
         let addr = server.local_addr();
         tracing::info!(%addr, archive = %name, events, "serving on {addr}{secured}");

@@ -137,7 +137,9 @@ impl RawEvent {
 
 struct ArchiveInner {
     name: String,
-    segments: Vec<Segment>,
+    /// Shared with the archives a followed one is refreshed into (its complete segments are
+    /// not opened again).
+    segments: Vec<Arc<Segment>>,
     channels: Vec<ChannelKey>,
     notes: Vec<String>,
     /// The most recently decompressed chunk, so that resolving a position and then reading from
@@ -187,11 +189,36 @@ impl Archive {
 
     /// Builds an archive from opened segments (in order), checking continuity between them.
     pub fn from_segments(name: String, segments: Vec<Segment>) -> Result<Archive> {
-        let mut channels: Vec<ChannelKey> = Vec::new();
-        let mut index_of: HashMap<ChannelKey, usize> = HashMap::new();
-        let mut segments = segments;
+        Archive::assemble(
+            name,
+            Vec::new(),
+            segments
+                .into_iter()
+                .map(|s| Slot::Fresh(Box::new(s)))
+                .collect(),
+        )
+    }
+
+    /// Builds an archive from segments in order — some kept from an archive it refreshes
+    /// (whose channel table `channels` starts it), some newly opened — checking continuity
+    /// between them.
+    fn assemble(name: String, channels: Vec<ChannelKey>, slots: Vec<Slot>) -> Result<Archive> {
+        let mut channels = channels;
+        let mut index_of: HashMap<ChannelKey, usize> = channels
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), i))
+            .collect();
         let mut notes = Vec::new();
-        for seg in &mut segments {
+        let mut segments = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let mut seg = match slot {
+                Slot::Kept(seg) => {
+                    segments.push(seg);
+                    continue;
+                }
+                Slot::Fresh(seg) => *seg,
+            };
             for n in &seg.notes {
                 notes.push(format!("{}: {n}", seg.name()));
             }
@@ -208,6 +235,7 @@ impl Archive {
                 });
                 seg.channel_map.insert(id, global);
             }
+            segments.push(Arc::new(seg));
         }
         for pair in segments.windows(2) {
             let (a, b) = (&pair[0], &pair[1]);
@@ -264,10 +292,132 @@ impl Archive {
         })
     }
 
+    /// The archive as its files are now, for a follower (`--follow`): segments that were
+    /// complete are kept as they are (a size change is an error: rewritten), the segment that
+    /// was still being written is read on from where it ended (only its new chunks are
+    /// scanned), new segments are opened (the last one may be unfinished). A segment that
+    /// disappeared from the middle or the end, a gap or a chain break between segments is an
+    /// error naming the file. An `s3://` archive is listed and opened again.
+    pub fn refreshed(&self) -> Result<Archive> {
+        let name = self.name().to_string();
+        let follow = OpenOptions {
+            allow_truncated: true,
+        };
+        if name.starts_with("s3://") {
+            return crate::archive::s3::open(&name, follow);
+        }
+        let path = Path::new(&name);
+        let meta = std::fs::metadata(path).map_err(|e| ArchiveError::io(&name, e))?;
+        let files: Vec<std::path::PathBuf> = if meta.is_dir() {
+            crate::archive::segments::list(path)?
+                .0
+                .into_iter()
+                .map(|(_, p)| p)
+                .collect()
+        } else {
+            vec![path.to_path_buf()]
+        };
+        let old = &self.inner.segments;
+        let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+        // Old segments that are gone: only a prefix of them may go (retention).
+        if let Some(first_kept) = old.iter().position(|s| names.iter().any(|n| n == s.name())) {
+            if let Some(gone) = old[first_kept..]
+                .iter()
+                .find(|s| !names.iter().any(|n| n == s.name()))
+            {
+                return Err(ArchiveError::Invalid {
+                    path: gone.name().to_string(),
+                    message: "deleted while it was followed".to_string(),
+                });
+            }
+        } else if let Some(last) = old.last()
+            && !names.iter().any(|n| n == last.name())
+            && names.is_empty()
+        {
+            return Err(ArchiveError::NotFound {
+                path: last.name().to_string(),
+            });
+        }
+        let mut slots = Vec::with_capacity(files.len());
+        let last = files.len().saturating_sub(1);
+        for (i, (file, seg_name)) in files.iter().zip(&names).enumerate() {
+            let storage = LocalFile::open(file).map_err(|e| ArchiveError::io(seg_name, e))?;
+            match old.iter().find(|s| s.name() == seg_name) {
+                Some(seg) if seg.truncated_at.is_none() => {
+                    if storage.size() != seg.size() {
+                        return Err(ArchiveError::Invalid {
+                            path: seg_name.clone(),
+                            message: format!(
+                                "rewritten while it was followed: it had {} bytes and a summary, now {}",
+                                seg.size(),
+                                storage.size()
+                            ),
+                        });
+                    }
+                    slots.push(Slot::Kept(seg.clone()));
+                }
+                Some(seg) => slots.push(Slot::Fresh(Box::new(continue_segment(
+                    Box::new(storage),
+                    seg,
+                    &self.inner.channels,
+                )?))),
+                None => {
+                    let options = OpenOptions {
+                        allow_truncated: i == last,
+                    };
+                    slots.push(Slot::Fresh(Box::new(open_segment(
+                        Box::new(storage),
+                        options,
+                    )?)));
+                }
+            }
+        }
+        // Kept segments carry the old channel table's indices: the new one extends it.
+        Archive::assemble(name, self.inner.channels.clone(), slots)
+    }
+
+    /// A cursor that continues a read of an earlier view of this archive at `offset` (a chunk
+    /// boundary: a writer adds whole chunks), its hash chain going on from `chain_head` and
+    /// its commit order from `prev_commit_ts`. At or past the end it has nothing yet.
+    pub fn cursor_continuing(
+        &self,
+        offset: u64,
+        chain_head: Option<[u8; 32]>,
+        prev_commit_ts: Option<u64>,
+        verify_chain: bool,
+    ) -> Result<Cursor> {
+        let mut cursor = Cursor::empty(self.clone());
+        cursor.verify_chain = verify_chain;
+        cursor.next_offset = offset;
+        cursor.prev_commit_ts = prev_commit_ts;
+        if self.last_offset().is_none_or(|l| offset > l) {
+            return Ok(cursor);
+        }
+        let at = self.inner.segments.iter().enumerate().find_map(|(si, s)| {
+            s.chunks
+                .iter()
+                .position(|c| c.span.first_offset == offset)
+                .map(|ci| (si, ci))
+        });
+        match at {
+            Some((seg, chunk)) => {
+                cursor.seg = seg;
+                cursor.chunk = chunk;
+                cursor.chain = chain_head;
+                Ok(cursor)
+            }
+            None => {
+                let mut c = self.cursor_at_with(offset, verify_chain)?;
+                c.prev_commit_ts = prev_commit_ts;
+                Ok(c)
+            }
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.inner.name
     }
-    pub fn segments(&self) -> &[Segment] {
+    pub fn segments(&self) -> &[Arc<Segment>] {
         &self.inner.segments
     }
     pub fn channels(&self) -> &[ChannelKey] {
@@ -294,30 +444,27 @@ impl Archive {
         }
     }
     pub fn events(&self) -> u64 {
-        self.inner.segments.iter().map(Segment::events).sum()
+        self.inner.segments.iter().map(|s| s.events()).sum()
     }
     pub fn first_offset(&self) -> Option<u64> {
-        self.inner.segments.iter().find_map(Segment::first_offset)
+        self.inner.segments.iter().find_map(|s| s.first_offset())
     }
     pub fn last_offset(&self) -> Option<u64> {
         self.inner
             .segments
             .iter()
             .rev()
-            .find_map(Segment::last_offset)
+            .find_map(|s| s.last_offset())
     }
     pub fn first_commit_ts(&self) -> Option<u64> {
-        self.inner
-            .segments
-            .iter()
-            .find_map(Segment::first_commit_ts)
+        self.inner.segments.iter().find_map(|s| s.first_commit_ts())
     }
     pub fn last_commit_ts(&self) -> Option<u64> {
         self.inner
             .segments
             .iter()
             .rev()
-            .find_map(Segment::last_commit_ts)
+            .find_map(|s| s.last_commit_ts())
     }
     pub fn first_time_ns(&self) -> Option<u64> {
         self.spans().find_map(|s| s.first_time_ns)
@@ -836,6 +983,11 @@ impl Cursor {
         self.next_offset
     }
 
+    /// The commit_ts of the last event returned.
+    pub fn prev_commit_ts(&self) -> Option<u64> {
+        self.prev_commit_ts
+    }
+
     /// True when the cursor has nothing more to return (end of archive or past `until`).
     pub fn until_reached(&self) -> bool {
         self.until.is_some_and(|u| self.next_offset > u)
@@ -1288,6 +1440,72 @@ impl Iterator for Cursor {
 // ---------------------------------------------------------------------------------------------
 // Opening one file.
 
+/// A segment of an archive being assembled.
+enum Slot {
+    /// Kept from the archive being refreshed (its channel ids already map into the table).
+    Kept(Arc<Segment>),
+    /// Newly opened.
+    Fresh(Box<Segment>),
+}
+
+/// The segment `old` (which was still being written) as its file is now: its known chunks
+/// kept and only what was added since scanned; or — finished by its writer, or rewritten by
+/// `verify --repair` after the writer was killed (the same events, maybe fewer bytes) — opened
+/// again. Either way it must still hold every offset `old` held, from the same first one.
+fn continue_segment(
+    storage: Box<dyn RangeRead>,
+    old: &Segment,
+    channels: &[ChannelKey],
+) -> Result<Segment> {
+    let name = storage.name().to_string();
+    let size = storage.size();
+    let opener = Opener {
+        storage,
+        name: name.clone(),
+        size,
+        options: OpenOptions {
+            allow_truncated: true,
+        },
+    };
+    let seg = if opener.has_tail() || size < old.size() {
+        opener.check_header()?;
+        opener.open()?
+    } else {
+        let base = Scan {
+            chunks: old.chunks.clone(),
+            channels: old
+                .channel_map
+                .iter()
+                .filter_map(|(&id, &g)| channels.get(g).map(|k| (id, k.clone())))
+                .collect(),
+            counts: old.channel_counts.clone(),
+            meta: None,
+            truncated_at: None,
+        };
+        let from = old.truncated_at.unwrap_or(8);
+        let scan = opener.scan_data_section_from(base, from)?;
+        let at = scan.truncated_at.unwrap_or(size);
+        opener.segment_from_scan(scan, Some(at), Vec::new())?
+    };
+    let holds_old = old.first_offset().is_none()
+        || (seg.first_offset() == old.first_offset() && seg.last_offset() >= old.last_offset());
+    if !holds_old {
+        let range = |s: &Segment| match (s.first_offset(), s.last_offset()) {
+            (Some(a), Some(b)) => format!("offsets {a} to {b}"),
+            _ => "no events".to_string(),
+        };
+        return Err(ArchiveError::Invalid {
+            path: name,
+            message: format!(
+                "rewritten while it was followed: it held {}, now {}",
+                range(old),
+                range(&seg)
+            ),
+        });
+    }
+    Ok(seg)
+}
+
 impl Segment {
     /// Channel keys by local index, filled while opening and consumed by `from_segments`.
     fn pending_keys(&mut self) -> Vec<ChannelKey> {
@@ -1309,7 +1527,7 @@ pub fn open_segment(storage: Box<dyn RangeRead>, options: OpenOptions) -> Result
     if head[..] != MAGIC[..head_len] {
         return Err(ArchiveError::NotMcap { path: name });
     }
-    let mut opener = Opener {
+    let opener = Opener {
         storage,
         name,
         size,
@@ -1386,7 +1604,7 @@ impl Opener {
         Ok((prefix[0], body))
     }
 
-    fn check_header(&mut self) -> Result<()> {
+    fn check_header(&self) -> Result<()> {
         if self.size < 8 + format::RECORD_PREFIX {
             return Err(self.truncated(self.size));
         }
@@ -1411,12 +1629,17 @@ impl Opener {
         Ok(())
     }
 
-    fn open(self) -> Result<Segment> {
-        let has_tail = self.size >= 8 + TAIL_LEN
+    /// Whether the file ends with a footer and the closing magic.
+    fn has_tail(&self) -> bool {
+        self.size >= 8 + TAIL_LEN
             && self
                 .storage
                 .read_range(self.size - TAIL_LEN, TAIL_LEN as usize)
-                .is_ok_and(|t| t[0] == op::FOOTER && t[TAIL_LEN as usize - 8..] == MAGIC);
+                .is_ok_and(|t| t[0] == op::FOOTER && t[TAIL_LEN as usize - 8..] == MAGIC)
+    }
+
+    fn open(self) -> Result<Segment> {
+        let has_tail = self.has_tail();
         if !has_tail {
             let scan = self.scan_data_section()?;
             let at = scan.truncated_at.unwrap_or(self.size);
@@ -1683,8 +1906,13 @@ impl Opener {
 
     /// Walks the data section record by record (for files without a summary or footer).
     fn scan_data_section(&self) -> Result<Scan> {
-        let mut scan = Scan::default();
-        let mut at = 8u64;
+        self.scan_data_section_from(Scan::default(), 8)
+    }
+
+    /// Walks the data section from byte `at` on, adding to what `scan` found before it.
+    fn scan_data_section_from(&self, scan: Scan, at: u64) -> Result<Scan> {
+        let mut scan = scan;
+        let mut at = at;
         loop {
             if at + format::RECORD_PREFIX > self.size {
                 scan.truncated_at = Some(at);

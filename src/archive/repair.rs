@@ -124,7 +124,12 @@ pub fn repair(path: &Path) -> Result<Repair> {
     drop(archive);
     let original = kept_aside(path, &file);
     let io = |e| ArchiveError::io(&file.display().to_string(), e);
-    std::fs::rename(&file, &original).map_err(io)?;
+    // The original is linked aside and the repaired file renamed over it: at no moment is
+    // there no file at its name (a follower of the directory reading it meanwhile sees the old
+    // or the new one, both holding the same events).
+    if std::fs::hard_link(&file, &original).is_err() {
+        std::fs::copy(&file, &original).map_err(io)?;
+    }
     std::fs::rename(&tmp, &file).map_err(io)?;
     Ok(Repair::Repaired {
         file,

@@ -16,8 +16,11 @@ pub fn segment_offset(file_name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// Opens every segment of a directory, in offset order.
-pub fn open_dir(dir: &Path, options: OpenOptions) -> Result<Archive> {
+/// Segment files by first offset, in offset order.
+pub type SegmentFiles = Vec<(u64, std::path::PathBuf)>;
+
+/// The segment files of a directory in offset order, and the names of other files in it.
+pub fn list(dir: &Path) -> Result<(SegmentFiles, Vec<String>)> {
     let name = dir.display().to_string();
     let entries = std::fs::read_dir(dir).map_err(|e| ArchiveError::io(&name, e))?;
     let mut files = Vec::new();
@@ -38,13 +41,20 @@ pub fn open_dir(dir: &Path, options: OpenOptions) -> Result<Archive> {
             None => others.push(file_name),
         }
     }
+    files.sort();
+    Ok((files, others))
+}
+
+/// Opens every segment of a directory, in offset order.
+pub fn open_dir(dir: &Path, options: OpenOptions) -> Result<Archive> {
+    let name = dir.display().to_string();
+    let (files, others) = list(dir)?;
     if files.is_empty() {
         return Err(ArchiveError::Invalid {
             path: name,
             message: "directory holds no segment files (NNNNNNNNNNNNNNNNNNNN.mcap)".to_string(),
         });
     }
-    files.sort();
     let last = files.len() - 1;
     let mut segments: Vec<Segment> = Vec::with_capacity(files.len());
     for (i, (offset, path)) in files.into_iter().enumerate() {

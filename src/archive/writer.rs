@@ -373,12 +373,24 @@ pub fn segment_file_name(first_offset: u64) -> String {
     format!("{first_offset:020}.mcap")
 }
 
-/// Writes a directory of segments, rolling over every `segment_events` events; each segment's
-/// chain continues from the previous one's final hash.
+/// When a segment is closed and the next one started, besides its event count: once it
+/// holds this many bytes of events (before compression) or has been open this long.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rotation {
+    pub bytes: Option<u64>,
+    pub duration: Option<std::time::Duration>,
+}
+
+/// Writes a directory of segments, rolling over every `segment_events` events (or as the
+/// [`Rotation`] says); each segment's chain continues from the previous one's final hash.
 pub struct SegmentedWriter {
     dir: PathBuf,
     options: WriterOptions,
     segment_events: u64,
+    rotation: Rotation,
+    /// Bytes of events in the current segment, and when it was started.
+    current_bytes: u64,
+    opened_at: std::time::Instant,
     current: Option<ArchiveWriter>,
     done: Vec<WriteSummary>,
     next_offset: Option<u64>,
@@ -393,6 +405,9 @@ impl SegmentedWriter {
         Ok(SegmentedWriter {
             dir: dir.to_path_buf(),
             segment_events: segment_events.max(1),
+            rotation: Rotation::default(),
+            current_bytes: 0,
+            opened_at: std::time::Instant::now(),
             current: None,
             done: Vec::new(),
             next_offset: options.first_offset,
@@ -400,6 +415,19 @@ impl SegmentedWriter {
             chain_head: options.chain_start,
             options,
         })
+    }
+
+    /// Also rolls over by size or age.
+    pub fn with_rotation(mut self, rotation: Rotation) -> Self {
+        self.rotation = rotation;
+        self
+    }
+
+    /// Continues a directory whose last segment ended at a transaction with this commit_ts
+    /// (commit order is checked across the restart).
+    pub fn continuing_after(mut self, last_commit_ts: Option<u64>) -> Self {
+        self.last_commit_ts = last_commit_ts;
+        self
     }
 
     pub fn append(&mut self, event: &Event) -> Result<()> {
@@ -412,12 +440,20 @@ impl SegmentedWriter {
         self.append_encoded(meta, &payload)
     }
 
+    /// Whether the current segment is full (by events, bytes or age).
+    fn segment_full(&self) -> bool {
+        self.current.as_ref().is_some_and(|w| {
+            w.events() >= self.segment_events
+                || self.rotation.bytes.is_some_and(|b| self.current_bytes >= b)
+                || self
+                    .rotation
+                    .duration
+                    .is_some_and(|d| self.opened_at.elapsed() >= d)
+        })
+    }
+
     pub fn append_encoded(&mut self, meta: EventMeta<'_>, payload: &[u8]) -> Result<()> {
-        if self
-            .current
-            .as_ref()
-            .is_some_and(|w| w.events() >= self.segment_events)
-        {
+        if self.segment_full() {
             self.roll()?;
         }
         if self.current.is_none() {
@@ -433,12 +469,15 @@ impl SegmentedWriter {
             )?;
             writer.last_commit_ts = self.last_commit_ts;
             self.current = Some(writer);
+            self.current_bytes = 0;
+            self.opened_at = std::time::Instant::now();
         }
         let writer = self
             .current
             .as_mut()
             .expect("segment writer was just opened");
         writer.append_encoded(meta, payload)?;
+        self.current_bytes += payload.len() as u64;
         self.next_offset = Some(meta.offset + 1);
         self.last_commit_ts = Some(meta.commit_ts);
         self.chain_head = writer.chain_head();

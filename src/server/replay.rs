@@ -106,7 +106,7 @@ fn open_replay(
     peer: Option<std::net::SocketAddr>,
 ) -> Result<ReplayStream, Status> {
     let opened_at = std::time::Instant::now();
-    let info = shared.source.info();
+    let info = shared.source.info_now();
     let agent = shared.agent(&req.namespace, &req.agent_id)?;
     let guard = shared.admit(Rpc::Replay, peer)?;
     let from = match req.start_ts {

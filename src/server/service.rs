@@ -72,7 +72,7 @@ impl UnaryService<pb::DescribeRequest> for DescribeSvc {
     type Future = BoxFuture<Response<pb::ArchiveInfo>, Status>;
 
     fn call(&mut self, _request: Request<pb::DescribeRequest>) -> Self::Future {
-        let info = self.0.describe.clone();
+        let info = self.0.describe_now();
         Box::pin(async move { Ok(Response::new(info)) })
     }
 }

@@ -38,6 +38,8 @@ struct State {
     /// Agent (namespace, agent_id), key-prefix and txn_id filter.
     filter: Filter,
     until: Option<u64>,
+    /// Stay open at the source's end for what is written next (`Open.follow`).
+    follow: bool,
     /// Where the producer continues reading (after the last batch handed to the stream).
     next_read: u64,
     ring: ReplayRing<StoredEvent>,
@@ -176,6 +178,7 @@ fn setup(
         if let Some(Detached { mut state, watched }) = detached {
             watched.touch();
             state.window_bytes = window_bytes;
+            state.follow = follows(shared, open)?;
             let from_ring = state.ring.from_offset(next);
             let replay = match from_ring {
                 Ok(items) => {
@@ -196,7 +199,7 @@ fn setup(
         // The session is gone (reaped, or from another server run): the source can re-read,
         // so continue from the next offset with this Open's parameters.
         let mut state = fresh_state(shared, open, window_bytes)?;
-        if let Some(last) = info.last_offset
+        if let Some(last) = shared.source.head().filter(|_| !state.follow)
             && resume.last_received_offset > last
         {
             return Err(Status::out_of_range(format!(
@@ -228,12 +231,24 @@ fn setup(
     Ok((state, shared.watchdog.register(), vec![]))
 }
 
+/// Whether the Open asks to follow, refused when the source is a snapshot.
+fn follows(shared: &ServerContext, open: &pb::Open) -> Result<bool, Status> {
+    if open.follow && !shared.source.can_follow() {
+        return Err(Status::failed_precondition(format!(
+            "{} is served as it was when the server started: run `replayscope serve --follow` to follow it",
+            shared.source.info().name
+        )));
+    }
+    Ok(open.follow)
+}
+
 fn fresh_state(
     shared: &Arc<ServerContext>,
     open: &pb::Open,
     window_bytes: u64,
 ) -> Result<State, Status> {
     let source = &shared.source;
+    let follow = follows(shared, open)?;
     let agent = match (open.namespace.is_empty(), open.agent_id.is_empty()) {
         (true, true) => None,
         (false, false) => Some(shared.agent(&open.namespace, &open.agent_id)?),
@@ -280,6 +295,7 @@ fn fresh_state(
         id: new_session_id(),
         filter,
         until,
+        follow,
         next_read: from,
         ring: ReplayRing::new(shared.options.ring_bytes),
         epoch: 0,
@@ -303,6 +319,8 @@ enum Produced {
         /// The hash-chain heads around the batch, as computed while reading.
         chain: ChainHeads,
     },
+    /// A followed source has nothing more yet.
+    CaughtUp,
     Done,
     Failed(Status),
 }
@@ -366,7 +384,7 @@ impl Session {
     async fn serve(mut self, mut inbound: Streaming<pb::ClientFrame>, replay: Vec<StoredEvent>) {
         let opened = frame(Out::Opened(pb::Opened {
             session_id: self.state.id.clone(),
-            archive: Some(self.shared.describe.clone()),
+            archive: Some(self.shared.describe_now()),
             window_bytes: self.state.window_bytes,
             ring_capacity: self.shared.options.ring_bytes,
         }));
@@ -468,6 +486,7 @@ impl Session {
         let at = ProduceFrom {
             from: self.state.next_read,
             until: self.state.until,
+            follow: self.state.follow,
             filter: self.state.filter.clone(),
             replay,
             replay_batch: self.shared.options.batch_events.max(1),
@@ -529,6 +548,14 @@ impl Session {
                             return e;
                         }
                     }
+                    Some(Produced::CaughtUp) => {
+                        let caught_up = frame(Out::CaughtUp(pb::CaughtUp {
+                            head_offset: self.shared.source.head().unwrap_or(0),
+                        }));
+                        if let Err(e) = self.send(caught_up).await {
+                            return e;
+                        }
+                    }
                     Some(Produced::Done) | None => {
                         self.producer = None;
                         return self.end().await;
@@ -562,7 +589,7 @@ impl Session {
     fn heartbeat(&self) -> OutFrame {
         frame(Out::Heartbeat(pb::ServerHeartbeat {
             server_time_ns: crate::event::now_ns(),
-            head_offset: self.shared.source.info().last_offset.unwrap_or(0),
+            head_offset: self.shared.source.head().unwrap_or(0),
         }))
     }
 
@@ -812,6 +839,10 @@ fn from_source(
 ) -> Produced {
     match batch {
         None => Produced::Done,
+        Some(Ok(b)) if b.caught_up && b.events.is_empty() => {
+            shared.metrics.read(b.read);
+            Produced::CaughtUp
+        }
         Some(Ok(b)) => {
             shared.metrics.read(b.read);
             Produced::Batch {
@@ -840,6 +871,7 @@ const GAUGE_TICK: Duration = Duration::from_millis(100);
 struct ProduceFrom {
     from: u64,
     until: Option<u64>,
+    follow: bool,
     filter: Filter,
     /// Ring events to send first (a resume), in batches of `replay_batch`.
     replay: Vec<StoredEvent>,
@@ -884,7 +916,7 @@ async fn produce(
     };
     loop {
         let produced = from_source(stream.recv().await, &shared);
-        let last = !matches!(produced, Produced::Batch { .. });
+        let last = matches!(produced, Produced::Done | Produced::Failed(_));
         if tx.send(produced).await.is_err() || last {
             return;
         }
@@ -897,9 +929,9 @@ fn open_source_stream(
     at: &ProduceFrom,
     window: CreditWindow,
 ) -> Result<Option<StoredStream>, Status> {
-    let info = shared.source.info();
-    let past_end =
-        info.last_offset.is_none_or(|l| at.from > l) || at.until.is_some_and(|u| at.from > u);
+    // A followed source's end moves: its stream waits there.
+    let past_end = (!at.follow && shared.source.head().is_none_or(|l| at.from > l))
+        || at.until.is_some_and(|u| at.from > u);
     if past_end {
         return Ok(None);
     }
@@ -914,6 +946,7 @@ fn open_source_stream(
         // The ring keeps what was sent.
         compact_payloads: true,
         chain: shared.options.chain,
+        follow: at.follow,
         ..StreamRequest::default()
     };
     shared

@@ -77,6 +77,11 @@ pub struct ArchiveSink {
     last_flush: Instant,
     /// A flush that failed while the player waited: the next event (or the run's end) fails.
     flush_failed: Option<SinkError>,
+    /// Close the chunk whenever the player waits for the source (a followed source went
+    /// idle): a follower of the archive sees events as soon as they are played.
+    flush_when_idle: bool,
+    /// Events appended since the last flush.
+    unflushed: bool,
 }
 
 impl ArchiveSink {
@@ -88,8 +93,17 @@ impl ArchiveSink {
         options: WriterOptions,
         keep_offsets: bool,
     ) -> Result<ArchiveSink> {
-        Ok(ArchiveSink {
-            output: Some(ArchiveOutput::create(path, segment_events, options)?),
+        Ok(ArchiveSink::over(
+            ArchiveOutput::create(path, segment_events, options)?,
+            path,
+            keep_offsets,
+        ))
+    }
+
+    /// Writes into `output` (created by the caller: a continued segment directory).
+    pub fn over(output: ArchiveOutput, path: &Path, keep_offsets: bool) -> ArchiveSink {
+        ArchiveSink {
+            output: Some(output),
             path: path.to_path_buf(),
             keep_offsets,
             next: 0,
@@ -97,7 +111,15 @@ impl ArchiveSink {
             flush_every: None,
             last_flush: Instant::now(),
             flush_failed: None,
-        })
+            flush_when_idle: false,
+            unflushed: false,
+        }
+    }
+
+    /// Closes the current chunk whenever the player waits (see the field).
+    pub fn flushing_when_idle(mut self) -> ArchiveSink {
+        self.flush_when_idle = true;
+        self
     }
 
     /// Closes the current chunk and writes it out at least every `interval` while events
@@ -113,6 +135,16 @@ impl ArchiveSink {
         };
         if self.last_flush.elapsed() >= every {
             self.last_flush = Instant::now();
+            self.unflushed = false;
+            output.flush().map_err(|e| SinkError::new(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn flush_now(&mut self) -> std::result::Result<(), SinkError> {
+        if let Some(output) = self.output.as_mut() {
+            self.last_flush = Instant::now();
+            self.unflushed = false;
             output.flush().map_err(|e| SinkError::new(e.to_string()))?;
         }
         Ok(())
@@ -153,6 +185,7 @@ impl Sink for ArchiveSink {
             resume_offset: Some(p.event.offset),
         })?;
         self.next += 1;
+        self.unflushed = true;
         if self.next.is_multiple_of(FLUSH_CHECK_EVERY) {
             self.flush_if_due()?;
         }
@@ -160,9 +193,15 @@ impl Sink for ArchiveSink {
     }
 
     fn idle(&mut self, _state: Option<&KvState>) {
-        if self.flush_failed.is_none()
-            && let Err(e) = self.flush_if_due()
-        {
+        if self.flush_failed.is_some() {
+            return;
+        }
+        let r = if self.flush_when_idle && self.unflushed {
+            self.flush_now()
+        } else {
+            self.flush_if_due()
+        };
+        if let Err(e) = r {
             self.flush_failed = Some(e);
         }
     }

@@ -2,6 +2,7 @@
 //! archive for every front end: decoded batches for the player, stored bytes for the server.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -17,17 +18,68 @@ use crate::source::{
 pub struct ArchiveSource {
     archive: Archive,
     info: SourceInfo,
+    /// Followed (`--follow`): the archive as last looked at, shared by its streams.
+    follow: Option<Arc<Following>>,
 }
 
+/// What the streams of a followed archive share.
+struct Following {
+    /// The newest view of the archive (refreshed by the streams as it grows).
+    current: std::sync::RwLock<Archive>,
+    /// The bounded poll behind the notifications (and instead of them, where there are none).
+    poll: Duration,
+}
+
+impl Following {
+    fn current(&self) -> Archive {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Keeps `a` as the newest view when it reaches further than the one held.
+    fn offer(&self, a: &Archive) {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if a.last_offset() > current.last_offset() {
+            *current = a.clone();
+        }
+    }
+}
+
+/// How long a follower waits for a notification before looking anyway.
+pub const FOLLOW_POLL: Duration = Duration::from_secs(1);
+/// How often a follower looks where there are no notifications (`s3://`, no inotify).
+pub const FOLLOW_POLL_UNNOTIFIED: Duration = Duration::from_millis(100);
+
 impl ArchiveSource {
+    /// A followed archive: its streams wait at the end for more and read it as it grows.
+    pub fn followed(archive: Archive) -> ArchiveSource {
+        let mut s = ArchiveSource::new(archive.clone());
+        s.follow = Some(Arc::new(Following {
+            current: std::sync::RwLock::new(archive),
+            poll: FOLLOW_POLL,
+        }));
+        s
+    }
+
     pub fn new(archive: Archive) -> ArchiveSource {
+        ArchiveSource {
+            info: ArchiveSource::info_of(&archive),
+            archive,
+            follow: None,
+        }
+    }
+
+    /// What `archive` holds, as a source's info.
+    fn info_of(archive: &Archive) -> SourceInfo {
         let channels = archive
             .channels()
             .iter()
             .zip(archive.channel_counts())
             .map(|(c, n)| (c.namespace.clone(), c.agent_id.clone(), n))
             .collect();
-        let info = SourceInfo {
+        SourceInfo {
             name: archive.name().to_string(),
             kind: if archive.segments().len() > 1 {
                 "segments".into()
@@ -46,8 +98,15 @@ impl ArchiveSource {
             bytes: Some(archive.segments().iter().map(|s| s.size()).sum()),
             segments: Some(archive.segments().len() as u32),
             time_source: archive.time_source().map(str::to_string),
-        };
-        ArchiveSource { archive, info }
+        }
+    }
+
+    /// The archive as far as it is known now (a followed one grows).
+    fn view(&self) -> Archive {
+        match &self.follow {
+            Some(f) => f.current(),
+            None => self.archive.clone(),
+        }
     }
 
     pub fn archive(&self) -> &Archive {
@@ -64,12 +123,17 @@ impl ArchiveSource {
                 u.into_iter().chain(bound).min()
             }
         };
-        let cursor = self
-            .archive
-            .cursor_at_with(req.from, req.chain.is_on())?
-            .until(until);
+        let archive = self.view();
+        let cursor = if self.follow.is_some() && archive.last_offset().is_none_or(|l| req.from > l)
+        {
+            // Not written yet: the stream waits for it.
+            archive.cursor_continuing(req.from, None, None, req.chain.is_on())?
+        } else {
+            archive.cursor_at_with(req.from, req.chain.is_on())?
+        }
+        .until(until);
         let channels = req.filter.agent.as_ref().map(|(ns, agent)| {
-            self.archive
+            archive
                 .channels()
                 .iter()
                 .map(|c| c.namespace == *ns && c.agent_id == *agent)
@@ -85,18 +149,40 @@ impl Source for ArchiveSource {
     }
 
     fn resolve(&self, pos: Position, at_or_before: bool) -> Result<Option<u64>, SourceError> {
-        if at_or_before {
-            Ok(self.archive.resolve_until(pos)?)
-        } else {
-            Ok(Some(self.archive.resolve_from(pos)?))
+        let archive = self.view();
+        match pos {
+            // Followed, an offset past the end will be written.
+            Position::Offset(o)
+                if self.follow.is_some() && archive.last_offset().is_none_or(|l| o > l) =>
+            {
+                Ok(Some(o))
+            }
+            _ if at_or_before => Ok(archive.resolve_until(pos)?),
+            _ => Ok(Some(archive.resolve_from(pos)?)),
         }
     }
 
     fn open(&self, req: StreamRequest, window: CreditWindow) -> Result<BatchStream, SourceError> {
         let (cursor, channels) = self.start(&req)?;
+        let follow = self.follow.clone().filter(|_| req.follow);
         Ok(spawn_producer(4, |tx| {
-            produce::<(Arc<Event>, u32)>(cursor, req, channels, window, tx)
+            produce::<(Arc<Event>, u32)>(cursor, req, channels, follow, window, tx)
         }))
+    }
+
+    fn can_follow(&self) -> bool {
+        self.follow.is_some()
+    }
+
+    fn info_now(&self) -> SourceInfo {
+        match &self.follow {
+            Some(f) => ArchiveSource::info_of(&f.current()),
+            None => self.info.clone(),
+        }
+    }
+
+    fn head(&self) -> Option<u64> {
+        self.view().last_offset()
     }
 
     fn open_stored(
@@ -105,17 +191,18 @@ impl Source for ArchiveSource {
         window: CreditWindow,
     ) -> Result<StoredStream, SourceError> {
         let (cursor, channels) = self.start(&req)?;
+        let follow = self.follow.clone().filter(|_| req.follow);
         Ok(spawn_producer(4, |tx| {
-            produce::<StoredEvent>(cursor, req, channels, window, tx)
+            produce::<StoredEvent>(cursor, req, channels, follow, window, tx)
         }))
     }
 
     fn chain_head_before(&self, offset: u64) -> Option<[u8; 32]> {
-        self.archive.cursor_at(offset).ok()?.chain_head()
+        self.view().cursor_at(offset).ok()?.chain_head()
     }
 
     fn chain_head_through(&self, offset: u64) -> Option<[u8; 32]> {
-        let mut c = self.archive.cursor_at(offset).ok()?;
+        let mut c = self.view().cursor_at(offset).ok()?;
         c.next_raw()?.ok()?;
         c.chain_head()
     }
@@ -139,6 +226,8 @@ trait Item: Sized + Send + 'static {
     /// Whether the batch carries the chain head after each event (the player's report).
     const KEEPS_HEADS: bool = false;
     fn batch(items: Vec<Self>, chain: Chain, read: Read) -> Self::Batch;
+    /// A batch without events saying a followed stream has everything there is now.
+    fn caught_up(next_offset: u64) -> Self::Batch;
 }
 
 /// What the producer knows of a batch's hash chain.
@@ -198,6 +287,12 @@ impl Item for (Arc<Event>, u32) {
             caught_up: false,
         }
     }
+    fn caught_up(_next_offset: u64) -> Batch {
+        Batch {
+            caught_up: true,
+            ..Batch::default()
+        }
+    }
 }
 
 /// Stored bytes, for forwarding; events are decoded only when the filter looks inside them.
@@ -237,6 +332,18 @@ impl Item for StoredEvent {
             next_offset: read.next_offset,
             chain_before: chain.before,
             chain_after: chain.after,
+            caught_up: false,
+        }
+    }
+    fn caught_up(next_offset: u64) -> StoredBatch {
+        StoredBatch {
+            events: Vec::new(),
+            bytes: 0,
+            read: 0,
+            next_offset,
+            chain_before: None,
+            chain_after: None,
+            caught_up: true,
         }
     }
 }
@@ -269,9 +376,14 @@ async fn produce<T: Item>(
     mut cursor: Cursor,
     req: StreamRequest,
     channels: Option<Vec<bool>>,
+    follow: Option<Arc<Following>>,
     window: CreditWindow,
     tx: mpsc::Sender<Result<T::Batch, SourceError>>,
 ) {
+    // Watching starts before the end is read, so that nothing written meanwhile is missed.
+    let mut watcher = follow.as_ref().map(|_| {
+        crate::archive::watch::Watcher::new(std::path::Path::new(cursor.archive().name()))
+    });
     let mut names = NameCache::default();
     let mut items: Vec<T> = Vec::new();
     let mut bytes = 0u64;
@@ -280,7 +392,7 @@ async fn produce<T: Item>(
     let mut batch_events = req
         .first_batch_events
         .map_or(max_events, |f| f.clamp(1, max_events));
-    let archive = cursor.archive().clone();
+    let mut archive = cursor.archive().clone();
     // Events read since the last batch went out (delivered or filtered out).
     let mut read = 0u64;
     // The chain head before the batch's first event, and after each of its events.
@@ -291,6 +403,8 @@ async fn produce<T: Item>(
     loop {
         let mut failure = None;
         let mut done = false;
+        // The end of a commit_ts range (not of the archive).
+        let mut past_until_commit_ts = false;
         // Skipping other agents' events yields now and then, so one sparse agent in a big
         // archive does not hold a worker thread for long.
         let mut scan_budget = SCAN_BUDGET;
@@ -312,6 +426,7 @@ async fn produce<T: Item>(
             };
             if req.until_commit_ts.is_some_and(|ts| raw.commit_ts > ts) {
                 done = true;
+                past_until_commit_ts = true;
                 break;
             }
             read += 1;
@@ -390,6 +505,30 @@ async fn produce<T: Item>(
             let _ = tx.send(Err(e)).await;
             return;
         }
+        let at_end_of_what_exists =
+            done && !past_until_commit_ts && req.until.is_none_or(|u| cursor.next_offset() <= u);
+        if let (true, Some(follow), Some(watcher)) =
+            (at_end_of_what_exists, &follow, watcher.as_mut())
+        {
+            let at = Continue {
+                name: archive.name().to_string(),
+                next: cursor.next_offset(),
+                chain_head: cursor.chain_head(),
+                prev_commit_ts: cursor.prev_commit_ts(),
+            };
+            match wait_for_more::<T>(at, follow, watcher, &req, &tx).await {
+                Ok(Some(grown)) => {
+                    archive = grown.archive().clone();
+                    cursor = grown;
+                    continue;
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            }
+        }
         if done {
             return;
         }
@@ -399,5 +538,58 @@ async fn produce<T: Item>(
         // When the window and the channel are both ready nothing above yields: let the other
         // streams run between batches.
         tokio::task::yield_now().await;
+    }
+}
+
+/// Where a read of a followed archive goes on.
+struct Continue {
+    name: String,
+    next: u64,
+    chain_head: Option<[u8; 32]>,
+    prev_commit_ts: Option<u64>,
+}
+
+/// At the end of what a followed archive holds: says so (a caught-up batch), then waits for
+/// the files to change and returns a cursor over what was added (`None`: the consumer went
+/// away). Other streams' refreshes count too.
+async fn wait_for_more<T: Item>(
+    at: Continue,
+    follow: &Following,
+    watcher: &mut crate::archive::watch::Watcher,
+    req: &StreamRequest,
+    tx: &mpsc::Sender<Result<T::Batch, SourceError>>,
+) -> Result<Option<Cursor>, SourceError> {
+    let next = at.next;
+    if tx.send(Ok(T::caught_up(next))).await.is_err() {
+        return Ok(None);
+    }
+    let poll = if watcher.notifies() {
+        follow.poll
+    } else {
+        FOLLOW_POLL_UNNOTIFIED
+    };
+    loop {
+        // A view another stream refreshed may already hold more.
+        let mut view = follow.current();
+        if view.last_offset().is_none_or(|l| l < next) {
+            tokio::select! {
+                _ = tx.closed() => return Ok(None),
+                _ = watcher.changed(poll) => {}
+            }
+            let old = view.clone();
+            view = tokio::task::spawn_blocking(move || old.refreshed())
+                .await
+                .map_err(|e| SourceError::Invalid {
+                    source_name: at.name.clone(),
+                    message: format!("refreshing the archive failed: {e}"),
+                })??;
+            follow.offer(&view);
+        }
+        if view.last_offset().is_some_and(|l| l >= next) {
+            let c = view
+                .cursor_continuing(next, at.chain_head, at.prev_commit_ts, req.chain.is_on())?
+                .until(req.until);
+            return Ok(Some(c));
+        }
     }
 }

@@ -184,8 +184,10 @@ pub fn open_source(
         check_endpoint(url).map_err(OpenError::Usage)?;
     }
     let Some(url) = endpoint else {
+        // A followed archive may be one still being written: its last file is read to its
+        // last complete chunk.
         let options = OpenOptions {
-            allow_truncated: req.allow_truncated,
+            allow_truncated: req.allow_truncated || req.follow,
         };
         let path = Path::new(text);
         let archive = if crate::archive::jsonl::looks_like_jsonl(path) {
@@ -205,10 +207,15 @@ pub fn open_source(
             Archive::open(path, options)?
         };
         archive.log_notes();
-        return Ok((Arc::new(ArchiveSource::new(archive)), SourceKind::Archive));
+        let source = if req.follow && !crate::archive::jsonl::looks_like_jsonl(path) {
+            ArchiveSource::followed(archive)
+        } else {
+            ArchiveSource::new(archive)
+        };
+        return Ok((Arc::new(source), SourceKind::Archive));
     };
     let as_replayscope =
-        |url: &str| RemoteSource::connect(url, req.connect.clone(), req.retry.clone());
+        |url: &str| RemoteSource::connect(url, req.connect.clone(), req.retry.clone(), req.follow);
     let as_statehouse = |url: &str| {
         StatehouseSource::connect(
             url,

@@ -31,6 +31,8 @@ pub struct RemoteSource {
     info: SourceInfo,
     retry: RetryPolicy,
     reports: Arc<ProducerReports>,
+    /// Opened to be followed (`--follow`: the server must run `serve --follow`).
+    follow: bool,
 }
 
 /// What the producer tasks report while they run.
@@ -40,6 +42,16 @@ struct ProducerReports {
     status: StatusLine,
     /// The server's latest Credit and Ring frames.
     gauges: std::sync::Mutex<(Option<CreditSnapshot>, Option<RingSnapshot>)>,
+    /// The newest offset the server said it has (CaughtUp and Heartbeat frames), plus one
+    /// (0: none said yet).
+    head: std::sync::atomic::AtomicU64,
+}
+
+impl ProducerReports {
+    fn saw_head(&self, head: u64) {
+        self.head
+            .fetch_max(head + 1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 fn err(endpoint: &str, message: impl std::fmt::Display) -> SourceError {
@@ -71,6 +83,7 @@ impl RemoteSource {
         url: &str,
         options: ConnectOptions,
         retry: RetryPolicy,
+        follow: bool,
     ) -> Result<RemoteSource, SourceError> {
         let addr = url
             .strip_prefix("replayscope://")
@@ -138,6 +151,7 @@ impl RemoteSource {
             info,
             retry,
             reports: Default::default(),
+            follow,
         })
     }
 
@@ -180,7 +194,13 @@ impl Source for RemoteSource {
     }
 
     fn resolve(&self, pos: Position, at_or_before: bool) -> Result<Option<u64>, SourceError> {
-        let (Some(first), Some(last)) = (self.info.first_offset, self.info.last_offset) else {
+        // Followed, a later offset will exist.
+        if let (true, Position::Offset(o)) = (self.follow, pos)
+            && self.head().is_none_or(|h| o > h)
+        {
+            return Ok(Some(o));
+        }
+        let (Some(first), Some(last)) = (self.info.first_offset, self.head()) else {
             return Ok(None);
         };
         if let Position::Offset(o) = pos {
@@ -239,6 +259,19 @@ impl Source for RemoteSource {
         self.reports.status.get()
     }
 
+    fn can_follow(&self) -> bool {
+        self.follow
+    }
+
+    fn head(&self) -> Option<u64> {
+        let said = self
+            .reports
+            .head
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .checked_sub(1);
+        said.max(self.info.last_offset)
+    }
+
     fn remote_gauges(&self) -> Option<(CreditSnapshot, RingSnapshot)> {
         let g = self
             .reports
@@ -276,6 +309,9 @@ impl Source for RemoteSource {
         .flatten()
     }
 }
+
+/// How often a following client that has nothing to acknowledge tells the server it is there.
+const FOLLOWER_HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Streams batches from Sessions, reconnecting and resuming after cuts.
 async fn produce(
@@ -315,12 +351,14 @@ async fn produce(
                 session_id: session_id.clone(),
                 last_received_offset: o,
             }),
+            follow: req.follow,
         };
         let failure = match client.session(open).await {
             Err(s) => s,
             Ok(mut s) => {
                 let mut acked = None;
                 let mut tick = tokio::time::interval(Duration::from_millis(20));
+                let mut last_word = tokio::time::Instant::now();
                 loop {
                     // Forward what the player has played as the cumulative ack.
                     let played = window.snapshot().acked_through;
@@ -328,7 +366,15 @@ async fn produce(
                         && played != acked
                     {
                         acked = played;
+                        last_word = tokio::time::Instant::now();
                         s.ack(p, 0).await;
+                    }
+                    // A follower waiting for new events says it is still there (the server's
+                    // idle watchdog frees streams whose client says nothing).
+                    if req.follow && last_word.elapsed() >= FOLLOWER_HEARTBEAT {
+                        last_word = tokio::time::Instant::now();
+                        s.send(pb::client_frame::Frame::Heartbeat(pb::Heartbeat {}))
+                            .await;
                     }
                     let frame = tokio::select! {
                         f = s.next() => f,
@@ -404,6 +450,18 @@ async fn produce(
                                 let _ = tx.send(Err(e)).await;
                             }
                             return;
+                        }
+                        Ok(Some(InFrame::Frame(pb::ServerFrame {
+                            frame: Some(pb::server_frame::Frame::CaughtUp(c)),
+                        }))) => {
+                            reports.saw_head(c.head_offset);
+                            let caught_up = Batch {
+                                caught_up: true,
+                                ..Batch::default()
+                            };
+                            if tx.send(Ok(caught_up)).await.is_err() {
+                                return;
+                            }
                         }
                         Ok(Some(InFrame::Frame(pb::ServerFrame { frame: Some(f) }))) => {
                             on_frame(f, &reports, &name, &mut session_id);
@@ -499,6 +557,7 @@ fn on_frame(
                 newest_offset: any.then_some(r.newest_offset),
             });
         }
+        Frame::Heartbeat(h) if h.head_offset > 0 => reports.saw_head(h.head_offset),
         Frame::Backpressure(b) => {
             tracing::debug!(endpoint = %name, in_flight_pct = b.in_flight_pct, "server backpressure");
         }

@@ -31,6 +31,9 @@ pub const FLUSH_INTERVAL: &str = "1s";
 pub const FLUSH_INTERVAL_MIN: Duration = Duration::from_millis(10);
 /// Events per batch a recorder asks its source for.
 pub const RECORD_BATCH_EVENTS: usize = 1024;
+/// Events per segment of `record --follow` when no rotation is given (a follower re-reads only
+/// the segment being written, so it stays small).
+pub const FOLLOW_SEGMENT_EVENTS: u64 = 100_000;
 /// `serve`.
 pub const LISTEN: &str = "127.0.0.1:50051";
 pub const MAX_SESSIONS: u64 = 64;
