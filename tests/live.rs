@@ -181,3 +181,357 @@ fn a_follower_rides_out_a_daemon_restart_without_losing_or_repeating() {
     events.extend(next);
     check(&events, &committed);
 }
+
+#[path = "support/serving.rs"]
+mod serving;
+
+/// A `replayscope` child process that is killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn record_follow(url: &str, dir: &std::path::Path) -> Proc {
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_replayscope"))
+            .args([
+                "record", url, "--agent", "live/a", "--agent", "live/b", "--follow",
+            ])
+            .args(["--poll", "20ms", "--segment-events", "40", "-o"])
+            .arg(dir)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// `serve DIR --follow` on `listen`; returns it and the address it bound.
+fn serve_follow(dir: &std::path::Path, listen: &str) -> (Proc, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_replayscope"))
+        .arg("serve")
+        .arg(dir)
+        .args(["--follow", "--listen", listen])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = serving::serving_address(&mut child);
+    (Proc(child), addr)
+}
+
+/// Waits (bounded) until `dir` holds a segment file.
+fn wait_for_segment(dir: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let any = std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".mcap"))
+            })
+            .unwrap_or(false);
+        if any {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no segment in {}", dir.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The daemon -> `record --follow` -> segments -> `serve --follow` -> `play replayscope://…
+/// --follow` chain delivers exactly what the daemon committed, also when the recorder and then
+/// the server are killed (SIGKILL: no clean close) and started again mid-run.
+#[test]
+fn the_whole_chain_delivers_the_daemons_replay_across_restarts() {
+    let Some(d) = statehouse::start() else { return };
+    let rt = rt();
+    let client = rt.block_on(connect(&d));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("live");
+    let mut committed = Vec::new();
+    let commit_n = |committed: &mut Vec<Committed>, n: usize| {
+        for _ in 0..n {
+            let i = committed.len();
+            committed.push(rt.block_on(commit(&client, i)));
+        }
+    };
+    let followed = |c: &[Committed]| c.iter().filter(|c| c.agents != ["c"]).count();
+    commit_n(&mut committed, 20);
+    let mut recorder = record_follow(&d.url, &dir);
+    wait_for_segment(&dir);
+    let (mut server, addr) = serve_follow(&dir, "127.0.0.1:0");
+    let url = format!("replayscope://{addr}");
+    let viewer = follow(&["play", &url, "--follow"]);
+    let mut events = viewer.events(followed(&committed), Duration::from_secs(30));
+
+    commit_n(&mut committed, 40);
+    events.extend(viewer.events(followed(&committed) - events.len(), Duration::from_secs(30)));
+    // The recorder dies mid-run and is started again on the same directory.
+    drop(recorder);
+    commit_n(&mut committed, 20);
+    recorder = record_follow(&d.url, &dir);
+    commit_n(&mut committed, 20);
+    events.extend(viewer.events(followed(&committed) - events.len(), Duration::from_secs(30)));
+    // Then the server, on the same address: the viewer reconnects and resumes.
+    drop(server);
+    commit_n(&mut committed, 20);
+    (server, _) = serve_follow(&dir, &addr);
+    commit_n(&mut committed, 20);
+    events.extend(viewer.events(followed(&committed) - events.len(), Duration::from_secs(60)));
+    check(&events, &committed);
+    drop((recorder, server));
+    // And the directory holds the daemon's replay exactly.
+    let out = Command::new(env!("CARGO_BIN_EXE_replayscope"))
+        .arg("export")
+        .arg(&dir)
+        // The recorder was killed: its last segment has no summary.
+        .arg("--allow-truncated")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let archived: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    check(&archived, &committed);
+}
+
+/// A follower whose stderr is kept: what it printed, once it has exited.
+fn follow_keeping_stderr(args: &[&str]) -> (Follower, std::thread::JoinHandle<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_replayscope"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut { err }, &mut s);
+        s
+    });
+    let out = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (Follower { child, lines }, stderr)
+}
+
+/// Waits (bounded) for the follower to exit; returns its exit code and stderr.
+fn exit_of(mut f: Follower, stderr: std::thread::JoinHandle<String>) -> (Option<i32>, String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = f.child.try_wait().unwrap() {
+            return (status.code(), stderr.join().unwrap());
+        }
+        assert!(Instant::now() < deadline, "the follower did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn generated(n: usize) -> Vec<replayscope::event::Event> {
+    use replayscope::event::generate::{GenOptions, Generator};
+    Generator::new(GenOptions::default()).take(n).collect()
+}
+
+/// Writes `events` as the segment starting at their first offset (the chain from `chain`).
+fn write_segment(dir: &std::path::Path, events: &[replayscope::event::Event], chain: [u8; 32]) {
+    use replayscope::archive::{ArchiveWriter, WriterOptions};
+    let first = events[0].offset;
+    let path = dir.join(format!("{first:020}.mcap"));
+    let mut w = ArchiveWriter::create(
+        &path,
+        WriterOptions {
+            first_offset: Some(first),
+            chain_start: chain,
+            ..WriterOptions::default()
+        },
+    )
+    .unwrap();
+    for e in events {
+        w.append(e).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// Two complete segments (offsets 0 to 99) in a new directory; returns it, the events and
+/// the final hash.
+fn two_segments(tmp: &std::path::Path, name: &str) -> (std::path::PathBuf, [u8; 32]) {
+    use replayscope::archive::{SegmentedWriter, WriterOptions};
+    let dir = tmp.join(name);
+    let evs = generated(100);
+    let mut w = SegmentedWriter::create(&dir, 50, WriterOptions::default()).unwrap();
+    for e in &evs {
+        w.append(e).unwrap();
+    }
+    let done = w.finish().unwrap();
+    (dir, done.last().unwrap().final_hash)
+}
+
+/// What a follower of a directory says when the directory is changed under it the way no
+/// recorder would: a segment deleted, a gap in the offsets, commit order going backwards —
+/// each a one-line error naming the file, not silence.
+#[test]
+fn a_followed_directory_changed_under_the_follower_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let evs = generated(200);
+
+    // A segment deleted.
+    let (dir, _) = two_segments(tmp.path(), "deleted");
+    let (f, stderr) = follow_keeping_stderr(&["play", dir.to_str().unwrap(), "--follow"]);
+    f.events(100, Duration::from_secs(30));
+    let last = dir.join(format!("{:020}.mcap", 50));
+    std::fs::remove_file(&last).unwrap();
+    let (code, err) = exit_of(f, stderr);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(
+        err.contains(&last.display().to_string()) && err.contains("deleted while it was followed"),
+        "{err}"
+    );
+
+    // A gap: the next segment starts at 120, not 100.
+    let (dir, hash) = two_segments(tmp.path(), "gap");
+    let (f, stderr) = follow_keeping_stderr(&["play", dir.to_str().unwrap(), "--follow"]);
+    f.events(100, Duration::from_secs(30));
+    write_segment(&dir, &evs[120..150], hash);
+    let (code, err) = exit_of(f, stderr);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(
+        err.contains("continuity gap") && err.contains("00000000000000000120.mcap"),
+        "{err}"
+    );
+
+    // Out of order: offsets 100.. go on, but their commit_ts are older than the last one.
+    let (dir, hash) = two_segments(tmp.path(), "backwards");
+    let (f, stderr) = follow_keeping_stderr(&["play", dir.to_str().unwrap(), "--follow"]);
+    f.events(100, Duration::from_secs(30));
+    let older: Vec<_> = evs[..20]
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let mut e = e.clone();
+            e.offset = 100 + i as u64;
+            e
+        })
+        .collect();
+    write_segment(&dir, &older, hash);
+    let (code, err) = exit_of(f, stderr);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(
+        err.contains("commit order goes backwards") && err.contains("00000000000000000100.mcap"),
+        "{err}"
+    );
+}
+
+/// A follower much slower than the writer: memory stays bounded by its credit window, it
+/// says how far behind the head it is, and it catches up.
+#[test]
+fn a_slow_follower_falls_behind_says_so_and_catches_up() {
+    use replayscope::archive::{SegmentedWriter, WriterOptions};
+    use replayscope::player::{self, NullSink, Pace, PlayState, PlayerOptions};
+    use replayscope::source::open::{OpenRequest, open_source};
+    const TOTAL: usize = 3000;
+    const WINDOW: u64 = 64 * 1024;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("fast-writer");
+    let evs = generated(TOTAL);
+    let mut w = SegmentedWriter::create(&dir, 1000, WriterOptions::default()).unwrap();
+    for e in &evs[..100] {
+        w.append(e).unwrap();
+    }
+    w.flush().unwrap();
+    let (source, _) = open_source(
+        dir.to_str().unwrap(),
+        &OpenRequest {
+            follow: true,
+            ..OpenRequest::default()
+        },
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let h = player::spawn(
+            source,
+            PlayerOptions {
+                pace: Pace::Rate {
+                    events_per_sec: 3000.0,
+                },
+                follow: true,
+                until: Some(TOTAL as u64 - 1),
+                window_bytes: WINDOW,
+                stats_interval: Duration::from_millis(20),
+                ..PlayerOptions::default()
+            },
+            NullSink,
+        )
+        .unwrap();
+        // The writer runs far ahead: the rest in chunks of 100, as fast as it can.
+        let writer = tokio::task::spawn_blocking(move || {
+            for chunk in evs[100..].chunks(100) {
+                for e in chunk {
+                    w.append(e).unwrap();
+                }
+                w.flush().unwrap();
+            }
+            w.finish().unwrap();
+        });
+        let mut stats = h.stats();
+        let mut most_behind = 0;
+        let watch = async {
+            loop {
+                {
+                    let s = stats.borrow_and_update();
+                    most_behind = most_behind.max(s.behind_head().unwrap_or(0));
+                    assert!(
+                        s.credit.in_flight_bytes <= WINDOW,
+                        "in flight {} beyond the window",
+                        s.credit.in_flight_bytes
+                    );
+                    assert!(s.buffered <= 2 * 256, "{} buffered", s.buffered);
+                    if s.live_summary().is_some_and(|l| l.contains("behind head")) {
+                        assert!(s.following);
+                    }
+                    if matches!(s.state, PlayState::Finished) {
+                        return;
+                    }
+                }
+                if stats.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), watch)
+            .await
+            .expect("the follower catches up within a minute");
+        writer.await.unwrap();
+        let report = h.join().await.unwrap();
+        assert_eq!(report.events_sent, TOTAL as u64, "{report:?}");
+        assert_eq!(report.last_offset, Some(TOTAL as u64 - 1), "{report:?}");
+        assert!(
+            most_behind >= 1000,
+            "it fell behind the writer by {most_behind} events at most"
+        );
+    });
+}

@@ -45,18 +45,36 @@ fn continued(dir: &std::path::Path) -> Result<Option<Continued>> {
     if segments.is_empty() {
         return Ok(None);
     }
-    if let crate::archive::repair::Repair::Repaired { file, kept, .. } =
-        crate::archive::repair::repair(dir)?
+    let opened = |allow_truncated| {
+        crate::archive::Archive::open(dir, crate::archive::OpenOptions { allow_truncated })
+    };
+    // A last segment the stopped recorder had only just started holds no event: it is written
+    // again in place (its followers wait for it). One with events is repaired to its complete
+    // chunks first.
+    let as_found = opened(true)?;
+    let started_only = as_found
+        .segments()
+        .last()
+        .is_some_and(|s| s.truncated_at.is_some() && s.first_offset().is_none());
+    if !started_only
+        && let crate::archive::repair::Repair::Repaired { file, kept, .. } =
+            crate::archive::repair::repair(dir)?
     {
         tracing::warn!(file = %file.display(), ?kept, "repaired the segment a stopped recorder left unfinished");
     }
-    let archive = crate::archive::Archive::open(dir, Default::default())?;
+    let archive = if started_only {
+        as_found
+    } else {
+        opened(false)?
+    };
     let Some(last) = archive.last_offset() else {
         return Ok(None);
     };
     let chain_head = archive
         .segments()
-        .last()
+        .iter()
+        .rev()
+        .find(|s| s.first_offset().is_some())
         .and_then(|s| s.meta.as_ref())
         .map(|m| m.final_hash)
         .ok_or_else(|| {

@@ -356,19 +356,28 @@ impl Archive {
                     }
                     slots.push(Slot::Kept(seg.clone()));
                 }
-                Some(seg) => slots.push(Slot::Fresh(Box::new(continue_segment(
-                    Box::new(storage),
-                    seg,
-                    &self.inner.channels,
-                )?))),
+                Some(seg) => match continue_segment(Box::new(storage), seg, &self.inner.channels) {
+                    Ok(s) => slots.push(Slot::Fresh(Box::new(s))),
+                    // A segment with no event yet that its writer (a restarted recorder)
+                    // started again: read on a later look.
+                    Err(e)
+                        if i == last
+                            && seg.first_offset().is_none()
+                            && crate::archive::segments::just_started(&e) => {}
+                    Err(e) => return Err(e),
+                },
                 None => {
                     let options = OpenOptions {
                         allow_truncated: i == last,
                     };
-                    slots.push(Slot::Fresh(Box::new(open_segment(
-                        Box::new(storage),
-                        options,
-                    )?)));
+                    match open_segment(Box::new(storage), options) {
+                        Ok(seg) => slots.push(Slot::Fresh(Box::new(seg))),
+                        // Just created by its writer: read on a later look.
+                        Err(e)
+                            if i == last && i > 0 && crate::archive::segments::just_started(&e) => {
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
             }
         }

@@ -45,6 +45,13 @@ pub fn list(dir: &Path) -> Result<(SegmentFiles, Vec<String>)> {
     Ok((files, others))
 }
 
+/// Whether opening a segment failed only because its writer has not written its first records
+/// yet (an empty file, or one cut inside its header).
+pub fn just_started(e: &ArchiveError) -> bool {
+    matches!(e, ArchiveError::Empty { .. })
+        || matches!(e, ArchiveError::Truncated { at, .. } if *at < 4096)
+}
+
 /// Opens every segment of a directory, in offset order.
 pub fn open_dir(dir: &Path, options: OpenOptions) -> Result<Archive> {
     let name = dir.display().to_string();
@@ -64,7 +71,15 @@ pub fn open_dir(dir: &Path, options: OpenOptions) -> Result<Archive> {
         let opts = OpenOptions {
             allow_truncated: options.allow_truncated && i == last,
         };
-        let mut segment = open_segment(Box::new(file), opts)?;
+        let mut segment = match open_segment(Box::new(file), opts) {
+            Ok(s) => s,
+            // A recorder has just started it: nothing of it is readable yet.
+            Err(e) if opts.allow_truncated && i > 0 && just_started(&e) => {
+                tracing::info!(segment = %seg_name, "the last segment has no complete record yet: left out");
+                break;
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(first) = segment.first_offset()
             && first != offset
         {

@@ -8,8 +8,13 @@ use std::process::Child;
 /// Waits for the `serving on ADDR` log line of `child` (spawned with stderr piped).
 pub fn serving_address(child: &mut Child) -> String {
     let mut lines = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
+    let mut seen = Vec::new();
     let addr = loop {
-        let line = lines.next().expect("serve exited").unwrap();
+        let Some(line) = lines.next() else {
+            panic!("serve exited before it was serving:\n{}", seen.join("\n"));
+        };
+        let line = line.unwrap();
+        seen.push(line.clone());
         if let Some(rest) = line.split("serving on ").nth(1) {
             break rest
                 .chars()
@@ -17,6 +22,12 @@ pub fn serving_address(child: &mut Child) -> String {
                 .collect::<String>();
         }
     };
-    std::thread::spawn(move || for _ in lines {});
+    std::thread::spawn(move || {
+        for l in lines {
+            if std::env::var_os("SHOW_SERVE_LOG").is_some() {
+                eprintln!("serve: {}", l.unwrap_or_default());
+            }
+        }
+    });
     addr
 }
