@@ -509,7 +509,8 @@ fn a_slow_follower_falls_behind_says_so_and_catches_up() {
                         "in flight {} beyond the window",
                         s.credit.in_flight_bytes
                     );
-                    assert!(s.buffered <= 2 * 256, "{} buffered", s.buffered);
+                    // The player pulls a batch (256) while it holds fewer than two.
+                    assert!(s.buffered < 3 * 256, "{} buffered", s.buffered);
                     if s.live_summary().is_some_and(|l| l.contains("behind head")) {
                         assert!(s.following);
                     }

@@ -198,3 +198,75 @@ fn the_cli_reads_s3_archives_from_the_aws_environment() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("s3://cli/missing.mcap"));
 }
+
+/// A followed `s3://` prefix (no notifications: listed again on a bounded poll) plays the
+/// segments there, waits, and plays a segment uploaded later.
+#[test]
+fn a_followed_prefix_plays_segments_uploaded_later() {
+    use std::io::BufRead;
+    let Some(m) = moto() else { return };
+    create_bucket(&m, "live");
+    let dir = tempfile::tempdir().unwrap();
+    let seg_dir = dir.path().join("run");
+    let mut w = SegmentedWriter::create(&seg_dir, 500, WriterOptions::default()).unwrap();
+    for e in Generator::new(GenOptions::default()).take(1_500) {
+        w.append(&e).unwrap();
+    }
+    w.finish().unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(&seg_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 3);
+    let upload = |n: &String| {
+        put(&m, "live", &format!("run/{n}"), std::fs::read(seg_dir.join(n)).unwrap());
+    };
+    upload(&names[0]);
+    upload(&names[1]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_replayscope"))
+        .args(["play", "s3://live/run/", "--follow", "--until", "1499"])
+        .envs(m.env())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    // Killed if the test fails (a follower does not end by itself).
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Killed(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in out.lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    // Bounded: each line within 30 s.
+    let next = || {
+        rx.recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the follower prints the next event within 30 s")
+    };
+    let offset = |l: String| -> u64 {
+        serde_json::from_str::<serde_json::Value>(&l).unwrap()["offset"]
+            .as_u64()
+            .unwrap()
+    };
+    for i in 0..1000 {
+        assert_eq!(offset(next()), i);
+    }
+    // The third segment lands later; the follower finds it and ends at --until.
+    upload(&names[2]);
+    for i in 1000..1500 {
+        assert_eq!(offset(next()), i);
+    }
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}

@@ -149,6 +149,14 @@ pub fn resolve_until(source: &dyn Source, pos: crate::event::Position, flag: &st
 pub fn parse_agents(flags: &[String], info: &SourceInfo) -> Result<Option<(String, String)>> {
     match flags {
         [] => Ok(None),
+        // A source of that one agent only (a Statehouse endpoint opened for it): no filter.
+        [one]
+            if info.channels.len() == 1
+                && one.split_once('/')
+                    == Some((info.channels[0].0.as_str(), info.channels[0].1.as_str())) =>
+        {
+            Ok(None)
+        }
         [one] => parse_agent(Some(one), info),
         several => {
             let all_given = info.channels.iter().all(|(n, i, _)| {

@@ -164,7 +164,9 @@ pub fn record_cmd(a: RecordArgs) -> Result<()> {
     let renumber = agent.is_some();
     if follow && renumber {
         return Err(UsageError(
-            "record --follow keeps the source's offsets (to continue after a restart):              --agent picks the agents of a statehouse:// endpoint, it cannot filter an archive here"
+            "record --follow keeps the source's offsets (to continue after a restart): --agent \
+             picks the agents of a statehouse:// endpoint, it cannot filter an archive or \
+             replayscope endpoint here"
                 .into(),
         )
         .into());

@@ -116,6 +116,11 @@ fn spawn(bin: &PathBuf, dir: &std::path::Path, port: u16, memory: bool) -> Optio
 }
 
 impl Daemon {
+    /// The daemon's process id (its CPU time is in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the daemon and starts it again on the same port over the same data (a restart:
     /// with RocksDB, what was committed is still there and commit_ts goes on from it).
     pub fn restart(&mut self) {
