@@ -16,12 +16,12 @@
 //! cargo bench --bench live -- --only latency # or: cpu (--history N: transactions before)
 //! ```
 
-#[path = "support.rs"]
-mod support;
-#[path = "../tests/support/statehouse.rs"]
-mod statehouse;
 #[path = "../tests/support/serving.rs"]
 mod serving;
+#[path = "../tests/support/statehouse.rs"]
+mod statehouse;
+#[path = "support.rs"]
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -108,7 +108,13 @@ fn struct_with_time(t_us: u64) -> prost_types::Struct {
 async fn commit_now(client: &StatehouseClient, agent: &str, i: usize) {
     let txn = client.begin_transaction(10_000).await.unwrap();
     client
-        .write(&txn, "bench", agent, &format!("k{i}"), struct_with_time(now_us()))
+        .write(
+            &txn,
+            "bench",
+            agent,
+            &format!("k{i}"),
+            struct_with_time(now_us()),
+        )
         .await
         .unwrap();
     client.commit(&txn).await.unwrap();
@@ -177,7 +183,10 @@ fn report(path: &str, mut ms: Vec<f64>, floor_ms: Option<f64>) {
 fn wait_for_segment(dir: &std::path::Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !std::fs::read_dir(dir)
-        .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".mcap")))
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".mcap"))
+        })
         .unwrap_or(false)
     {
         assert!(Instant::now() < deadline, "no segment in {}", dir.display());
@@ -186,7 +195,9 @@ fn wait_for_segment(dir: &std::path::Path) {
 }
 
 fn latency() {
-    println!("commit -> visible, one commit every {COMMIT_EVERY:?}, {LATENCY_COMMITS} commits per path");
+    println!(
+        "commit -> visible, one commit every {COMMIT_EVERY:?}, {LATENCY_COMMITS} commits per path"
+    );
     // daemon -> play --follow (default poll)
     {
         let d = statehouse::start().expect("statehoused (scripts/test installs it)");
@@ -297,7 +308,9 @@ fn daemon_cpu(d: &statehouse::Daemon, setup: impl FnOnce(&statehouse::Daemon) ->
     // Let every follower finish its first snapshot.
     std::thread::sleep(Duration::from_secs(2));
     let before = cpu_seconds(d.pid());
-    commit_paced(d.port, "a", CPU_WINDOW_COMMITS).join().unwrap();
+    commit_paced(d.port, "a", CPU_WINDOW_COMMITS)
+        .join()
+        .unwrap();
     let used = cpu_seconds(d.pid()) - before;
     drop(followers);
     used
@@ -305,7 +318,9 @@ fn daemon_cpu(d: &statehouse::Daemon, setup: impl FnOnce(&statehouse::Daemon) ->
 
 fn cpu(history: usize) {
     let seconds = CPU_WINDOW_COMMITS as f64 * COMMIT_EVERY.as_secs_f64();
-    println!("daemon CPU while {CPU_WINDOW_COMMITS} commits land over {seconds:.0} s (history: {history} transactions)");
+    println!(
+        "daemon CPU while {CPU_WINDOW_COMMITS} commits land over {seconds:.0} s (history: {history} transactions)"
+    );
     let fresh = || {
         let d = statehouse::start().expect("statehoused");
         // A history every Replay call loads.
@@ -332,7 +347,9 @@ fn cpu(history: usize) {
             (0..n)
                 .map(|_| {
                     let f = Command::new(BIN)
-                        .args(["play", &d.url, "--agent", "bench/a", "--follow", "--format", "none"])
+                        .args([
+                            "play", &d.url, "--agent", "bench/a", "--follow", "--format", "none",
+                        ])
                         .stdout(Stdio::null())
                         .stderr(Stdio::null())
                         .spawn()
@@ -348,7 +365,15 @@ fn cpu(history: usize) {
     let tmp = tempfile::tempdir().unwrap();
     let through_serve = daemon_cpu(&fresh(), |d| {
         let dir = tmp.path().join("fan-out");
-        let rec = spawn(&["record", &d.url, "--agent", "bench/a", "--follow", "-o", dir.to_str().unwrap()]);
+        let rec = spawn(&[
+            "record",
+            &d.url,
+            "--agent",
+            "bench/a",
+            "--follow",
+            "-o",
+            dir.to_str().unwrap(),
+        ]);
         wait_for_segment(&dir);
         let (srv, addr) = serve(&dir);
         let url = format!("replayscope://{addr}");
@@ -369,7 +394,11 @@ fn cpu(history: usize) {
     row("1 direct follower", one);
     row("16 direct followers", sixteen);
     row("16 viewers through record + serve", through_serve);
-    let verdict = if through_serve <= one * 1.15 { "met" } else { "NOT met" };
+    let verdict = if through_serve <= one * 1.15 {
+        "met"
+    } else {
+        "NOT met"
+    };
     println!(
         "16 viewers through serve / 1 direct follower: {:.2}x (floor <= 1x, 15 % noise allowed: {verdict})",
         through_serve / one.max(0.01)

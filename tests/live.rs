@@ -536,3 +536,80 @@ fn a_slow_follower_falls_behind_says_so_and_catches_up() {
         );
     });
 }
+
+/// A single archive file being written (chunks flushed as they close, no summary yet) is read
+/// to its last complete chunk, then on as chunks land, and through the summary written at its
+/// end.
+#[test]
+fn a_file_being_written_is_followed_chunk_by_chunk() {
+    use replayscope::archive::{ArchiveWriter, WriterOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("growing.mcap");
+    let evs = generated(300);
+    let mut w = ArchiveWriter::create(&path, WriterOptions::default()).unwrap();
+    for e in &evs[..100] {
+        w.append(e).unwrap();
+    }
+    w.flush().unwrap();
+    let f = follow(&["play", path.to_str().unwrap(), "--follow", "--until", "299"]);
+    let first = f.events(100, Duration::from_secs(30));
+    for chunk in evs[100..].chunks(50) {
+        for e in chunk {
+            w.append(e).unwrap();
+        }
+        w.flush().unwrap();
+    }
+    let rest = f.events(150, Duration::from_secs(30));
+    w.finish().unwrap();
+    let last = f.events(50, Duration::from_secs(30));
+    let offsets: Vec<u64> = first
+        .iter()
+        .chain(&rest)
+        .chain(&last)
+        .map(|e| e["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, (0..300).collect::<Vec<u64>>());
+    let mut f = f;
+    assert!(f.child.wait().unwrap().success());
+}
+
+/// Following what cannot grow, or a server that serves a snapshot, is a clear one-line error.
+#[test]
+fn following_what_does_not_grow_is_a_clear_error() {
+    let bin = env!("CARGO_BIN_EXE_replayscope");
+    let jsonl = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/research-agent.jsonl"
+    );
+    let out = Command::new(bin)
+        .args(["play", jsonl, "--agent", "research/research-7", "--follow"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(jsonl) && err.contains("--follow needs a source that grows"),
+        "{err}"
+    );
+
+    // A server started without --follow refuses a following Session, saying how to start it.
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, _) = two_segments(tmp.path(), "snapshot");
+    let mut child = Command::new(bin)
+        .arg("serve")
+        .arg(&dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = serving::serving_address(&mut child);
+    let _server = Proc(child);
+    let out = Command::new(bin)
+        .args(["play", &format!("replayscope://{addr}"), "--follow"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("serve --follow"), "{err}");
+}

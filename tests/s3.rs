@@ -220,7 +220,12 @@ fn a_followed_prefix_plays_segments_uploaded_later() {
     names.sort();
     assert_eq!(names.len(), 3);
     let upload = |n: &String| {
-        put(&m, "live", &format!("run/{n}"), std::fs::read(seg_dir.join(n)).unwrap());
+        put(
+            &m,
+            "live",
+            &format!("run/{n}"),
+            std::fs::read(seg_dir.join(n)).unwrap(),
+        );
     };
     upload(&names[0]);
     upload(&names[1]);

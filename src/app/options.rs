@@ -112,8 +112,8 @@ pub fn player_options(flags: &PlayFlags, source: &dyn Source) -> Result<PlayerOp
     let agent = parse_agents(&flags.agent, info)?;
     if flags.follow.follow && !source.can_follow() {
         return Err(UsageError(format!(
-            "{}: --follow is not available for a {} yet (a statehouse:// endpoint can be followed)",
-            info.name, info.kind
+            "{}: --follow needs a source that grows (a statehouse:// daemon, an archive file or directory being written, an s3:// prefix, a `serve --follow` endpoint); a JSON Lines file is read whole",
+            info.name
         ))
         .into());
     }

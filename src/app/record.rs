@@ -149,8 +149,8 @@ pub fn record_cmd(a: RecordArgs) -> Result<()> {
     let agent = parse_agents(&a.agent, &info)?;
     if follow && !source.can_follow() {
         return Err(UsageError(format!(
-            "{}: --follow is not available for a {}",
-            info.name, info.kind
+            "{}: --follow needs a source that grows (a statehouse:// daemon, an archive file or directory being written, an s3:// prefix, a `serve --follow` endpoint); a JSON Lines file is read whole",
+            info.name
         ))
         .into());
     }

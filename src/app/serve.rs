@@ -42,7 +42,11 @@ pub fn serve_cmd(a: crate::cli::ServeArgs) -> Result<()> {
     } else {
         super::open_archive(&a.source)?
     };
-    archive.log_notes();
+    if follow {
+        archive.log_notes_following();
+    } else {
+        archive.log_notes();
+    }
     let (name, events) = (archive.name().to_string(), archive.events());
     let options = ServeOptions {
         listen: a.listen,

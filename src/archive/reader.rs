@@ -452,6 +452,22 @@ impl Archive {
             tracing::warn!("{n}");
         }
     }
+
+    /// The notes of an archive opened to be followed: a last file without its summary is the
+    /// one being written, which is expected (logged as information, not as a warning).
+    pub fn log_notes_following(&self) {
+        let last = self.inner.segments.last().map(|s| s.name().to_string());
+        for n in &self.inner.notes {
+            match &last {
+                Some(l) if n.starts_with(l.as_str()) && n.contains("truncated at byte") => {
+                    tracing::info!(
+                        "{l}: still being written; following it from its last complete chunk ({n})"
+                    );
+                }
+                _ => tracing::warn!("{n}"),
+            }
+        }
+    }
     pub fn events(&self) -> u64 {
         self.inner.segments.iter().map(|s| s.events()).sum()
     }

@@ -206,7 +206,11 @@ pub fn open_source(
         } else {
             Archive::open(path, options)?
         };
-        archive.log_notes();
+        if req.follow {
+            archive.log_notes_following();
+        } else {
+            archive.log_notes();
+        }
         let source = if req.follow && !crate::archive::jsonl::looks_like_jsonl(path) {
             ArchiveSource::followed(archive)
         } else {
