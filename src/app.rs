@@ -220,7 +220,7 @@ pub(crate) fn spawn_progress(
                         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
                     );
                 }
-                bar.set_length((head + 1).saturating_sub(from));
+                bar.set_length(head.saturating_add(1).saturating_sub(from));
                 bar.set_message(format!(
                     "{:.0} events/s, {}, live: {summary}",
                     s.rate,

@@ -956,7 +956,10 @@ impl<S: Sink> Player<S> {
         } else {
             info.last_offset
         };
-        let (Some(first), Some(last)) = (info.first_offset, last) else {
+        let first = info
+            .first_offset
+            .or(self.options.follow.then_some(self.first));
+        let (Some(first), Some(last)) = (first, last) else {
             return Err("the source is empty".to_string());
         };
         let first = first.max(self.first);

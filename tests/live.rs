@@ -287,11 +287,16 @@ fn the_whole_chain_delivers_the_daemons_replay_across_restarts() {
     check(&events, &committed);
     drop((recorder, server));
     // And the directory holds the daemon's replay exactly.
+    // The recorder was killed: its last segment has no summary.
+    check(&exported(&dir, &["--allow-truncated"]), &committed);
+}
+
+/// The events `export DIR ARGS` prints.
+fn exported(dir: &std::path::Path, args: &[&str]) -> Vec<Value> {
     let out = Command::new(env!("CARGO_BIN_EXE_replayscope"))
         .arg("export")
-        .arg(&dir)
-        // The recorder was killed: its last segment has no summary.
-        .arg("--allow-truncated")
+        .arg(dir)
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -299,12 +304,11 @@ fn the_whole_chain_delivers_the_daemons_replay_across_restarts() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let archived: Vec<Value> = String::from_utf8(out.stdout)
+    String::from_utf8(out.stdout)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    check(&archived, &committed);
+        .collect()
 }
 
 /// A follower whose stderr is kept: what it printed, once it has exited.
@@ -612,4 +616,92 @@ fn following_what_does_not_grow_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("serve --follow"), "{err}");
+}
+
+/// What `serve --follow` answers besides following Sessions follows the files too: a plain
+/// Statehouse Replay of it includes a segment written after the server started.
+#[test]
+fn serve_follow_answers_replay_from_what_is_there_now() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, hash) = two_segments(tmp.path(), "growing");
+    let evs = generated(150);
+    let (_server, addr) = serve_follow(&dir, "127.0.0.1:0");
+    write_segment(&dir, &evs[100..150], hash);
+    let (ns, agent) = (
+        evs[120].namespace.to_string(),
+        evs[120].agent_id.to_string(),
+    );
+    let expected = evs
+        .iter()
+        .filter(|e| *e.namespace == *ns && *e.agent_id == *agent)
+        .count();
+    // The server looks at the files again when asked (its view is at most 250 ms old).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_replayscope"))
+            .args([
+                "play",
+                &format!("statehouse://{addr}"),
+                "--agent",
+                &format!("{ns}/{agent}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got = String::from_utf8_lossy(&out.stdout).lines().count();
+        if got == expected {
+            break;
+        }
+        assert!(got < expected, "{got} events, {expected} written");
+        assert!(
+            Instant::now() < deadline,
+            "{got} of {expected} events after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A recorder killed right after it started a new segment (an empty file) continues the
+/// directory when run again: the empty file is written anew, nothing is lost or repeated.
+#[test]
+fn record_follow_continues_over_a_segment_it_had_only_just_started() {
+    let Some(d) = statehouse::start() else { return };
+    let rt = rt();
+    let client = rt.block_on(connect(&d));
+    let mut committed = Vec::new();
+    for i in 0..60 {
+        committed.push(rt.block_on(commit(&client, i)));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("rec");
+    let record = |until: &str| {
+        Command::new(env!("CARGO_BIN_EXE_replayscope"))
+            .args([
+                "record", &d.url, "--agent", "live/a", "--agent", "live/b", "--follow",
+            ])
+            .args(["--until", until, "-o"])
+            .arg(&dir)
+            .output()
+            .unwrap()
+    };
+    let first = record("19");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    // What a kill right after a rotation leaves: the next segment created, nothing in it.
+    std::fs::write(dir.join(format!("{:020}.mcap", 20)), b"").unwrap();
+    let followed = committed.iter().filter(|c| c.agents != ["c"]).count();
+    let second = record(&(followed - 1).to_string());
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    check(&exported(&dir, &[]), &committed);
 }

@@ -168,7 +168,8 @@ pub fn parse_agents(flags: &[String], info: &SourceInfo) -> Result<Option<(Strin
                 Ok(None)
             } else {
                 Err(UsageError(format!(
-                    "{}: --agent given {} times: an archive or replayscope endpoint plays one agent or all                      (several are for a statehouse:// endpoint, which cannot list its agents)",
+                    "{}: --agent given {} times: an archive or replayscope endpoint plays one agent or all \
+                     (several are for a statehouse:// endpoint, which cannot list its agents)",
                     info.name,
                     several.len()
                 ))

@@ -51,11 +51,25 @@ fn continued(dir: &std::path::Path) -> Result<Option<Continued>> {
     // A last segment the stopped recorder had only just started holds no event: it is written
     // again in place (its followers wait for it). One with events is repaired to its complete
     // chunks first.
+    // The last file as it is: only just started (empty, cut in its header, or no chunk yet)?
+    let last_file = &segments[segments.len() - 1].1;
+    let started_only = match crate::archive::storage::LocalFile::open(last_file) {
+        Ok(f) => match crate::archive::reader::open_segment(
+            Box::new(f),
+            crate::archive::OpenOptions {
+                allow_truncated: true,
+            },
+        ) {
+            Ok(seg) => seg.first_offset().is_none(),
+            Err(e) => crate::archive::segments::just_started(&e),
+        },
+        Err(_) => false,
+    };
+    if started_only && segments.len() == 1 {
+        // Nothing recorded yet: start afresh (the file is written anew).
+        return Ok(None);
+    }
     let as_found = opened(true)?;
-    let started_only = as_found
-        .segments()
-        .last()
-        .is_some_and(|s| s.truncated_at.is_some() && s.first_offset().is_none());
     if !started_only
         && let crate::archive::repair::Repair::Repaired { file, kept, .. } =
             crate::archive::repair::repair(dir)?
@@ -100,13 +114,24 @@ fn check_continuation(
         return Ok(());
     };
     let expected = r.next_offset - 1;
+    // The source's event at `expected` has exactly that commit_ts: the last at or before it
+    // and the first at or after it are both `expected`.
     let at = source.resolve(crate::event::Position::CommitTs(last_ts), true)?;
-    if at != Some(expected) {
+    let exact = at == Some(expected)
+        && source
+            .resolve(crate::event::Position::CommitTs(last_ts), false)
+            .ok()
+            .flatten()
+            == Some(expected);
+    if !exact {
         return Err(UsageError(format!(
-            "-o {}: it ends at offset {expected} (@{last_ts}), but in {} @{last_ts} is {}: not the              history this directory recorded (record it into a new directory)",
+            "-o {}: it ends at offset {expected} (@{last_ts}), but in {} @{last_ts} is {}: not the \
+             history this directory recorded (record it into a new directory)",
             dir.display(),
             source.info().name,
-            at.map_or("before the first event".to_string(), |o| format!("offset {o}"))
+            at.map_or("before the first event".to_string(), |o| format!(
+                "offset {o}"
+            ))
         ))
         .into());
     }

@@ -330,12 +330,20 @@ impl Archive {
                     message: "deleted while it was followed".to_string(),
                 });
             }
-        } else if let Some(last) = old.last()
-            && !names.iter().any(|n| n == last.name())
-            && names.is_empty()
-        {
-            return Err(ArchiveError::NotFound {
-                path: last.name().to_string(),
+        } else if let Some(last) = old.last() {
+            // None of the segments read before is there.
+            if names.is_empty() {
+                return Err(ArchiveError::NotFound {
+                    path: last.name().to_string(),
+                });
+            }
+            return Err(ArchiveError::Invalid {
+                path: name,
+                message: format!(
+                    "replaced while it was followed: none of the segments read before is there \
+                     (it now starts with {})",
+                    names[0]
+                ),
             });
         }
         let mut slots = Vec::with_capacity(files.len());

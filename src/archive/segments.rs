@@ -74,7 +74,7 @@ pub fn open_dir(dir: &Path, options: OpenOptions) -> Result<Archive> {
         let mut segment = match open_segment(Box::new(file), opts) {
             Ok(s) => s,
             // A recorder has just started it: nothing of it is readable yet.
-            Err(e) if opts.allow_truncated && i > 0 && just_started(&e) => {
+            Err(e) if opts.allow_truncated && just_started(&e) => {
                 tracing::info!(segment = %seg_name, "the last segment has no complete record yet: left out");
                 break;
             }

@@ -23,10 +23,17 @@ impl Watcher {
     pub fn new(path: &Path) -> Watcher {
         #[cfg(target_os = "linux")]
         {
+            // A file is watched through its directory: a repair or a writer may replace it
+            // (a new inode) under the same name.
+            let watched = match path.parent() {
+                Some(dir) if path.is_file() && !dir.as_os_str().is_empty() => dir,
+                Some(_) if path.is_file() => Path::new("."),
+                _ => path,
+            };
             let notified = if path.to_string_lossy().starts_with("s3://") {
                 None
             } else {
-                watch_thread(path)
+                watch_thread(watched)
                     .inspect_err(|e| {
                         tracing::debug!(path = %path.display(), "no inotify watch ({e}): polling");
                     })

@@ -114,7 +114,11 @@ impl Stats {
 
     /// Events known to exist after the last one played (0 when caught up).
     pub fn behind_head(&self) -> Option<u64> {
-        Some((self.head_offset? + 1).saturating_sub(self.next_offset))
+        Some(
+            self.head_offset?
+                .saturating_add(1)
+                .saturating_sub(self.next_offset),
+        )
     }
 }
 

@@ -550,7 +550,7 @@ impl Session {
                     }
                     Some(Produced::CaughtUp) => {
                         let caught_up = frame(Out::CaughtUp(pb::CaughtUp {
-                            head_offset: self.shared.source.head().unwrap_or(0),
+                            head_offset: self.shared.source.head(),
                         }));
                         if let Err(e) = self.send(caught_up).await {
                             return e;

@@ -24,8 +24,10 @@ pub struct ArchiveSource {
 
 /// What the streams of a followed archive share.
 struct Following {
-    /// The newest view of the archive (refreshed by the streams as it grows).
+    /// The newest view of the archive (refreshed by the streams as it grows, and on demand).
     current: std::sync::RwLock<Archive>,
+    /// When the view was last looked at again on demand ([`Following::fresh`]).
+    checked: std::sync::Mutex<std::time::Instant>,
     /// The bounded poll behind the notifications (and instead of them, where there are none).
     poll: Duration,
 }
@@ -38,6 +40,32 @@ impl Following {
             .clone()
     }
 
+    /// The view, looked at again when it is older than [`VIEW_MAX_AGE`]: what is asked of the
+    /// source (its head, positions, what Describe or a Replay answers) follows the files even
+    /// while no stream waits at the end. A failed look keeps the view (the streams report
+    /// failures).
+    fn fresh(&self) -> Archive {
+        // Object storage is looked at by the waiting streams only (a listing is a request).
+        if self.current().name().starts_with("s3://") {
+            return self.current();
+        }
+        let due = {
+            let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+            let due = checked.elapsed() >= VIEW_MAX_AGE;
+            if due {
+                *checked = std::time::Instant::now();
+            }
+            due
+        };
+        if due {
+            match self.current().refreshed() {
+                Ok(a) => self.offer(&a),
+                Err(e) => tracing::debug!("looking at the followed archive again: {e}"),
+            }
+        }
+        self.current()
+    }
+
     /// Keeps `a` as the newest view when it reaches further than the one held.
     fn offer(&self, a: &Archive) {
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
@@ -46,6 +74,9 @@ impl Following {
         }
     }
 }
+
+/// How old the shared view of a followed archive may be when it is asked about.
+const VIEW_MAX_AGE: Duration = Duration::from_millis(250);
 
 /// How long a follower waits for a notification before looking anyway.
 pub const FOLLOW_POLL: Duration = Duration::from_secs(1);
@@ -58,6 +89,7 @@ impl ArchiveSource {
         let mut s = ArchiveSource::new(archive.clone());
         s.follow = Some(Arc::new(Following {
             current: std::sync::RwLock::new(archive),
+            checked: std::sync::Mutex::new(std::time::Instant::now()),
             poll: FOLLOW_POLL,
         }));
         s
@@ -104,7 +136,7 @@ impl ArchiveSource {
     /// The archive as far as it is known now (a followed one grows).
     fn view(&self) -> Archive {
         match &self.follow {
-            Some(f) => f.current(),
+            Some(f) => f.fresh(),
             None => self.archive.clone(),
         }
     }
@@ -116,14 +148,16 @@ impl ArchiveSource {
     /// A cursor over the request's range and which channels pass its agent filter.
     fn start(&self, req: &StreamRequest) -> Result<(Cursor, Option<Vec<bool>>), SourceError> {
         // A commit_ts bound needs no more of the archive than the chunk holding its end.
+        let archive = self.view();
         let until = match (req.until, req.until_commit_ts) {
             (u, None) => u,
+            // A followed archive may hold later commits yet: the stream stops at the commit.
+            (u, Some(_)) if self.follow.is_some() => u,
             (u, Some(ts)) => {
-                let bound = self.archive.commit_ts_upper_bound(ts);
+                let bound = archive.commit_ts_upper_bound(ts);
                 u.into_iter().chain(bound).min()
             }
         };
-        let archive = self.view();
         let cursor = if self.follow.is_some() && archive.last_offset().is_none_or(|l| req.from > l)
         {
             // Not written yet: the stream waits for it.
@@ -560,21 +594,23 @@ async fn wait_for_more<T: Item>(
     tx: &mpsc::Sender<Result<T::Batch, SourceError>>,
 ) -> Result<Option<Cursor>, SourceError> {
     let next = at.next;
-    if tx.send(Ok(T::caught_up(next))).await.is_err() {
-        return Ok(None);
-    }
     let poll = if watcher.notifies() {
         follow.poll
     } else {
         FOLLOW_POLL_UNNOTIFIED
     };
+    // Looked at again once before saying it is caught up: the view this stream read may be
+    // older than what is written (another stream's, from before it was opened).
+    let mut caught_up_sent = false;
     loop {
         // A view another stream refreshed may already hold more.
         let mut view = follow.current();
         if view.last_offset().is_none_or(|l| l < next) {
-            tokio::select! {
-                _ = tx.closed() => return Ok(None),
-                _ = watcher.changed(poll) => {}
+            if caught_up_sent {
+                tokio::select! {
+                    _ = tx.closed() => return Ok(None),
+                    _ = watcher.changed(poll) => {}
+                }
             }
             let old = view.clone();
             view = tokio::task::spawn_blocking(move || old.refreshed())
@@ -584,6 +620,13 @@ async fn wait_for_more<T: Item>(
                     message: format!("refreshing the archive failed: {e}"),
                 })??;
             follow.offer(&view);
+        }
+        if view.last_offset().is_none_or(|l| l < next) && !caught_up_sent {
+            caught_up_sent = true;
+            if tx.send(Ok(T::caught_up(next))).await.is_err() {
+                return Ok(None);
+            }
+            continue;
         }
         if view.last_offset().is_some_and(|l| l >= next) {
             let c = view

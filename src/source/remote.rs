@@ -50,7 +50,7 @@ struct ProducerReports {
 impl ProducerReports {
     fn saw_head(&self, head: u64) {
         self.head
-            .fetch_max(head + 1, std::sync::atomic::Ordering::Relaxed);
+            .fetch_max(head.saturating_add(1), std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -454,7 +454,9 @@ async fn produce(
                         Ok(Some(InFrame::Frame(pb::ServerFrame {
                             frame: Some(pb::server_frame::Frame::CaughtUp(c)),
                         }))) => {
-                            reports.saw_head(c.head_offset);
+                            if let Some(h) = c.head_offset {
+                                reports.saw_head(h);
+                            }
                             let caught_up = Batch {
                                 caught_up: true,
                                 ..Batch::default()

@@ -39,6 +39,9 @@ use crate::wire::client::{Client, ConnectOptions};
 use crate::wire::proto::statehouse::v1::ReplayRequest;
 use crate::wire::reconnect::{Phase, Reconnect, RetryPolicy, StatusLine};
 
+/// The shortest interval between two polls (`--poll 0` included): never a tight loop.
+pub const MIN_POLL: Duration = Duration::from_millis(1);
+
 /// How often a followed daemon is asked for what is new: every `fastest` while events arrive,
 /// doubling up to `slowest` while it is idle, back to `fastest` on the next event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,11 +63,13 @@ impl PollPolicy {
     /// The interval after one at `now`: `fastest` after a poll that found events, else double
     /// (at most `slowest`).
     pub fn next(&self, now: Duration, found_events: bool) -> Duration {
+        let fastest = self.fastest.max(MIN_POLL);
         if found_events {
-            self.fastest
+            fastest
         } else {
-            now.saturating_mul(2)
-                .clamp(self.fastest, self.slowest.max(self.fastest))
+            now.max(fastest)
+                .saturating_mul(2)
+                .clamp(fastest, self.slowest.max(fastest))
         }
     }
 }
@@ -528,8 +533,10 @@ impl Producer {
         if until.is_some_and(|u| req.from > u) {
             return;
         }
+        // Numbering starts at the first offset not yet known (a `from` past the head skips
+        // what comes before it, numbered all the same).
         let mut numbering = Numbering {
-            next: req.from,
+            next: req.from.min(read(&self.index).commit_ts.len() as u64),
             delivered: None,
         };
         // Where the first round starts: the event at `from` when it is known, else just past
@@ -606,11 +613,7 @@ impl Producer {
                     return;
                 }
             }
-            interval = if found {
-                self.poll.fastest
-            } else {
-                self.poll.next(interval, false)
-            };
+            interval = self.poll.next(interval, found);
             tokio::select! {
                 _ = tx.closed() => return,
                 _ = tokio::time::sleep(interval) => {}
@@ -674,7 +677,7 @@ impl Producer {
                         numbering.next += 1;
                         self.record(offset, e.commit_ts);
                         let e = normalize(e, offset, &self.agents[agent]);
-                        if inner_filter && !req.filter.matches(&e) {
+                        if offset < req.from || (inner_filter && !req.filter.matches(&e)) {
                             if until.is_some_and(|u| numbering.next > u) {
                                 end = Some(RoundEnd::Stop);
                                 break;
