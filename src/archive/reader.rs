@@ -348,22 +348,28 @@ impl Archive {
         }
         let mut slots = Vec::with_capacity(files.len());
         let last = files.len().saturating_sub(1);
+        let by_name: HashMap<&str, &Arc<Segment>> = old.iter().map(|s| (s.name(), s)).collect();
         for (i, (file, seg_name)) in files.iter().zip(&names).enumerate() {
-            let storage = LocalFile::open(file).map_err(|e| ArchiveError::io(seg_name, e))?;
-            match old.iter().find(|s| s.name() == seg_name) {
-                Some(seg) if seg.truncated_at.is_none() => {
-                    if storage.size() != seg.size() {
-                        return Err(ArchiveError::Invalid {
-                            path: seg_name.clone(),
-                            message: format!(
-                                "rewritten while it was followed: it had {} bytes and a summary, now {}",
-                                seg.size(),
-                                storage.size()
-                            ),
-                        });
-                    }
-                    slots.push(Slot::Kept(seg.clone()));
+            let known = by_name.get(seg_name.as_str()).copied();
+            // A complete segment is only looked at (its size), not opened again.
+            if let Some(seg) = known.filter(|s| s.truncated_at.is_none()) {
+                let size = std::fs::metadata(file)
+                    .map_err(|e| ArchiveError::io(seg_name, e))?
+                    .len();
+                if size != seg.size() {
+                    return Err(ArchiveError::Invalid {
+                        path: seg_name.clone(),
+                        message: format!(
+                            "rewritten while it was followed: it had {} bytes and a summary, now {size}",
+                            seg.size()
+                        ),
+                    });
                 }
+                slots.push(Slot::Kept(seg.clone()));
+                continue;
+            }
+            let storage = LocalFile::open(file).map_err(|e| ArchiveError::io(seg_name, e))?;
+            match known {
                 Some(seg) => match continue_segment(Box::new(storage), seg, &self.inner.channels) {
                     Ok(s) => slots.push(Slot::Fresh(Box::new(s))),
                     // A segment with no event yet that its writer (a restarted recorder)
@@ -381,9 +387,7 @@ impl Archive {
                     match open_segment(Box::new(storage), options) {
                         Ok(seg) => slots.push(Slot::Fresh(Box::new(seg))),
                         // Just created by its writer: read on a later look.
-                        Err(e)
-                            if i == last && i > 0 && crate::archive::segments::just_started(&e) => {
-                        }
+                        Err(e) if i == last && crate::archive::segments::just_started(&e) => {}
                         Err(e) => return Err(e),
                     }
                 }

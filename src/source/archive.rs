@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::archive::{Archive, ArchiveError, Cursor, RawEvent};
 use crate::event::wire::NameCache;
@@ -28,11 +28,113 @@ struct Following {
     current: std::sync::RwLock<Archive>,
     /// When the view was last looked at again on demand ([`Following::fresh`]).
     checked: std::sync::Mutex<std::time::Instant>,
+    /// The one task that watches the files and refreshes the view while streams wait at the
+    /// end (whatever their number: one watch, one look per change), and the channel it
+    /// announces each new view on — or why the archive can no longer be followed.
+    refresher: std::sync::Mutex<Option<watch::Sender<Refreshed>>>,
     /// The bounded poll behind the notifications (and instead of them, where there are none).
     poll: Duration,
 }
 
+/// What the refresher last found: the view, or a failure (the archive changed in a way no
+/// writer does).
+type Refreshed = Result<Archive, FollowFailure>;
+
+#[derive(Debug, Clone)]
+struct FollowFailure {
+    message: String,
+    integrity: bool,
+}
+
+impl FollowFailure {
+    fn of(e: &ArchiveError) -> FollowFailure {
+        FollowFailure {
+            message: e.to_string(),
+            integrity: e.is_integrity(),
+        }
+    }
+
+    fn error(&self, name: &str) -> SourceError {
+        let (source_name, message) = (name.to_string(), self.message.clone());
+        if self.integrity {
+            SourceError::Integrity {
+                source_name,
+                message,
+            }
+        } else {
+            SourceError::Invalid {
+                source_name,
+                message,
+            }
+        }
+    }
+}
+
 impl Following {
+    /// A receiver of the refresher's views, starting the refresher if none runs.
+    fn subscribe(self: &Arc<Self>) -> watch::Receiver<Refreshed> {
+        let mut slot = self.refresher.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = slot.as_ref() {
+            return tx.subscribe();
+        }
+        let (tx, rx) = watch::channel(Ok(self.current()));
+        *slot = Some(tx.clone());
+        drop(slot);
+        let me = self.clone();
+        tokio::spawn(async move { me.refresh_while_watched(tx).await });
+        rx
+    }
+
+    /// Watches the files and refreshes the view on each change, until no stream waits.
+    async fn refresh_while_watched(self: Arc<Self>, tx: watch::Sender<Refreshed>) {
+        let name = self.current().name().to_string();
+        let mut watcher = crate::archive::watch::Watcher::new(std::path::Path::new(&name));
+        let poll = if watcher.notifies() {
+            self.poll
+        } else {
+            FOLLOW_POLL_UNNOTIFIED
+        };
+        loop {
+            tokio::select! {
+                _ = tx.closed() => {}
+                _ = watcher.changed(poll) => {}
+            }
+            {
+                // No stream left: stop (a new one starts a new refresher). Checked under the
+                // lock `subscribe` takes, so none subscribes to a refresher that is ending.
+                let mut slot = self.refresher.lock().unwrap_or_else(|p| p.into_inner());
+                if tx.receiver_count() == 0 {
+                    *slot = None;
+                    return;
+                }
+            }
+            let old = self.current();
+            let found = match tokio::task::spawn_blocking(move || old.refreshed()).await {
+                Ok(Ok(a)) => Ok(a),
+                Ok(Err(e)) => Err(FollowFailure::of(&e)),
+                Err(e) => Err(FollowFailure {
+                    message: format!("looking at the archive again failed: {e}"),
+                    integrity: false,
+                }),
+            };
+            match found {
+                Ok(a) => {
+                    let grew = a.last_offset() > self.current().last_offset();
+                    self.offer(&a);
+                    if grew {
+                        let _previous = tx.send_replace(Ok(a));
+                    }
+                }
+                Err(f) => {
+                    let _previous = tx.send_replace(Err(f));
+                    let mut slot = self.refresher.lock().unwrap_or_else(|p| p.into_inner());
+                    *slot = None;
+                    return;
+                }
+            }
+        }
+    }
+
     fn current(&self) -> Archive {
         self.current
             .read()
@@ -90,6 +192,7 @@ impl ArchiveSource {
         s.follow = Some(Arc::new(Following {
             current: std::sync::RwLock::new(archive),
             checked: std::sync::Mutex::new(std::time::Instant::now()),
+            refresher: std::sync::Mutex::new(None),
             poll: FOLLOW_POLL,
         }));
         s
@@ -414,10 +517,6 @@ async fn produce<T: Item>(
     window: CreditWindow,
     tx: mpsc::Sender<Result<T::Batch, SourceError>>,
 ) {
-    // Watching starts before the end is read, so that nothing written meanwhile is missed.
-    let mut watcher = follow.as_ref().map(|_| {
-        crate::archive::watch::Watcher::new(std::path::Path::new(cursor.archive().name()))
-    });
     let mut names = NameCache::default();
     let mut items: Vec<T> = Vec::new();
     let mut bytes = 0u64;
@@ -541,16 +640,14 @@ async fn produce<T: Item>(
         }
         let at_end_of_what_exists =
             done && !past_until_commit_ts && req.until.is_none_or(|u| cursor.next_offset() <= u);
-        if let (true, Some(follow), Some(watcher)) =
-            (at_end_of_what_exists, &follow, watcher.as_mut())
-        {
+        if let (true, Some(follow)) = (at_end_of_what_exists, &follow) {
             let at = Continue {
                 name: archive.name().to_string(),
                 next: cursor.next_offset(),
                 chain_head: cursor.chain_head(),
                 prev_commit_ts: cursor.prev_commit_ts(),
             };
-            match wait_for_more::<T>(at, follow, watcher, &req, &tx).await {
+            match wait_for_more::<T>(at, follow, &req, &tx).await {
                 Ok(Some(grown)) => {
                     archive = grown.archive().clone();
                     cursor = grown;
@@ -583,56 +680,55 @@ struct Continue {
     prev_commit_ts: Option<u64>,
 }
 
-/// At the end of what a followed archive holds: says so (a caught-up batch), then waits for
-/// the files to change and returns a cursor over what was added (`None`: the consumer went
-/// away). Other streams' refreshes count too.
+/// At the end of what a followed archive holds: looks once more (the view this stream read
+/// may be older than the files), says it has everything (a caught-up batch), then waits for
+/// the shared refresher to find more and returns a cursor over what was added (`None`: the
+/// consumer went away).
 async fn wait_for_more<T: Item>(
     at: Continue,
-    follow: &Following,
-    watcher: &mut crate::archive::watch::Watcher,
+    follow: &Arc<Following>,
     req: &StreamRequest,
     tx: &mpsc::Sender<Result<T::Batch, SourceError>>,
 ) -> Result<Option<Cursor>, SourceError> {
     let next = at.next;
-    let poll = if watcher.notifies() {
-        follow.poll
-    } else {
-        FOLLOW_POLL_UNNOTIFIED
-    };
-    // Looked at again once before saying it is caught up: the view this stream read may be
-    // older than what is written (another stream's, from before it was opened).
+    // Subscribed first: a change after the look below wakes the refresher.
+    let mut views = follow.subscribe();
+    let old = follow.current();
+    let looked = tokio::task::spawn_blocking(move || old.refreshed())
+        .await
+        .map_err(|e| SourceError::Invalid {
+            source_name: at.name.clone(),
+            message: format!("looking at the archive again failed: {e}"),
+        })??;
+    follow.offer(&looked);
     let mut caught_up_sent = false;
     loop {
-        // A view another stream refreshed may already hold more.
-        let mut view = follow.current();
-        if view.last_offset().is_none_or(|l| l < next) {
-            if caught_up_sent {
-                tokio::select! {
-                    _ = tx.closed() => return Ok(None),
-                    _ = watcher.changed(poll) => {}
-                }
-            }
-            let old = view.clone();
-            view = tokio::task::spawn_blocking(move || old.refreshed())
-                .await
-                .map_err(|e| SourceError::Invalid {
-                    source_name: at.name.clone(),
-                    message: format!("refreshing the archive failed: {e}"),
-                })??;
-            follow.offer(&view);
+        let view = match &*views.borrow_and_update() {
+            Err(f) => return Err(f.error(&at.name)),
+            Ok(_) => follow.current(),
+        };
+        if view.last_offset().is_some_and(|l| l >= next) {
+            let c = view
+                .cursor_continuing(next, at.chain_head, at.prev_commit_ts, req.chain.is_on())?
+                .until(req.until);
+            return Ok(Some(c));
         }
-        if view.last_offset().is_none_or(|l| l < next) && !caught_up_sent {
+        if !caught_up_sent {
             caught_up_sent = true;
             if tx.send(Ok(T::caught_up(next))).await.is_err() {
                 return Ok(None);
             }
             continue;
         }
-        if view.last_offset().is_some_and(|l| l >= next) {
-            let c = view
-                .cursor_continuing(next, at.chain_head, at.prev_commit_ts, req.chain.is_on())?
-                .until(req.until);
-            return Ok(Some(c));
+        tokio::select! {
+            _ = tx.closed() => return Ok(None),
+            changed = views.changed() => {
+                if changed.is_err() {
+                    // The refresher stopped (its last stream went away while this one
+                    // subscribed): start another.
+                    views = follow.subscribe();
+                }
+            }
         }
     }
 }
