@@ -5,6 +5,7 @@
 pub mod config;
 pub mod convert;
 pub mod exit;
+pub mod history;
 pub mod info;
 pub mod inspect;
 pub mod options;
@@ -96,6 +97,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Play(a) => play::play_cmd(*a),
         Command::Serve(a) => serve::serve_cmd(a),
         Command::Record(a) => record::record_cmd(a),
+        Command::History(a) => history::history_cmd(a),
     }
 }
 

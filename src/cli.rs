@@ -72,6 +72,56 @@ pub enum Command {
     Serve(ServeArgs),
     /// Record what an endpoint (or any source) replays into an archive, written as it arrives.
     Record(RecordArgs),
+    /// Every version of one key, with what changed in its value against the version before
+    /// (field by field), from any source.
+    History(HistoryArgs),
+}
+
+/// How a version list is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ListFormat {
+    /// One JSON object per line.
+    #[default]
+    Jsonl,
+    /// Readable lines, the changes indented under each version.
+    Text,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Archive file, segment directory, s3://, replayscope://, statehouse:// (with --agent) or
+    /// a JSON Lines dump.
+    pub source: String,
+
+    /// The key, exactly as stored (e.g. `plan` or `memory/refund`).
+    pub key: String,
+
+    /// Only this agent: NAMESPACE/AGENT_ID (required for statehouse://; otherwise every agent
+    /// that has the key, each with its own versions).
+    #[arg(long, env = "REPLAYSCOPE_AGENT")]
+    pub agent: Option<String>,
+
+    /// First event to look at: offset, @commit_ts or RFC 3339 time; inclusive.
+    #[arg(long)]
+    pub from: Option<Position>,
+
+    /// Last event to look at: offset, @commit_ts or RFC 3339 time; inclusive.
+    #[arg(long)]
+    pub until: Option<Position>,
+
+    /// Output format [default: jsonl].
+    #[arg(long, value_enum, default_value_t = ListFormat::Jsonl)]
+    pub format: ListFormat,
+
+    /// Open a truncated archive (a crashed recorder's) and use its readable prefix.
+    #[arg(long)]
+    pub allow_truncated: bool,
+
+    #[command(flatten)]
+    pub chain: ChainArgs,
+
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 /// Log line format.

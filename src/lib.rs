@@ -16,6 +16,7 @@ pub mod cli;
 pub mod error_line;
 pub mod event;
 pub mod flow;
+pub mod inspect;
 pub mod logging;
 pub mod metrics;
 pub mod player;

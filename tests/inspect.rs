@@ -1,0 +1,204 @@
+//! Inspection from the command line: `history SOURCE KEY` lists exactly the versions a plain
+//! fold of the source sees, each with field-level changes that turn the previous value into
+//! this one — on a generated archive, on the real agent dump in tests/data, and over a
+//! `replayscope://` endpoint.
+
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+#[path = "support/serving.rs"]
+mod serving;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_replayscope"));
+    c.env("NO_COLOR", "1");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+fn lines(o: &Output) -> Vec<Value> {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A generated archive of 3,000 events.
+fn archive(dir: &std::path::Path) -> String {
+    let path = dir.join("gen.mcap");
+    let out = run(&["gen", "--events", "3000", "-o", path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path.to_str().unwrap().to_string()
+}
+
+/// The (agent, key) written most often in an export.
+fn busiest_key(events: &[Value]) -> (String, String) {
+    let mut counts = std::collections::HashMap::new();
+    for e in events {
+        let agent = format!(
+            "{}/{}",
+            e["namespace"].as_str().unwrap(),
+            e["agent_id"].as_str().unwrap()
+        );
+        for op in e["operations"].as_array().unwrap() {
+            *counts
+                .entry((agent.clone(), op["key"].as_str().unwrap().to_string()))
+                .or_insert(0) += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(k, n)| (*n, k.clone()))
+        .unwrap()
+        .0
+}
+
+/// What `changes` says, applied to `prev`, gives `value` (each change's old and new are what
+/// the two values hold at its path).
+fn check_changes(prev: &Value, value: &Value, changes: &[Value]) {
+    if prev == value {
+        assert!(changes.is_empty(), "{changes:?}");
+        return;
+    }
+    assert!(
+        !changes.is_empty(),
+        "a new value with no change: {prev} -> {value}"
+    );
+    for c in changes {
+        let path = c["path"].as_str().unwrap();
+        match c["op"].as_str().unwrap() {
+            "added" => {
+                assert_eq!(value.pointer(path), Some(&c["value"]), "{c}");
+                assert!(prev.pointer(path).is_none() || path.is_empty(), "{c}");
+            }
+            "removed" => {
+                assert_eq!(prev.pointer(path), Some(&c["old"]), "{c}");
+                assert!(value.pointer(path).is_none() || path.is_empty(), "{c}");
+            }
+            "changed" => {
+                assert_eq!(prev.pointer(path), Some(&c["old"]), "{c}");
+                assert_eq!(value.pointer(path), Some(&c["new"]), "{c}");
+            }
+            other => panic!("unknown change {other}"),
+        }
+    }
+}
+
+/// `history` against a plain fold of `export`: the same versions, in order, with changes
+/// that account for every difference.
+fn history_matches_the_fold(source: &str, export: &[Value], agent: &str, key: &str) {
+    let history = lines(&run(&["history", source, key, "--agent", agent]));
+    let mut expected = Vec::new();
+    for e in export {
+        let a = format!(
+            "{}/{}",
+            e["namespace"].as_str().unwrap(),
+            e["agent_id"].as_str().unwrap()
+        );
+        if a != agent {
+            continue;
+        }
+        for op in e["operations"].as_array().unwrap() {
+            if op["key"] == key {
+                expected.push((
+                    e["offset"].clone(),
+                    op["version"].clone(),
+                    op.get("value").cloned(),
+                ));
+            }
+        }
+    }
+    assert!(
+        expected.len() >= 2,
+        "{key} in {agent} has {} versions",
+        expected.len()
+    );
+    assert_eq!(history.len(), expected.len(), "{key} in {agent}");
+    let mut prev = Value::Null;
+    for (v, (offset, version, value)) in history.iter().zip(&expected) {
+        assert_eq!(&v["offset"], offset, "{v}");
+        assert_eq!(&v["version"], version, "{v}");
+        assert_eq!(v["agent"], agent, "{v}");
+        let value = value.clone().filter(|v| !v.is_null());
+        assert_eq!(
+            v["op"],
+            if value.is_some() { "write" } else { "delete" },
+            "{v}"
+        );
+        let now = value.unwrap_or(Value::Null);
+        assert_eq!(v["value"], now, "{v}");
+        let changes = v["changes"].as_array().unwrap();
+        // From nothing (or a delete), the change is the whole value.
+        if prev.is_null() || now.is_null() {
+            assert_eq!(changes.len(), usize::from(prev != now), "{v}");
+        } else {
+            check_changes(&prev, &now, changes);
+        }
+        prev = now;
+    }
+}
+
+#[test]
+fn history_lists_what_a_plain_fold_sees() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = archive(tmp.path());
+    let export = lines(&run(&["export", &source]));
+    let (agent, key) = busiest_key(&export);
+    history_matches_the_fold(&source, &export, &agent, &key);
+
+    // The same over a replayscope:// endpoint.
+    let mut child = bin()
+        .args(["serve", &source, "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = serving::serving_address(&mut child);
+    let remote = lines(&run(&[
+        "history",
+        &format!("replayscope://{addr}"),
+        &key,
+        "--agent",
+        &agent,
+    ]));
+    let local = lines(&run(&["history", &source, &key, "--agent", &agent]));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(remote, local);
+}
+
+#[test]
+fn history_of_a_real_agent_dump_shows_what_each_update_changed() {
+    let dump = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/research-agent.jsonl"
+    );
+    let agent = "research/research-7";
+    let export = lines(&run(&["play", dump, "--agent", agent]));
+    history_matches_the_fold(dump, &export, agent, "session");
+    let text = run(&[
+        "history", dump, "session", "--agent", agent, "--format", "text",
+    ]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("~ /status: \"open\" -> \"answered\"") && text.contains("+ /ended_at:"),
+        "{text}"
+    );
+    // No such key: exit 1 (nothing matched), saying so.
+    let none = run(&["history", dump, "sesion", "--agent", agent]);
+    assert_eq!(none.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&none.stderr);
+    assert!(
+        err.contains("no transaction touches the key \"sesion\""),
+        "{err}"
+    );
+}
