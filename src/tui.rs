@@ -106,6 +106,10 @@ pub async fn run(
     );
     let mut folded = folder.view();
     let (tx, mut updates) = mpsc::unbounded_channel();
+    let history_source = source.clone();
+    let history_updates = tx.clone();
+    let history_agent = options.filter.agent.clone();
+    let mut history_task: Option<tokio::task::JoinHandle<()>> = None;
     let handle = player::spawn(
         source,
         options,
@@ -138,6 +142,21 @@ pub async fn run(
                             for c in app::handle(a, &mut model, &mut view) {
                                 handle.send(c);
                             }
+                        }
+                        if let Some(key) = view.history_scan.take() {
+                            if let Some(t) = history_task.take() {
+                                t.abort();
+                            }
+                            history_task = Some(tokio::spawn(scan_history(
+                                history_source.clone(),
+                                key,
+                                history_agent.clone(),
+                                history_updates.clone(),
+                            )));
+                        } else if !view.history_open
+                            && let Some(t) = history_task.take()
+                        {
+                            t.abort();
                         }
                         // Draw right away: a key press is shown without waiting for the frame tick.
                         draw(terminal, &model, &view);
@@ -188,6 +207,46 @@ pub async fn run(
     }
     handle.send(player::Command::Quit);
     handle.join().await
+}
+
+/// Versions found per update sent to the UI.
+const HISTORY_BATCH: usize = 64;
+
+/// Scans the source for `key`'s versions and sends them to the UI as they are found.
+async fn scan_history(
+    source: Arc<dyn Source>,
+    key: String,
+    agent: Option<(String, String)>,
+    updates: mpsc::UnboundedSender<Update>,
+) {
+    use crate::inspect::history::{HistoryRequest, scan};
+    let first = source.info().first_offset.unwrap_or(0);
+    let req = HistoryRequest {
+        key: key.clone(),
+        agent,
+        from: first,
+        until: None,
+        chain: Default::default(),
+    };
+    let mut found = Vec::new();
+    let result = scan(&source, &req, |v| {
+        found.push(v.clone());
+        if found.len() >= HISTORY_BATCH {
+            let batch = std::mem::take(&mut found);
+            return updates
+                .send(Update::HistoryVersions(key.clone(), batch))
+                .is_ok();
+        }
+        true
+    })
+    .await;
+    if !found.is_empty() {
+        let _ = updates.send(Update::HistoryVersions(key.clone(), found));
+    }
+    let _ = updates.send(Update::HistoryDone(
+        key,
+        result.map(|_| ()).map_err(|e| e.to_string()),
+    ));
 }
 
 /// Where the folder should be: at the cursor, throttled while the player ingests at full speed,

@@ -35,6 +35,10 @@ pub enum Update {
         state: Option<KvState>,
     },
     RunEnded(Box<Report>),
+    /// Versions a key history scan found (for the key named).
+    HistoryVersions(String, Vec<crate::inspect::history::Version>),
+    /// The key history scan is over (`Err`: why it stopped).
+    HistoryDone(String, Result<(), String>),
 }
 
 /// Data from the player.
@@ -56,6 +60,8 @@ pub struct Model {
     pub report: Option<Report>,
     /// An error to show in a banner until dismissed.
     pub error: Option<String>,
+    /// The key history being shown (or scanned for).
+    pub history: Option<KeyHistory>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +76,17 @@ pub enum PromptKind {
     Seek,
     Resume,
     Filter,
+    History,
+}
+
+/// A key's history as the overlay shows it, filled by a background scan of the source.
+#[derive(Debug, Clone, Default)]
+pub struct KeyHistory {
+    pub key: String,
+    pub versions: Vec<crate::inspect::history::Version>,
+    /// The scan is over (with the error that ended it, if any).
+    pub done: bool,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -188,6 +205,11 @@ pub struct ViewState {
     pub detail_scroll: u16,
     pub state_scroll: u16,
     pub quit: bool,
+    /// The key history overlay is open, on this version (index).
+    pub history_open: bool,
+    pub history_selected: usize,
+    /// A key history scan to start (taken by the UI loop, which owns the source).
+    pub history_scan: Option<String>,
 }
 
 impl Default for ViewState {
@@ -203,6 +225,9 @@ impl Default for ViewState {
             detail_scroll: 0,
             state_scroll: 0,
             quit: false,
+            history_open: false,
+            history_selected: 0,
+            history_scan: None,
         }
     }
 }
@@ -211,6 +236,8 @@ impl ViewState {
     pub fn input_mode(&self) -> InputMode {
         if self.prompt.is_some() {
             InputMode::Prompt
+        } else if self.history_open {
+            InputMode::History
         } else if self.help {
             InputMode::Help
         } else {
@@ -232,6 +259,7 @@ impl Model {
             worked_out_diff: None,
             report: None,
             error: None,
+            history: None,
         }
     }
 
@@ -304,6 +332,17 @@ impl Model {
                     self.state = state;
                 }
                 self.report = None;
+            }
+            Update::HistoryVersions(key, versions) => {
+                if let Some(h) = self.history.as_mut().filter(|h| h.key == key) {
+                    h.versions.extend(versions);
+                }
+            }
+            Update::HistoryDone(key, result) => {
+                if let Some(h) = self.history.as_mut().filter(|h| h.key == key) {
+                    h.done = true;
+                    h.error = result.err();
+                }
             }
             Update::RunEnded(report) => {
                 if report.outcome.is_failed() {
@@ -505,6 +544,10 @@ fn validate(prompt: &mut Prompt, source: &SourceInfo, current: Option<u64>) {
         PromptKind::Seek => parse_seek(&prompt.input, source, current).err(),
         PromptKind::Resume => parse_resume(&prompt.input, source).err(),
         PromptKind::Filter => None,
+        PromptKind::History if prompt.input.trim().is_empty() => {
+            Some("give a key, exactly as stored (e.g. plan or memory/refund)".to_string())
+        }
+        PromptKind::History => None,
     };
 }
 
@@ -514,6 +557,11 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
     match action {
         Action::Quit => view.quit = true,
         Action::ToggleHelp => view.help = !view.help,
+        // The history overlay closes (its scan is stopped by the UI loop).
+        Action::Escape if view.history_open && view.prompt.is_none() => {
+            view.history_open = false;
+            model.history = None;
+        }
         Action::Escape => {
             // Closes the innermost thing: a prompt, the help, the error banner, then the report.
             if view.prompt.take().is_none()
@@ -557,6 +605,48 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
         }
         // A fresh line each time (the last filter is one ↑ away).
         Action::OpenFilter => view.prompt = Some(Prompt::new(PromptKind::Filter, String::new())),
+        Action::OpenHistory => {
+            let key = model
+                .selected_row(view)
+                .and_then(|r| r.event.operations.first())
+                .map(|op| op.key.to_string())
+                .unwrap_or_default();
+            view.prompt = Some(Prompt::new(PromptKind::History, key));
+        }
+        // The history overlay: move, go to a version, close.
+        Action::Up
+        | Action::Down
+        | Action::PageUp
+        | Action::PageDown
+        | Action::Home
+        | Action::End
+            if view.history_open =>
+        {
+            let n = model.history.as_ref().map_or(0, |h| h.versions.len());
+            let last = n.saturating_sub(1);
+            view.history_selected = match action {
+                Action::Up => view.history_selected.saturating_sub(1),
+                Action::Down => (view.history_selected + 1).min(last),
+                Action::PageUp => view.history_selected.saturating_sub(10),
+                Action::PageDown => (view.history_selected + 10).min(last),
+                Action::Home => 0,
+                _ => last,
+            };
+        }
+        Action::PromptSubmit if view.history_open && view.prompt.is_none() => {
+            if let Some(v) = model
+                .history
+                .as_ref()
+                .and_then(|h| h.versions.get(view.history_selected))
+            {
+                view.history_open = false;
+                view.selected = None;
+                out.push(Command::Seek(SeekTarget::Position(
+                    crate::event::Position::Offset(v.offset),
+                )));
+                out.push(Command::Step(1));
+            }
+        }
         Action::PromptChar(c) => {
             let current = model.position();
             if let Some(p) = view.prompt.as_mut() {
@@ -588,6 +678,7 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
                     }
                     PromptKind::Resume => parse_resume(&p.input, &model.bounds()).is_ok(),
                     PromptKind::Filter => true,
+                    PromptKind::History => !p.input.trim().is_empty(),
                 };
                 let entry = p.input.trim().to_string();
                 let last = view.history.get(&p.kind).and_then(|h| h.last());
@@ -620,6 +711,19 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
                         let f = p.input.trim().to_string();
                         view.filter = (!f.is_empty()).then_some(f);
                         view.selected = None;
+                    }
+                    PromptKind::History => {
+                        let key = p.input.trim().to_string();
+                        if !key.is_empty() {
+                            view.prompt = None;
+                            view.history_open = true;
+                            view.history_selected = 0;
+                            model.history = Some(KeyHistory {
+                                key: key.clone(),
+                                ..KeyHistory::default()
+                            });
+                            view.history_scan = Some(key);
+                        }
                     }
                 }
             }

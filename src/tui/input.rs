@@ -17,6 +17,8 @@ pub enum Action {
     OpenResume,
     ToggleFreeze,
     OpenFilter,
+    /// The history of a key (a prompt, prefilled with the selected transaction's key).
+    OpenHistory,
     FocusNext,
     Up,
     Down,
@@ -59,6 +61,8 @@ pub enum InputMode {
     Normal,
     Prompt,
     Help,
+    /// The key history overlay is open.
+    History,
 }
 
 pub fn map_key(key: KeyEvent, mode: InputMode) -> Option<Action> {
@@ -92,6 +96,18 @@ pub fn map_key(key: KeyEvent, mode: InputMode) -> Option<Action> {
                 _ => None,
             }
         }
+        InputMode::History => match key.code {
+            KeyCode::Char('q') => Some(Action::Quit),
+            KeyCode::Esc | KeyCode::Char('h') => Some(Action::Escape),
+            KeyCode::Enter => Some(Action::PromptSubmit),
+            KeyCode::Up | KeyCode::Char('k') => Some(Action::Up),
+            KeyCode::Down | KeyCode::Char('j') => Some(Action::Down),
+            KeyCode::PageUp => Some(Action::PageUp),
+            KeyCode::PageDown => Some(Action::PageDown),
+            KeyCode::Home => Some(Action::Home),
+            KeyCode::End => Some(Action::End),
+            _ => None,
+        },
         InputMode::Help => match key.code {
             KeyCode::Char('q') => Some(Action::Quit),
             KeyCode::Esc | KeyCode::Char('?') | KeyCode::Enter => Some(Action::ToggleHelp),
@@ -111,6 +127,7 @@ pub fn map_key(key: KeyEvent, mode: InputMode) -> Option<Action> {
             KeyCode::Char('r') => Action::OpenResume,
             KeyCode::Char('f') => Action::ToggleFreeze,
             KeyCode::Char('/') => Action::OpenFilter,
+            KeyCode::Char('h') => Action::OpenHistory,
             KeyCode::Tab => Action::FocusNext,
             KeyCode::Up | KeyCode::Char('k') => Action::Up,
             KeyCode::Down | KeyCode::Char('j') => Action::Down,
@@ -155,6 +172,10 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "/",
         "filter the table: part of a key or agent, or a txn_id prefix",
+    ),
+    (
+        "h",
+        "a key's history: every version, what each changed (enter: go there)",
     ),
     (
         "timeline",

@@ -7,6 +7,7 @@ pub mod footer;
 pub mod gauges;
 pub mod header;
 pub mod help;
+pub mod history;
 pub mod prompt;
 pub mod report;
 pub mod state;
@@ -97,6 +98,11 @@ pub fn render(frame: &mut Frame, model: &Model, view: &ViewState) {
     }
     if let Some(err) = &model.error {
         report::render_banner(frame, body, err);
+    }
+    if view.history_open
+        && let Some(h) = &model.history
+    {
+        history::render_history(frame, body, h, view.history_selected);
     }
     if view.prompt.is_some() {
         prompt::render_prompt(frame, body, view);
@@ -392,6 +398,61 @@ pub(crate) mod tests {
         }
         let t = draw(&m, &v, 160, 45);
         insta::assert_snapshot!(t.backend());
+    }
+
+    /// A key's history as the overlay shows it, from the scan of a real-shaped session: the
+    /// versions listed, the selected one's changes field by field; Enter seeks to it.
+    #[test]
+    fn key_history_overlay() {
+        let source: std::sync::Arc<dyn crate::source::Source> =
+            std::sync::Arc::new(crate::source::ArchiveSource::new(
+                crate::archive::Archive::open_memory(
+                    include_bytes!("../../assets/sample.mcap"),
+                    "sample.mcap",
+                )
+                .unwrap(),
+            ));
+        let req = crate::inspect::history::HistoryRequest {
+            key: "plan/step-002".into(),
+            agent: Some(("support".into(), "reviewer-13d6".into())),
+            from: 0,
+            until: Some(5999),
+            chain: Default::default(),
+        };
+        let mut versions = Vec::new();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(crate::inspect::history::scan(&source, &req, |v| {
+            versions.push(v.clone());
+            true
+        }))
+        .unwrap();
+        assert!(versions.len() >= 2, "{} versions", versions.len());
+        let mut m = played_model();
+        let mut v = ViewState::default();
+        handle(Action::OpenHistory, &mut m, &mut v);
+        v.prompt.as_mut().unwrap().input = "plan/step-002".into();
+        handle(Action::PromptSubmit, &mut m, &mut v);
+        assert!(v.history_open);
+        assert_eq!(v.history_scan.take().as_deref(), Some("plan/step-002"));
+        let first = versions[1].offset;
+        m.apply(Update::HistoryVersions("plan/step-002".into(), versions));
+        m.apply(Update::HistoryDone("plan/step-002".into(), Ok(())));
+        handle(Action::Down, &mut m, &mut v);
+        let t = draw(&m, &v, 160, 45);
+        let s = screen(&t);
+        assert!(s.contains("history of plan/step-002"), "{s}");
+        insta::assert_snapshot!(t.backend());
+        let cmds = handle(Action::PromptSubmit, &mut m, &mut v);
+        assert!(!v.history_open);
+        assert_eq!(
+            cmds[0],
+            crate::player::Command::Seek(crate::player::SeekTarget::Position(
+                crate::event::Position::Offset(first)
+            ))
+        );
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub fn render_prompt(frame: &mut Frame, area: Rect, view: &ViewState) {
             " filter the table ",
             "part of a key or agent, or a txn_id prefix; empty clears; ↑ history",
         ),
+        PromptKind::History => (
+            " history of the key ",
+            "the key exactly as stored; every version in the source is listed · ↑ history",
+        ),
     };
     // Room for an error of two lines (it wraps at words inside the box).
     let r = centered(area, 72, 6);
