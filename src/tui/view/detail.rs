@@ -44,6 +44,7 @@ pub fn render_detail(frame: &mut Frame, area: Rect, model: &Model, view: &ViewSt
         )),
         Line::from(format!("txn {}", e.txn_id)),
     ];
+    let diff = model.selected_diff(view);
     for op in &e.operations {
         match &op.value {
             Some(v) => {
@@ -52,6 +53,35 @@ pub fn render_detail(frame: &mut Frame, area: Rect, model: &Model, view: &ViewSt
                     Span::styled(op.key.to_string(), theme::BOLD),
                     Span::raw(format!("  v{}", op.version)),
                 ]));
+                // Over an earlier value: what changed in it, field by field, then the value.
+                let earlier = diff.as_ref().and_then(|d| {
+                    d.changes.iter().find_map(|c| match c {
+                        crate::state::Change::Changed { key, old, .. }
+                            if *key.key == *op.key
+                                && *key.namespace == *e.namespace
+                                && *key.agent_id == *e.agent_id =>
+                        {
+                            Some(old)
+                        }
+                        _ => None,
+                    })
+                });
+                if let Some(old) = earlier
+                    && let (Ok(o), Ok(n)) = (old.object(&op.key), v.object(&op.key))
+                {
+                    let changes = crate::inspect::json_diff::diff(
+                        &serde_json::Value::Object(o.clone()),
+                        &serde_json::Value::Object(n.clone()),
+                    );
+                    for c in &changes {
+                        let style = match c {
+                            crate::inspect::json_diff::FieldChange::Added { .. } => theme::SET,
+                            crate::inspect::json_diff::FieldChange::Removed { .. } => theme::DELETE,
+                            crate::inspect::json_diff::FieldChange::Changed { .. } => theme::NOTICE,
+                        };
+                        lines.push(Line::styled(format!("  {}", c.line(60)), style));
+                    }
+                }
                 let json = match v.object(&op.key) {
                     Ok(o) => serde_json::to_string_pretty(o).unwrap_or_default(),
                     Err(err) => format!("<undecodable value: {err}>"),

@@ -71,13 +71,36 @@ pub fn render_state(frame: &mut Frame, area: Rect, model: &Model, view: &ViewSta
                     ("-", key, "(delete of a missing key)".to_string())
                 }
             };
-            lines.push(Line::from(vec![
-                Span::styled(
-                    format!("{sign} {}/{}:{} ", key.namespace, key.agent_id, key.key),
-                    theme::change(c),
-                ),
-                Span::raw(text),
-            ]));
+            // A changed value: what changed in it, field by field, under the key.
+            let fields = match c {
+                Change::Changed { key, old, new } => field_changes(&key.key, old, new),
+                _ => None,
+            };
+            match fields {
+                Some(fields) => {
+                    lines.push(Line::styled(
+                        format!("{sign} {}/{}:{}", key.namespace, key.agent_id, key.key),
+                        theme::change(c),
+                    ));
+                    let shown = fields.len().min(FIELD_LINES);
+                    for f in &fields[..shown] {
+                        lines.push(Line::raw(format!("    {}", f.line(48))));
+                    }
+                    if fields.len() > shown {
+                        lines.push(Line::styled(
+                            format!("    … {} more (h: the key's history)", fields.len() - shown),
+                            theme::HINT,
+                        ));
+                    }
+                }
+                None => lines.push(Line::from(vec![
+                    Span::styled(
+                        format!("{sign} {}/{}:{} ", key.namespace, key.agent_id, key.key),
+                        theme::change(c),
+                    ),
+                    Span::raw(text),
+                ])),
+            }
         }
         lines.push(Line::raw(""));
     }
@@ -110,4 +133,18 @@ pub fn render_state(frame: &mut Frame, area: Rect, model: &Model, view: &ViewSta
             .scroll((view.state_scroll, 0)),
         area,
     );
+}
+
+/// Field changes shown under a changed key, at most.
+const FIELD_LINES: usize = 6;
+
+/// What changed inside a value, field by field (`None` when a value cannot be read).
+fn field_changes(
+    key: &str,
+    old: &crate::event::ObjectValue,
+    new: &crate::event::ObjectValue,
+) -> Option<Vec<crate::inspect::json_diff::FieldChange>> {
+    let old = serde_json::Value::Object(old.object(key).ok()?.clone());
+    let new = serde_json::Value::Object(new.object(key).ok()?.clone());
+    Some(crate::inspect::json_diff::diff(&old, &new))
 }
