@@ -98,6 +98,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(a) => serve::serve_cmd(a),
         Command::Record(a) => record::record_cmd(a),
         Command::History(a) => history::history_cmd(a),
+        Command::Search(a) => history::search_cmd(a),
     }
 }
 

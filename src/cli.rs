@@ -75,6 +75,23 @@ pub enum Command {
     /// Every version of one key, with what changed in its value against the version before
     /// (field by field), from any source.
     History(HistoryArgs),
+    /// The events of a whole source that mention something: a key, a value, an agent or a
+    /// txn_id prefix (substring, or re:REGEX), as JSON Lines.
+    Search(SearchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Archive file, segment directory, s3://, replayscope://, statehouse:// (with --agent) or
+    /// a JSON Lines dump.
+    pub source: String,
+
+    /// A substring (case-sensitive), or re:REGEX; matched against keys, values as JSON text,
+    /// NAMESPACE/AGENT_ID and the start of txn_id.
+    pub query: String,
+
+    #[command(flatten)]
+    pub scan: ScanArgs,
 }
 
 /// How a version list is printed.
@@ -96,8 +113,14 @@ pub struct HistoryArgs {
     /// The key, exactly as stored (e.g. `plan` or `memory/refund`).
     pub key: String,
 
-    /// Only this agent: NAMESPACE/AGENT_ID (required for statehouse://; otherwise every agent
-    /// that has the key, each with its own versions).
+    #[command(flatten)]
+    pub scan: ScanArgs,
+}
+
+/// How `history` and `search` read their source and print what they find.
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Only this agent: NAMESPACE/AGENT_ID (required for statehouse://).
     #[arg(long, env = "REPLAYSCOPE_AGENT")]
     pub agent: Option<String>,
 

@@ -35,7 +35,13 @@ fn main() {
     // (`… | head`) is not their failure (play handles it itself, with its report).
     let writes_stdout = matches!(
         &cli.command,
-        Some(Command::Info(_) | Command::Export(_) | Command::Verify(_) | Command::History(_))
+        Some(
+            Command::Info(_)
+                | Command::Export(_)
+                | Command::Verify(_)
+                | Command::History(_)
+                | Command::Search(_)
+        )
     );
     if let Err(err) = app::run(cli) {
         if writes_stdout && exit::reader_went_away(&err) {

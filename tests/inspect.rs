@@ -10,6 +10,27 @@ use serde_json::Value;
 #[path = "support/serving.rs"]
 mod serving;
 
+/// `serve SOURCE` on a free loopback port (stopped when dropped) and its URL.
+fn serve(source: &str) -> (Served, String) {
+    let mut child = bin()
+        .args(["serve", source, "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = serving::serving_address(&mut child);
+    (Served(child), format!("replayscope://{addr}"))
+}
+
+struct Served(std::process::Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_replayscope"));
     c.env("NO_COLOR", "1");
@@ -156,23 +177,9 @@ fn history_lists_what_a_plain_fold_sees() {
     history_matches_the_fold(&source, &export, &agent, &key);
 
     // The same over a replayscope:// endpoint.
-    let mut child = bin()
-        .args(["serve", &source, "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let addr = serving::serving_address(&mut child);
-    let remote = lines(&run(&[
-        "history",
-        &format!("replayscope://{addr}"),
-        &key,
-        "--agent",
-        &agent,
-    ]));
+    let (_server, url) = serve(&source);
+    let remote = lines(&run(&["history", &url, &key, "--agent", &agent]));
     let local = lines(&run(&["history", &source, &key, "--agent", &agent]));
-    let _ = child.kill();
-    let _ = child.wait();
     assert_eq!(remote, local);
 }
 
@@ -201,4 +208,91 @@ fn history_of_a_real_agent_dump_shows_what_each_update_changed() {
         err.contains("no transaction touches the key \"sesion\""),
         "{err}"
     );
+}
+
+/// Whether a brute-force reading of the event matches the query (substring on keys, values,
+/// agent; txn_id prefix).
+fn brute_matches(e: &Value, needle: &str) -> bool {
+    let agent = format!(
+        "{}/{}",
+        e["namespace"].as_str().unwrap(),
+        e["agent_id"].as_str().unwrap()
+    );
+    e["txn_id"].as_str().unwrap().starts_with(needle)
+        || agent.contains(needle)
+        || e["operations"].as_array().unwrap().iter().any(|op| {
+            op["key"].as_str().unwrap().contains(needle)
+                || op
+                    .get("value")
+                    .is_some_and(|v| !v.is_null() && v.to_string().contains(needle))
+        })
+}
+
+#[test]
+fn search_finds_exactly_what_a_brute_force_scan_finds() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A segment directory with small segments: matches across chunk and segment boundaries.
+    let dir = tmp.path().join("segs");
+    let out = run(&[
+        "gen",
+        "--events",
+        "3000",
+        "--segment-events",
+        "700",
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let source = dir.to_str().unwrap();
+    let export = lines(&run(&["export", source]));
+    // A value word, a key part, an agent, a txn_id prefix as the table shows it (13 chars).
+    let txn = export[1234]["txn_id"].as_str().unwrap()[..13].to_string();
+    for needle in ["refund", "tool_calls/", "ops/", txn.as_str()] {
+        let expected: Vec<&Value> = export.iter().filter(|e| brute_matches(e, needle)).collect();
+        assert!(!expected.is_empty(), "{needle}");
+        let found = lines(&run(&["search", source, needle]));
+        assert_eq!(found.len(), expected.len(), "{needle}");
+        assert!(
+            found.iter().zip(&expected).all(|(a, b)| a == *b),
+            "{needle}"
+        );
+    }
+    // A regular expression, against the same brute force.
+    let re = regex_like_brute(&export);
+    let found = lines(&run(&["search", source, "re:turn-0000[13]\\b"]));
+    assert_eq!(found.len(), re, "re:turn-0000[13]");
+
+    // Over a replayscope:// endpoint, the same events.
+    let (_server, url) = serve(source);
+    let remote = lines(&run(&["search", &url, "refund"]));
+    assert_eq!(remote, lines(&run(&["search", source, "refund"])));
+
+    // Nothing found: exit 1; a bad pattern: a usage error on one line.
+    let none = run(&["search", source, "no-such-thing-anywhere"]);
+    assert_eq!(none.status.code(), Some(1));
+    let bad = run(&["search", source, "re:("]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&bad.stderr).lines().count(), 1);
+}
+
+/// Events with a key `…turn-00001` or `…turn-00003` (the regex above, counted by hand).
+fn regex_like_brute(export: &[Value]) -> usize {
+    export
+        .iter()
+        .filter(|e| {
+            let text = e.to_string();
+            ["turn-00001", "turn-00003"].iter().any(|t| {
+                text.match_indices(t).any(|(i, _)| {
+                    text[i + t.len()..]
+                        .chars()
+                        .next()
+                        .is_none_or(|c| !(c.is_alphanumeric() || c == '_'))
+                })
+            })
+        })
+        .count()
 }

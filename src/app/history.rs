@@ -1,6 +1,6 @@
 //! `replayscope history SOURCE KEY`: every version of one key, with the field-level changes
-//! against the version before, as JSON Lines or text. Exit 1 when no transaction touches it
-//! (as grep does when nothing matches).
+//! against the version before; `replayscope search SOURCE QUERY`: the events that mention
+//! something. JSON Lines or text; exit 1 when nothing matches (as grep does).
 
 use std::io::Write;
 
@@ -9,14 +9,23 @@ use color_eyre::eyre::{Result, WrapErr};
 use super::exit::{RunFailure, UsageError};
 use super::options::{open_request, parse_agent, resolve_until};
 use super::runtime;
-use crate::cli::{HistoryArgs, ListFormat};
+use crate::cli::{HistoryArgs, ListFormat, ScanArgs, SearchArgs};
 use crate::inspect::history::{HistoryRequest, scan};
 use crate::source::open::open_source;
 
-pub fn history_cmd(a: HistoryArgs) -> Result<()> {
+/// What both commands ask of their source.
+struct Opened {
+    source: std::sync::Arc<dyn crate::source::Source>,
+    info: crate::source::SourceInfo,
+    agent: Option<(String, String)>,
+    from: u64,
+    until: Option<u64>,
+}
+
+fn open(text: &str, a: &ScanArgs) -> Result<Opened> {
     let agents: Vec<String> = a.agent.iter().cloned().collect();
     let request = open_request(
-        &a.source,
+        text,
         &a.remote,
         Default::default(),
         a.allow_truncated,
@@ -24,7 +33,7 @@ pub fn history_cmd(a: HistoryArgs) -> Result<()> {
         &Default::default(),
         None,
     )?;
-    let (source, _) = open_source(&a.source, &request)?;
+    let (source, _) = open_source(text, &request)?;
     let info = source.info().clone();
     let agent = parse_agent(a.agent.as_deref(), &info)?;
     let from = match a.from {
@@ -35,44 +44,113 @@ pub fn history_cmd(a: HistoryArgs) -> Result<()> {
         Some(p) => Some(resolve_until(source.as_ref(), p, "--until")?),
         None => None,
     };
+    Ok(Opened {
+        source,
+        info,
+        agent,
+        from,
+        until,
+    })
+}
+
+/// Lines to stdout; the first write that fails stops the scan and is the command's error.
+struct Lines {
+    out: std::io::BufWriter<std::io::StdoutLock<'static>>,
+    line: Vec<u8>,
+    failed: Option<std::io::Error>,
+}
+
+impl Lines {
+    fn new() -> Lines {
+        Lines {
+            out: std::io::BufWriter::new(std::io::stdout().lock()),
+            line: Vec::with_capacity(1024),
+            failed: None,
+        }
+    }
+
+    /// Writes what `fill` puts in a line; false (stop) once writing failed.
+    fn write(&mut self, fill: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> bool {
+        self.line.clear();
+        let r = fill(&mut self.line).and_then(|()| {
+            self.line.push(b'\n');
+            self.out.write_all(&self.line)
+        });
+        match r {
+            Ok(()) => true,
+            Err(e) => {
+                self.failed = Some(e);
+                false
+            }
+        }
+    }
+
+    fn finish(mut self, what: &str) -> Result<()> {
+        if let Some(e) = self.failed.take() {
+            return Err(e).wrap_err(format!("writing the {what}"));
+        }
+        self.out.flush().wrap_err(format!("writing the {what}"))
+    }
+}
+
+pub fn search_cmd(a: SearchArgs) -> Result<()> {
+    let query = crate::inspect::search::Query::parse(&a.query).map_err(UsageError)?;
+    let o = open(&a.source, &a.scan)?;
+    let req = crate::inspect::search::SearchRequest {
+        from: o.from,
+        until: o.until,
+        agent: o.agent,
+        chain: a.scan.chain.chain(),
+    };
+    let mut lines = Lines::new();
+    let format = a.scan.format;
+    let found =
+        runtime()?.block_on(crate::inspect::search::scan(&o.source, &query, &req, |e| {
+            lines.write(|line| match format {
+                ListFormat::Jsonl => serde_json::to_writer(line, e.as_ref()).map_err(Into::into),
+                ListFormat::Text => {
+                    crate::sink::stream::text_line(e, line);
+                    Ok(())
+                }
+            })
+        }))?;
+    lines.finish("matches")?;
+    if found == 0 {
+        return Err(
+            RunFailure::Failed(format!("{}: no event matches {:?}", o.info.name, a.query)).into(),
+        );
+    }
+    Ok(())
+}
+
+pub fn history_cmd(a: HistoryArgs) -> Result<()> {
+    let o = open(&a.source, &a.scan)?;
     if a.key.is_empty() {
         return Err(UsageError("KEY is empty: give the key as stored (e.g. plan)".into()).into());
     }
     let req = HistoryRequest {
         key: a.key.clone(),
-        agent,
-        from,
-        until,
-        chain: a.chain.chain(),
+        agent: o.agent,
+        from: o.from,
+        until: o.until,
+        chain: a.scan.chain.chain(),
     };
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut failed: Option<std::io::Error> = None;
-    let found = runtime()?.block_on(scan(&source, &req, |v| {
-        let r = match a.format {
-            ListFormat::Jsonl => serde_json::to_writer(&mut out, v)
-                .map_err(std::io::Error::from)
-                .and_then(|()| out.write_all(b"\n")),
-            ListFormat::Text => writeln!(out, "{}", v.text()),
-        };
-        match r {
-            Ok(()) => true,
-            Err(e) => {
-                failed = Some(e);
-                false
-            }
-        }
+    let mut lines = Lines::new();
+    let format = a.scan.format;
+    let found = runtime()?.block_on(scan(&o.source, &req, |v| {
+        lines.write(|line| match format {
+            ListFormat::Jsonl => serde_json::to_writer(line, v).map_err(Into::into),
+            ListFormat::Text => line.write_all(v.text().as_bytes()),
+        })
     }))?;
-    if let Some(e) = failed {
-        return Err(e).wrap_err("writing the history");
-    }
-    out.flush().wrap_err("writing the history")?;
+    lines.finish("history")?;
     if found == 0 {
         return Err(RunFailure::Failed(format!(
             "{}: no transaction touches the key {:?}{} (keys are matched exactly)",
-            info.name,
+            o.info.name,
             a.key,
-            a.agent
+            a.scan
+                .agent
                 .as_deref()
                 .map(|g| format!(" in {g}"))
                 .unwrap_or_default()

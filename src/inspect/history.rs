@@ -8,8 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::json_diff::{FieldChange, diff_opt};
-use crate::flow::CreditWindow;
-use crate::source::{Filter, Source, SourceError, StreamRequest};
+use crate::source::{Filter, Source, SourceError};
 
 /// A write or a delete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -50,11 +49,6 @@ pub struct HistoryRequest {
     pub chain: crate::source::ChainCheck,
 }
 
-/// Events asked of the source per batch.
-const BATCH_EVENTS: usize = 1024;
-/// Credit between the scan and its source.
-const WINDOW_BYTES: u64 = 16 * 1024 * 1024;
-
 /// Scans `source` and hands every version of the key to `each`, in commit order (it returns
 /// false to stop). Returns how many versions were found.
 pub async fn scan(
@@ -62,23 +56,13 @@ pub async fn scan(
     req: &HistoryRequest,
     mut each: impl FnMut(&Version) -> bool,
 ) -> Result<u64, SourceError> {
-    let window = CreditWindow::new(WINDOW_BYTES);
-    let mut stream = source.open(
-        StreamRequest {
-            from: req.from,
-            until: req.until,
-            filter: Filter {
-                agent: req.agent.clone(),
-                // Narrows what is decoded and sent; the key itself is matched exactly below.
-                key_prefix: Some(req.key.clone()),
-                txn_id: None,
-            },
-            batch_events: BATCH_EVENTS,
-            chain: req.chain,
-            ..StreamRequest::default()
-        },
-        window.clone(),
-    )?;
+    let filter = Filter {
+        agent: req.agent.clone(),
+        // Narrows what is decoded and sent; the key itself is matched exactly below.
+        key_prefix: Some(req.key.clone()),
+        txn_id: None,
+    };
+    let (mut stream, window) = super::open_scan(source, req.from, req.until, filter, req.chain)?;
     let mut previous: HashMap<(Arc<str>, Arc<str>), Option<Value>> = HashMap::new();
     let mut found = 0u64;
     while let Some(batch) = stream.recv().await {
