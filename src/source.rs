@@ -188,19 +188,9 @@ pub(crate) async fn retry_after<B>(
         Retry::Now => true,
         Retry::Cancelled => false,
         Retry::GiveUp(message) => {
-            let source_name = source_name.to_string();
             // DATA_LOSS: the far end found its data damaged.
-            let error = if failure.code() == tonic::Code::DataLoss {
-                SourceError::Integrity {
-                    source_name,
-                    message,
-                }
-            } else {
-                SourceError::Invalid {
-                    source_name,
-                    message,
-                }
-            };
+            let integrity = failure.code() == tonic::Code::DataLoss;
+            let error = SourceError::failed(source_name, message, integrity);
             let _ = tx.send(Err(error)).await;
             false
         }
@@ -251,6 +241,22 @@ pub enum SourceError {
 }
 
 impl SourceError {
+    /// An integrity failure (`integrity`) or a plain one, of the source named.
+    pub fn failed(source_name: &str, message: String, integrity: bool) -> SourceError {
+        let source_name = source_name.to_string();
+        if integrity {
+            SourceError::Integrity {
+                source_name,
+                message,
+            }
+        } else {
+            SourceError::Invalid {
+                source_name,
+                message,
+            }
+        }
+    }
+
     pub fn is_integrity(&self) -> bool {
         match self {
             SourceError::Archive(a) => a.is_integrity(),

@@ -90,22 +90,29 @@ fn an_s3_archive_reads_like_the_local_file_and_fetches_only_what_it_needs() {
     replayscope::archive::verify::verify(&remote, None).unwrap();
 }
 
+/// `events` generated events as a directory of segments of `per_segment`; their file names,
+/// in order.
+fn write_segments(seg_dir: &Path, per_segment: u64, events: usize) -> Vec<String> {
+    let mut w = SegmentedWriter::create(seg_dir, per_segment, WriterOptions::default()).unwrap();
+    for e in Generator::new(GenOptions::default()).take(events) {
+        w.append(&e).unwrap();
+    }
+    w.finish().unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(seg_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 #[test]
 fn a_segment_prefix_reads_like_the_directory_and_gaps_are_refused() {
     let Some(m) = moto() else { return };
     create_bucket(&m, "segs");
     let dir = tempfile::tempdir().unwrap();
     let seg_dir = dir.path().join("run");
-    let mut w = SegmentedWriter::create(&seg_dir, 2_000, WriterOptions::default()).unwrap();
-    for e in Generator::new(GenOptions::default()).take(7_000) {
-        w.append(&e).unwrap();
-    }
-    w.finish().unwrap();
-    let mut names: Vec<String> = std::fs::read_dir(&seg_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
+    let names = write_segments(&seg_dir, 2_000, 7_000);
     assert_eq!(names.len(), 4);
     for n in &names {
         put(
@@ -208,16 +215,7 @@ fn a_followed_prefix_plays_segments_uploaded_later() {
     create_bucket(&m, "live");
     let dir = tempfile::tempdir().unwrap();
     let seg_dir = dir.path().join("run");
-    let mut w = SegmentedWriter::create(&seg_dir, 500, WriterOptions::default()).unwrap();
-    for e in Generator::new(GenOptions::default()).take(1_500) {
-        w.append(&e).unwrap();
-    }
-    w.finish().unwrap();
-    let mut names: Vec<String> = std::fs::read_dir(&seg_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
+    let names = write_segments(&seg_dir, 500, 1_500);
     assert_eq!(names.len(), 3);
     let upload = |n: &String| {
         put(

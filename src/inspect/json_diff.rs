@@ -97,40 +97,12 @@ fn walk(old: &Value, new: &Value, path: &mut String, out: &mut Vec<FieldChange>)
             keys.sort();
             keys.dedup();
             for k in keys {
-                let len = path.len();
-                push_token(path, k);
-                match (a.get(k), b.get(k)) {
-                    (Some(x), Some(y)) => walk(x, y, path, out),
-                    (Some(x), None) => out.push(FieldChange::Removed {
-                        path: path.clone(),
-                        old: x.clone(),
-                    }),
-                    (None, Some(y)) => out.push(FieldChange::Added {
-                        path: path.clone(),
-                        value: y.clone(),
-                    }),
-                    (None, None) => {}
-                }
-                path.truncate(len);
+                child(k, a.get(k), b.get(k), path, out);
             }
         }
         (Value::Array(a), Value::Array(b)) => {
             for i in 0..a.len().max(b.len()) {
-                let len = path.len();
-                push_token(path, &i.to_string());
-                match (a.get(i), b.get(i)) {
-                    (Some(x), Some(y)) => walk(x, y, path, out),
-                    (Some(x), None) => out.push(FieldChange::Removed {
-                        path: path.clone(),
-                        old: x.clone(),
-                    }),
-                    (None, Some(y)) => out.push(FieldChange::Added {
-                        path: path.clone(),
-                        value: y.clone(),
-                    }),
-                    (None, None) => {}
-                }
-                path.truncate(len);
+                child(&i.to_string(), a.get(i), b.get(i), path, out);
             }
         }
         (a, b) if a == b => {}
@@ -140,6 +112,31 @@ fn walk(old: &Value, new: &Value, path: &mut String, out: &mut Vec<FieldChange>)
             new: b.clone(),
         }),
     }
+}
+
+/// The member `token` of both sides (either may lack it), under `path`.
+fn child(
+    token: &str,
+    old: Option<&Value>,
+    new: Option<&Value>,
+    path: &mut String,
+    out: &mut Vec<FieldChange>,
+) {
+    let len = path.len();
+    push_token(path, token);
+    match (old, new) {
+        (Some(x), Some(y)) => walk(x, y, path, out),
+        (Some(x), None) => out.push(FieldChange::Removed {
+            path: path.clone(),
+            old: x.clone(),
+        }),
+        (None, Some(y)) => out.push(FieldChange::Added {
+            path: path.clone(),
+            value: y.clone(),
+        }),
+        (None, None) => {}
+    }
+    path.truncate(len);
 }
 
 #[cfg(test)]

@@ -55,18 +55,7 @@ impl FollowFailure {
     }
 
     fn error(&self, name: &str) -> SourceError {
-        let (source_name, message) = (name.to_string(), self.message.clone());
-        if self.integrity {
-            SourceError::Integrity {
-                source_name,
-                message,
-            }
-        } else {
-            SourceError::Invalid {
-                source_name,
-                message,
-            }
-        }
+        SourceError::failed(name, self.message.clone(), self.integrity)
     }
 }
 

@@ -114,14 +114,7 @@ pub struct StatehouseSource {
 /// failure, anything else a plain one.
 fn replay_failed(name: &str, s: &tonic::Status) -> SourceError {
     let message = format!("Replay failed: {} ({:?})", s.message(), s.code());
-    if s.code() == tonic::Code::DataLoss {
-        SourceError::Integrity {
-            source_name: name.to_string(),
-            message,
-        }
-    } else {
-        err(name, message)
-    }
+    SourceError::failed(name, message, s.code() == tonic::Code::DataLoss)
 }
 
 fn err(name: &str, message: impl std::fmt::Display) -> SourceError {
