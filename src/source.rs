@@ -63,7 +63,39 @@ pub struct Filter {
     pub key_prefix: Option<String>,
     /// Only this transaction.
     pub txn_id: Option<String>,
+    /// A test of an event's stored bytes that may drop events the consumer certainly does not
+    /// want (a search skips events that do not contain its text without decoding them). The
+    /// consumer still checks what it receives: sources without stored bytes ignore it, and it
+    /// does not travel to a server.
+    pub stored_hint: Option<StoredHint>,
 }
+
+/// See [`Filter::stored_hint`]: true keeps the event.
+#[derive(Clone)]
+pub struct StoredHint(pub Arc<StoredTest>);
+
+/// A test of stored event bytes.
+pub type StoredTest = dyn Fn(&[u8]) -> bool + Send + Sync;
+
+impl StoredHint {
+    pub fn keeps(&self, stored: &[u8]) -> bool {
+        (self.0)(stored)
+    }
+}
+
+impl std::fmt::Debug for StoredHint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoredHint")
+    }
+}
+
+impl PartialEq for StoredHint {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for StoredHint {}
 
 impl Filter {
     pub fn is_empty(&self) -> bool {

@@ -127,7 +127,7 @@ pub fn player_options(flags: &PlayFlags, source: &dyn Source) -> Result<PlayerOp
         filter: Filter {
             agent,
             key_prefix: flags.key_prefix.clone(),
-            txn_id: None,
+            ..Filter::default()
         },
         ..PlayerOptions::default()
     })

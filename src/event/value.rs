@@ -62,6 +62,17 @@ impl ObjectValue {
         self.0.raw.as_ref()
     }
 
+    /// Whether the JSON text could contain `needle`, judged from the stored strings without
+    /// building the object (see [`super::wire::strings_could_contain`]); true when unsure.
+    pub fn strings_could_contain(&self, needle: &memchr::memmem::Finder<'_>) -> bool {
+        match &self.0.raw {
+            Some(raw) if self.0.decoded.get().is_none() => {
+                super::wire::strings_could_contain(raw, needle).unwrap_or(true)
+            }
+            _ => true,
+        }
+    }
+
     /// Compact JSON text (or an explanation when the bytes do not decode).
     pub fn to_json_string(&self, key: &str) -> String {
         match self.object(key) {

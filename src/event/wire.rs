@@ -9,12 +9,119 @@ use serde_json::{Map, Value};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use memchr::memmem::Finder;
 
 use super::{Event, JsonObject, ObjectValue, Operation, ValueError, f64_to_json};
 
 /// Decodes an encoded `google.protobuf.Struct` into a JSON object.
 pub fn decode_struct_bytes(b: &[u8], key: &str) -> Result<JsonObject, ValueError> {
     decode_struct(b, key, 0)
+}
+
+/// Whether the JSON text of an encoded `google.protobuf.Struct` could contain `needle`, judged
+/// from its strings alone (every key and string value, without building the object): false
+/// means it cannot, for a needle that only a string token can hold (see
+/// `inspect::search`). A string JSON would escape counts as a candidate; the caller confirms
+/// candidates on the JSON text.
+///
+/// Only the structure is checked: a value this walk rejects (false) but that would not decode
+/// (a string not UTF-8, a number JSON has no form for) has no JSON text to match either.
+pub fn strings_could_contain(b: &[u8], needle: &Finder<'_>) -> Result<bool, ValueError> {
+    struct_strings(b, needle, 0)
+}
+
+fn string_could_contain(s: &[u8], needle: &Finder<'_>) -> bool {
+    needle.find(s).is_some() || s.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\')
+}
+
+fn struct_strings(b: &[u8], needle: &Finder<'_>, depth: u32) -> Result<bool, ValueError> {
+    if depth > MAX_DEPTH {
+        return Err(err("value nested too deeply"));
+    }
+    let mut r = Reader::new(b);
+    while !r.done() {
+        let (field, wire) = r.key()?;
+        if field != 1 {
+            r.skip(wire)?;
+            continue;
+        }
+        r.expect(wire, 2)?;
+        let mut entry = Reader::new(r.bytes()?);
+        while !entry.done() {
+            let (f, w) = entry.key()?;
+            let hit = match f {
+                1 => {
+                    entry.expect(w, 2)?;
+                    string_could_contain(entry.bytes()?, needle)
+                }
+                2 => {
+                    entry.expect(w, 2)?;
+                    value_strings(entry.bytes()?, needle, depth + 1)?
+                }
+                _ => {
+                    entry.skip(w)?;
+                    false
+                }
+            };
+            if hit {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+fn value_strings(b: &[u8], needle: &Finder<'_>, depth: u32) -> Result<bool, ValueError> {
+    if depth > MAX_DEPTH {
+        return Err(err("value nested too deeply"));
+    }
+    let mut r = Reader::new(b);
+    while !r.done() {
+        let (field, wire) = r.key()?;
+        let hit = match field {
+            1 | 4 => {
+                r.expect(wire, 0)?;
+                r.varint()?;
+                false
+            }
+            2 => {
+                r.expect(wire, 1)?;
+                r.fixed64()?;
+                false
+            }
+            3 => {
+                r.expect(wire, 2)?;
+                string_could_contain(r.bytes()?, needle)
+            }
+            5 => {
+                r.expect(wire, 2)?;
+                struct_strings(r.bytes()?, needle, depth + 1)?
+            }
+            6 => {
+                r.expect(wire, 2)?;
+                let mut list = Reader::new(r.bytes()?);
+                let mut hit = false;
+                while !hit && !list.done() {
+                    let (f, w) = list.key()?;
+                    if f == 1 {
+                        list.expect(w, 2)?;
+                        hit = value_strings(list.bytes()?, needle, depth + 1)?;
+                    } else {
+                        list.skip(w)?;
+                    }
+                }
+                hit
+            }
+            _ => {
+                r.skip(wire)?;
+                false
+            }
+        };
+        if hit {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Same recursion limit as prost.

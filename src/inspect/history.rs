@@ -61,6 +61,11 @@ pub async fn scan(
         // Narrows what is decoded and sent; the key itself is matched exactly below.
         key_prefix: Some(req.key.clone()),
         txn_id: None,
+        // The key is in the stored bytes as it is: events without it are not decoded.
+        stored_hint: Some(crate::source::StoredHint(Arc::new({
+            let key = memchr::memmem::Finder::new(req.key.as_bytes()).into_owned();
+            move |stored: &[u8]| key.find(stored).is_some()
+        }))),
     };
     let (mut stream, window) = super::open_scan(source, req.from, req.until, filter, req.chain)?;
     let mut previous: HashMap<(Arc<str>, Arc<str>), Option<Value>> = HashMap::new();

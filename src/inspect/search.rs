@@ -10,9 +10,19 @@ use crate::source::{Filter, Source, SourceError};
 
 /// What to look for.
 #[derive(Debug, Clone)]
-pub enum Query {
-    /// A plain substring (case-sensitive).
-    Text(String),
+pub struct Query {
+    matcher: Matcher,
+    /// A substring that only a string token of a value's JSON text can hold (no quote,
+    /// backslash, structural character or control character; not something a number, `true`,
+    /// `false` or `null` could show): values are first looked at through their stored strings,
+    /// without building the JSON (DESIGN.md section 12, BENCHMARKS.md).
+    in_strings_only: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Matcher {
+    /// A plain substring (case-sensitive), and its searcher over bytes.
+    Text(String, Box<memchr::memmem::Finder<'static>>),
     Regex(regex::Regex),
 }
 
@@ -23,7 +33,7 @@ impl Query {
             if p.is_empty() {
                 return Err("re: needs a pattern (e.g. re:err(or)?)".into());
             }
-            return regex::Regex::new(p).map(Query::Regex).map_err(|e| {
+            let matcher = regex::Regex::new(p).map(Matcher::Regex).map_err(|e| {
                 // The library's message spans lines (the pattern, a caret, the reason): its
                 // reason is the last.
                 let message = e.to_string();
@@ -36,40 +46,115 @@ impl Query {
                     .trim_start_matches("error: ")
                     .to_string();
                 format!("{text:?} is not a valid regular expression: {reason}")
+            })?;
+            return Ok(Query {
+                matcher,
+                in_strings_only: false,
             });
         }
         if text.is_empty() {
             return Err("the query is empty".into());
         }
-        Ok(Query::Text(text.to_string()))
+        Ok(Query {
+            matcher: Matcher::Text(
+                text.to_string(),
+                Box::new(memchr::memmem::Finder::new(text.as_bytes()).into_owned()),
+            ),
+            in_strings_only: only_in_strings(text),
+        })
+    }
+
+    /// Whether this is a regular expression (`re:`).
+    pub fn is_regex(&self) -> bool {
+        matches!(self.matcher, Matcher::Regex(_))
     }
 
     fn finds(&self, hay: &str) -> bool {
-        match self {
-            Query::Text(t) => hay.contains(t.as_str()),
-            Query::Regex(r) => r.is_match(hay),
+        match &self.matcher {
+            Matcher::Text(_, f) => f.find(hay.as_bytes()).is_some(),
+            Matcher::Regex(r) => r.is_match(hay),
         }
     }
 
     /// Whether `e` matches: a key, a value (as JSON text), the agent, or (a substring only)
     /// the start of its txn_id.
     pub fn matches(&self, e: &Event) -> bool {
-        if let Query::Text(t) = self
+        if let Matcher::Text(t, _) = &self.matcher
             && e.txn_id.starts_with(t.as_str())
         {
             return true;
         }
-        if self.finds(&format!("{}/{}", e.namespace, e.agent_id)) {
+        let agent_matches = match &self.matcher {
+            // Only a needle with a '/' can span the separator: no string built for the others.
+            Matcher::Text(t, f) if !t.contains('/') => {
+                f.find(e.namespace.as_bytes()).is_some() || f.find(e.agent_id.as_bytes()).is_some()
+            }
+            _ => self.finds(&format!("{}/{}", e.namespace, e.agent_id)),
+        };
+        if agent_matches {
             return true;
         }
         e.operations.iter().any(|op| {
             self.finds(&op.key)
-                || op
-                    .value
-                    .as_ref()
-                    .is_some_and(|v| self.finds(&v.to_json_string(&op.key)))
+                || op.value.as_ref().is_some_and(|v| {
+                    let candidate = match &self.matcher {
+                        Matcher::Text(_, f) if self.in_strings_only => v.strings_could_contain(f),
+                        _ => true,
+                    };
+                    // A value that cannot be read has no JSON text to match.
+                    candidate
+                        && v.object(&op.key).is_ok_and(|o| {
+                            self.finds(&serde_json::to_string(o).unwrap_or_default())
+                        })
+                })
         })
     }
+}
+
+impl Query {
+    /// A test of stored event bytes that only drops events this query cannot match: a
+    /// substring in string tokens only is in the stored bytes as it is, except where it starts
+    /// inside an escape JSON would write (`\\n`, `\\u001f`), so a needle that could start
+    /// that way is also looked for without its first 1 to 5 characters. `None` (read every
+    /// event) for a regular expression, a needle a number or literal could show, or one
+    /// spanning the `/` of `ns/agent`.
+    pub fn stored_hint(&self) -> Option<crate::source::StoredHint> {
+        let Matcher::Text(text, finder) = &self.matcher else {
+            return None;
+        };
+        if !self.in_strings_only || text.contains('/') {
+            return None;
+        }
+        let mut finders = vec![finder.as_ref().clone()];
+        if text.starts_with(|c: char| "bfnrtu0123456789abcdef".contains(c)) {
+            let tails: Vec<usize> = text
+                .char_indices()
+                .map(|(i, _)| i)
+                .skip(1)
+                .take(5)
+                .collect();
+            if tails.len() < 5 {
+                return None;
+            }
+            finders.extend(
+                tails
+                    .into_iter()
+                    .map(|i| memchr::memmem::Finder::new(&text.as_bytes()[i..]).into_owned()),
+            );
+        }
+        Some(crate::source::StoredHint(std::sync::Arc::new(
+            move |stored: &[u8]| finders.iter().any(|f| f.find(stored).is_some()),
+        )))
+    }
+}
+
+/// See [`Query::in_strings_only`].
+fn only_in_strings(text: &str) -> bool {
+    let structural = |c: char| c.is_control() || "\"\\:,{}[]".contains(c);
+    let in_a_number = |c: char| c.is_ascii_digit() || "-+.eE".contains(c);
+    !text.chars().any(structural)
+        && !text.chars().all(in_a_number)
+        && !["true", "false", "null"].iter().any(|l| l.contains(text))
 }
 
 /// Where to search.
@@ -91,6 +176,7 @@ pub async fn scan(
 ) -> Result<u64, SourceError> {
     let filter = Filter {
         agent: req.agent.clone(),
+        stored_hint: query.stored_hint(),
         ..Filter::default()
     };
     let (mut stream, window) = super::open_scan(source, req.from, req.until, filter, req.chain)?;
@@ -119,8 +205,8 @@ mod tests {
 
     #[test]
     fn queries_parse_and_bad_ones_say_why() {
-        assert!(matches!(Query::parse("error"), Ok(Query::Text(_))));
-        assert!(matches!(Query::parse("re:err(or)?"), Ok(Query::Regex(_))));
+        assert!(!Query::parse("error").unwrap().is_regex());
+        assert!(Query::parse("re:err(or)?").unwrap().is_regex());
         let bad = Query::parse("re:(").unwrap_err();
         assert!(
             bad.ends_with("not a valid regular expression: unclosed group"),
@@ -129,5 +215,89 @@ mod tests {
         assert!(!bad.contains('\n'), "{bad}");
         assert!(Query::parse("").is_err());
         assert!(Query::parse("re:").is_err());
+    }
+
+    /// The query on the whole JSON text, as the fast path must answer.
+    fn brute(text: &str, e: &Event) -> bool {
+        e.txn_id.starts_with(text)
+            || format!("{}/{}", e.namespace, e.agent_id).contains(text)
+            || e.operations.iter().any(|op| {
+                op.key.contains(text)
+                    || op.value.as_ref().is_some_and(|v| {
+                        serde_json::to_string(v.object("").unwrap())
+                            .unwrap()
+                            .contains(text)
+                    })
+            })
+    }
+
+    #[test]
+    fn matching_on_stored_strings_agrees_with_the_json_text() {
+        use crate::event::generate::{GenOptions, Generator};
+        let mut events: Vec<Event> = Generator::new(GenOptions::default()).take(300).collect();
+        // Strings JSON escapes, numbers, literals, nesting, unicode.
+        let odd = serde_json::json!({
+            "note": "line one\nline \"two\"\tend \\ back",
+            "n": 12.5, "big": 1e21, "ok": true, "none": null,
+            "deep": {"list": [1, "naïve café", {"x": "inner"}]}
+        });
+        let mut e = events[0].clone();
+        e.operations[0].value = Some(crate::event::ObjectValue::from_object(
+            odd.as_object().unwrap().clone(),
+        ));
+        events.push(e);
+        // Through the stored bytes, as sources deliver them.
+        let events: Vec<Event> = events
+            .iter()
+            .map(|e| Event::decode(&e.encode().unwrap()).unwrap())
+            .collect();
+        let mut queries: Vec<String> = [
+            "refund", "nline", "ne two", "two\\\"", "\\t", "tend", "back", "ïve", "inner", "12.5",
+            "1e21", "rue", "ull", "e", "a", "list", "deep\":{", "x\":\"in", "zzz",
+        ]
+        .iter()
+        .map(|q| q.to_string())
+        .collect();
+        // Every 3- and 5-character window of some values' JSON text.
+        for e in events.iter().step_by(37).chain(events.last()) {
+            let text =
+                serde_json::to_string(e.operations[0].value.as_ref().unwrap().object("").unwrap())
+                    .unwrap();
+            let chars: Vec<char> = text.chars().collect();
+            for w in [3, 5] {
+                for start in (0..chars.len().saturating_sub(w)).step_by(7) {
+                    queries.push(chars[start..start + w].iter().collect());
+                }
+            }
+        }
+        let mut fast = 0;
+        let mut hinted = 0;
+        for q in &queries {
+            let query = Query::parse(q).unwrap();
+            fast += query.in_strings_only as usize;
+            let hint = query.stored_hint();
+            for e in &events {
+                // A fresh decode each time, so the fast path sees undecoded bytes.
+                let stored = e.encode().unwrap();
+                let e = Event::decode(&stored).unwrap();
+                let want = brute(q, &e);
+                assert_eq!(
+                    query.matches(&e),
+                    want,
+                    "query {q:?} on {}",
+                    e.to_json_line()
+                );
+                if let Some(hint) = &hint {
+                    hinted += 1;
+                    assert!(hint.keeps(&stored) || !want, "hint drops a match of {q:?}");
+                }
+            }
+        }
+        assert!(
+            fast > queries.len() / 3,
+            "{fast} of {} on the fast path",
+            queries.len()
+        );
+        assert!(hinted > 0);
     }
 }

@@ -286,6 +286,7 @@ fn fresh_state(
             agent: agent.clone(),
             key_prefix: (!f.key_prefix.is_empty()).then(|| f.key_prefix.clone()),
             txn_id: (!f.txn_id.is_empty()).then(|| f.txn_id.clone()),
+            stored_hint: None,
         })
         .unwrap_or(Filter {
             agent,

@@ -395,6 +395,11 @@ impl Item for (Arc<Event>, u32) {
         names: &mut NameCache,
         archive: &Archive,
     ) -> Result<Option<(Self, u32)>, SourceError> {
+        if let Some(hint) = &filter.stored_hint
+            && !hint.keeps(&raw.payload)
+        {
+            return Ok(None);
+        }
         let event = decode(&raw, names, archive)?;
         let size = raw.payload.len() as u32;
         Ok(filter
