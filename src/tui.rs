@@ -110,6 +110,7 @@ pub async fn run(
     let history_updates = tx.clone();
     let history_agent = options.filter.agent.clone();
     let mut history_task: Option<tokio::task::JoinHandle<()>> = None;
+    let mut search_task: Option<tokio::task::JoinHandle<()>> = None;
     let handle = player::spawn(
         source,
         options,
@@ -158,6 +159,22 @@ pub async fn run(
                         {
                             t.abort();
                         }
+                        if let Some(query) = view.search_scan.take() {
+                            if let Some(t) = search_task.take() {
+                                t.abort();
+                            }
+                            search_task = Some(tokio::spawn(scan_search(
+                                history_source.clone(),
+                                query,
+                                model.search.as_ref().map(|s| s.text.clone()).unwrap_or_default(),
+                                history_agent.clone(),
+                                history_updates.clone(),
+                            )));
+                        } else if model.search.is_none()
+                            && let Some(t) = search_task.take()
+                        {
+                            t.abort();
+                        }
                         // Draw right away: a key press is shown without waiting for the frame tick.
                         draw(terminal, &model, &view);
                         dirty = false;
@@ -180,6 +197,12 @@ pub async fn run(
                             Err(_) => break,
                         }
                         n += 1;
+                    }
+                    // An `n` waiting for the scan: the matches it waited for may be here.
+                    if let Some(direction) = view.search_jump {
+                        for c in app::search_jump(direction, &mut model, &mut view) {
+                            handle.send(c);
+                        }
                     }
                     dirty = true;
                 }
@@ -245,6 +268,53 @@ async fn scan_history(
     }
     let _ = updates.send(Update::HistoryDone(
         key,
+        result.map(|_| ()).map_err(|e| e.to_string()),
+    ));
+}
+
+/// Matches per update sent to the UI (at most; a batch of the source sends what it found).
+const SEARCH_BATCH: usize = 256;
+
+/// Searches the whole source for `query` and sends the offsets of its matches to the UI as
+/// they are found.
+async fn scan_search(
+    source: Arc<dyn Source>,
+    query: crate::inspect::search::Query,
+    text: String,
+    agent: Option<(String, String)>,
+    updates: mpsc::UnboundedSender<Update>,
+) {
+    use crate::inspect::search::{SearchRequest, scan_in_batches};
+    let req = SearchRequest {
+        from: source.info().first_offset.unwrap_or(0),
+        until: None,
+        agent,
+        chain: Default::default(),
+    };
+    // Shared by the two callbacks (a Mutex, not a RefCell: the future moves between threads).
+    let found = std::sync::Mutex::new(Vec::new());
+    let lock = || found.lock().unwrap_or_else(|e| e.into_inner());
+    let send = |found: &mut Vec<u64>| {
+        found.is_empty()
+            || updates
+                .send(Update::SearchFound(text.clone(), std::mem::take(found)))
+                .is_ok()
+    };
+    let result = scan_in_batches(
+        &source,
+        &query,
+        &req,
+        |e| {
+            let mut f = lock();
+            f.push(e.offset);
+            f.len() < SEARCH_BATCH || send(&mut f)
+        },
+        |_| send(&mut lock()),
+    )
+    .await;
+    send(&mut lock());
+    let _ = updates.send(Update::SearchDone(
+        text,
         result.map(|_| ()).map_err(|e| e.to_string()),
     ));
 }

@@ -172,7 +172,19 @@ pub async fn scan(
     source: &Arc<dyn Source>,
     query: &Query,
     req: &SearchRequest,
+    each: impl FnMut(&Arc<Event>) -> bool,
+) -> Result<u64, SourceError> {
+    scan_in_batches(source, query, req, each, |_| true).await
+}
+
+/// [`scan`], also telling `after_batch` the offset read through after each batch the source
+/// sends (false stops).
+pub async fn scan_in_batches(
+    source: &Arc<dyn Source>,
+    query: &Query,
+    req: &SearchRequest,
     mut each: impl FnMut(&Arc<Event>) -> bool,
+    mut after_batch: impl FnMut(u64) -> bool,
 ) -> Result<u64, SourceError> {
     let filter = Filter {
         agent: req.agent.clone(),
@@ -194,6 +206,10 @@ pub async fn scan(
         }
         if let Some(last) = batch.last_offset() {
             window.ack(last);
+            if !after_batch(last) {
+                window.cancel();
+                return Ok(found);
+            }
         }
     }
     Ok(found)

@@ -39,6 +39,10 @@ pub enum Update {
     HistoryVersions(String, Vec<crate::inspect::history::Version>),
     /// The key history scan is over (`Err`: why it stopped).
     HistoryDone(String, Result<(), String>),
+    /// Matches a search of the whole source found (for the query named), in offset order.
+    SearchFound(String, Vec<u64>),
+    /// The search of the whole source is over (`Err`: why it stopped).
+    SearchDone(String, Result<(), String>),
 }
 
 /// Data from the player.
@@ -62,6 +66,106 @@ pub struct Model {
     pub error: Option<String>,
     /// The key history being shown (or scanned for).
     pub history: Option<KeyHistory>,
+    /// The search of the whole source (`/` then Enter).
+    pub search: Option<SourceSearch>,
+}
+
+/// Which way `n` / `N` go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchDirection {
+    Forward,
+    Backward,
+}
+
+/// A search of the whole source, filled by a background scan in offset order.
+#[derive(Debug, Clone, Default)]
+pub struct SourceSearch {
+    pub text: String,
+    /// Offsets of the matching events found so far, ascending.
+    pub matches: Vec<u64>,
+    /// The scan is over (with the error that ended it, if any).
+    pub done: bool,
+    pub error: Option<String>,
+    /// What the last `n` / `N` said (no further match, wrapped around).
+    pub note: Option<String>,
+}
+
+/// Where `n` / `N` go from `from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchStep {
+    To {
+        offset: u64,
+        wrapped: bool,
+    },
+    /// Not known yet: the scan has not got far enough.
+    Scanning,
+    None,
+}
+
+impl SourceSearch {
+    /// The next match after `from` (or the previous one before it), wrapping around once the
+    /// whole source is scanned.
+    pub fn step(&self, from: Option<u64>, direction: SearchDirection) -> SearchStep {
+        let m = &self.matches;
+        let at = from.map(|f| m.partition_point(|&o| o <= f));
+        let found = match (direction, at) {
+            (SearchDirection::Forward, None) => m.first().copied(),
+            (SearchDirection::Forward, Some(i)) => m.get(i).copied(),
+            (SearchDirection::Backward, None) => None,
+            (SearchDirection::Backward, Some(i)) => {
+                // A match before the cursor is the nearest only once the scan is past it.
+                let before = from.map_or(i, |f| m.partition_point(|&o| o < f));
+                let known = self.done || i < m.len();
+                match before.checked_sub(1) {
+                    Some(j) if known => m.get(j).copied(),
+                    _ if !known => return SearchStep::Scanning,
+                    _ => None,
+                }
+            }
+        };
+        match found {
+            Some(offset) => SearchStep::To {
+                offset,
+                wrapped: false,
+            },
+            None if !self.done => SearchStep::Scanning,
+            None => {
+                let wrap = match direction {
+                    SearchDirection::Forward => m.first(),
+                    SearchDirection::Backward => m.last(),
+                };
+                match wrap {
+                    Some(&offset) => SearchStep::To {
+                        offset,
+                        wrapped: true,
+                    },
+                    None => SearchStep::None,
+                }
+            }
+        }
+    }
+
+    /// The progress line: how many matches, whether the scan goes on.
+    pub fn status(&self) -> String {
+        let n = self.matches.len();
+        let count = match n {
+            0 => "no match".to_string(),
+            1 => "1 match".to_string(),
+            _ => format!("{} matches", crate::text::thousands(n as u64)),
+        };
+        let mut s = format!("search \"{}\": {count}", self.text);
+        if let Some(e) = &self.error {
+            s.push_str(&format!(" (stopped: {e})"));
+        } else if !self.done {
+            s.push_str(" so far, scanning the source…");
+        } else if n > 0 {
+            s.push_str(" in the source (n next, N previous)");
+        }
+        if let Some(note) = &self.note {
+            s.push_str(&format!(" · {note}"));
+        }
+        s
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,8 +302,9 @@ pub struct ViewState {
     pub help: bool,
     /// The table is frozen at this offset (playback goes on; newer rows are counted).
     pub frozen_at: Option<u64>,
-    /// Table filter: a key prefix or a txn_id.
+    /// Table filter: what the search prompt holds (keys, values, agent, txn_id prefix).
     pub filter: Option<String>,
+    pub filter_query: Option<crate::inspect::search::Query>,
     /// What was submitted in each prompt, oldest first (↑ recalls it).
     pub history: std::collections::HashMap<PromptKind, Vec<String>>,
     pub detail_scroll: u16,
@@ -210,6 +315,10 @@ pub struct ViewState {
     pub history_selected: usize,
     /// A key history scan to start (taken by the UI loop, which owns the source).
     pub history_scan: Option<String>,
+    /// A search of the whole source to start (taken by the UI loop).
+    pub search_scan: Option<crate::inspect::search::Query>,
+    /// An `n` / `N` waiting for the scan to get far enough.
+    pub search_jump: Option<SearchDirection>,
 }
 
 impl Default for ViewState {
@@ -221,6 +330,7 @@ impl Default for ViewState {
             help: false,
             frozen_at: None,
             filter: None,
+            filter_query: None,
             history: Default::default(),
             detail_scroll: 0,
             state_scroll: 0,
@@ -228,6 +338,8 @@ impl Default for ViewState {
             history_open: false,
             history_selected: 0,
             history_scan: None,
+            search_scan: None,
+            search_jump: None,
         }
     }
 }
@@ -260,6 +372,7 @@ impl Model {
             report: None,
             error: None,
             history: None,
+            search: None,
         }
     }
 
@@ -338,6 +451,17 @@ impl Model {
                     h.versions.extend(versions);
                 }
             }
+            Update::SearchFound(text, found) => {
+                if let Some(s) = self.search.as_mut().filter(|s| s.text == text) {
+                    s.matches.extend(found);
+                }
+            }
+            Update::SearchDone(text, result) => {
+                if let Some(s) = self.search.as_mut().filter(|s| s.text == text) {
+                    s.done = true;
+                    s.error = result.err();
+                }
+            }
             Update::HistoryDone(key, result) => {
                 if let Some(h) = self.history.as_mut().filter(|h| h.key == key) {
                     h.done = true;
@@ -359,9 +483,9 @@ impl Model {
             .iter()
             .filter(move |r| view.frozen_at.is_none_or(|f| r.event.offset <= f))
             .filter(move |r| {
-                view.filter
-                    .as_deref()
-                    .is_none_or(|f| filter_matches(&r.event, f))
+                view.filter_query
+                    .as_ref()
+                    .is_none_or(|q| q.matches(&r.event))
             })
     }
 
@@ -518,13 +642,79 @@ fn parse_resume(input: &str, source: &SourceInfo) -> Result<u64, String> {
     }
 }
 
-/// Whether the table filter `f` matches an event: a key containing it, its agent
-/// (`namespace/agent_id`, or a part of it), or its txn_id (whole, or a prefix such as the
-/// table's 13 characters).
-pub fn filter_matches(e: &crate::event::Event, f: &str) -> bool {
-    e.txn_id.starts_with(f)
-        || format!("{}/{}", e.namespace, e.agent_id).contains(f)
-        || e.operations.iter().any(|op| op.key.contains(f))
+/// While the search prompt is open, the table shows what its text matches.
+fn filter_as_typed(view: &mut ViewState) {
+    if let Some(p) = view
+        .prompt
+        .as_ref()
+        .filter(|p| p.kind == PromptKind::Filter)
+    {
+        let text = p.input.clone();
+        set_filter(view, &text);
+    }
+}
+
+/// Sets the table filter to what the search prompt holds (cleared when empty or not a valid
+/// query: the prompt says why).
+fn set_filter(view: &mut ViewState, text: &str) {
+    let text = text.trim();
+    view.filter_query = crate::inspect::search::Query::parse(text).ok();
+    view.filter = view.filter_query.as_ref().map(|_| text.to_string());
+}
+
+/// Starts (or keeps, when it is the same text) the search of the whole source.
+fn start_search(model: &mut Model, view: &mut ViewState, text: &str) -> Result<(), String> {
+    let query = crate::inspect::search::Query::parse(text)?;
+    if model
+        .search
+        .as_ref()
+        .is_none_or(|s| s.text != text || s.error.is_some())
+    {
+        model.search = Some(SourceSearch {
+            text: text.to_string(),
+            ..SourceSearch::default()
+        });
+        view.search_scan = Some(query);
+    }
+    Ok(())
+}
+
+/// `n` / `N`: seeks to the next / previous match of the search (from the selected row, else
+/// the cursor); waits for the scan when it has not got there yet.
+pub fn search_jump(
+    direction: SearchDirection,
+    model: &mut Model,
+    view: &mut ViewState,
+) -> Vec<Command> {
+    let from = view.selected.or(model.position());
+    let Some(search) = model.search.as_mut() else {
+        model.error = Some("no search yet: / then a query and Enter searches the source".into());
+        return Vec::new();
+    };
+    match search.step(from, direction) {
+        SearchStep::To { offset, wrapped } => {
+            view.search_jump = None;
+            search.note = wrapped.then(|| match direction {
+                SearchDirection::Forward => "past the last match: back to the first".to_string(),
+                SearchDirection::Backward => "before the first match: on to the last".to_string(),
+            });
+            view.selected = None;
+            vec![
+                Command::Seek(SeekTarget::Position(Position::Offset(offset))),
+                Command::Step(1),
+            ]
+        }
+        SearchStep::Scanning => {
+            view.search_jump = Some(direction);
+            search.note = Some("looking for the next match…".into());
+            Vec::new()
+        }
+        SearchStep::None => {
+            view.search_jump = None;
+            search.note = None;
+            Vec::new()
+        }
+    }
 }
 
 /// `HH:MM`, `HH:MM:SS` or `HH:MM:SS.mmm` as that time (UTC) on the day of the source's first
@@ -541,9 +731,13 @@ fn time_of_day(t: &str, source: &SourceInfo) -> Option<u64> {
 
 fn validate(prompt: &mut Prompt, source: &SourceInfo, current: Option<u64>) {
     prompt.error = match prompt.kind {
-        PromptKind::Seek => parse_seek(&prompt.input, source, current).err(),
+        PromptKind::Seek => match prompt.input.trim().strip_prefix('/') {
+            Some(q) => crate::inspect::search::Query::parse(q).err(),
+            None => parse_seek(&prompt.input, source, current).err(),
+        },
         PromptKind::Resume => parse_resume(&prompt.input, source).err(),
-        PromptKind::Filter => None,
+        PromptKind::Filter if prompt.input.trim().is_empty() => None,
+        PromptKind::Filter => crate::inspect::search::Query::parse(prompt.input.trim()).err(),
         PromptKind::History if prompt.input.trim().is_empty() => {
             Some("give a key, exactly as stored (e.g. plan or memory/refund)".to_string())
         }
@@ -605,6 +799,8 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
         }
         // A fresh line each time (the last filter is one ↑ away).
         Action::OpenFilter => view.prompt = Some(Prompt::new(PromptKind::Filter, String::new())),
+        Action::SearchNext => out.extend(search_jump(SearchDirection::Forward, model, view)),
+        Action::SearchPrevious => out.extend(search_jump(SearchDirection::Backward, model, view)),
         Action::OpenHistory => {
             let key = model
                 .selected_row(view)
@@ -653,6 +849,7 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
                 p.insert(c);
                 validate(p, &model.bounds(), current);
             }
+            filter_as_typed(view);
         }
         Action::PromptBackspace => {
             let current = model.position();
@@ -660,6 +857,7 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
                 p.backspace();
                 validate(p, &model.bounds(), current);
             }
+            filter_as_typed(view);
         }
         Action::PromptEdit(e) => {
             let current = model.position();
@@ -668,16 +866,21 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
                 p.edit(e, history);
                 validate(p, &model.bounds(), current);
             }
+            filter_as_typed(view);
         }
         Action::PromptSubmit => {
             if let Some(p) = view.prompt.clone() {
                 // Only what was taken goes into the history.
                 let taken = match p.kind {
-                    PromptKind::Seek => {
-                        parse_seek(&p.input, &model.bounds(), model.position()).is_ok()
-                    }
+                    PromptKind::Seek => match p.input.trim().strip_prefix('/') {
+                        Some(q) => crate::inspect::search::Query::parse(q).is_ok(),
+                        None => parse_seek(&p.input, &model.bounds(), model.position()).is_ok(),
+                    },
                     PromptKind::Resume => parse_resume(&p.input, &model.bounds()).is_ok(),
-                    PromptKind::Filter => true,
+                    PromptKind::Filter => {
+                        p.input.trim().is_empty()
+                            || crate::inspect::search::Query::parse(p.input.trim()).is_ok()
+                    }
                     PromptKind::History => !p.input.trim().is_empty(),
                 };
                 let entry = p.input.trim().to_string();
@@ -686,6 +889,17 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
                     view.history.entry(p.kind).or_default().push(entry);
                 }
                 match p.kind {
+                    // `g` then `/QUERY`: the next match of a search of the whole source.
+                    PromptKind::Seek if p.input.trim().starts_with('/') => {
+                        let text = &p.input.trim()[1..];
+                        match start_search(model, view, text) {
+                            Ok(()) => {
+                                view.prompt = None;
+                                out.extend(search_jump(SearchDirection::Forward, model, view));
+                            }
+                            Err(e) => view.prompt.as_mut().expect("prompt is open").error = Some(e),
+                        }
+                    }
                     PromptKind::Seek => {
                         match parse_seek(&p.input, &model.bounds(), model.position()) {
                             Ok(t) => {
@@ -706,10 +920,21 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
                         }
                         Err(e) => view.prompt.as_mut().expect("prompt is open").error = Some(e),
                     },
+                    // The table keeps the filter; a query also searches the whole source.
                     PromptKind::Filter => {
-                        view.prompt = None;
-                        let f = p.input.trim().to_string();
-                        view.filter = (!f.is_empty()).then_some(f);
+                        let text = p.input.trim();
+                        set_filter(view, text);
+                        if text.is_empty() {
+                            view.prompt = None;
+                            model.search = None;
+                        } else {
+                            match start_search(model, view, text) {
+                                Ok(()) => view.prompt = None,
+                                Err(e) => {
+                                    view.prompt.as_mut().expect("prompt is open").error = Some(e)
+                                }
+                            }
+                        }
                         view.selected = None;
                     }
                     PromptKind::History => {
@@ -905,6 +1130,7 @@ mod tests {
 
     #[test]
     fn the_filter_matches_substrings_agents_and_txn_prefixes() {
+        use crate::inspect::search::Query;
         let e = crate::event::Event {
             offset: 3,
             txn_id: "e57d4462-9adb-4816-989b-746c1ad7ecd8".into(),
@@ -925,10 +1151,10 @@ mod tests {
             "conversation/",
             "e57d4462-9adb",
         ] {
-            assert!(filter_matches(&e, yes), "{yes}");
+            assert!(Query::parse(yes).unwrap().matches(&e), "{yes}");
         }
         for no in ["memory/", "9adb-4816", "ops/reader"] {
-            assert!(!filter_matches(&e, no), "{no}");
+            assert!(!Query::parse(no).unwrap().matches(&e), "{no}");
         }
     }
 

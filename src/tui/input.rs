@@ -19,6 +19,9 @@ pub enum Action {
     OpenFilter,
     /// The history of a key (a prompt, prefilled with the selected transaction's key).
     OpenHistory,
+    /// `n` / `N`: the next / previous match of the search of the whole source.
+    SearchNext,
+    SearchPrevious,
     FocusNext,
     Up,
     Down,
@@ -128,6 +131,8 @@ pub fn map_key(key: KeyEvent, mode: InputMode) -> Option<Action> {
             KeyCode::Char('f') => Action::ToggleFreeze,
             KeyCode::Char('/') => Action::OpenFilter,
             KeyCode::Char('h') => Action::OpenHistory,
+            KeyCode::Char('n') => Action::SearchNext,
+            KeyCode::Char('N') => Action::SearchPrevious,
             KeyCode::Tab => Action::FocusNext,
             KeyCode::Up | KeyCode::Char('k') => Action::Up,
             KeyCode::Down | KeyCode::Char('j') => Action::Down,
@@ -163,7 +168,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("p", "cycle pace: realtime, fast, rate"),
     (
         "g",
-        "seek: offset, @commit_ts, time (09:10:00 or RFC 3339), NN%, +N/-N",
+        "seek: offset, @commit_ts, 09:10:00 or RFC 3339, NN%, +N/-N, /QUERY",
     ),
     ("[ ]", "seek back / forward 10 %"),
     ("s", "stop early (shows the report)"),
@@ -171,8 +176,9 @@ pub const HELP: &[(&str, &str)] = &[
     ("f", "freeze the view (playback goes on)"),
     (
         "/",
-        "filter the table: part of a key or agent, or a txn_id prefix",
+        "search: keys, values, agent, txn prefix, re:REGEX; narrows the table",
     ),
+    ("n N", "next / previous match anywhere in the source"),
     (
         "h",
         "a key's history: every version, what each changed (enter: go there)",

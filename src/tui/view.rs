@@ -455,6 +455,113 @@ pub(crate) mod tests {
         );
     }
 
+    /// `/` narrows the table as the query is typed; Enter searches the whole source in the
+    /// background; `n` / `N` seek to the next / previous match from the selection, wait for the
+    /// scan when it has not got there, and wrap around once it is over.
+    #[test]
+    fn search_of_the_whole_source() {
+        use crate::tui::app::SearchDirection;
+        let source: std::sync::Arc<dyn crate::source::Source> =
+            std::sync::Arc::new(crate::source::ArchiveSource::new(
+                crate::archive::Archive::open_memory(
+                    include_bytes!("../../assets/sample.mcap"),
+                    "sample.mcap",
+                )
+                .unwrap(),
+            ));
+        let query = crate::inspect::search::Query::parse("escalate").unwrap();
+        let mut found = Vec::new();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(crate::inspect::search::scan(
+            &source,
+            &query,
+            &Default::default(),
+            |e| {
+                found.push(e.offset);
+                true
+            },
+        ))
+        .unwrap();
+        let mut m = played_model();
+        let position = m.position().unwrap();
+        let ahead: Vec<u64> = found.iter().copied().filter(|&o| o > position).collect();
+        assert!(
+            ahead.len() >= 2 && found[0] < position,
+            "{found:?} around {position}"
+        );
+        let mut v = ViewState::default();
+        handle(Action::OpenFilter, &mut m, &mut v);
+        let all = m.visible_rows(&v).count();
+        for c in "escalate".chars() {
+            handle(Action::PromptChar(c), &mut m, &mut v);
+        }
+        let narrowed = m.visible_rows(&v).count();
+        assert!(narrowed > 0 && narrowed < all, "{narrowed} of {all} rows");
+        assert!(m.visible_rows(&v).all(|r| query.matches(&r.event)));
+        handle(Action::PromptSubmit, &mut m, &mut v);
+        assert!(v.prompt.is_none());
+        assert!(v.search_scan.take().is_some());
+        // The scan has found only what is before the cursor: `n` waits for it.
+        let before: Vec<u64> = found.iter().copied().filter(|&o| o <= position).collect();
+        m.apply(Update::SearchFound("escalate".into(), before.clone()));
+        assert!(handle(Action::SearchNext, &mut m, &mut v).is_empty());
+        assert_eq!(v.search_jump, Some(SearchDirection::Forward));
+        m.apply(Update::SearchFound("escalate".into(), ahead.clone()));
+        let seek = |o: u64| {
+            crate::player::Command::Seek(crate::player::SeekTarget::Position(
+                crate::event::Position::Offset(o),
+            ))
+        };
+        let cmds = crate::tui::app::search_jump(SearchDirection::Forward, &mut m, &mut v);
+        assert_eq!(cmds[0], seek(ahead[0]));
+        assert_eq!(v.search_jump, None);
+        let t = draw(&m, &v, 160, 45);
+        let s = screen(&t);
+        assert!(s.contains("search \"escalate\": "), "{s}");
+        assert!(s.contains("so far, scanning the source…"), "{s}");
+        m.apply(Update::SearchDone("escalate".into(), Ok(())));
+        // From the selected row: the previous match before it.
+        v.selected = Some(ahead[1]);
+        assert_eq!(
+            handle(Action::SearchPrevious, &mut m, &mut v)[0],
+            seek(ahead[0])
+        );
+        // Past the last: around to the first, and it says so.
+        v.selected = Some(*found.last().unwrap());
+        assert_eq!(
+            handle(Action::SearchNext, &mut m, &mut v)[0],
+            seek(found[0])
+        );
+        let t = draw(&m, &v, 160, 45);
+        let s = screen(&t);
+        let n = crate::text::thousands(found.len() as u64);
+        assert!(s.contains(&format!("{n} matches in the source")), "{s}");
+        assert!(s.contains("past the last match: back to the first"), "{s}");
+        insta::assert_snapshot!(t.backend());
+        // `g` then `/QUERY` is the next match too; a bad regex is refused in the prompt.
+        v.selected = None;
+        handle(Action::OpenSeek, &mut m, &mut v);
+        v.prompt.as_mut().unwrap().input = "/re:(".into();
+        assert!(handle(Action::PromptSubmit, &mut m, &mut v).is_empty());
+        assert!(
+            v.prompt
+                .as_ref()
+                .unwrap()
+                .error
+                .as_ref()
+                .unwrap()
+                .contains("regular expression")
+        );
+        v.prompt.as_mut().unwrap().input = "/escalate".into();
+        assert_eq!(
+            handle(Action::PromptSubmit, &mut m, &mut v)[0],
+            seek(ahead[0])
+        );
+    }
+
     #[test]
     fn help_overlay() {
         let v = ViewState {

@@ -50,8 +50,15 @@ pub fn render_header(frame: &mut Frame, area: Rect, model: &Model, view: &ViewSt
             theme::FROZEN,
         ));
     }
-    if let Some(f) = &view.filter {
-        state.push(Span::styled(format!("  filter: {f}"), theme::FILTER));
+    match (&model.search, &view.filter) {
+        (Some(search), _) => {
+            state.push(Span::styled(
+                format!("  {}", search.status()),
+                theme::FILTER,
+            ));
+        }
+        (None, Some(f)) => state.push(Span::styled(format!("  filter: {f}"), theme::FILTER)),
+        _ => {}
     }
     let line1 = Line::from(vec![
         Span::styled("replayscope ", theme::BOLD),

@@ -14,12 +14,12 @@ pub fn render_prompt(frame: &mut Frame, area: Rect, view: &ViewState) {
     let (title, hint) = match p.kind {
         PromptKind::Seek => (
             " seek ",
-            "offset 1200 · @commit_ts · 09:10:00 or RFC 3339 · 50% · +N / -N · ↑ history",
+            "offset 1200 · @commit_ts · 09:10:00 or RFC 3339 · 50% · +N/-N · /error · ↑ history",
         ),
         PromptKind::Resume => (" resume from offset ", "the run restarts from this offset"),
         PromptKind::Filter => (
-            " filter the table ",
-            "part of a key or agent, or a txn_id prefix; empty clears; ↑ history",
+            " search ",
+            "a key, a value, an agent or a txn_id prefix; re:REGEX; empty clears; ↑ history",
         ),
         PromptKind::History => (
             " history of the key ",
@@ -33,7 +33,7 @@ pub fn render_prompt(frame: &mut Frame, area: Rect, view: &ViewState) {
         Some(e) => Line::styled(e.clone(), theme::INVALID),
         None => Line::styled(
             if p.kind == PromptKind::Filter {
-                "enter to apply".to_string()
+                "the table shows what matches · enter: search the whole source (n / N)".to_string()
             } else {
                 "ok: enter to go".to_string()
             },
