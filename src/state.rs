@@ -227,6 +227,23 @@ impl KvState {
         *h.finalize().as_bytes()
     }
 
+    /// The state as `--bootstrap` reads it: `{"NAMESPACE/AGENT": {"key": value}}`, agents and
+    /// keys in order (so it can seed a replay). A value that cannot be decoded is an error
+    /// naming its key.
+    pub fn to_bootstrap_json(&self) -> Result<serde_json::Value, crate::event::ValueError> {
+        let mut root = serde_json::Map::new();
+        for (k, e) in self.map.iter() {
+            let agent = root
+                .entry(format!("{}/{}", k.namespace, k.agent_id))
+                .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+            if let serde_json::Value::Object(keys) = agent {
+                let value = e.value.object(&k.key)?.clone();
+                keys.insert(k.key.to_string(), serde_json::Value::Object(value));
+            }
+        }
+        Ok(serde_json::Value::Object(root))
+    }
+
     /// Keys whose values differ between two states (for "expected vs. actual" reports), in order.
     pub fn differences<'a>(&'a self, other: &'a KvState) -> Vec<&'a StateKey> {
         let mut out = Vec::new();

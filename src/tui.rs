@@ -175,6 +175,9 @@ pub async fn run(
                         {
                             t.abort();
                         }
+                        if let Some(text) = view.clipboard.take() {
+                            copy_to_clipboard(&text);
+                        }
                         // Draw right away: a key press is shown without waiting for the frame tick.
                         draw(terminal, &model, &view);
                         dirty = false;
@@ -272,6 +275,50 @@ async fn scan_history(
     ));
 }
 
+/// Puts `text` on the clipboard of the terminal the inspector runs in, through OSC 52 (over
+/// ssh too). Inside tmux the sequence is sent as it is (taken with `set-clipboard on`) and
+/// wrapped for passthrough (taken with `allow-passthrough on`).
+fn copy_to_clipboard(text: &str) {
+    use std::io::Write;
+    let sequence = osc52(text);
+    let mut out = std::io::stdout().lock();
+    let mut written = out.write_all(sequence.as_bytes());
+    if std::env::var_os("TMUX").is_some() {
+        let wrapped = format!("\x1bPtmux;{}\x1b\\", sequence.replace('\x1b', "\x1b\x1b"));
+        written = written.and_then(|()| out.write_all(wrapped.as_bytes()));
+    }
+    if let Err(e) = written.and_then(|()| out.flush()) {
+        tracing::warn!("copying to the clipboard failed: {e}");
+    }
+}
+
+/// The OSC 52 sequence that sets the clipboard to `text`.
+pub fn osc52(text: &str) -> String {
+    format!("\x1b]52;c;{}\x07", base64(text.as_bytes()))
+}
+
+/// Standard base64 with padding (RFC 4648).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// Matches per update sent to the UI (at most; a batch of the source sends what it found).
 const SEARCH_BATCH: usize = 256;
 
@@ -349,5 +396,24 @@ fn apply_fold(model: &mut Model, v: &FoldView) {
 fn draw(terminal: &mut DefaultTerminal, model: &Model, view: &ViewState) {
     if let Err(e) = terminal.draw(|f| view::render(f, model, view)) {
         tracing::error!("drawing failed: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_is_rfc_4648() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(super::base64(plain.as_bytes()), encoded);
+        }
+        assert_eq!(super::osc52("hi"), "\x1b]52;c;aGk=\x07");
     }
 }

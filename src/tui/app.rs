@@ -181,6 +181,56 @@ pub enum PromptKind {
     Resume,
     Filter,
     History,
+    /// Text to find in the full-value view.
+    Find,
+}
+
+/// A whole value, pretty-printed, as the full-value view shows it (Enter on a pane).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ValueView {
+    /// What it is: `transaction #59`, `state at #59`.
+    pub title: String,
+    /// The pretty JSON (what `y` copies).
+    pub text: String,
+    pub lines: Vec<String>,
+    /// The first line shown.
+    pub scroll: usize,
+    /// What `/` looks for in it, and the line it was last found on.
+    pub find: Option<String>,
+    pub found_line: Option<usize>,
+}
+
+impl ValueView {
+    pub fn new(title: String, value: &serde_json::Value) -> ValueView {
+        let text = serde_json::to_string_pretty(value).unwrap_or_default();
+        ValueView {
+            title,
+            lines: text.lines().map(str::to_string).collect(),
+            text,
+            ..ValueView::default()
+        }
+    }
+
+    /// Moves to the next (or previous) line holding the text found, wrapping around.
+    fn find_step(&mut self, direction: SearchDirection, from_here: bool) -> bool {
+        let Some(needle) = self.find.as_deref() else {
+            return false;
+        };
+        let n = self.lines.len();
+        let start = self.found_line.unwrap_or(self.scroll);
+        let hit = (0..n)
+            .map(|i| match direction {
+                SearchDirection::Forward if from_here => (start + i) % n,
+                SearchDirection::Forward => (start + 1 + i) % n,
+                SearchDirection::Backward => (start + n - 1 - i % n) % n,
+            })
+            .find(|&i| self.lines[i].contains(needle));
+        self.found_line = hit;
+        if let Some(i) = hit {
+            self.scroll = i.saturating_sub(2);
+        }
+        hit.is_some()
+    }
 }
 
 /// A key's history as the overlay shows it, filled by a background scan of the source.
@@ -319,6 +369,12 @@ pub struct ViewState {
     pub search_scan: Option<crate::inspect::search::Query>,
     /// An `n` / `N` waiting for the scan to get far enough.
     pub search_jump: Option<SearchDirection>,
+    /// The full-value view.
+    pub value: Option<ValueView>,
+    /// Text to put on the clipboard (taken by the UI loop, which writes OSC 52).
+    pub clipboard: Option<String>,
+    /// A one-line confirmation in the header (cleared by the next key).
+    pub notice: Option<String>,
 }
 
 impl Default for ViewState {
@@ -340,6 +396,9 @@ impl Default for ViewState {
             history_scan: None,
             search_scan: None,
             search_jump: None,
+            value: None,
+            clipboard: None,
+            notice: None,
         }
     }
 }
@@ -348,6 +407,8 @@ impl ViewState {
     pub fn input_mode(&self) -> InputMode {
         if self.prompt.is_some() {
             InputMode::Prompt
+        } else if self.value.is_some() {
+            InputMode::Value
         } else if self.history_open {
             InputMode::History
         } else if self.help {
@@ -642,6 +703,38 @@ fn parse_resume(input: &str, source: &SourceInfo) -> Result<u64, String> {
     }
 }
 
+/// Enter on a pane: the whole of what it shows, pretty-printed — the selected transaction (from
+/// the table or the transaction pane), or the whole state at the cursor (from the state pane, in
+/// the `--bootstrap` format, so a copy can seed a replay).
+fn open_value(model: &mut Model, view: &mut ViewState) {
+    let opened = match view.focus {
+        Focus::State => match &model.state {
+            Some(state) => {
+                let at = model
+                    .state_through
+                    .filter(|_| model.folded)
+                    .or(model.position())
+                    .map_or_else(|| "the start".to_string(), |o| format!("#{o}"));
+                state
+                    .to_bootstrap_json()
+                    .map(|v| ValueView::new(format!("state at {at}"), &v))
+                    .map_err(|e| format!("the state cannot be shown: {e}"))
+            }
+            None => Err("no state yet".to_string()),
+        },
+        Focus::Table | Focus::Detail => match model.selected_row(view) {
+            Some(row) => serde_json::to_value(row.event.as_ref())
+                .map(|v| ValueView::new(format!("transaction #{}", row.event.offset), &v))
+                .map_err(|e| format!("transaction #{}: {e}", row.event.offset)),
+            None => Err("no transaction to show yet".to_string()),
+        },
+    };
+    match opened {
+        Ok(v) => view.value = Some(v),
+        Err(e) => view.notice = Some(e),
+    }
+}
+
 /// While the search prompt is open, the table shows what its text matches.
 fn filter_as_typed(view: &mut ViewState) {
     if let Some(p) = view
@@ -742,14 +835,64 @@ fn validate(prompt: &mut Prompt, source: &SourceInfo, current: Option<u64>) {
             Some("give a key, exactly as stored (e.g. plan or memory/refund)".to_string())
         }
         PromptKind::History => None,
+        PromptKind::Find => None,
     };
 }
 
 /// Applies an action to the view; returns the player commands it implies.
 pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Command> {
     let mut out = Vec::new();
+    view.notice = None;
     match action {
         Action::Quit => view.quit = true,
+        // The full-value view: scroll, find, copy, close.
+        Action::OpenValue => open_value(model, view),
+        Action::Escape if view.value.is_some() && view.prompt.is_none() => view.value = None,
+        Action::Up
+        | Action::Down
+        | Action::PageUp
+        | Action::PageDown
+        | Action::Home
+        | Action::End
+            if view.value.is_some() =>
+        {
+            let v = view.value.as_mut().expect("the value view is open");
+            let last = v.lines.len().saturating_sub(1);
+            v.scroll = match action {
+                Action::Up => v.scroll.saturating_sub(1),
+                Action::Down => (v.scroll + 1).min(last),
+                Action::PageUp => v.scroll.saturating_sub(20),
+                Action::PageDown => (v.scroll + 20).min(last),
+                Action::Home => 0,
+                _ => last,
+            };
+        }
+        Action::OpenFilter if view.value.is_some() => {
+            view.prompt = Some(Prompt::new(PromptKind::Find, String::new()));
+        }
+        Action::SearchNext | Action::SearchPrevious if view.value.is_some() => {
+            let v = view.value.as_mut().expect("the value view is open");
+            let direction = if action == Action::SearchNext {
+                SearchDirection::Forward
+            } else {
+                SearchDirection::Backward
+            };
+            if v.find.is_none() {
+                view.notice = Some("/ first: the text to find in this value".into());
+            } else if !v.find_step(direction, false) {
+                view.notice = Some("not in this value".into());
+            }
+        }
+        Action::Copy => {
+            if let Some(v) = &view.value {
+                view.clipboard = Some(v.text.clone());
+                view.notice = Some(format!(
+                    "copied {} ({}) to the clipboard through the terminal (OSC 52)",
+                    v.title,
+                    crate::tui::view::gauges::human_bytes(v.text.len() as u64)
+                ));
+            }
+        }
         Action::ToggleHelp => view.help = !view.help,
         // The history overlay closes (its scan is stopped by the UI loop).
         Action::Escape if view.history_open && view.prompt.is_none() => {
@@ -882,6 +1025,7 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
                             || crate::inspect::search::Query::parse(p.input.trim()).is_ok()
                     }
                     PromptKind::History => !p.input.trim().is_empty(),
+                    PromptKind::Find => !p.input.is_empty(),
                 };
                 let entry = p.input.trim().to_string();
                 let last = view.history.get(&p.kind).and_then(|h| h.last());
@@ -936,6 +1080,16 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
                             }
                         }
                         view.selected = None;
+                    }
+                    PromptKind::Find => {
+                        view.prompt = None;
+                        if let Some(v) = view.value.as_mut() {
+                            v.find = (!p.input.is_empty()).then(|| p.input.clone());
+                            v.found_line = None;
+                            if v.find.is_some() && !v.find_step(SearchDirection::Forward, true) {
+                                view.notice = Some(format!("{:?} is not in this value", p.input));
+                            }
+                        }
                     }
                     PromptKind::History => {
                         let key = p.input.trim().to_string();

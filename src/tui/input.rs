@@ -22,6 +22,10 @@ pub enum Action {
     /// `n` / `N`: the next / previous match of the search of the whole source.
     SearchNext,
     SearchPrevious,
+    /// Enter: the whole value of what the focused pane shows.
+    OpenValue,
+    /// `y` in the full-value view: copy it to the clipboard.
+    Copy,
     FocusNext,
     Up,
     Down,
@@ -66,6 +70,8 @@ pub enum InputMode {
     Help,
     /// The key history overlay is open.
     History,
+    /// The full-value view is open.
+    Value,
 }
 
 pub fn map_key(key: KeyEvent, mode: InputMode) -> Option<Action> {
@@ -111,6 +117,21 @@ pub fn map_key(key: KeyEvent, mode: InputMode) -> Option<Action> {
             KeyCode::End => Some(Action::End),
             _ => None,
         },
+        InputMode::Value => match key.code {
+            KeyCode::Char('q') => Some(Action::Quit),
+            KeyCode::Esc | KeyCode::Enter => Some(Action::Escape),
+            KeyCode::Up | KeyCode::Char('k') => Some(Action::Up),
+            KeyCode::Down | KeyCode::Char('j') => Some(Action::Down),
+            KeyCode::PageUp => Some(Action::PageUp),
+            KeyCode::PageDown | KeyCode::Char(' ') => Some(Action::PageDown),
+            KeyCode::Home => Some(Action::Home),
+            KeyCode::End => Some(Action::End),
+            KeyCode::Char('/') => Some(Action::OpenFilter),
+            KeyCode::Char('n') => Some(Action::SearchNext),
+            KeyCode::Char('N') => Some(Action::SearchPrevious),
+            KeyCode::Char('y') => Some(Action::Copy),
+            _ => None,
+        },
         InputMode::Help => match key.code {
             KeyCode::Char('q') => Some(Action::Quit),
             KeyCode::Esc | KeyCode::Char('?') | KeyCode::Enter => Some(Action::ToggleHelp),
@@ -133,6 +154,7 @@ pub fn map_key(key: KeyEvent, mode: InputMode) -> Option<Action> {
             KeyCode::Char('h') => Action::OpenHistory,
             KeyCode::Char('n') => Action::SearchNext,
             KeyCode::Char('N') => Action::SearchPrevious,
+            KeyCode::Enter => Action::OpenValue,
             KeyCode::Tab => Action::FocusNext,
             KeyCode::Up | KeyCode::Char('k') => Action::Up,
             KeyCode::Down | KeyCode::Char('j') => Action::Down,
@@ -179,6 +201,10 @@ pub const HELP: &[(&str, &str)] = &[
         "search: keys, values, agent, txn prefix, re:REGEX; narrows the table",
     ),
     ("n N", "next / previous match anywhere in the source"),
+    (
+        "enter",
+        "the whole transaction or state, pretty (/ find, y copy via OSC 52)",
+    ),
     (
         "h",
         "a key's history: every version, what each changed (enter: go there)",

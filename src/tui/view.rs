@@ -13,6 +13,7 @@ pub mod report;
 pub mod state;
 pub mod table;
 pub mod timeline;
+pub mod value;
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -103,6 +104,9 @@ pub fn render(frame: &mut Frame, model: &Model, view: &ViewState) {
         && let Some(h) = &model.history
     {
         history::render_history(frame, body, h, view.history_selected);
+    }
+    if let Some(v) = &view.value {
+        value::render_value(frame, body, v);
     }
     if view.prompt.is_some() {
         prompt::render_prompt(frame, body, view);
@@ -560,6 +564,51 @@ pub(crate) mod tests {
             handle(Action::PromptSubmit, &mut m, &mut v)[0],
             seek(ahead[0])
         );
+    }
+
+    /// Enter opens the whole transaction (or, from the state pane, the whole state in the
+    /// `--bootstrap` format) pretty-printed; `/` finds a line, `n` the next; `y` hands the text
+    /// to the clipboard writer and says so.
+    #[test]
+    fn full_value_view() {
+        let mut m = played_model();
+        let mut v = ViewState::default();
+        handle(Action::OpenValue, &mut m, &mut v);
+        let opened = v.value.clone().expect("the value view opens");
+        let row = m.selected_row(&ViewState::default()).unwrap().event.clone();
+        assert_eq!(opened.title, format!("transaction #{}", row.offset));
+        let back: crate::event::Event = serde_json::from_str(&opened.text).unwrap();
+        assert_eq!(back, *row);
+        handle(Action::OpenFilter, &mut m, &mut v);
+        for c in "\"key\"".chars() {
+            handle(Action::PromptChar(c), &mut m, &mut v);
+        }
+        handle(Action::PromptSubmit, &mut m, &mut v);
+        let value = v.value.as_ref().unwrap();
+        let first = value.found_line.expect("found");
+        assert!(value.lines[first].contains("\"key\""));
+        handle(Action::SearchNext, &mut m, &mut v);
+        let next = v.value.as_ref().unwrap().found_line.unwrap();
+        assert!(next != first && v.value.as_ref().unwrap().lines[next].contains("\"key\""));
+        handle(Action::Copy, &mut m, &mut v);
+        assert_eq!(v.clipboard.as_deref(), Some(opened.text.as_str()));
+        let t = draw(&m, &v, 160, 45);
+        let s = screen(&t);
+        assert!(s.contains("copied transaction #"), "{s}");
+        assert!(s.contains("▸ "), "{s}");
+        insta::assert_snapshot!(t.backend());
+        handle(Action::Escape, &mut m, &mut v);
+        assert!(v.value.is_none());
+        // The state pane: the whole state, readable back as a bootstrap state.
+        v.focus = Focus::State;
+        handle(Action::OpenValue, &mut m, &mut v);
+        let state = v.value.as_ref().expect("the state view opens");
+        assert!(state.title.starts_with("state at #"), "{}", state.title);
+        let seeded = crate::app::play::plan::parse_bootstrap(&state.text).unwrap();
+        assert_eq!(seeded.len(), m.state.as_ref().unwrap().len());
+        let small = draw(&m, &v, 80, 24);
+        let s = screen(&small);
+        assert!(s.contains("state at #"), "{s}");
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub fn render_header(frame: &mut Frame, area: Rect, model: &Model, view: &ViewSt
             theme::FROZEN,
         ));
     }
+    if let Some(n) = &view.notice {
+        state.push(Span::styled(format!("  {n}"), theme::NOTICE));
+    }
     match (&model.search, &view.filter) {
         (Some(search), _) => {
             state.push(Span::styled(

@@ -21,6 +21,10 @@ pub fn render_prompt(frame: &mut Frame, area: Rect, view: &ViewState) {
             " search ",
             "a key, a value, an agent or a txn_id prefix; re:REGEX; empty clears; ↑ history",
         ),
+        PromptKind::Find => (
+            " find in this value ",
+            "text to find (case-sensitive); n / N: next / previous line holding it",
+        ),
         PromptKind::History => (
             " history of the key ",
             "the key exactly as stored; every version in the source is listed · ↑ history",
