@@ -99,6 +99,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Record(a) => record::record_cmd(a),
         Command::History(a) => history::history_cmd(a),
         Command::Search(a) => history::search_cmd(a),
+        Command::State(a) => history::state_cmd(a),
     }
 }
 

@@ -78,6 +78,9 @@ pub enum Command {
     /// The events of a whole source that mention something: a key, a value, an agent or a
     /// txn_id prefix (substring, or re:REGEX), as JSON Lines.
     Search(SearchArgs),
+    /// The state at a point (--at) as JSON that can seed a replay (--bootstrap), or what
+    /// changed between two points (--diff), key by key and field by field.
+    State(StateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -120,9 +123,8 @@ pub struct HistoryArgs {
 /// How `history` and `search` read their source and print what they find.
 #[derive(Debug, Args)]
 pub struct ScanArgs {
-    /// Only this agent: NAMESPACE/AGENT_ID (required for statehouse://).
-    #[arg(long, env = "REPLAYSCOPE_AGENT")]
-    pub agent: Option<String>,
+    #[command(flatten)]
+    pub input: InspectSourceArgs,
 
     /// First event to look at: offset, @commit_ts or RFC 3339 time; inclusive.
     #[arg(long)]
@@ -135,6 +137,14 @@ pub struct ScanArgs {
     /// Output format [default: jsonl].
     #[arg(long, value_enum, default_value_t = ListFormat::Jsonl)]
     pub format: ListFormat,
+}
+
+/// How the inspection commands (`history`, `search`, `state`) open their source.
+#[derive(Debug, Args)]
+pub struct InspectSourceArgs {
+    /// Only this agent: NAMESPACE/AGENT_ID (required for statehouse://).
+    #[arg(long, env = "REPLAYSCOPE_AGENT")]
+    pub agent: Option<String>,
 
     /// Open a truncated archive (a crashed recorder's) and use its readable prefix.
     #[arg(long)]
@@ -145,6 +155,31 @@ pub struct ScanArgs {
 
     #[command(flatten)]
     pub remote: RemoteArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("point").required(true).args(["at", "diff"])))]
+pub struct StateArgs {
+    /// Archive file, segment directory, s3://, replayscope://, statehouse:// (with --agent) or
+    /// a JSON Lines dump.
+    pub source: String,
+
+    /// The state after the event at this point (offset, @commit_ts or RFC 3339 time), printed
+    /// as JSON in the --bootstrap format: {"NAMESPACE/AGENT": {"key": value}}.
+    #[arg(long)]
+    pub at: Option<Position>,
+
+    /// What changed between the states at two points: the keys added, deleted and changed,
+    /// each with its field-level changes.
+    #[arg(long, num_args = 2, value_names = ["POS1", "POS2"])]
+    pub diff: Option<Vec<Position>>,
+
+    /// Output format of --diff [default: jsonl]; --at always prints JSON.
+    #[arg(long, value_enum, default_value_t = ListFormat::Jsonl)]
+    pub format: ListFormat,
+
+    #[command(flatten)]
+    pub input: InspectSourceArgs,
 }
 
 /// Log line format.

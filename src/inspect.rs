@@ -10,6 +10,7 @@ use crate::source::{BatchStream, Filter, Source, SourceError, StreamRequest};
 pub mod history;
 pub mod json_diff;
 pub mod search;
+pub mod state_at;
 
 /// Events asked of the source per batch by a scan.
 const SCAN_BATCH_EVENTS: usize = 1024;

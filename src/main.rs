@@ -49,6 +49,7 @@ fn main() {
                 | Command::Verify(_)
                 | Command::History(_)
                 | Command::Search(_)
+                | Command::State(_)
         )
     );
     if let Err(err) = app::run(cli) {

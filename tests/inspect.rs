@@ -296,3 +296,155 @@ fn regex_like_brute(export: &[Value]) -> usize {
         })
         .count()
 }
+
+/// The state a plain fold of an export holds after offset `k`: {"ns/agent": {key: value}}.
+fn fold_through(export: &[Value], k: u64) -> Value {
+    let mut state = serde_json::Map::new();
+    for e in export.iter().filter(|e| e["offset"].as_u64().unwrap() <= k) {
+        let agent = format!(
+            "{}/{}",
+            e["namespace"].as_str().unwrap(),
+            e["agent_id"].as_str().unwrap()
+        );
+        let keys = state
+            .entry(agent)
+            .or_insert_with(|| Value::Object(Default::default()))
+            .as_object_mut()
+            .unwrap();
+        for op in e["operations"].as_array().unwrap() {
+            let key = op["key"].as_str().unwrap().to_string();
+            match &op["value"] {
+                Value::Null => {
+                    keys.remove(&key);
+                }
+                v => {
+                    keys.insert(key, v.clone());
+                }
+            }
+        }
+    }
+    // An agent whose keys were all deleted holds nothing.
+    state.retain(|_, keys| !keys.as_object().unwrap().is_empty());
+    Value::Object(state)
+}
+
+fn state_at(source: &str, k: u64, extra: &[&str]) -> Value {
+    let k = k.to_string();
+    let mut args = vec!["state", source, "--at", k.as_str()];
+    args.extend_from_slice(extra);
+    let out = run(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn state_at_a_point_and_between_two_equal_plain_folds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("segs");
+    let out = run(&[
+        "gen",
+        "--events",
+        "3000",
+        "--segment-events",
+        "700",
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let source = dir.to_str().unwrap();
+    let export = lines(&run(&["export", source]));
+    // Points spread by a fixed LCG, plus the edges and a segment boundary.
+    let mut x: u64 = 0x5eed;
+    let mut points = vec![0, 699, 700, 2999];
+    for _ in 0..5 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        points.push((x >> 33) % 3000);
+    }
+    for &k in &points {
+        assert_eq!(
+            state_at(source, k, &[]),
+            fold_through(&export, k),
+            "--at {k}"
+        );
+    }
+    // The diff of two points: exactly the keys whose values differ, with both values.
+    for pair in points.windows(2) {
+        let (k1, k2) = (pair[0], pair[1]);
+        let (a, b) = (fold_through(&export, k1), fold_through(&export, k2));
+        let mut expected = Vec::new();
+        let empty = serde_json::Map::new();
+        let agents: std::collections::BTreeSet<&String> = a
+            .as_object()
+            .unwrap()
+            .keys()
+            .chain(b.as_object().unwrap().keys())
+            .collect();
+        for agent in agents {
+            let ka = a[agent.as_str()].as_object().unwrap_or(&empty);
+            let kb = b[agent.as_str()].as_object().unwrap_or(&empty);
+            let keys: std::collections::BTreeSet<&String> = ka.keys().chain(kb.keys()).collect();
+            for key in keys {
+                let (old, new) = (ka.get(key.as_str()), kb.get(key.as_str()));
+                if old != new {
+                    expected.push((agent.clone(), key.clone(), old.cloned(), new.cloned()));
+                }
+            }
+        }
+        let diff = lines(&run(&[
+            "state",
+            source,
+            "--diff",
+            &k1.to_string(),
+            &k2.to_string(),
+        ]));
+        let got: Vec<(String, String, Option<Value>, Option<Value>)> = diff
+            .iter()
+            .map(|c| {
+                (
+                    c["agent"].as_str().unwrap().to_string(),
+                    c["key"].as_str().unwrap().to_string(),
+                    c.get("old").cloned(),
+                    c.get("new").cloned(),
+                )
+            })
+            .collect();
+        assert_eq!(got, expected, "--diff {k1} {k2}");
+        for c in &diff {
+            let none = Value::Null;
+            check_changes(
+                c.get("old").unwrap_or(&none),
+                c.get("new").unwrap_or(&none),
+                c["changes"].as_array().unwrap(),
+            );
+        }
+    }
+    // One agent of the real dump, and over replayscope://: the same states.
+    let dump = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/research-agent.jsonl"
+    );
+    let agent = ["--agent", "research/research-7"];
+    let dump_export = lines(&run(&["play", dump, "--agent", agent[1]]));
+    for k in [0, 4, 9, 13] {
+        assert_eq!(
+            state_at(dump, k, &agent),
+            fold_through(&dump_export, k),
+            "dump --at {k}"
+        );
+    }
+    let (_server, url) = serve(source);
+    assert_eq!(state_at(&url, 1234, &[]), fold_through(&export, 1234));
+    // An offset past the end: a usage error on one line, nothing on stdout.
+    let past = run(&["state", source, "--at", "3000"]);
+    assert_eq!(past.status.code(), Some(2));
+    assert!(past.stdout.is_empty());
+    let err = String::from_utf8_lossy(&past.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("past the last event (offset 2999)"), "{err}");
+}

@@ -9,7 +9,7 @@ use color_eyre::eyre::{Result, WrapErr};
 use super::exit::{RunFailure, UsageError};
 use super::options::{open_request, parse_agent, resolve_until};
 use super::runtime;
-use crate::cli::{HistoryArgs, ListFormat, ScanArgs, SearchArgs};
+use crate::cli::{HistoryArgs, InspectSourceArgs, ListFormat, ScanArgs, SearchArgs, StateArgs};
 use crate::inspect::history::{HistoryRequest, scan};
 use crate::source::open::open_source;
 
@@ -23,19 +23,7 @@ struct Opened {
 }
 
 fn open(text: &str, a: &ScanArgs) -> Result<Opened> {
-    let agents: Vec<String> = a.agent.iter().cloned().collect();
-    let request = open_request(
-        text,
-        &a.remote,
-        Default::default(),
-        a.allow_truncated,
-        &agents,
-        &Default::default(),
-        None,
-    )?;
-    let (source, _) = open_source(text, &request)?;
-    let info = source.info().clone();
-    let agent = parse_agent(a.agent.as_deref(), &info)?;
+    let (source, info, agent) = open_input(text, &a.input)?;
     let from = match a.from {
         Some(p) => source.resolve(p, false)?.unwrap_or(0),
         None => info.first_offset.unwrap_or(0),
@@ -51,6 +39,30 @@ fn open(text: &str, a: &ScanArgs) -> Result<Opened> {
         from,
         until,
     })
+}
+
+/// A source opened for inspection, and the agent it is narrowed to.
+type Input = (
+    std::sync::Arc<dyn crate::source::Source>,
+    crate::source::SourceInfo,
+    Option<(String, String)>,
+);
+
+fn open_input(text: &str, a: &InspectSourceArgs) -> Result<Input> {
+    let agents: Vec<String> = a.agent.iter().cloned().collect();
+    let request = open_request(
+        text,
+        &a.remote,
+        Default::default(),
+        a.allow_truncated,
+        &agents,
+        &Default::default(),
+        None,
+    )?;
+    let (source, _) = open_source(text, &request)?;
+    let info = source.info().clone();
+    let agent = parse_agent(a.agent.as_deref(), &info)?;
+    Ok((source, info, agent))
 }
 
 /// Lines to stdout; the first write that fails stops the scan and is the command's error.
@@ -100,7 +112,7 @@ pub fn search_cmd(a: SearchArgs) -> Result<()> {
         from: o.from,
         until: o.until,
         agent: o.agent,
-        chain: a.scan.chain.chain(),
+        chain: a.scan.input.chain.chain(),
     };
     let mut lines = Lines::new();
     let format = a.scan.format;
@@ -133,7 +145,7 @@ pub fn history_cmd(a: HistoryArgs) -> Result<()> {
         agent: o.agent,
         from: o.from,
         until: o.until,
-        chain: a.scan.chain.chain(),
+        chain: a.scan.input.chain.chain(),
     };
     let mut lines = Lines::new();
     let format = a.scan.format;
@@ -150,6 +162,7 @@ pub fn history_cmd(a: HistoryArgs) -> Result<()> {
             o.info.name,
             a.key,
             a.scan
+                .input
                 .agent
                 .as_deref()
                 .map(|g| format!(" in {g}"))
@@ -158,4 +171,67 @@ pub fn history_cmd(a: HistoryArgs) -> Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// `replayscope state SOURCE --at POS` / `--diff POS1 POS2`.
+pub fn state_cmd(a: StateArgs) -> Result<()> {
+    use crate::inspect::state_at::{StateRequest, diff_states, fold_to};
+    let (source, info, agent) = open_input(&a.source, &a.input)?;
+    let asked: Vec<crate::event::Position> = match (&a.at, &a.diff) {
+        (Some(p), _) => vec![*p],
+        (None, Some(d)) => d.clone(),
+        (None, None) => return Err(UsageError("give --at POS or --diff POS1 POS2".into()).into()),
+    };
+    let points = asked
+        .iter()
+        .map(|&p| {
+            let flag = if a.at.is_some() { "--at" } else { "--diff" };
+            // A time or commit_ts past the end is the state at the end; an offset must exist.
+            if let (crate::event::Position::Offset(o), Some(last)) = (p, info.last_offset)
+                && o > last
+            {
+                return Err(UsageError(format!(
+                    "{}: {flag} {o} is past the last event (offset {last})",
+                    info.name
+                ))
+                .into());
+            }
+            resolve_until(source.as_ref(), p, flag)
+        })
+        .collect::<Result<Vec<u64>>>()?;
+    let mut sorted = points.clone();
+    sorted.sort_unstable();
+    let req = StateRequest {
+        agent,
+        points: sorted.clone(),
+        chain: a.input.chain.chain(),
+    };
+    let mut states = Vec::with_capacity(points.len());
+    runtime()?.block_on(fold_to(&source, &req, |p, s| states.push((p, s.clone()))))?;
+    let state_at = |p: u64| &states.iter().find(|(q, _)| *q == p).expect("folded").1;
+    let name = &info.name;
+    let mut lines = Lines::new();
+    if a.at.is_some() {
+        let json = state_at(points[0])
+            .to_bootstrap_json()
+            .map_err(|e| RunFailure::Failed(format!("{name}: the state at #{}: {e}", points[0])))?;
+        lines.write(|line| serde_json::to_writer_pretty(line, &json).map_err(Into::into));
+        return lines.finish("state");
+    }
+    let changes = diff_states(state_at(points[0]), state_at(points[1])).map_err(|e| {
+        RunFailure::Failed(format!(
+            "{name}: the states at #{} and #{}: {e}",
+            points[0], points[1]
+        ))
+    })?;
+    for c in &changes {
+        let more = lines.write(|line| match a.format {
+            ListFormat::Jsonl => serde_json::to_writer(line, c).map_err(Into::into),
+            ListFormat::Text => line.write_all(c.text(60).as_bytes()),
+        });
+        if !more {
+            break;
+        }
+    }
+    lines.finish("state diff")
 }
