@@ -375,6 +375,8 @@ pub struct ViewState {
     pub clipboard: Option<String>,
     /// A one-line confirmation in the header (cleared by the next key).
     pub notice: Option<String>,
+    /// `m`: the state marked, and where (the state diff `d` compares it with the cursor's).
+    pub mark: Option<(u64, KvState)>,
 }
 
 impl Default for ViewState {
@@ -399,6 +401,7 @@ impl Default for ViewState {
             value: None,
             clipboard: None,
             notice: None,
+            mark: None,
         }
     }
 }
@@ -548,6 +551,15 @@ impl Model {
                     .as_ref()
                     .is_none_or(|q| q.matches(&r.event))
             })
+    }
+
+    /// The offset the state shown is at (the folder's, or the cursor).
+    pub fn state_offset(&self) -> Option<u64> {
+        if self.folded {
+            self.state_through
+        } else {
+            self.position()
+        }
     }
 
     /// The offset of the last event played: the newest row (rows arrive as events are played;
@@ -735,6 +747,49 @@ fn open_value(model: &mut Model, view: &mut ViewState) {
     }
 }
 
+/// `d`: what changed between the marked state and the state at the cursor, key by key and
+/// field by field, in the full-value view (`y` copies it as JSON Lines).
+fn open_state_diff(model: &Model, view: &mut ViewState) {
+    let Some((mark, marked)) = &view.mark else {
+        view.notice = Some("m first: mark a state to compare the cursor's with".into());
+        return;
+    };
+    let (Some(state), Some(at)) = (&model.state, model.state_offset()) else {
+        view.notice = Some("no state yet".into());
+        return;
+    };
+    // Oldest first, whichever side the mark is on.
+    let ((from, a), (to, b)) = if *mark <= at {
+        ((*mark, marked), (at, state))
+    } else {
+        ((at, state), (*mark, marked))
+    };
+    match crate::inspect::state_at::diff_states(a, b) {
+        Ok(changes) => {
+            let mut lines = Vec::new();
+            let mut text = String::new();
+            for c in &changes {
+                lines.extend(c.text(100).lines().map(str::to_string));
+                text.push_str(&serde_json::to_string(c).unwrap_or_default());
+                text.push('\n');
+            }
+            if changes.is_empty() {
+                lines.push("the two states are the same".into());
+            }
+            view.value = Some(ValueView {
+                title: format!(
+                    "state #{from} -> #{to}: {}",
+                    crate::text::count(changes.len() as u64, "key changed", "keys changed")
+                ),
+                text,
+                lines,
+                ..ValueView::default()
+            });
+        }
+        Err(e) => view.notice = Some(format!("the states cannot be compared: {e}")),
+    }
+}
+
 /// While the search prompt is open, the table shows what its text matches.
 fn filter_as_typed(view: &mut ViewState) {
     if let Some(p) = view
@@ -883,6 +938,14 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
                 view.notice = Some("not in this value".into());
             }
         }
+        Action::Mark => match (&model.state, model.state_offset()) {
+            (Some(state), Some(at)) => {
+                view.mark = Some((at, state.clone()));
+                view.notice = Some(format!("marked the state at #{at} (d: what changed since)"));
+            }
+            _ => view.notice = Some("no state to mark yet".into()),
+        },
+        Action::StateDiff => open_state_diff(model, view),
         Action::Copy => {
             if let Some(v) = &view.value {
                 view.clipboard = Some(v.text.clone());

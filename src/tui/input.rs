@@ -26,6 +26,10 @@ pub enum Action {
     OpenValue,
     /// `y` in the full-value view: copy it to the clipboard.
     Copy,
+    /// `m`: mark the state at the cursor.
+    Mark,
+    /// `d`: what changed between the marked state and the cursor's.
+    StateDiff,
     FocusNext,
     Up,
     Down,
@@ -155,6 +159,8 @@ pub fn map_key(key: KeyEvent, mode: InputMode) -> Option<Action> {
             KeyCode::Char('n') => Action::SearchNext,
             KeyCode::Char('N') => Action::SearchPrevious,
             KeyCode::Enter => Action::OpenValue,
+            KeyCode::Char('m') => Action::Mark,
+            KeyCode::Char('d') => Action::StateDiff,
             KeyCode::Tab => Action::FocusNext,
             KeyCode::Up | KeyCode::Char('k') => Action::Up,
             KeyCode::Down | KeyCode::Char('j') => Action::Down,
@@ -201,6 +207,10 @@ pub const HELP: &[(&str, &str)] = &[
         "search: keys, values, agent, txn prefix, re:REGEX; narrows the table",
     ),
     ("n N", "next / previous match anywhere in the source"),
+    (
+        "m d",
+        "mark the state here / what changed between the mark and here",
+    ),
     (
         "enter",
         "the whole transaction or state, pretty (/ find, y copy via OSC 52)",

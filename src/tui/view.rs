@@ -611,6 +611,53 @@ pub(crate) mod tests {
         assert!(s.contains("state at #"), "{s}");
     }
 
+    /// `m` marks the state at the cursor, `d` lists what changed between the mark and the
+    /// cursor, key by key and field by field (the same diff as `state --diff`).
+    #[test]
+    fn state_diff_view() {
+        let mut m = played_model();
+        let mut v = ViewState::default();
+        handle(Action::StateDiff, &mut m, &mut v);
+        assert!(
+            v.notice.as_deref().unwrap().starts_with("m first"),
+            "{:?}",
+            v.notice
+        );
+        handle(Action::Mark, &mut m, &mut v);
+        let at = m.state_offset().unwrap();
+        assert!(v.notice.as_deref().unwrap().contains(&format!("#{at}")));
+        handle(Action::StateDiff, &mut m, &mut v);
+        assert_eq!(
+            v.value.as_ref().unwrap().lines,
+            ["the two states are the same"]
+        );
+        handle(Action::Escape, &mut m, &mut v);
+        // A mark earlier on: the state after the first 20 rows.
+        let mut early = crate::state::KvState::new();
+        for r in m.rows.iter().take(20) {
+            early.apply(&r.event);
+        }
+        let mark = m.rows[19].event.offset;
+        v.mark = Some((mark, early.clone()));
+        handle(Action::StateDiff, &mut m, &mut v);
+        let want =
+            crate::inspect::state_at::diff_states(&early, m.state.as_ref().unwrap()).unwrap();
+        assert!(!want.is_empty());
+        let view = v.value.as_ref().unwrap();
+        assert!(
+            view.title
+                .starts_with(&format!("state #{mark} -> #{at}: {} keys", want.len()))
+        );
+        assert_eq!(view.text.lines().count(), want.len());
+        assert!(
+            view.lines
+                .iter()
+                .any(|l| l.starts_with("+ ") || l.starts_with("~ "))
+        );
+        let t = draw(&m, &v, 160, 45);
+        insta::assert_snapshot!(t.backend());
+    }
+
     #[test]
     fn help_overlay() {
         let v = ViewState {
