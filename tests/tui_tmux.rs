@@ -251,3 +251,144 @@ fn a_followed_agent_is_caught_up_and_new_rows_arrive_by_themselves() {
     t.wait_for("exit", limit, |s| s.contains("EXITED=0"));
     let _ = std::fs::remove_file(log);
 }
+
+/// The offsets of the sample's events that `search` finds for `query`.
+fn sample_matches(sample: &std::path::Path, query: &str) -> Vec<u64> {
+    let out = Command::new(env!("CARGO_BIN_EXE_replayscope"))
+        .args(["search", sample.to_str().unwrap(), query])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["offset"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Inspection in a real terminal: seek, search the whole source and jump with n / N (to the
+/// matches the search command finds), a search as a seek target, a key's history, the full
+/// value copied to the clipboard through OSC 52 (tmux takes it into a buffer), a state diff.
+#[test]
+fn search_history_and_full_values_in_a_real_terminal() {
+    if !have_tmux() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let sample = tmp.path().join("sample.mcap");
+    let out = Command::new(env!("CARGO_BIN_EXE_replayscope"))
+        .args(["demo", "--export", sample.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let escalate = sample_matches(&sample, "escalate");
+    let (t, log) = Tmux::start("inspect", "demo --paused");
+    t.run(&["set-option", "-g", "set-clipboard", "on"]);
+    let limit = Duration::from_secs(15);
+    t.wait_for("the inspector paused", limit, |s| s.contains("PAUSED"));
+
+    t.keys(&["g", "3", "0", "0", "0", "Enter"]);
+    t.wait_for("the seek to 3000", limit, |s| position(s) == Some(3000));
+
+    // `/` then Enter: the whole source is searched; the header counts what was found.
+    t.keys(&["/"]);
+    t.wait_for("the search prompt", limit, |s| s.contains("┌ search"));
+    t.keys(&["-l", "escalate"]);
+    t.keys(&["Enter"]);
+    let done = format!(
+        "search \"escalate\": {} matches in the source",
+        thousands(escalate.len())
+    );
+    t.wait_for("the search over", limit, |s| s.contains(&done));
+    let next = *escalate.iter().find(|&&o| o > 3000).unwrap();
+    t.keys(&["n"]);
+    t.wait_for("n: the next match", limit, |s| position(s) == Some(next));
+    let after = *escalate.iter().find(|&&o| o > next).unwrap();
+    t.keys(&["n"]);
+    t.wait_for("n again", limit, |s| position(s) == Some(after));
+    t.keys(&["N"]);
+    t.wait_for("N: back to the one before", limit, |s| {
+        position(s) == Some(next)
+    });
+
+    // A search as a seek target: the next match of another query.
+    let tool = sample_matches(&sample, "create_ticket");
+    let target = *tool.iter().find(|&&o| o > next).unwrap();
+    t.keys(&["g"]);
+    t.wait_for("the seek prompt", limit, |s| s.contains("┌ seek"));
+    t.keys(&["-l", "/create_ticket"]);
+    t.keys(&["Enter"]);
+    t.wait_for("g /create_ticket", limit, |s| position(s) == Some(target));
+
+    // A key's history, prefilled with the transaction's first key.
+    t.keys(&["h"]);
+    t.wait_for("the history prompt", limit, |s| {
+        s.contains("┌ history of the key")
+    });
+    t.keys(&["Enter"]);
+    let s = t.wait_for("the history", limit, |s| {
+        s.contains("history of ") && s.contains("versions") && !s.contains("so far")
+    });
+    assert!(s.contains("enter: go there"), "{s}");
+    t.keys(&["Escape"]);
+    t.wait_for("the history closed", limit, |s| !s.contains("history of "));
+
+    // The full value, copied: tmux (set-clipboard on) keeps it as a buffer.
+    t.keys(&["Enter"]);
+    t.wait_for("the full value", limit, |s| {
+        s.contains(&format!("transaction #{target}"))
+    });
+    t.keys(&["y"]);
+    t.wait_for("the copy confirmed", limit, |s| {
+        s.contains("to the clipboard")
+    });
+    let start = Instant::now();
+    let copied = loop {
+        let b = t.run(&["show-buffer"]);
+        if !b.is_empty() || start.elapsed() > limit {
+            break b;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let value: serde_json::Value = serde_json::from_str(&copied).expect("the buffer is the JSON");
+    assert_eq!(value["offset"].as_u64(), Some(target));
+    t.keys(&["Escape"]);
+
+    // Mark here, step on, and the state diff lists what the steps changed.
+    t.keys(&["m"]);
+    t.wait_for("marked", limit, |s| s.contains("marked the state at"));
+    t.keys(&["-l", "....."]);
+    t.wait_for("five steps", limit, |s| position(s) == Some(target + 5));
+    t.keys(&["d"]);
+    t.wait_for("the state diff", limit, |s| {
+        s.contains("changed ·") && s.contains("-> #")
+    });
+    t.keys(&["Escape"]);
+
+    t.keys(&["q"]);
+    t.wait_for("exit", limit, |s| s.contains("EXITED=0"));
+    let _ = std::fs::remove_file(log);
+}
+
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -1102,6 +1102,8 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
                         match start_search(model, view, text) {
                             Ok(()) => {
                                 view.prompt = None;
+                                // The table shows what the search finds, as after `/`.
+                                set_filter(view, text);
                                 out.extend(search_jump(SearchDirection::Forward, model, view));
                             }
                             Err(e) => view.prompt.as_mut().expect("prompt is open").error = Some(e),
