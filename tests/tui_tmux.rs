@@ -308,7 +308,7 @@ fn search_history_and_full_values_in_a_real_terminal() {
     t.keys(&["Enter"]);
     let done = format!(
         "search \"escalate\": {} matches in the source",
-        thousands(escalate.len())
+        replayscope::text::thousands(escalate.len() as u64)
     );
     t.wait_for("the search over", limit, |s| s.contains(&done));
     let next = *escalate.iter().find(|&&o| o > 3000).unwrap();
@@ -379,16 +379,4 @@ fn search_history_and_full_values_in_a_real_terminal() {
     t.keys(&["q"]);
     t.wait_for("exit", limit, |s| s.contains("EXITED=0"));
     let _ = std::fs::remove_file(log);
-}
-
-fn thousands(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
