@@ -244,6 +244,47 @@ impl KvState {
         Ok(serde_json::Value::Object(root))
     }
 
+    /// Reads a state in the `--bootstrap` format (see [`KvState::to_bootstrap_json`]).
+    pub fn from_bootstrap_json(text: &str) -> Result<KvState, String> {
+        let root: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        let agents = root
+            .as_object()
+            .ok_or("expected an object {\"NAMESPACE/AGENT\": {\"key\": {…}}} at the top level")?;
+        let mut state = KvState::new();
+        for (agent, keys) in agents {
+            let (ns, id) = agent
+                .split_once('/')
+                .filter(|(n, i)| !n.is_empty() && !i.is_empty())
+                .ok_or_else(|| format!("{agent:?}: expected NAMESPACE/AGENT_ID"))?;
+            let keys = keys
+                .as_object()
+                .ok_or_else(|| format!("{agent}: expected an object of keys"))?;
+            let (ns, id): (Arc<str>, Arc<str>) = (Arc::from(ns), Arc::from(id));
+            for (key, value) in keys {
+                let obj = value.as_object().ok_or_else(|| {
+                    format!("{agent}: key {key:?}: a value must be a JSON object")
+                })?;
+                // Check now that it can be stored (protobuf Struct numbers).
+                crate::event::object_to_struct(obj, key).map_err(|e| format!("{agent}: {e}"))?;
+                state.insert(
+                    StateKey {
+                        namespace: ns.clone(),
+                        agent_id: id.clone(),
+                        key: Arc::from(key.as_str()),
+                    },
+                    Entry {
+                        value: ObjectValue::from_object(obj.clone()),
+                        version: 0,
+                        commit_ts: 0,
+                        offset: 0,
+                    },
+                );
+            }
+        }
+        Ok(state)
+    }
+
     /// Keys whose values differ between two states (for "expected vs. actual" reports), in order.
     pub fn differences<'a>(&'a self, other: &'a KvState) -> Vec<&'a StateKey> {
         let mut out = Vec::new();

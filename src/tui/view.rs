@@ -604,7 +604,7 @@ pub(crate) mod tests {
         handle(Action::OpenValue, &mut m, &mut v);
         let state = v.value.as_ref().expect("the state view opens");
         assert!(state.title.starts_with("state at #"), "{}", state.title);
-        let seeded = crate::app::play::plan::parse_bootstrap(&state.text).unwrap();
+        let seeded = crate::state::KvState::from_bootstrap_json(&state.text).unwrap();
         assert_eq!(seeded.len(), m.state.as_ref().unwrap().len());
         let small = draw(&m, &v, 80, 24);
         let s = screen(&small);

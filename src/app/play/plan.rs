@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use color_eyre::eyre::Result;
@@ -15,12 +14,12 @@ use crate::app::exit::UsageError;
 use crate::app::{parse_expect_hash, parse_hash_flag};
 use crate::archive::Compression;
 use crate::cli::{PlayArgs, PlayFlags, RemoteArgs};
-use crate::event::{Event, ObjectValue, Operation};
+use crate::event::{Event, Operation};
 use crate::schedule::Schedule;
 use crate::sink::{AgentMap, OutputFormat};
 use crate::source::ChainCheck;
 use crate::source::open::SourceMode;
-use crate::state::{Entry, KvState, StateKey};
+use crate::state::KvState;
 
 /// Where a run's events go.
 #[derive(Debug, Clone)]
@@ -343,43 +342,7 @@ pub fn load_bootstrap(path: &Path) -> Result<KvState> {
 
 /// Parses a bootstrap state (see [`load_bootstrap`]).
 pub fn parse_bootstrap(text: &str) -> std::result::Result<KvState, String> {
-    let root: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-    let agents = root
-        .as_object()
-        .ok_or("expected an object {\"NAMESPACE/AGENT\": {\"key\": {…}}} at the top level")?;
-    let mut state = KvState::new();
-    for (agent, keys) in agents {
-        let (ns, id) = agent
-            .split_once('/')
-            .filter(|(n, i)| !n.is_empty() && !i.is_empty())
-            .ok_or_else(|| format!("{agent:?}: expected NAMESPACE/AGENT_ID"))?;
-        let keys = keys
-            .as_object()
-            .ok_or_else(|| format!("{agent}: expected an object of keys"))?;
-        let (ns, id): (Arc<str>, Arc<str>) = (Arc::from(ns), Arc::from(id));
-        for (key, value) in keys {
-            let obj = value
-                .as_object()
-                .ok_or_else(|| format!("{agent}: key {key:?}: a value must be a JSON object"))?;
-            // Check now that it can be stored (protobuf Struct numbers).
-            crate::event::object_to_struct(obj, key).map_err(|e| format!("{agent}: {e}"))?;
-            state.insert(
-                StateKey {
-                    namespace: ns.clone(),
-                    agent_id: id.clone(),
-                    key: Arc::from(key.as_str()),
-                },
-                Entry {
-                    value: ObjectValue::from_object(obj.clone()),
-                    version: 0,
-                    commit_ts: 0,
-                    offset: 0,
-                },
-            );
-        }
-    }
-    Ok(state)
+    KvState::from_bootstrap_json(text)
 }
 
 /// The bootstrap state as one transaction per agent (to write into a target).
