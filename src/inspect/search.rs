@@ -118,34 +118,70 @@ impl Query {
     /// that way is also looked for without its first 1 to 5 characters. `None` (read every
     /// event) for a regular expression, a needle a number or literal could show, or one
     /// spanning the `/` of `ns/agent`.
+    ///
+    /// A regular expression gets the same test from the literals every match starts with (as
+    /// the regex crate extracts them), when each of them is such a needle.
     pub fn stored_hint(&self) -> Option<crate::source::StoredHint> {
-        let Matcher::Text(text, finder) = &self.matcher else {
-            return None;
+        let needles: Vec<String> = match &self.matcher {
+            Matcher::Text(text, _) if self.in_strings_only => vec![text.clone()],
+            Matcher::Text(..) => return None,
+            Matcher::Regex(re) => regex_prefixes(re.as_str())?,
         };
-        if !self.in_strings_only || text.contains('/') {
-            return None;
-        }
-        let mut finders = vec![finder.as_ref().clone()];
-        if text.starts_with(|c: char| "bfnrtu0123456789abcdef".contains(c)) {
-            let tails: Vec<usize> = text
-                .char_indices()
-                .map(|(i, _)| i)
-                .skip(1)
-                .take(5)
-                .collect();
-            if tails.len() < 5 {
+        let mut finders = Vec::new();
+        for text in &needles {
+            if text.contains('/') || !only_in_strings(text) {
                 return None;
             }
-            finders.extend(
-                tails
-                    .into_iter()
-                    .map(|i| memchr::memmem::Finder::new(&text.as_bytes()[i..]).into_owned()),
-            );
+            finders.push(memchr::memmem::Finder::new(text.as_bytes()).into_owned());
+            if text.starts_with(|c: char| "bfnrtu0123456789abcdef".contains(c)) {
+                let tails: Vec<usize> = text
+                    .char_indices()
+                    .map(|(i, _)| i)
+                    .skip(1)
+                    .take(5)
+                    .collect();
+                if tails.len() < 5 {
+                    return None;
+                }
+                finders.extend(
+                    tails
+                        .into_iter()
+                        .map(|i| memchr::memmem::Finder::new(&text.as_bytes()[i..]).into_owned()),
+                );
+            }
+        }
+        // Each needle is a pass over the bytes: past a few, reading them all is faster (a
+        // case-insensitive word is one literal per case variant).
+        if finders.len() > MAX_HINT_NEEDLES {
+            return None;
         }
         Some(crate::source::StoredHint(std::sync::Arc::new(
             move |stored: &[u8]| finders.iter().any(|f| f.find(stored).is_some()),
         )))
     }
+}
+
+/// The most byte searches a stored-bytes test makes per event.
+const MAX_HINT_NEEDLES: usize = 12;
+
+/// The literals every match of `pattern` starts with, when there is a finite set of non-empty
+/// ones (None: a match could start anywhere, or there are too many).
+fn regex_prefixes(pattern: &str) -> Option<Vec<String>> {
+    let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
+    let seq = regex_syntax::hir::literal::Extractor::new().extract(&hir);
+    let literals = seq.literals()?;
+    if literals.is_empty() {
+        return None;
+    }
+    literals
+        .iter()
+        .map(|l| {
+            std::str::from_utf8(l.as_bytes())
+                .ok()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+        })
+        .collect()
 }
 
 /// See [`Query::in_strings_only`].
@@ -235,6 +271,16 @@ mod tests {
 
     /// The query on the whole JSON text, as the fast path must answer.
     fn brute(text: &str, e: &Event) -> bool {
+        if let Some(p) = text.strip_prefix("re:") {
+            let re = regex::Regex::new(p).unwrap();
+            return re.is_match(&format!("{}/{}", e.namespace, e.agent_id))
+                || e.operations.iter().any(|op| {
+                    re.is_match(&op.key)
+                        || op.value.as_ref().is_some_and(|v| {
+                            re.is_match(&serde_json::to_string(v.object("").unwrap()).unwrap())
+                        })
+                });
+        }
         e.txn_id.starts_with(text)
             || format!("{}/{}", e.namespace, e.agent_id).contains(text)
             || e.operations.iter().any(|op| {
@@ -286,6 +332,19 @@ mod tests {
                 }
             }
         }
+        queries.extend(
+            [
+                "re:refund|escalate",
+                "re:(?i)INNER",
+                "re:nline\\s",
+                "re:tw[o]",
+                "re:\\d+\\.5",
+                "re:na[iï]ve",
+                "re:e",
+            ]
+            .iter()
+            .map(|q| q.to_string()),
+        );
         let mut fast = 0;
         let mut hinted = 0;
         for q in &queries {
@@ -315,5 +374,13 @@ mod tests {
             queries.len()
         );
         assert!(hinted > 0);
+        // A regex with required literals gets the stored-bytes test; one without does not.
+        assert!(
+            Query::parse("re:refund|escalate")
+                .unwrap()
+                .stored_hint()
+                .is_some()
+        );
+        assert!(Query::parse("re:\\d+\\.5").unwrap().stored_hint().is_none());
     }
 }
