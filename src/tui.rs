@@ -159,14 +159,14 @@ pub async fn run(
                         {
                             t.abort();
                         }
-                        if let Some(query) = view.search_scan.take() {
+                        if let Some((id, query)) = view.search_scan.take() {
                             if let Some(t) = search_task.take() {
                                 t.abort();
                             }
                             search_task = Some(tokio::spawn(scan_search(
                                 history_source.clone(),
                                 query,
-                                model.search.as_ref().map(|s| s.text.clone()).unwrap_or_default(),
+                                id,
                                 history_agent.clone(),
                                 history_updates.clone(),
                             )));
@@ -327,7 +327,7 @@ const SEARCH_BATCH: usize = 256;
 async fn scan_search(
     source: Arc<dyn Source>,
     query: crate::inspect::search::Query,
-    text: String,
+    id: u64,
     agent: Option<(String, String)>,
     updates: mpsc::UnboundedSender<Update>,
 ) {
@@ -344,7 +344,7 @@ async fn scan_search(
     let send = |found: &mut Vec<u64>| {
         found.is_empty()
             || updates
-                .send(Update::SearchFound(text.clone(), std::mem::take(found)))
+                .send(Update::SearchFound(id, std::mem::take(found)))
                 .is_ok()
     };
     let result = scan_in_batches(
@@ -361,7 +361,7 @@ async fn scan_search(
     .await;
     send(&mut lock());
     let _ = updates.send(Update::SearchDone(
-        text,
+        id,
         result.map(|_| ()).map_err(|e| e.to_string()),
     ));
 }

@@ -39,10 +39,11 @@ pub enum Update {
     HistoryVersions(String, Vec<crate::inspect::history::Version>),
     /// The key history scan is over (`Err`: why it stopped).
     HistoryDone(String, Result<(), String>),
-    /// Matches a search of the whole source found (for the query named), in offset order.
-    SearchFound(String, Vec<u64>),
+    /// Matches a search of the whole source found (for the search with this id), in offset
+    /// order.
+    SearchFound(u64, Vec<u64>),
     /// The search of the whole source is over (`Err`: why it stopped).
-    SearchDone(String, Result<(), String>),
+    SearchDone(u64, Result<(), String>),
 }
 
 /// Data from the player.
@@ -80,6 +81,8 @@ pub enum SearchDirection {
 /// A search of the whole source, filled by a background scan in offset order.
 #[derive(Debug, Clone, Default)]
 pub struct SourceSearch {
+    /// Which search this is (updates of an earlier scan, still queued, are not its own).
+    pub id: u64,
     pub text: String,
     /// Offsets of the matching events found so far, ascending.
     pub matches: Vec<u64>,
@@ -115,7 +118,8 @@ impl SourceSearch {
             (SearchDirection::Backward, Some(i)) => {
                 // A match before the cursor is the nearest only once the scan is past it.
                 let before = from.map_or(i, |f| m.partition_point(|&o| o < f));
-                let known = self.done || i < m.len();
+                // (a match at or after the cursor: the scan is past everything before it)
+                let known = self.done || before < m.len();
                 match before.checked_sub(1) {
                     Some(j) if known => m.get(j).copied(),
                     _ if !known => return SearchStep::Scanning,
@@ -226,8 +230,9 @@ impl ValueView {
             })
             .find(|&i| self.lines[i].contains(needle));
         self.found_line = hit;
+        // At the top: the rows above it may wrap to more than the view holds.
         if let Some(i) = hit {
-            self.scroll = i.saturating_sub(2);
+            self.scroll = i;
         }
         hit.is_some()
     }
@@ -366,7 +371,11 @@ pub struct ViewState {
     /// A key history scan to start (taken by the UI loop, which owns the source).
     pub history_scan: Option<String>,
     /// A search of the whole source to start (taken by the UI loop).
-    pub search_scan: Option<crate::inspect::search::Query>,
+    pub search_scan: Option<(u64, crate::inspect::search::Query)>,
+    /// Searches started so far (each one's id).
+    pub searches: u64,
+    /// The table filter before the search prompt opened (Esc puts it back).
+    pub filter_before: Option<String>,
     /// An `n` / `N` waiting for the scan to get far enough.
     pub search_jump: Option<SearchDirection>,
     /// The full-value view.
@@ -397,6 +406,8 @@ impl Default for ViewState {
             history_selected: 0,
             history_scan: None,
             search_scan: None,
+            searches: 0,
+            filter_before: None,
             search_jump: None,
             value: None,
             clipboard: None,
@@ -515,13 +526,13 @@ impl Model {
                     h.versions.extend(versions);
                 }
             }
-            Update::SearchFound(text, found) => {
-                if let Some(s) = self.search.as_mut().filter(|s| s.text == text) {
+            Update::SearchFound(id, found) => {
+                if let Some(s) = self.search.as_mut().filter(|s| s.id == id) {
                     s.matches.extend(found);
                 }
             }
-            Update::SearchDone(text, result) => {
-                if let Some(s) = self.search.as_mut().filter(|s| s.text == text) {
+            Update::SearchDone(id, result) => {
+                if let Some(s) = self.search.as_mut().filter(|s| s.id == id) {
                     s.done = true;
                     s.error = result.err();
                 }
@@ -818,11 +829,14 @@ fn start_search(model: &mut Model, view: &mut ViewState, text: &str) -> Result<(
         .as_ref()
         .is_none_or(|s| s.text != text || s.error.is_some())
     {
+        view.searches += 1;
+        view.search_jump = None;
         model.search = Some(SourceSearch {
+            id: view.searches,
             text: text.to_string(),
             ..SourceSearch::default()
         });
-        view.search_scan = Some(query);
+        view.search_scan = Some((view.searches, query));
     }
     Ok(())
 }
@@ -836,6 +850,7 @@ pub fn search_jump(
 ) -> Vec<Command> {
     let from = view.selected.or(model.position());
     let Some(search) = model.search.as_mut() else {
+        view.search_jump = None;
         model.error = Some("no search yet: / then a query and Enter searches the source".into());
         return Vec::new();
     };
@@ -898,6 +913,10 @@ fn validate(prompt: &mut Prompt, source: &SourceInfo, current: Option<u64>) {
 pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Command> {
     let mut out = Vec::new();
     view.notice = None;
+    // Any other key cancels an `n` / `N` still waiting for the scan.
+    if !matches!(action, Action::SearchNext | Action::SearchPrevious) {
+        view.search_jump = None;
+    }
     match action {
         Action::Quit => view.quit = true,
         // The full-value view: scroll, find, copy, close.
@@ -963,6 +982,16 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
             model.history = None;
         }
         Action::Escape => {
+            // The search prompt closed without Enter: the table filter it was narrowing to
+            // what was typed goes back to what it was.
+            if view
+                .prompt
+                .as_ref()
+                .is_some_and(|p| p.kind == PromptKind::Filter)
+            {
+                let before = view.filter_before.take().unwrap_or_default();
+                set_filter(view, &before);
+            }
             // Closes the innermost thing: a prompt, the help, the error banner, then the report.
             if view.prompt.take().is_none()
                 && !std::mem::take(&mut view.help)
@@ -1004,7 +1033,10 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
             view.prompt = Some(p);
         }
         // A fresh line each time (the last filter is one ↑ away).
-        Action::OpenFilter => view.prompt = Some(Prompt::new(PromptKind::Filter, String::new())),
+        Action::OpenFilter => {
+            view.filter_before = view.filter.clone();
+            view.prompt = Some(Prompt::new(PromptKind::Filter, String::new()));
+        }
         Action::SearchNext => out.extend(search_jump(SearchDirection::Forward, model, view)),
         Action::SearchPrevious => out.extend(search_jump(SearchDirection::Backward, model, view)),
         Action::OpenHistory => {
@@ -1098,7 +1130,7 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
                 match p.kind {
                     // `g` then `/QUERY`: the next match of a search of the whole source.
                     PromptKind::Seek if p.input.trim().starts_with('/') => {
-                        let text = &p.input.trim()[1..];
+                        let text = p.input.trim()[1..].trim();
                         match start_search(model, view, text) {
                             Ok(()) => {
                                 view.prompt = None;

@@ -507,13 +507,35 @@ pub(crate) mod tests {
         assert!(m.visible_rows(&v).all(|r| query.matches(&r.event)));
         handle(Action::PromptSubmit, &mut m, &mut v);
         assert!(v.prompt.is_none());
-        assert!(v.search_scan.take().is_some());
+        let (id, _) = v.search_scan.take().unwrap();
+        // A scan of an earlier search, still queued, is not this one's.
+        m.apply(Update::SearchFound(id - 1, vec![1, 2, 3]));
+        assert!(m.search.as_ref().unwrap().matches.is_empty());
         // The scan has found only what is before the cursor: `n` waits for it.
         let before: Vec<u64> = found.iter().copied().filter(|&o| o <= position).collect();
-        m.apply(Update::SearchFound("escalate".into(), before.clone()));
+        m.apply(Update::SearchFound(id, before.clone()));
         assert!(handle(Action::SearchNext, &mut m, &mut v).is_empty());
         assert_eq!(v.search_jump, Some(SearchDirection::Forward));
-        m.apply(Update::SearchFound("escalate".into(), ahead.clone()));
+        m.apply(Update::SearchFound(id, ahead.clone()));
+        // `N` from a match needs nothing more of the scan: everything before it is known.
+        v.selected = Some(ahead[1]);
+        assert_eq!(handle(Action::SearchPrevious, &mut m, &mut v)[0], {
+            crate::player::Command::Seek(crate::player::SeekTarget::Position(
+                crate::event::Position::Offset(ahead[0]),
+            ))
+        });
+        v.selected = None;
+        // A waiting `n` is cancelled by any other key.
+        v.search_jump = Some(SearchDirection::Forward);
+        handle(Action::Down, &mut m, &mut v);
+        assert_eq!(v.search_jump, None);
+        v.selected = None;
+        // Esc on the search prompt puts the table filter back as it was.
+        handle(Action::OpenFilter, &mut m, &mut v);
+        handle(Action::PromptChar('x'), &mut m, &mut v);
+        assert_eq!(v.filter.as_deref(), Some("x"));
+        handle(Action::Escape, &mut m, &mut v);
+        assert_eq!(v.filter.as_deref(), Some("escalate"));
         let seek = |o: u64| {
             crate::player::Command::Seek(crate::player::SeekTarget::Position(
                 crate::event::Position::Offset(o),
@@ -526,7 +548,7 @@ pub(crate) mod tests {
         let s = screen(&t);
         assert!(s.contains("search \"escalate\": "), "{s}");
         assert!(s.contains("so far, scanning the source…"), "{s}");
-        m.apply(Update::SearchDone("escalate".into(), Ok(())));
+        m.apply(Update::SearchDone(id, Ok(())));
         // From the selected row: the previous match before it.
         v.selected = Some(ahead[1]);
         assert_eq!(
