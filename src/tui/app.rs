@@ -384,8 +384,9 @@ pub struct ViewState {
     pub clipboard: Option<String>,
     /// A one-line confirmation in the header (cleared by the next key).
     pub notice: Option<String>,
-    /// `m`: the state marked, and where (the state diff `d` compares it with the cursor's).
-    pub mark: Option<(u64, KvState)>,
+    /// `m`: the state marked, and after which offset (None: the start state, before any
+    /// event); the state diff `d` compares it with the cursor's.
+    pub mark: Option<(Option<u64>, KvState)>,
 }
 
 impl Default for ViewState {
@@ -564,7 +565,8 @@ impl Model {
             })
     }
 
-    /// The offset the state shown is at (the folder's, or the cursor).
+    /// The offset the state shown is at (the folder's, or the cursor; None: the start state,
+    /// before any event).
     pub fn state_offset(&self) -> Option<u64> {
         if self.folded {
             self.state_through
@@ -733,11 +735,7 @@ fn open_value(model: &mut Model, view: &mut ViewState) {
     let opened = match view.focus {
         Focus::State => match &model.state {
             Some(state) => {
-                let at = model
-                    .state_through
-                    .filter(|_| model.folded)
-                    .or(model.position())
-                    .map_or_else(|| "the start".to_string(), |o| format!("#{o}"));
+                let at = point_label(model.state_offset());
                 state
                     .to_bootstrap_json()
                     .map(|v| ValueView::new(format!("state at {at}"), &v))
@@ -758,6 +756,11 @@ fn open_value(model: &mut Model, view: &mut ViewState) {
     }
 }
 
+/// `#N` after offset N, or the start (before any event).
+fn point_label(at: Option<u64>) -> String {
+    at.map_or_else(|| "the start".to_string(), |o| format!("#{o}"))
+}
+
 /// `d`: what changed between the marked state and the state at the cursor, key by key and
 /// field by field, in the full-value view (`y` copies it as JSON Lines).
 fn open_state_diff(model: &Model, view: &mut ViewState) {
@@ -765,11 +768,12 @@ fn open_state_diff(model: &Model, view: &mut ViewState) {
         view.notice = Some("m first: mark a state to compare the cursor's with".into());
         return;
     };
-    let (Some(state), Some(at)) = (&model.state, model.state_offset()) else {
+    let Some(state) = &model.state else {
         view.notice = Some("no state yet".into());
         return;
     };
-    // Oldest first, whichever side the mark is on.
+    let at = model.state_offset();
+    // Oldest first, whichever side the mark is on (the start before any offset).
     let ((from, a), (to, b)) = if *mark <= at {
         ((*mark, marked), (at, state))
     } else {
@@ -789,7 +793,9 @@ fn open_state_diff(model: &Model, view: &mut ViewState) {
             }
             view.value = Some(ValueView {
                 title: format!(
-                    "state #{from} -> #{to}: {}",
+                    "state {} -> {}: {}",
+                    point_label(from),
+                    point_label(to),
                     crate::text::count(changes.len() as u64, "key changed", "keys changed")
                 ),
                 text,
@@ -957,12 +963,16 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
                 view.notice = Some("not in this value".into());
             }
         }
-        Action::Mark => match (&model.state, model.state_offset()) {
-            (Some(state), Some(at)) => {
+        Action::Mark => match &model.state {
+            Some(state) => {
+                let at = model.state_offset();
                 view.mark = Some((at, state.clone()));
-                view.notice = Some(format!("marked the state at #{at} (d: what changed since)"));
+                view.notice = Some(format!(
+                    "marked the state at {} (d: what changed since)",
+                    point_label(at)
+                ));
             }
-            _ => view.notice = Some("no state to mark yet".into()),
+            None => view.notice = Some("no state to mark yet".into()),
         },
         Action::StateDiff => open_state_diff(model, view),
         Action::Copy => {

@@ -647,6 +647,17 @@ pub(crate) mod tests {
         );
         handle(Action::Mark, &mut m, &mut v);
         let at = m.state_offset().unwrap();
+        // Before anything is folded the start state is marked as such.
+        let mut fresh = played_model();
+        fresh.folded = true;
+        fresh.state_through = None;
+        let mut fv = ViewState::default();
+        handle(Action::Mark, &mut fresh, &mut fv);
+        assert!(
+            fv.notice.as_deref().unwrap().contains("the start"),
+            "{:?}",
+            fv.notice
+        );
         assert!(v.notice.as_deref().unwrap().contains(&format!("#{at}")));
         handle(Action::StateDiff, &mut m, &mut v);
         assert_eq!(
@@ -660,7 +671,7 @@ pub(crate) mod tests {
             early.apply(&r.event);
         }
         let mark = m.rows[19].event.offset;
-        v.mark = Some((mark, early.clone()));
+        v.mark = Some((Some(mark), early.clone()));
         handle(Action::StateDiff, &mut m, &mut v);
         let want =
             crate::inspect::state_at::diff_states(&early, m.state.as_ref().unwrap()).unwrap();
