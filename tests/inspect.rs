@@ -61,6 +61,26 @@ fn archive(dir: &std::path::Path) -> String {
     path.to_str().unwrap().to_string()
 }
 
+/// A generated directory of 3,000 events in segments of 700.
+fn segments(dir: &std::path::Path) -> String {
+    let path = dir.join("segs");
+    let out = run(&[
+        "gen",
+        "--events",
+        "3000",
+        "--segment-events",
+        "700",
+        "-o",
+        path.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path.to_str().unwrap().to_string()
+}
+
 /// The (agent, key) written most often in an export.
 fn busiest_key(events: &[Value]) -> (String, String) {
     let mut counts = std::collections::HashMap::new();
@@ -231,23 +251,9 @@ fn brute_matches(e: &Value, needle: &str) -> bool {
 #[test]
 fn search_finds_exactly_what_a_brute_force_scan_finds() {
     let tmp = tempfile::tempdir().unwrap();
-    // A segment directory with small segments: matches across chunk and segment boundaries.
-    let dir = tmp.path().join("segs");
-    let out = run(&[
-        "gen",
-        "--events",
-        "3000",
-        "--segment-events",
-        "700",
-        "-o",
-        dir.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let source = dir.to_str().unwrap();
+    // Small segments: what is looked for falls across chunk and segment boundaries.
+    let source = segments(tmp.path());
+    let source = source.as_str();
     let export = lines(&run(&["export", source]));
     // A value word, a key part, an agent, a txn_id prefix as the table shows it (13 chars).
     let txn = export[1234]["txn_id"].as_str().unwrap()[..13].to_string();
@@ -344,18 +350,9 @@ fn state_at(source: &str, k: u64, extra: &[&str]) -> Value {
 #[test]
 fn state_at_a_point_and_between_two_equal_plain_folds() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("segs");
-    let out = run(&[
-        "gen",
-        "--events",
-        "3000",
-        "--segment-events",
-        "700",
-        "-o",
-        dir.to_str().unwrap(),
-    ]);
-    assert!(out.status.success());
-    let source = dir.to_str().unwrap();
+    // Small segments: what is looked for falls across chunk and segment boundaries.
+    let source = segments(tmp.path());
+    let source = source.as_str();
     let export = lines(&run(&["export", source]));
     // Points spread by a fixed LCG, plus the edges and a segment boundary.
     let mut x: u64 = 0x5eed;

@@ -126,6 +126,17 @@ pub(super) fn focused_block(title: &str, focused: bool) -> Block<'_> {
     }
 }
 
+/// The frame of an overlay over the body (history, full value): nearly all of it, cleared.
+pub(super) fn overlay(frame: &mut Frame, area: Rect) -> Rect {
+    let r = centered(
+        area,
+        area.width.saturating_sub(4).max(40),
+        area.height.saturating_sub(2).max(8),
+    );
+    frame.render_widget(ratatui::widgets::Clear, r);
+    r
+}
+
 pub(super) fn centered(area: Rect, w: u16, h: u16) -> Rect {
     let w = w.min(area.width);
     let h = h.min(area.height);
@@ -404,18 +415,30 @@ pub(crate) mod tests {
         insta::assert_snapshot!(t.backend());
     }
 
+    /// The bundled sample as a source, for the tests that scan it.
+    fn sample_source() -> std::sync::Arc<dyn crate::source::Source> {
+        std::sync::Arc::new(crate::source::ArchiveSource::new(
+            crate::archive::Archive::open_memory(
+                include_bytes!("../../assets/sample.mcap"),
+                "sample.mcap",
+            )
+            .unwrap(),
+        ))
+    }
+
+    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
     /// A key's history as the overlay shows it, from the scan of a real-shaped session: the
     /// versions listed, the selected one's changes field by field; Enter seeks to it.
     #[test]
     fn key_history_overlay() {
-        let source: std::sync::Arc<dyn crate::source::Source> =
-            std::sync::Arc::new(crate::source::ArchiveSource::new(
-                crate::archive::Archive::open_memory(
-                    include_bytes!("../../assets/sample.mcap"),
-                    "sample.mcap",
-                )
-                .unwrap(),
-            ));
+        let source = sample_source();
         let req = crate::inspect::history::HistoryRequest {
             key: "plan/step-002".into(),
             agent: Some(("support".into(), "reviewer-13d6".into())),
@@ -424,11 +447,7 @@ pub(crate) mod tests {
             chain: Default::default(),
         };
         let mut versions = Vec::new();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(crate::inspect::history::scan(&source, &req, |v| {
+        block_on(crate::inspect::history::scan(&source, &req, |v| {
             versions.push(v.clone());
             true
         }))
@@ -465,21 +484,10 @@ pub(crate) mod tests {
     #[test]
     fn search_of_the_whole_source() {
         use crate::tui::app::SearchDirection;
-        let source: std::sync::Arc<dyn crate::source::Source> =
-            std::sync::Arc::new(crate::source::ArchiveSource::new(
-                crate::archive::Archive::open_memory(
-                    include_bytes!("../../assets/sample.mcap"),
-                    "sample.mcap",
-                )
-                .unwrap(),
-            ));
+        let source = sample_source();
         let query = crate::inspect::search::Query::parse("escalate").unwrap();
         let mut found = Vec::new();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(crate::inspect::search::scan(
+        block_on(crate::inspect::search::scan(
             &source,
             &query,
             &Default::default(),

@@ -4,21 +4,16 @@
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Clear, Paragraph};
+use ratatui::widgets::{Block, Paragraph};
 
-use super::{centered, fit_line};
+use super::fit_line;
 use crate::inspect::history::VersionOp;
 use crate::text::{count, thousands};
 use crate::tui::app::KeyHistory;
 use crate::tui::theme;
 
 pub fn render_history(frame: &mut Frame, area: Rect, h: &KeyHistory, selected: usize) {
-    let r = centered(
-        area,
-        area.width.saturating_sub(4).max(40),
-        area.height.saturating_sub(2).max(8),
-    );
-    frame.render_widget(Clear, r);
+    let r = super::overlay(frame, area);
     let inner_w = r.width.saturating_sub(2);
     let inner_h = r.height.saturating_sub(2) as usize;
     let n = h.versions.len();

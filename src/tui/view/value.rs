@@ -4,21 +4,16 @@
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::Line;
-use ratatui::widgets::{Block, Clear, Paragraph};
+use ratatui::widgets::{Block, Paragraph};
 
-use super::{centered, fit_line};
+use super::fit_line;
 
 use crate::text::thousands;
 use crate::tui::app::ValueView;
 use crate::tui::theme;
 
 pub fn render_value(frame: &mut Frame, area: Rect, v: &ValueView) {
-    let r = centered(
-        area,
-        area.width.saturating_sub(4).max(40),
-        area.height.saturating_sub(2).max(8),
-    );
-    frame.render_widget(Clear, r);
+    let r = super::overlay(frame, area);
     let inner_w = r.width.saturating_sub(2);
     let inner_h = r.height.saturating_sub(2) as usize;
     let n = v.lines.len();
