@@ -180,8 +180,13 @@ where
 
 /// Both kinds in one test, one after the other: 128 stalled streams at once on two cores would
 /// measure the machine, not the server.
+/// The tests of this file one at a time: the stalled-client test times the watchdog against
+/// the idle timeout, and the bandwidth test beside it would take the machine's two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_clients_do_not_lock_out_a_normal_client() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     stalled_sessions().await;
     stalled_replays().await;
 }
@@ -321,6 +326,7 @@ async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_connection_gets_its_share_and_others_are_still_served() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let server = TestServer::start(
         &big_archive(),
         ServeOptions {
@@ -385,6 +391,7 @@ async fn one_connection_gets_its_share_and_others_are_still_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_messages_echo_a_bounded_prefix_of_client_input() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let server = start().await;
     let client: Client = server.client().await;
     let huge = "n".repeat(1 << 20);
