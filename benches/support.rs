@@ -14,16 +14,26 @@ pub fn arg(args: &[String], name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
-/// Peak resident set size of this process, KiB.
-pub fn vm_hwm_kb() -> u64 {
+/// A field of /proc/self/status (`VmHWM:`, `VmRSS:`), KiB.
+fn status_kb(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
+}
+
+/// Peak resident set size of this process, KiB.
+pub fn vm_hwm_kb() -> u64 {
+    status_kb("VmHWM:")
+}
+
+/// Resident set size of this process now, KiB.
+pub fn vm_rss_kb() -> u64 {
+    status_kb("VmRSS:")
 }
 
 /// The `p` quantile of sorted samples.

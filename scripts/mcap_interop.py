@@ -21,7 +21,15 @@ def main(path: str) -> None:
         last = None
         count = 0
         prev_offset = None
+        snapshots = []
         for schema, channel, message, decoded in reader.iter_decoded_messages(log_time_order=False):
+            if channel.topic == "replayscope.state":
+                # A state snapshot: the state after an event, on a channel of its own.
+                assert schema.name == "replayscope.v1.StateSnapshot", schema.name
+                assert len(decoded.entries) == decoded.keys, (len(decoded.entries), decoded.keys)
+                assert len(decoded.state_hash) == 32
+                snapshots.append({"through_offset": decoded.through_offset, "keys": decoded.keys})
+                continue
             assert schema.name == "replayscope.v1.ArchivedEvent", schema.name
             assert schema.encoding == "protobuf", schema.encoding
             assert channel.message_encoding == "protobuf"
@@ -47,6 +55,7 @@ def main(path: str) -> None:
         "last_offset": last.offset if last else None,
         "metadata": metadata,
         "attachments": attachments,
+        "snapshots": snapshots,
     }
     print(json.dumps(out, sort_keys=True))
 

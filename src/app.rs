@@ -6,6 +6,7 @@ pub mod config;
 pub mod convert;
 pub mod exit;
 pub mod history;
+pub mod index;
 pub mod info;
 pub mod inspect;
 pub mod options;
@@ -100,6 +101,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::History(a) => history::history_cmd(a),
         Command::Search(a) => history::search_cmd(a),
         Command::State(a) => history::state_cmd(a),
+        Command::Index(a) => index::index_cmd(a),
     }
 }
 
@@ -186,9 +188,10 @@ fn print_summaries(summaries: &[WriteSummary]) {
     );
 }
 
-fn writer_options(a: &OutputArchiveArgs) -> WriterOptions {
+pub(crate) fn writer_options(a: &OutputArchiveArgs) -> WriterOptions {
     WriterOptions {
         compression: a.compression.unwrap_or_default().into(),
+        snapshots: a.snapshots.policy(),
         ..WriterOptions::default()
     }
 }

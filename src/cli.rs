@@ -81,6 +81,59 @@ pub enum Command {
     /// The state at a point (--at) as JSON that can seed a replay (--bootstrap), or what
     /// changed between two points (--diff), key by key and field by field.
     State(StateArgs),
+    /// Add state snapshots to an archive (in place, or to a copy with -o): `state --at` and
+    /// the inspector then start from the nearest one instead of the first event.
+    Index(IndexArgs),
+}
+
+/// When a written archive stores the folded state (DESIGN.md section 12).
+#[derive(Debug, Clone, Args)]
+pub struct SnapshotArgs {
+    /// Store the folded state every this many events (a state snapshot: `state --at` and the
+    /// inspector start from the nearest one instead of the first event); 0 stores none.
+    #[arg(long, value_name = "N", default_value_t = defaults::SNAPSHOT_EVENTS, env = "REPLAYSCOPE_SNAPSHOT_EVENTS")]
+    pub snapshot_events: u64,
+
+    /// ... or every this many bytes of events (before compression), whichever comes first.
+    #[arg(long, value_name = "SIZE", default_value = defaults::SNAPSHOT_BYTES, env = "REPLAYSCOPE_SNAPSHOT_BYTES")]
+    pub snapshot_bytes: ByteSize,
+
+    /// Never store snapshots more often than keeps them under this share of the archive
+    /// (percent; a large state is then stored less often).
+    #[arg(long, value_name = "PERCENT", default_value_t = defaults::SNAPSHOT_MAX_SHARE, env = "REPLAYSCOPE_SNAPSHOT_MAX_SHARE", value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub snapshot_max_share: u64,
+}
+
+impl SnapshotArgs {
+    /// The writer's policy (`None`: no snapshots).
+    pub fn policy(&self) -> Option<crate::archive::snapshot::SnapshotPolicy> {
+        (self.snapshot_events > 0).then(|| crate::archive::snapshot::SnapshotPolicy {
+            every_events: self.snapshot_events,
+            every_bytes: self.snapshot_bytes.0.max(1),
+            min_ratio: 100u64.div_ceil(self.snapshot_max_share.max(1)),
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct IndexArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    /// Write the indexed archive here instead of replacing SOURCE (needed for s3://).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub snapshots: SnapshotArgs,
+
+    /// Copy without checking the hash chain (chunk CRCs are still checked).
+    #[arg(long)]
+    pub no_verify: bool,
+
+    /// Replace an existing archive at -o (refused otherwise).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -596,6 +649,9 @@ pub struct OutputArchiveArgs {
     /// Write a directory of segments with this many events each instead of one file.
     #[arg(long, env = "REPLAYSCOPE_SEGMENT_EVENTS", value_parser = clap::value_parser!(u64).range(1..))]
     pub segment_events: Option<u64>,
+
+    #[command(flatten)]
+    pub snapshots: SnapshotArgs,
 
     /// Replace an existing archive at the output path (refused otherwise).
     #[arg(long)]

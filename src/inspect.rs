@@ -11,6 +11,7 @@ pub mod history;
 pub mod json_diff;
 pub mod search;
 pub mod state_at;
+pub mod window;
 
 /// Events asked of the source per batch by a scan.
 const SCAN_BATCH_EVENTS: usize = 1024;

@@ -423,4 +423,14 @@ pub trait Source: Send + Sync + 'static {
     fn head(&self) -> Option<u64> {
         self.info().last_offset
     }
+
+    /// The state after the latest state snapshot at or before `offset`, from the source's own
+    /// snapshots (an archive's, DESIGN.md section 12): the state folded from the source's first
+    /// event. `None` when it keeps none that early. Blocking: it may read a chunk.
+    fn state_snapshot(
+        &self,
+        _offset: u64,
+    ) -> Result<Option<crate::archive::snapshot::Snapshot>, SourceError> {
+        Ok(None)
+    }
 }

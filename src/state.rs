@@ -142,6 +142,18 @@ impl KvState {
         self.map.iter()
     }
 
+    /// The keys of one (namespace, agent_id).
+    pub fn only_agent(&self, namespace: &str, agent_id: &str) -> KvState {
+        KvState {
+            map: self
+                .map
+                .iter()
+                .filter(|(k, _)| &*k.namespace == namespace && &*k.agent_id == agent_id)
+                .map(|(k, e)| (k.clone(), e.clone()))
+                .collect(),
+        }
+    }
+
     /// Sets a key directly (a bootstrap state).
     pub fn insert(&mut self, key: StateKey, entry: Entry) {
         self.map.insert(key, entry);
@@ -381,6 +393,16 @@ impl StateTracker {
             .range(..=offset)
             .next_back()
             .map(|(&at, s)| (at, s.clone()))
+    }
+
+    /// Starts again at `start` from `state` (the state before the event there, from a state
+    /// snapshot): the checkpoints held before go (they may be of another start state).
+    pub fn reset(&mut self, start: u64, state: KvState) {
+        self.checkpoints.clear();
+        self.checkpoints.insert(start, state.clone());
+        self.state = state;
+        self.next = start;
+        self.since_checkpoint = 0;
     }
 
     /// Rewinds to the latest checkpoint at or before `target` (the state before event `target`

@@ -109,7 +109,9 @@ pub async fn run(
     let history_source = source.clone();
     let history_updates = tx.clone();
     let history_agent = options.filter.agent.clone();
+    let rows_filter = options.filter.clone();
     let mut history_task: Option<tokio::task::JoinHandle<()>> = None;
+    let mut rows_task: Option<tokio::task::JoinHandle<()>> = None;
     let mut search_task: Option<tokio::task::JoinHandle<()>> = None;
     let handle = player::spawn(
         source,
@@ -229,10 +231,41 @@ pub async fn run(
                 }
             }
         }
+        // Rows the table was scrolled to (or the context before a seek target) are read.
+        if let Some(load) = model.take_row_load() {
+            if let Some(t) = rows_task.take() {
+                t.abort();
+            }
+            rows_task = Some(tokio::spawn(load_rows(
+                history_source.clone(),
+                rows_filter.clone(),
+                load,
+                history_updates.clone(),
+            )));
+        }
         folder.request(fold_request(&model, &view));
     }
     handle.send(player::Command::Quit);
     handle.join().await
+}
+
+/// Reads rows for the table and hands them to the UI.
+pub async fn load_rows(
+    source: Arc<dyn Source>,
+    filter: crate::source::Filter,
+    load: app::RowLoad,
+    updates: mpsc::UnboundedSender<Update>,
+) {
+    use crate::inspect::window;
+    let rows = match load {
+        app::RowLoad::Before { bound } => {
+            window::before(&source, &filter, bound, app::LOAD_ROWS).await
+        }
+        app::RowLoad::After { from, until } => {
+            window::after(&source, &filter, from, until, app::LOAD_ROWS).await
+        }
+    };
+    let _ = updates.send(Update::Rows(load, rows.map_err(|e| e.to_string())));
 }
 
 /// Versions found per update sent to the UI.

@@ -70,6 +70,11 @@ fn segments(dir: &std::path::Path) -> String {
         "3000",
         "--segment-events",
         "700",
+        // State snapshots every few hundred events: `state --at` starts from them.
+        "--snapshot-events",
+        "250",
+        "--snapshot-max-share",
+        "100",
         "-o",
         path.to_str().unwrap(),
     ]);
@@ -338,7 +343,12 @@ fn state_at(source: &str, k: u64, extra: &[&str]) -> Value {
     let k = k.to_string();
     let mut args = vec!["state", source, "--at", k.as_str()];
     args.extend_from_slice(extra);
-    let out = run(&args);
+    json_of(&args)
+}
+
+/// The JSON a successful command prints.
+fn json_of(args: &[&str]) -> Value {
+    let out = run(args);
     assert!(
         out.status.success(),
         "{}",
@@ -444,4 +454,152 @@ fn state_at_a_point_and_between_two_equal_plain_folds() {
     let err = String::from_utf8_lossy(&past.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("past the last event (offset 2999)"), "{err}");
+}
+
+#[path = "support/tamper.rs"]
+mod tamper;
+
+fn info(source: &str) -> Value {
+    json_of(&["info", source, "--json"])
+}
+
+#[test]
+fn state_snapshots_are_written_added_checked_and_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let at = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    // Written by gen across segments: every snapshot matches a plain fold at its offset.
+    let segs = segments(tmp.path());
+    let export = lines(&run(&["export", &segs]));
+    let listed = info(&segs)["snapshots"].clone();
+    assert!(listed["count"].as_u64().unwrap() >= 8, "{listed}");
+    assert!(
+        listed["max_events_between"].as_u64().unwrap() < 700,
+        "{listed}"
+    );
+    let verified = run(&["verify", &segs]);
+    assert!(verified.status.success());
+    assert!(
+        String::from_utf8_lossy(&verified.stdout).contains("state snapshots match the events"),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
+    // `index` adds them to an archive written without: same events, same chain, and the
+    // snapshots gen would have written.
+    let plain = at("plain.mcap");
+    let ok = |o: Output| assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ok(run(&[
+        "gen",
+        "--events",
+        "3000",
+        "--snapshot-events",
+        "0",
+        "--compression",
+        "none",
+        "-o",
+        &plain,
+    ]));
+    assert_eq!(info(&plain)["snapshots"]["count"], 0);
+    let snap = ["--snapshot-events", "300", "--snapshot-max-share", "100"];
+    let indexed = at("indexed.mcap");
+    let mut args = vec!["index", plain.as_str(), "-o", indexed.as_str()];
+    args.extend_from_slice(&snap);
+    ok(run(&args));
+    let direct = at("direct.mcap");
+    let mut args = vec![
+        "gen",
+        "--events",
+        "3000",
+        "--compression",
+        "none",
+        "-o",
+        direct.as_str(),
+    ];
+    args.extend_from_slice(&snap);
+    ok(run(&args));
+    assert_eq!(
+        std::fs::read(&indexed).unwrap(),
+        std::fs::read(&direct).unwrap()
+    );
+    assert_eq!(info(&indexed)["final_hash"], info(&plain)["final_hash"]);
+    // In place: the file is replaced by the indexed one.
+    let mut args = vec!["index", plain.as_str()];
+    args.extend_from_slice(&snap);
+    ok(run(&args));
+    assert_eq!(
+        std::fs::read(&plain).unwrap(),
+        std::fs::read(&direct).unwrap()
+    );
+    let gen_export = lines(&run(&["export", &indexed]));
+    // Random points from the snapshots equal plain folds (and the edges around a snapshot).
+    let first = info(&indexed)["snapshots"]["first_offset"]
+        .as_u64()
+        .unwrap();
+    let mut x: u64 = 0x5eed_0002;
+    let mut points = vec![first - 1, first, first + 1, 2999];
+    for _ in 0..6 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        points.push((x >> 33) % 3000);
+    }
+    for &k in &points {
+        assert_eq!(
+            state_at(&indexed, k, &[]),
+            fold_through(&gen_export, k),
+            "--at {k}"
+        );
+    }
+    // One agent: the snapshot narrowed to it.
+    let agent = format!(
+        "{}/{}",
+        export[0]["namespace"].as_str().unwrap(),
+        export[0]["agent_id"].as_str().unwrap()
+    );
+    let agent_export: Vec<Value> = gen_export
+        .iter()
+        .filter(|e| {
+            format!(
+                "{}/{}",
+                e["namespace"].as_str().unwrap(),
+                e["agent_id"].as_str().unwrap()
+            ) == agent
+        })
+        .cloned()
+        .collect();
+    assert_eq!(
+        state_at(&indexed, 2500, &["--agent", &agent]),
+        fold_through(&agent_export, 2500)
+    );
+    // A snapshot changed (CRC fixed up): verify and state --at past it fail as integrity
+    // errors naming it; before it, the state is still folded from the start.
+    tamper::damage(
+        std::path::Path::new(&indexed),
+        first as u32,
+        tamper::Damage::Snapshot,
+        tamper::Crc::Recomputed,
+    );
+    let bad = run(&["verify", &indexed]);
+    assert_eq!(
+        bad.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains(&format!("state snapshot at offset {first}")),
+        "{err}"
+    );
+    let bad = run(&["state", &indexed, "--at", &(first + 10).to_string()]);
+    assert_eq!(
+        bad.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    assert!(bad.stdout.is_empty());
+    assert_eq!(
+        state_at(&indexed, first - 1, &[]),
+        fold_through(&gen_export, first - 1)
+    );
 }

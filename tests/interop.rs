@@ -48,7 +48,20 @@ fn check(path: &std::path::Path) {
     let a = Archive::open(path, OpenOptions::default()).unwrap();
     assert_eq!(v["profile"], "replayscope");
     assert_eq!(v["messages"], a.events());
-    assert_eq!(v["statistics_message_count"], a.events());
+    // State snapshots are messages of their own topic, decoded with their own schema.
+    let snapshots = a.snapshots();
+    assert_eq!(
+        v["statistics_message_count"],
+        a.events() + snapshots.len() as u64
+    );
+    let seen: Vec<u64> = v["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["through_offset"].as_u64().unwrap())
+        .collect();
+    let listed: Vec<u64> = snapshots.iter().map(|(_, l)| l.through).collect();
+    assert_eq!(seen, listed);
     assert_eq!(v["last_offset"], a.last_offset().unwrap());
     assert_eq!(v["attachments"][0], "replayscope.index");
     let hash = replayscope::event::hex(&a.recorded_final_hash().unwrap());
@@ -70,6 +83,11 @@ fn python_mcap_reads_a_generated_archive() {
         &path,
         replayscope::archive::WriterOptions {
             chunk_bytes: 32 * 1024,
+            snapshots: Some(replayscope::archive::snapshot::SnapshotPolicy {
+                every_events: 300,
+                every_bytes: u64::MAX,
+                min_ratio: 1,
+            }),
             ..Default::default()
         },
     )
@@ -77,7 +95,8 @@ fn python_mcap_reads_a_generated_archive() {
     for e in replayscope::event::generate::Generator::new(Default::default()).take(2000) {
         w.append(&e).unwrap();
     }
-    w.finish().unwrap();
+    let summary = w.finish().unwrap();
+    assert!(summary.snapshots >= 3, "{summary:?}");
     check(&path);
 }
 

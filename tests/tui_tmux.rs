@@ -273,8 +273,8 @@ fn sample_matches(sample: &std::path::Path, query: &str) -> Vec<u64> {
         .collect()
 }
 
-/// Inspection in a real terminal: seek, search the whole source and jump with n / N (to the
-/// matches the search command finds), a search as a seek target, a key's history, the full
+/// Inspection in a real terminal: seek and scroll back past the target (the rows before it are
+/// read), search the whole source and jump with n / N (to the matches the search command finds), a search as a seek target, a key's history, the full
 /// value copied to the clipboard through OSC 52 (tmux takes it into a buffer), a state diff.
 #[test]
 fn search_history_and_full_values_in_a_real_terminal() {
@@ -300,6 +300,19 @@ fn search_history_and_full_values_in_a_real_terminal() {
 
     t.keys(&["g", "3", "0", "0", "0", "Enter"]);
     t.wait_for("the seek to 3000", limit, |s| position(s) == Some(3000));
+
+    // The rows before the seek target are read: scroll back past it, to the first event and
+    // back to the cursor.
+    t.keys(&["PPage", "PPage", "PPage"]);
+    t.wait_for("three pages back", limit, |s| s.contains("│#2940 @"));
+    t.keys(&["Home"]);
+    t.wait_for("the first event", limit, |s| {
+        s.contains("│#0 @") && s.contains("scrolled back: End returns")
+    });
+    t.keys(&["End"]);
+    t.wait_for("back to the cursor", limit, |s| {
+        s.contains("│#3000 @") && s.contains("following") && !s.contains("scrolled back")
+    });
 
     // `/` then Enter: the whole source is searched; the header counts what was found.
     t.keys(&["/"]);

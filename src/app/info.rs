@@ -31,8 +31,23 @@ struct InfoJson {
     #[serde(skip_serializing_if = "Option::is_none")]
     time_source: Option<String>,
     truncated: bool,
+    snapshots: SnapshotsJson,
     channels: Vec<ChannelJson>,
     notes: Vec<String>,
+}
+
+/// The archive's state snapshots (DESIGN.md section 12).
+#[derive(Debug, serde::Serialize)]
+struct SnapshotsJson {
+    count: usize,
+    /// Their chunk records, compressed, and their share of the files.
+    bytes: u64,
+    share: f64,
+    /// The most events between two (or before the first, or after the last): what a
+    /// `state --at` folds at most.
+    max_events_between: u64,
+    first_offset: Option<u64>,
+    last_offset: Option<u64>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -62,6 +77,15 @@ fn info_of(archive: &Archive) -> InfoJson {
         })
         .collect();
     let (t0, t1) = (archive.first_time_ns(), archive.last_time_ns());
+    let snaps: Vec<u64> = archive.snapshots().iter().map(|(_, l)| l.through).collect();
+    let snapshot_bytes: u64 = archive.snapshots().iter().map(|(_, l)| l.length).sum();
+    // Folding from the start (or a snapshot) through the next snapshot (or the end).
+    let mut max_between = 0;
+    let mut at = archive.first_offset().unwrap_or(0);
+    for &t in snaps.iter().chain(archive.last_offset().as_ref()) {
+        max_between = max_between.max((t + 1).saturating_sub(at));
+        at = t + 1;
+    }
     InfoJson {
         source: archive.name().to_string(),
         segments: segs.len(),
@@ -90,6 +114,18 @@ fn info_of(archive: &Archive) -> InfoJson {
         final_hash: archive.recorded_final_hash().map(|h| hex(&h)),
         time_source: archive.time_source().map(str::to_string),
         truncated: segs.iter().any(|s| s.truncated_at.is_some()),
+        snapshots: SnapshotsJson {
+            count: snaps.len(),
+            bytes: snapshot_bytes,
+            share: if file_bytes > 0 {
+                snapshot_bytes as f64 / file_bytes as f64
+            } else {
+                0.0
+            },
+            max_events_between: max_between,
+            first_offset: snaps.first().copied(),
+            last_offset: snaps.last().copied(),
+        },
         channels,
         notes: archive.notes().to_vec(),
     }
@@ -154,6 +190,24 @@ pub fn info_cmd(a: InfoArgs) -> Result<()> {
         "recorded hash {}",
         info.final_hash.as_deref().unwrap_or("(not recorded)")
     )?;
+    let s = &info.snapshots;
+    if s.count > 0 {
+        writeln!(
+            out,
+            "state         {} (offsets {} to {}), {} bytes = {:.1} % of the archive; state --at folds at most {} events",
+            crate::text::count(s.count as u64, "snapshot", "snapshots"),
+            opt(s.first_offset),
+            opt(s.last_offset),
+            s.bytes,
+            s.share * 100.0,
+            s.max_events_between
+        )?;
+    } else {
+        writeln!(
+            out,
+            "state         no snapshots: state --at folds from the first event (`replayscope index` adds them)"
+        )?;
+    }
     writeln!(out, "channels      {}", info.channels.len())?;
     let width = info
         .channels

@@ -24,6 +24,8 @@ struct Continued {
     next_offset: u64,
     chain_head: [u8; 32],
     last_commit_ts: Option<u64>,
+    /// The state through its last event, so its state snapshots go on (None: not known).
+    state: Option<crate::archive::snapshot::StateCarry>,
 }
 
 /// The segment directory of `record --follow` as it is: `None` when there is nothing yet,
@@ -96,10 +98,18 @@ fn continued(dir: &std::path::Path) -> Result<Option<Continued>> {
                 "{name}: its last segment has no recorded final hash"
             ))
         })?;
+    let state = archive.state_through(last)?;
+    if state.is_none() {
+        tracing::warn!(
+            "{name}: its earlier segments are gone and none of the rest holds a state snapshot: \
+             no snapshots are written (`replayscope index` cannot add them either)"
+        );
+    }
     Ok(Some(Continued {
         next_offset: last + 1,
         chain_head,
         last_commit_ts: archive.last_commit_ts(),
+        state,
     }))
 }
 
@@ -225,6 +235,10 @@ pub fn record_cmd(a: RecordArgs) -> Result<()> {
             duration: a.segment_duration.map(|d| d.0),
         })
         .continuing_after(resume.as_ref().and_then(|r| r.last_commit_ts));
+        let writer = match resume.as_ref().and_then(|r| r.state.clone()) {
+            Some(state) => writer.with_state(state),
+            None => writer,
+        };
         ArchiveSink::over(
             crate::sink::archive::ArchiveOutput::Segments(Box::new(writer)),
             &a.output,

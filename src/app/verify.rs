@@ -59,7 +59,7 @@ pub fn verify_cmd(a: VerifyArgs) -> Result<()> {
         };
         writeln!(
             out,
-            "ok: {} ({range}) in {}, {}; final hash {}{}",
+            "ok: {} ({range}) in {}, {}; final hash {}{}{}",
             crate::text::count(report.events, "event", "events"),
             crate::text::count(report.segments as u64, "segment", "segments"),
             crate::text::count(report.chunks as u64, "chunk", "chunks"),
@@ -68,6 +68,18 @@ pub fn verify_cmd(a: VerifyArgs) -> Result<()> {
                 " (matches the recorded hash)"
             } else {
                 " (no recorded hash to compare with)"
+            },
+            if report.snapshots > 0 {
+                format!(
+                    "; {} match the events",
+                    crate::text::count(
+                        report.snapshots as u64,
+                        "state snapshot",
+                        "state snapshots"
+                    )
+                )
+            } else {
+                String::new()
             }
         )?;
         // What the reader worked around (a rebuilt index, a truncated tail) is part of the result.

@@ -12,6 +12,7 @@ use crate::archive::format::{self, ChunkError, MAGIC, Records, TAIL_LEN, op};
 use crate::archive::index::{self, ChunkSpan};
 use crate::archive::integrity::{HashChain, ZERO_HASH};
 use crate::archive::scan::{EventHead, event_head};
+use crate::archive::snapshot::{self, STATE_TOPIC};
 use crate::archive::storage::{LocalFile, RangeRead};
 use crate::archive::{ArchiveError, METADATA_NAME, PROFILE, Result};
 use crate::event::{Event, Position, format_time_ns, hex, parse_hash};
@@ -44,6 +45,17 @@ pub struct SegmentMeta {
     pub final_hash: [u8; 32],
     /// Where wall times came from when the source had none (`--time-field`).
     pub time_source: Option<String>,
+    /// The offsets of the file's state snapshots, as its writer listed them.
+    pub snapshot_offsets: Option<Vec<u64>>,
+}
+
+/// Where a state snapshot is: the state after the event at `through`, in the chunk record at
+/// `start` (`length` bytes with its prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotLoc {
+    pub through: u64,
+    pub start: u64,
+    pub length: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +72,12 @@ pub(crate) struct ChunkLoc {
 pub struct Segment {
     storage: Box<dyn RangeRead>,
     pub(crate) chunks: Vec<ChunkLoc>,
+    /// State snapshots, in offset order (chunks of their own, not in `chunks`).
+    pub(crate) snapshots: Vec<SnapshotLoc>,
+    /// MCAP channel ids of the snapshot channel.
+    state_ids: Vec<u16>,
+    /// The compression of its chunks, as its summary says ("zstd", "lz4", "" for none).
+    compression: Option<String>,
     /// MCAP channel id -> index into `Archive::channels`.
     channel_map: HashMap<u16, usize>,
     /// Events per MCAP channel id.
@@ -106,6 +124,40 @@ impl Segment {
     /// The chain start of this segment (zero for the first segment of an archive).
     pub fn chain_start(&self) -> [u8; 32] {
         self.meta.as_ref().map_or(ZERO_HASH, |m| m.chain_start)
+    }
+    /// The compression of its chunks ("zstd", "lz4", "" for none), when its summary says.
+    pub fn compression(&self) -> Option<&str> {
+        self.compression.as_deref()
+    }
+    /// The state snapshots this file holds.
+    pub fn snapshots(&self) -> &[SnapshotLoc] {
+        &self.snapshots
+    }
+    /// Reads the state snapshot at `loc` (a CRC-checked chunk; the state checked against its
+    /// hash).
+    pub fn read_snapshot(&self, loc: &SnapshotLoc) -> Result<snapshot::Snapshot> {
+        let data = read_chunk(self.storage.as_ref(), loc.start, loc.length)?;
+        let data = Bytes::from(data);
+        let corrupt = |what: String| ArchiveError::Corrupt {
+            path: self.name().to_string(),
+            at: loc.start,
+            what,
+        };
+        let payload = ChunkMessages::new(&data)
+            .next()
+            .ok_or_else(|| corrupt("state snapshot chunk holds no message".to_string()))?
+            .map_err(|e| corrupt(format!("state snapshot chunk: {}", e.what)))?
+            .1;
+        let start = payload.as_ptr() as usize - data.as_ptr() as usize;
+        let payload = data.slice(start..start + payload.len());
+        let snap = snapshot::decode(&payload).map_err(|e| corrupt(e.to_string()))?;
+        if snap.through != loc.through {
+            return Err(corrupt(format!(
+                "state snapshot says offset {}, the archive lists it at {}",
+                snap.through, loc.through
+            )));
+        }
+        Ok(snap)
     }
 }
 
@@ -535,6 +587,70 @@ impl Archive {
         }
         counts
     }
+    /// The state snapshots of every segment, in offset order: (segment index, where).
+    pub fn snapshots(&self) -> Vec<(usize, SnapshotLoc)> {
+        self.inner
+            .segments
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| s.snapshots.iter().map(move |l| (i, *l)))
+            .collect()
+    }
+
+    /// The state after the event at the latest snapshot at or before `offset` (`None` when no
+    /// snapshot is that early). Reads one chunk; its state is checked against its hash.
+    pub fn snapshot_at_or_before(&self, offset: u64) -> Result<Option<snapshot::Snapshot>> {
+        let found = self.inner.segments.iter().rev().find_map(|s| {
+            s.snapshots
+                .iter()
+                .rev()
+                .find(|l| l.through <= offset)
+                .map(|l| (s, *l))
+        });
+        let Some((seg, loc)) = found else {
+            return Ok(None);
+        };
+        let snap = seg.read_snapshot(&loc)?;
+        // A snapshot folded from a later start than the archive's would miss keys.
+        let first = self.first_offset().unwrap_or(0);
+        if snap.first_offset > first {
+            return Err(ArchiveError::Corrupt {
+                path: seg.name().to_string(),
+                at: loc.start,
+                what: format!(
+                    "state snapshot at offset {} was folded from offset {}, after the archive's first event ({first})",
+                    snap.through, snap.first_offset
+                ),
+            });
+        }
+        Ok(Some(snap))
+    }
+
+    /// The state after the event at `last`, for a writer that continues this archive (a
+    /// restarted recorder): from the latest snapshot before it and the events after it, or
+    /// folded from the first event when the archive starts its history. `None` when neither
+    /// can be known (earlier segments are gone and none of the rest holds a snapshot).
+    pub fn state_through(&self, last: u64) -> Result<Option<snapshot::StateCarry>> {
+        let first = self.first_offset().unwrap_or(0);
+        let starts_history = self
+            .inner
+            .segments
+            .first()
+            .is_some_and(|s| s.chain_start() == ZERO_HASH);
+        let (mut state, from, fold_first) = match self.snapshot_at_or_before(last)? {
+            Some(s) => (s.state, s.through + 1, s.first_offset),
+            None if starts_history => (crate::state::KvState::new(), first, first),
+            None => return Ok(None),
+        };
+        if from <= last {
+            let mut cursor = self.cursor_at(from)?.until(Some(last));
+            while let Some(e) = cursor.next_event() {
+                state.apply(&e?);
+            }
+        }
+        Ok(Some(snapshot::StateCarry::at(state, fold_first)))
+    }
+
     pub fn channel_index(&self, namespace: &str, agent_id: &str) -> Option<usize> {
         self.inner
             .channels
@@ -1509,7 +1625,10 @@ fn continue_segment(
         opener.open()?
     } else {
         let base = Scan {
+            compression: old.compression.clone(),
             chunks: old.chunks.clone(),
+            snapshots: old.snapshots.clone(),
+            state_ids: old.state_ids.clone(),
             channels: old
                 .channel_map
                 .iter()
@@ -1581,7 +1700,13 @@ struct Opener {
     options: OpenOptions,
 }
 
-/// What decoding one chunk found out about it.
+/// What decoding one chunk found out about it: a chunk of events, or a state snapshot.
+enum ChunkKind {
+    Events(ChunkScan),
+    Snapshot { through: u64, state_ids: Vec<u16> },
+}
+
+/// What decoding a chunk of events found out about it.
 struct ChunkScan {
     span: ChunkSpan,
     uncompressed: u64,
@@ -1592,7 +1717,11 @@ struct ChunkScan {
 /// What a linear scan of the data section found.
 #[derive(Default)]
 struct Scan {
+    compression: Option<String>,
     chunks: Vec<ChunkLoc>,
+    snapshots: Vec<SnapshotLoc>,
+    /// Ids of the state snapshot channel.
+    state_ids: Vec<u16>,
     channels: Vec<(u16, ChannelKey)>,
     counts: BTreeMap<u16, u64>,
     meta: Option<SegmentMeta>,
@@ -1735,6 +1864,7 @@ impl Opener {
 
     fn open_with_summary(self, summary_start: u64, summary: &[u8]) -> Result<Segment> {
         let mut channels = Vec::new();
+        let mut state_ids = Vec::new();
         let mut chunk_indexes = Vec::new();
         let mut index_attachment = None;
         let mut meta_index = None;
@@ -1750,7 +1880,11 @@ impl Opener {
             match opcode {
                 op::CHANNEL => {
                     if let mcap::records::Record::Channel(c) = parse()? {
-                        channels.push((c.id, channel_key(&c)));
+                        if c.topic == STATE_TOPIC {
+                            state_ids.push(c.id);
+                        } else {
+                            channels.push((c.id, channel_key(&c)));
+                        }
                     }
                 }
                 op::CHUNK_INDEX => {
@@ -1794,6 +1928,19 @@ impl Opener {
                 ));
             }
         }
+        // Chunks of the snapshot channel alone hold state snapshots, the others events.
+        let (snapshot_chunks, chunk_indexes): (Vec<_>, Vec<_>) =
+            chunk_indexes.into_iter().partition(|ci| {
+                !state_ids.is_empty()
+                    && !ci.message_index_offsets.is_empty()
+                    && ci
+                        .message_index_offsets
+                        .keys()
+                        .all(|id| state_ids.contains(id))
+            });
+        for id in &state_ids {
+            counts.remove(id);
+        }
         let mut notes = Vec::new();
         let spans = match index_attachment {
             Some((at, len)) => self
@@ -1811,10 +1958,15 @@ impl Opener {
                 ));
                 let mut spans = Vec::with_capacity(chunk_indexes.len());
                 for ci in &chunk_indexes {
-                    spans.push(
-                        self.span_of_chunk(ci.chunk_start_offset, ci.chunk_length)?
-                            .span,
-                    );
+                    match self.chunk_kind(ci.chunk_start_offset, ci.chunk_length, &state_ids)? {
+                        ChunkKind::Events(found) => spans.push(found.span),
+                        ChunkKind::Snapshot { .. } => {
+                            return Err(self.corrupt(
+                                ci.chunk_start_offset,
+                                "a state snapshot in a chunk the summary lists with events",
+                            ));
+                        }
+                    }
                 }
                 spans
             }
@@ -1838,8 +1990,43 @@ impl Opener {
                 None
             }
         };
+        let listed = meta
+            .as_ref()
+            .and_then(|m| m.snapshot_offsets.clone())
+            .filter(|o| o.len() == snapshot_chunks.len());
+        let snapshots = match listed {
+            Some(offsets) => snapshot_chunks
+                .iter()
+                .zip(offsets)
+                .map(|(ci, through)| SnapshotLoc {
+                    through,
+                    start: ci.chunk_start_offset,
+                    length: ci.chunk_length,
+                })
+                .collect(),
+            None => {
+                // Not listed (or not as many): each one says where it is.
+                let mut found = Vec::with_capacity(snapshot_chunks.len());
+                for ci in &snapshot_chunks {
+                    if let ChunkKind::Snapshot { through, .. } =
+                        self.chunk_kind(ci.chunk_start_offset, ci.chunk_length, &state_ids)?
+                    {
+                        found.push(SnapshotLoc {
+                            through,
+                            start: ci.chunk_start_offset,
+                            length: ci.chunk_length,
+                        });
+                    }
+                }
+                found
+            }
+        };
+        let compression = chunk_indexes.first().map(|ci| ci.compression.clone());
         let scan = Scan {
+            compression,
             chunks,
+            snapshots,
+            state_ids,
             channels,
             counts,
             meta,
@@ -1886,20 +2073,30 @@ impl Opener {
             chain_start: hash("chain_start")?,
             final_hash: hash("final_hash")?,
             time_source: m.get("time_source").cloned(),
+            snapshot_offsets: m
+                .get(snapshot::OFFSETS_KEY)
+                .and_then(|v| snapshot::parse_offsets(v)),
         })
     }
 
-    /// Decodes a chunk to learn its span (first/last offset, commit_ts, time) and per-channel counts.
-    fn span_of_chunk(&self, start: u64, length: u64) -> Result<ChunkScan> {
+    /// Decodes a chunk to learn its span (first/last offset, commit_ts, time) and per-channel
+    /// counts, or that it holds a state snapshot (`state_ids`: the snapshot channel's ids known
+    /// so far; a channel record in the chunk may add one).
+    fn chunk_kind(&self, start: u64, length: u64, state_ids: &[u16]) -> Result<ChunkKind> {
         let data = read_chunk(self.storage.as_ref(), start, length)?;
         let mut span: Option<ChunkSpan> = None;
         let mut counts = BTreeMap::new();
         let mut channels = Vec::new();
+        let mut state_ids = state_ids.to_vec();
         for (opcode, body, _) in Records::new(&data).map_while(|r| r.ok()) {
             if opcode == op::CHANNEL
                 && let Ok(mcap::records::Record::Channel(c)) = mcap::parse_record(opcode, body)
             {
-                channels.push((c.id, channel_key(&c)));
+                if c.topic == STATE_TOPIC {
+                    state_ids.push(c.id);
+                } else {
+                    channels.push((c.id, channel_key(&c)));
+                }
             }
         }
         for item in ChunkMessages::new(&data) {
@@ -1909,6 +2106,14 @@ impl Opener {
                     format!("inside chunk at {}: {}", at_text(e.at), e.what),
                 )
             })?;
+            if state_ids.contains(&channel) {
+                if span.is_some() {
+                    return Err(self.corrupt(start, "a state snapshot in a chunk of events"));
+                }
+                let through = snapshot::through_of(payload)
+                    .ok_or_else(|| self.corrupt(start, "malformed state snapshot (no offset)"))?;
+                return Ok(ChunkKind::Snapshot { through, state_ids });
+            }
             let head = event_head(payload).ok_or_else(|| {
                 self.corrupt(
                     start,
@@ -1933,12 +2138,12 @@ impl Opener {
             s.add(head.commit_ts, head.commit_time_ns);
         }
         let span = span.ok_or_else(|| self.corrupt(start, "chunk holds no events"))?;
-        Ok(ChunkScan {
+        Ok(ChunkKind::Events(ChunkScan {
             span,
             uncompressed: data.len() as u64,
             counts,
             channels,
-        })
+        }))
     }
 
     /// Walks the data section record by record (for files without a summary or footer).
@@ -1972,13 +2177,26 @@ impl Opener {
                 op::CHANNEL => {
                     let (_, body) = self.record_at(at)?;
                     if let Ok(mcap::records::Record::Channel(c)) = mcap::parse_record(opcode, &body)
-                        && !scan.channels.iter().any(|(id, _)| *id == c.id)
                     {
-                        scan.channels.push((c.id, channel_key(&c)));
+                        if c.topic == STATE_TOPIC {
+                            if !scan.state_ids.contains(&c.id) {
+                                scan.state_ids.push(c.id);
+                            }
+                        } else if !scan.channels.iter().any(|(id, _)| *id == c.id) {
+                            scan.channels.push((c.id, channel_key(&c)));
+                        }
                     }
                 }
-                op::CHUNK => match self.span_of_chunk(at, end - at) {
-                    Ok(found) => {
+                op::CHUNK => match self.chunk_kind(at, end - at, &scan.state_ids) {
+                    Ok(ChunkKind::Snapshot { through, state_ids }) => {
+                        scan.state_ids = state_ids;
+                        scan.snapshots.push(SnapshotLoc {
+                            through,
+                            start: at,
+                            length: end - at,
+                        });
+                    }
+                    Ok(ChunkKind::Events(found)) => {
                         for (k, v) in found.counts {
                             *scan.counts.entry(k).or_insert(0) += v;
                         }
@@ -2066,6 +2284,26 @@ impl Opener {
                 ));
             }
         }
+        // Snapshots must be of events the file holds, in order.
+        let (first, last) = (
+            scan.chunks.first().map(|c| c.span.first_offset),
+            scan.chunks.last().map(|c| c.span.last_offset()),
+        );
+        let mut prev = None;
+        for l in &scan.snapshots {
+            let held =
+                first.is_some_and(|f| l.through >= f) && last.is_some_and(|e| l.through <= e);
+            if !held || prev.is_some_and(|p| l.through <= p) {
+                return Err(self.corrupt(
+                    l.start,
+                    format!(
+                        "state snapshot at offset {} is not after an event of this file in order",
+                        l.through
+                    ),
+                ));
+            }
+            prev = Some(l.through);
+        }
         let mut keys = Vec::new();
         let mut channel_map = HashMap::new();
         for (id, key) in scan.channels {
@@ -2075,6 +2313,9 @@ impl Opener {
         Ok(Segment {
             storage: self.storage,
             chunks: scan.chunks,
+            snapshots: scan.snapshots,
+            state_ids: scan.state_ids,
+            compression: scan.compression,
             channel_map,
             channel_counts: scan.counts,
             meta: scan.meta,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::archive::integrity::ZERO_HASH;
 use crate::archive::reader::{Archive, OpenOptions};
-use crate::archive::writer::{ArchiveWriter, EventMeta, WriterOptions};
+use crate::archive::writer::{ArchiveWriter, WriterOptions};
 use crate::archive::{ArchiveError, Result};
 
 /// What a repair did.
@@ -105,18 +105,7 @@ pub fn repair(path: &Path) -> Result<Repair> {
         let mut cursor = archive.cursor_at(first)?.until(Some(last));
         let channels = archive.channels();
         while let Some(raw) = cursor.next_raw() {
-            let raw = raw?;
-            let ch = &channels[raw.channel];
-            writer.append_encoded(
-                EventMeta {
-                    offset: raw.offset,
-                    commit_ts: raw.commit_ts,
-                    commit_time_ns: raw.commit_time_ns,
-                    namespace: &ch.namespace,
-                    agent_id: &ch.agent_id,
-                },
-                &raw.payload,
-            )?;
+            writer.append_raw(&raw?, channels)?;
         }
     }
     writer.finish()?;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::archive::index::{self, ChunkSpan};
 use crate::archive::integrity::{HashChain, ZERO_HASH};
+use crate::archive::snapshot::{self, SnapshotPolicy, StateCarry};
 use crate::archive::{ArchiveError, FORMAT_VERSION, METADATA_NAME, PROFILE, Result, SCHEMA_NAME};
 use crate::event::{Event, hex};
 
@@ -33,6 +34,10 @@ pub struct WriterOptions {
     /// Where the events' wall times came from when the source had none (`--time-field`):
     /// recorded in the metadata, so every reader can say so.
     pub time_source: Option<String>,
+    /// State snapshots (DESIGN.md section 12): stored as the policy says when the writer knows
+    /// the state (it starts the archive, or is handed the state with
+    /// [`ArchiveWriter::with_state`]); `None` writes none.
+    pub snapshots: Option<SnapshotPolicy>,
 }
 
 impl Default for WriterOptions {
@@ -43,6 +48,7 @@ impl Default for WriterOptions {
             first_offset: None,
             chain_start: ZERO_HASH,
             time_source: None,
+            snapshots: Some(SnapshotPolicy::default()),
         }
     }
 }
@@ -57,6 +63,8 @@ pub struct WriteSummary {
     pub last_commit_ts: Option<u64>,
     pub final_hash: [u8; 32],
     pub bytes: u64,
+    /// State snapshots written.
+    pub snapshots: usize,
 }
 
 /// The fields of an event the writer needs besides its encoded bytes.
@@ -117,6 +125,13 @@ pub struct ArchiveWriter {
     last_time_ns: Option<u64>,
     events: u64,
     chain: HashChain,
+    /// The state folded for snapshots (None: not known, none written).
+    carry: Option<StateCarry>,
+    state_channel: Option<u16>,
+    snapshot_offsets: Vec<u64>,
+    /// The MCAP log time of the last event (a snapshot after it carries it too).
+    last_log_time: u64,
+    names: crate::event::wire::NameCache,
 }
 
 impl ArchiveWriter {
@@ -163,7 +178,26 @@ impl ArchiveWriter {
             first_time_ns: None,
             last_time_ns: None,
             events: 0,
+            carry: None,
+            state_channel: None,
+            snapshot_offsets: Vec::new(),
+            last_log_time: 0,
+            names: Default::default(),
         })
+    }
+
+    /// Continues the snapshots of an archive this file continues (the next segment of a
+    /// directory): `carry` is the state through the event before this file's first.
+    pub fn with_state(mut self, carry: StateCarry) -> ArchiveWriter {
+        if self.options.snapshots.is_some() {
+            self.carry = Some(carry);
+        }
+        self
+    }
+
+    /// Offsets of the snapshots written so far.
+    pub fn snapshot_offsets(&self) -> &[u64] {
+        &self.snapshot_offsets
     }
 
     fn name(&self) -> String {
@@ -197,11 +231,39 @@ impl ArchiveWriter {
     /// Appends `event` as the event at `offset` (a copy re-numbered from 0, say).
     pub fn append_at(&mut self, event: &Event, offset: u64) -> Result<()> {
         let (meta, payload) = encode_at(event, offset, || self.name())?;
-        self.append_encoded(meta, &payload)
+        self.append_checked(meta, &payload, Some(event))
     }
 
     /// Appends an already-encoded `ArchivedEvent` (its fields must match `meta`).
     pub fn append_encoded(&mut self, meta: EventMeta<'_>, payload: &[u8]) -> Result<()> {
+        self.append_checked(meta, payload, None)
+    }
+
+    /// Appends an event as another archive stores it (`channels`: that archive's table).
+    pub fn append_raw(
+        &mut self,
+        raw: &crate::archive::RawEvent,
+        channels: &[crate::archive::reader::ChannelKey],
+    ) -> Result<()> {
+        let key = &channels[raw.channel];
+        let meta = EventMeta {
+            offset: raw.offset,
+            commit_ts: raw.commit_ts,
+            commit_time_ns: raw.commit_time_ns,
+            namespace: &key.namespace,
+            agent_id: &key.agent_id,
+        };
+        self.append_checked(meta, &raw.payload, None)
+    }
+
+    /// Appends `payload`; `event` is its decoded form when the caller has it (the state folded
+    /// for snapshots uses it instead of decoding the payload again).
+    fn append_checked(
+        &mut self,
+        meta: EventMeta<'_>,
+        payload: &[u8],
+        event: Option<&Event>,
+    ) -> Result<()> {
         if let Some(expected) = self.next_offset
             && meta.offset != expected
         {
@@ -256,8 +318,15 @@ impl ArchiveWriter {
         }
         self.next_offset = Some(meta.offset + 1);
         self.events += 1;
+        self.last_log_time = log_time;
+        self.fold(meta.offset, payload, event)?;
 
-        if self.current_bytes >= self.options.chunk_bytes {
+        // A snapshot that is due ends the chunk (it goes right after it).
+        let snapshot_due = match (&self.options.snapshots, &self.carry) {
+            (Some(policy), Some(carry)) => carry.due(policy),
+            _ => false,
+        };
+        if self.current_bytes >= self.options.chunk_bytes || snapshot_due {
             self.close_chunk()?;
         }
         Ok(())
@@ -274,6 +343,98 @@ impl ArchiveWriter {
             self.inner.flush().map_err(|e| self.write_err(e))?;
             self.spans.push(span);
             self.current_bytes = 0;
+            self.write_snapshot_if_due()?;
+        }
+        Ok(())
+    }
+
+    /// Folds the event at `offset` into the snapshots' state (when it is kept).
+    fn fold(&mut self, offset: u64, payload: &[u8], event: Option<&Event>) -> Result<()> {
+        if self.carry.is_none() && self.options.snapshots.is_some() && self.events == 1 {
+            // The first event of a file: the fold starts here when the file starts an archive.
+            if self.options.chain_start == ZERO_HASH {
+                self.carry = Some(StateCarry::starting(offset));
+            }
+        }
+        let Some(carry) = self.carry.as_mut() else {
+            return Ok(());
+        };
+        let decoded;
+        let event = match event {
+            Some(e) if e.offset == offset => e,
+            Some(e) => {
+                decoded = Event {
+                    offset,
+                    ..e.clone()
+                };
+                &decoded
+            }
+            None => {
+                let bytes = bytes::Bytes::copy_from_slice(payload);
+                decoded =
+                    crate::event::wire::decode_event(&bytes, &mut self.names).map_err(|e| {
+                        ArchiveError::Invalid {
+                            path: self.path.display().to_string(),
+                            message: format!("event at offset {offset}: {e}"),
+                        }
+                    })?;
+                &decoded
+            }
+        };
+        carry.apply(event, payload.len());
+        Ok(())
+    }
+
+    /// Writes a snapshot of the state through the last event, in a chunk of its own, when the
+    /// policy says one is due.
+    fn write_snapshot_if_due(&mut self) -> Result<()> {
+        let (Some(policy), Some(carry), Some(next)) =
+            (&self.options.snapshots, &self.carry, self.next_offset)
+        else {
+            return Ok(());
+        };
+        if !carry.due(policy) {
+            return Ok(());
+        }
+        let through = next - 1;
+        let payload = snapshot::encode(&carry.state, through, carry.first_offset).map_err(|e| {
+            ArchiveError::Invalid {
+                path: self.name(),
+                message: format!("state snapshot at offset {through}: {e}"),
+            }
+        })?;
+        let channel_id = match self.state_channel {
+            Some(id) => id,
+            None => {
+                let schema = self
+                    .inner
+                    .add_schema(
+                        snapshot::STATE_SCHEMA_NAME,
+                        "protobuf",
+                        &crate::wire::proto::archived_event_schema(),
+                    )
+                    .map_err(|e| self.write_err(e))?;
+                let id = self
+                    .inner
+                    .add_channel(schema, snapshot::STATE_TOPIC, "protobuf", &BTreeMap::new())
+                    .map_err(|e| self.write_err(e))?;
+                self.state_channel = Some(id);
+                id
+            }
+        };
+        let header = mcap::records::MessageHeader {
+            channel_id,
+            sequence: through as u32,
+            log_time: self.last_log_time,
+            publish_time: self.last_log_time,
+        };
+        self.inner
+            .write_to_known_channel(&header, &payload)
+            .and_then(|()| self.inner.flush())
+            .map_err(|e| self.write_err(e))?;
+        self.snapshot_offsets.push(through);
+        if let Some(c) = self.carry.as_mut() {
+            c.written(payload.len());
         }
         Ok(())
     }
@@ -303,7 +464,13 @@ impl ArchiveWriter {
     }
 
     /// Writes the index attachment, the metadata record and the summary, and closes the file.
-    pub fn finish(mut self) -> Result<WriteSummary> {
+    pub fn finish(self) -> Result<WriteSummary> {
+        self.finish_carrying().map(|(s, _)| s)
+    }
+
+    /// [`ArchiveWriter::finish`], also handing over the snapshots' state for the writer of the
+    /// next segment ([`ArchiveWriter::with_state`]).
+    pub fn finish_carrying(mut self) -> Result<(WriteSummary, Option<StateCarry>)> {
         self.close_chunk()?;
         let index = index::encode(&self.spans);
         self.inner
@@ -339,6 +506,12 @@ impl ArchiveWriter {
         if let Some(t) = &self.options.time_source {
             m.insert("time_source".to_string(), t.clone());
         }
+        if !self.snapshot_offsets.is_empty() {
+            m.insert(
+                snapshot::OFFSETS_KEY.to_string(),
+                snapshot::offsets_text(&self.snapshot_offsets),
+            );
+        }
         self.inner
             .write_metadata(&mcap::records::Metadata {
                 name: METADATA_NAME.to_string(),
@@ -356,7 +529,7 @@ impl ArchiveWriter {
             .into_inner()
             .map_err(|e| ArchiveError::io(&name, e.into_error()))?;
         file.sync_all().map_err(|e| ArchiveError::io(&name, e))?;
-        Ok(WriteSummary {
+        let summary = WriteSummary {
             path: self.path,
             events: self.events,
             first_offset,
@@ -364,7 +537,9 @@ impl ArchiveWriter {
             last_commit_ts: self.last_commit_ts,
             final_hash: self.chain.head(),
             bytes,
-        })
+            snapshots: self.snapshot_offsets.len(),
+        };
+        Ok((summary, self.carry))
     }
 }
 
@@ -396,6 +571,8 @@ pub struct SegmentedWriter {
     next_offset: Option<u64>,
     last_commit_ts: Option<u64>,
     chain_head: [u8; 32],
+    /// The snapshots' state, handed from each segment's writer to the next.
+    carry: Option<StateCarry>,
 }
 
 impl SegmentedWriter {
@@ -414,7 +591,15 @@ impl SegmentedWriter {
             last_commit_ts: None,
             chain_head: options.chain_start,
             options,
+            carry: None,
         })
+    }
+
+    /// Continues the snapshots of the directory it continues: `carry` is the state through
+    /// its last event.
+    pub fn with_state(mut self, carry: StateCarry) -> Self {
+        self.carry = Some(carry);
+        self
     }
 
     /// Also rolls over by size or age.
@@ -468,6 +653,9 @@ impl SegmentedWriter {
                 },
             )?;
             writer.last_commit_ts = self.last_commit_ts;
+            if let Some(carry) = self.carry.take() {
+                writer = writer.with_state(carry);
+            }
             self.current = Some(writer);
             self.current_bytes = 0;
             self.opened_at = std::time::Instant::now();
@@ -486,7 +674,9 @@ impl SegmentedWriter {
 
     fn roll(&mut self) -> Result<()> {
         if let Some(w) = self.current.take() {
-            self.done.push(w.finish()?);
+            let (summary, carry) = w.finish_carrying()?;
+            self.done.push(summary);
+            self.carry = carry;
         }
         Ok(())
     }

@@ -1,15 +1,17 @@
 //! The state at a point of a source and the difference between two points (DESIGN.md section
-//! 12): one pass from the source's first event, folding every event through each point asked
-//! for, in order. Archives without state snapshots are folded from their start (the snapshots
-//! that shorten this are a format addition still to come).
+//! 12): for each point asked for, in order, the nearest state snapshot at or before it (when the
+//! source keeps them and none is nearer than what is already folded) and the events after it,
+//! so no point costs a fold from the first event on an archive with snapshots.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::json_diff::{FieldChange, diff_opt};
-use crate::event::ValueError;
-use crate::source::{Filter, Source, SourceError};
+use crate::event::{Event, ValueError};
+use crate::flow::CreditWindow;
+use crate::source::{BatchStream, Filter, Source, SourceError};
 use crate::state::{KvState, StateKey};
 
 /// Where to fold.
@@ -22,14 +24,36 @@ pub struct StateRequest {
     pub chain: crate::source::ChainCheck,
 }
 
-/// Folds `source` from its first event and hands the state after each point to `at`, in the
-/// order of the points (ascending).
+/// The latest state snapshot of `source` at or before `offset`, narrowed to `agent`: `(the
+/// offset it was taken after, its state)`. Read off the async threads (it reads a chunk).
+pub async fn snapshot_before(
+    source: &Arc<dyn Source>,
+    offset: u64,
+    agent: Option<&(String, String)>,
+) -> Result<Option<(u64, KvState)>, SourceError> {
+    let s = source.clone();
+    let snap = tokio::task::spawn_blocking(move || s.state_snapshot(offset))
+        .await
+        .map_err(|e| SourceError::Invalid {
+            source_name: source.info().name.clone(),
+            message: format!("reading a state snapshot: {e}"),
+        })??;
+    Ok(snap.map(|s| {
+        let state = match agent {
+            Some((ns, id)) => s.state.only_agent(ns, id),
+            None => s.state,
+        };
+        (s.through, state)
+    }))
+}
+
+/// Folds `source` and hands the state after each point to `at`, in the order of the points
+/// (ascending): from the start state, or from a state snapshot when one is past what is folded.
 pub async fn fold_to(
     source: &Arc<dyn Source>,
     req: &StateRequest,
     mut at: impl FnMut(u64, &KvState),
 ) -> Result<(), SourceError> {
-    let mut points = req.points.iter().copied().peekable();
     let Some(&last) = req.points.iter().max() else {
         return Ok(());
     };
@@ -37,24 +61,58 @@ pub async fn fold_to(
         agent: req.agent.clone(),
         ..Filter::default()
     };
-    let first = source.info().first_offset.unwrap_or(0);
     let mut state = KvState::new();
-    if last >= first {
-        let (mut stream, window) = super::open_scan(source, first, Some(last), filter, req.chain)?;
-        while let Some(batch) = stream.recv().await {
-            let batch = batch?;
-            for (e, _) in &batch.events {
-                while let Some(p) = points.next_if(|&p| p < e.offset) {
-                    at(p, &state);
-                }
-                state.apply(e);
-            }
-            if let Some(o) = batch.last_offset() {
-                window.ack(o);
-            }
+    // The offset of the next event to fold.
+    let mut next = source.info().first_offset.unwrap_or(0);
+    let mut stream: Option<(BatchStream, CreditWindow)> = None;
+    let mut pending: VecDeque<Arc<Event>> = VecDeque::new();
+    let mut ended = false;
+    for &p in &req.points {
+        if p + 1 > next
+            && let Some((through, snap)) = snapshot_before(source, p, req.agent.as_ref()).await?
+            && through >= next
+        {
+            state = snap;
+            next = through + 1;
+            (stream, ended) = (None, false);
+            pending.clear();
         }
-    }
-    for p in points {
+        while next <= p && !ended {
+            let event = match pending.pop_front() {
+                Some(e) => e,
+                None => {
+                    if stream.is_none() {
+                        stream = Some(super::open_scan(
+                            source,
+                            next,
+                            Some(last),
+                            filter.clone(),
+                            req.chain,
+                        )?);
+                    }
+                    let (s, window) = stream.as_mut().expect("opened above");
+                    match s.recv().await {
+                        Some(batch) => {
+                            let batch = batch?;
+                            if let Some(o) = batch.last_offset() {
+                                window.ack(o);
+                            }
+                            pending.extend(batch.events.into_iter().map(|(e, _)| e));
+                        }
+                        None => ended = true,
+                    }
+                    continue;
+                }
+            };
+            if event.offset > p {
+                pending.push_front(event);
+                break;
+            }
+            state.apply(&event);
+            next = event.offset + 1;
+        }
+        // A filtered stream has gaps: what is not delivered up to p does not concern the agent.
+        next = next.max(p + 1);
         at(p, &state);
     }
     Ok(())

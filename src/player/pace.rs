@@ -14,12 +14,13 @@ use tokio::time::Instant;
 use crate::event::Event;
 
 /// How fast to play.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum Pace {
     /// Commit-time deltas divided by `speed` (0.001x to 100x: a session of a few seconds can
     /// be watched over minutes).
     Realtime { speed: f64 },
     /// As fast as the sink takes them.
+    #[default]
     Fast,
     /// A fixed number of events per second.
     Rate { events_per_sec: f64 },

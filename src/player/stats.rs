@@ -9,10 +9,11 @@ use serde::Serialize;
 use crate::flow::{CreditSnapshot, RingSnapshot};
 use crate::player::pace::Pace;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PlayState {
     Playing,
+    #[default]
     Paused,
     /// Stopped early (by the user or a failure); `reason` says which.
     Stopped,
@@ -38,7 +39,7 @@ impl PlayState {
 }
 
 /// A snapshot of the player.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Stats {
     pub state: PlayState,
     /// Why it stopped (user, error, end of range).

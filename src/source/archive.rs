@@ -323,6 +323,13 @@ impl Source for ArchiveSource {
         }))
     }
 
+    fn state_snapshot(
+        &self,
+        offset: u64,
+    ) -> Result<Option<crate::archive::snapshot::Snapshot>, SourceError> {
+        Ok(self.view().snapshot_at_or_before(offset)?)
+    }
+
     fn chain_head_before(&self, offset: u64) -> Option<[u8; 32]> {
         self.view().cursor_at(offset).ok()?.chain_head()
     }

@@ -5,6 +5,11 @@
 //! freshness is traded for ingestion, and the UI says how far behind the state is); when the
 //! player pauses, finishes or plays slowly it folds at full speed. It also works out the diff of
 //! any one transaction on request (from the nearest checkpoint), for the selected row.
+//!
+//! Without a bootstrap state the folder shows the source's state (folded from its first event,
+//! whatever offset the player starts at), and it starts from the source's state snapshots
+//! (DESIGN.md section 12) wherever one is nearer than what it has folded: a seek far forward or
+//! back shows the state at once instead of folding everything between.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -75,6 +80,15 @@ impl Folder {
         checkpoint_every: u64,
         max_checkpoints: usize,
     ) -> Folder {
+        // The source's own state, from its first event: snapshots hold that (narrowed to an
+        // agent filter; a key or txn filter folds only what it passes, which they do not hold).
+        let whole = initial.is_empty();
+        let from = if whole {
+            source.info().first_offset.unwrap_or(from)
+        } else {
+            from
+        };
+        let snapshots = whole && filter.key_prefix.is_none() && filter.txn_id.is_none();
         let (requests, rx) = watch::channel(FoldRequest::default());
         let (view_tx, view) = watch::channel(FoldView {
             state: initial.clone(),
@@ -83,7 +97,10 @@ impl Folder {
         let task = FoldTask {
             source,
             filter,
-            tracker: StateTracker::new(from, initial, checkpoint_every, max_checkpoints),
+            tracker: StateTracker::new(from, initial.clone(), checkpoint_every, max_checkpoints),
+            start: (from, initial),
+            snapshots,
+            jump: checkpoint_every.max(1),
             stream: None,
             buffer: VecDeque::new(),
             ended: false,
@@ -123,6 +140,12 @@ struct FoldTask {
     source: Arc<dyn Source>,
     filter: Filter,
     tracker: StateTracker,
+    /// Where folding starts and the state before it.
+    start: (u64, KvState),
+    /// The source's state snapshots may be used.
+    snapshots: bool,
+    /// Folding on beyond this many events looks for a nearer snapshot first.
+    jump: u64,
     stream: Option<(BatchStream, CreditWindow)>,
     /// Events read but not folded (past the requested position).
     buffer: VecDeque<Arc<Event>>,
@@ -217,14 +240,34 @@ impl FoldTask {
         let Some(want) = self.wanted_next(req) else {
             return;
         };
-        if want < self.tracker.next_offset() {
-            // Behind what is folded: back to the checkpoint before it.
-            let at = self.tracker.rewind_to(want);
-            self.through = at.checked_sub(1);
-            self.last_diff = None;
-            self.stream = None;
-            self.buffer.clear();
-            self.ended = false;
+        let next = self.tracker.next_offset();
+        if want < next || want - next > self.jump {
+            // Behind what is folded, or far ahead: from the nearest checkpoint or snapshot.
+            let from_checkpoint = self
+                .tracker
+                .checkpoint_at_or_before(want)
+                .map(|(at, _)| at)
+                .filter(|_| want < next);
+            let from_here = (want >= next).then_some(next);
+            let best = from_checkpoint.or(from_here);
+            match self.snapshot_before(want).await {
+                Some((at, state)) if best.is_none_or(|b| at > b) => {
+                    self.tracker.reset(at, state);
+                }
+                _ if want >= next => {}
+                _ if from_checkpoint.is_some() => {
+                    self.tracker.rewind_to(want);
+                }
+                // Before every checkpoint (they start at a snapshot): from the start.
+                _ => self.tracker.reset(self.start.0, self.start.1.clone()),
+            }
+            if self.tracker.next_offset() != next {
+                self.through = self.tracker.next_offset().checked_sub(1);
+                self.last_diff = None;
+                self.stream = None;
+                self.buffer.clear();
+                self.ended = false;
+            }
         }
         let started = Instant::now();
         while !self.reached(req) {
@@ -269,6 +312,23 @@ impl FoldTask {
         }
     }
 
+    /// The state before the event at `offset` from the source's latest snapshot before it:
+    /// `(offset, state)`; `None` when snapshots are not to be used or there is none.
+    async fn snapshot_before(&mut self, offset: u64) -> Option<(u64, KvState)> {
+        if !self.snapshots || offset <= self.start.0 {
+            return None;
+        }
+        let agent = self.filter.agent.as_ref();
+        match crate::inspect::state_at::snapshot_before(&self.source, offset - 1, agent).await {
+            Ok(found) => found.map(|(through, state)| (through + 1, state)),
+            Err(e) => {
+                // Folding from a checkpoint or the start still gives the state.
+                tracing::warn!("state snapshot before offset {offset}: {e}");
+                None
+            }
+        }
+    }
+
     /// The diff of `req.diff_of`, from the last event folded or by folding a copy from the
     /// checkpoint before it (when it is behind the folded position).
     async fn work_out_diff(&mut self, req: &FoldRequest) {
@@ -286,8 +346,13 @@ impl FoldTask {
         if self.through.is_none_or(|t| d > t) {
             return; // not folded that far yet
         }
-        let Some((at, mut state)) = self.tracker.checkpoint_at_or_before(d) else {
-            return;
+        let checkpoint = self.tracker.checkpoint_at_or_before(d);
+        let (at, mut state) = match self.snapshot_before(d).await {
+            Some((at, s)) if checkpoint.as_ref().is_none_or(|(c, _)| at > *c) => (at, s),
+            _ => match checkpoint {
+                Some(c) => c,
+                None => self.start.clone(),
+            },
         };
         let window = CreditWindow::new(WINDOW_BYTES);
         let stream = self.source.open(
@@ -348,6 +413,21 @@ mod tests {
         }
     }
 
+    /// Asks for the state through `through` and checks it against a plain fold.
+    async fn fold_and_check(f: &Folder, evs: &[Event], through: u64) {
+        f.request(FoldRequest {
+            through: Some(through),
+            throttle: false,
+            diff_of: None,
+        });
+        let v = wait(f, Some(through)).await;
+        assert_eq!(
+            v.state,
+            fold(&evs[..=through as usize]),
+            "through {through}"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn folds_to_any_position_forward_and_back_and_works_out_diffs() {
         let dir = tempfile::tempdir().unwrap();
@@ -383,17 +463,7 @@ mod tests {
             .clone();
         assert_eq!(held.through, None);
         for through in [2999u64, 4999, 1234, 0, 4000] {
-            f.request(FoldRequest {
-                through: Some(through),
-                throttle: false,
-                diff_of: None,
-            });
-            let v = wait(&f, Some(through)).await;
-            assert_eq!(
-                v.state,
-                fold(&evs[..=through as usize]),
-                "through {through}"
-            );
+            fold_and_check(&f, &evs, through).await;
         }
         // The diff of a transaction behind the folded position, and of the last one folded.
         for d in [1500u64, 4000, 17] {
@@ -418,5 +488,117 @@ mod tests {
                 "diff of {d}"
             );
         }
+    }
+
+    /// A source that counts the events its streams deliver.
+    struct Counting {
+        inner: Arc<dyn Source>,
+        read: Arc<std::sync::atomic::AtomicU64>,
+    }
+
+    impl Source for Counting {
+        fn info(&self) -> &crate::source::SourceInfo {
+            self.inner.info()
+        }
+        fn resolve(
+            &self,
+            pos: crate::event::Position,
+            at_or_before: bool,
+        ) -> Result<Option<u64>, crate::source::SourceError> {
+            self.inner.resolve(pos, at_or_before)
+        }
+        fn open(
+            &self,
+            req: StreamRequest,
+            window: CreditWindow,
+        ) -> Result<BatchStream, crate::source::SourceError> {
+            let mut rx = self.inner.open(req, window)?;
+            let read = self.read.clone();
+            let (tx, out) = tokio::sync::mpsc::channel(4);
+            tokio::spawn(async move {
+                while let Some(b) = rx.recv().await {
+                    if let Ok(b) = &b {
+                        read.fetch_add(b.events.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    if tx.send(b).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Ok(out)
+        }
+        fn chain_head_through(&self, offset: u64) -> Option<[u8; 32]> {
+            self.inner.chain_head_through(offset)
+        }
+        fn state_snapshot(
+            &self,
+            offset: u64,
+        ) -> Result<Option<crate::archive::snapshot::Snapshot>, crate::source::SourceError>
+        {
+            self.inner.state_snapshot(offset)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn seeks_far_away_start_from_the_nearest_state_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.mcap");
+        let evs: Vec<Event> = Generator::new(GenOptions::default()).take(20_000).collect();
+        let mut w = ArchiveWriter::create(
+            &path,
+            WriterOptions {
+                snapshots: Some(crate::archive::snapshot::SnapshotPolicy {
+                    every_events: 1000,
+                    every_bytes: u64::MAX,
+                    min_ratio: 1,
+                }),
+                ..WriterOptions::default()
+            },
+        )
+        .unwrap();
+        for e in &evs {
+            w.append(e).unwrap();
+        }
+        assert!(w.finish().unwrap().snapshots >= 19);
+        let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let source: Arc<dyn Source> = Arc::new(Counting {
+            inner: Arc::new(ArchiveSource::new(
+                Archive::open(&path, OpenOptions::default()).unwrap(),
+            )),
+            read: read.clone(),
+        });
+        // The player starts far in: the state is still the whole source's.
+        let f = Folder::spawn(source, Filter::default(), 15_000, KvState::new(), 500, 16);
+        let mut since = 0;
+        for through in [18_500u64, 3_200, 12_345, 19_999, 700] {
+            fold_and_check(&f, &evs, through).await;
+            let now = read.load(std::sync::atomic::Ordering::Relaxed);
+            // From the snapshot before it: at most a snapshot interval, and what the stream
+            // reads ahead within its credit window (1 MiB, some 3,500 events), never the
+            // thousands of events a fold from a checkpoint or the start would read.
+            assert!(
+                now - since <= 5000,
+                "through {through}: read {} events",
+                now - since
+            );
+            since = now;
+        }
+        // The diff of a transaction before every checkpoint, from a snapshot.
+        f.request(FoldRequest {
+            through: Some(19_999),
+            throttle: false,
+            diff_of: Some(9_876),
+        });
+        let mut v = f.view();
+        let v = tokio::time::timeout(
+            Duration::from_secs(20),
+            v.wait_for(|v| v.diff.as_ref().is_some_and(|x| x.offset == 9_876)),
+        )
+        .await
+        .expect("the diff is worked out")
+        .unwrap()
+        .clone();
+        let mut before = fold(&evs[..9_876]);
+        assert_eq!(*v.diff.unwrap(), before.apply(&evs[9_876]));
     }
 }

@@ -10,8 +10,36 @@ use crate::source::SourceInfo;
 use crate::state::{Diff, KvState};
 use crate::tui::input::{Action, InputMode};
 
-/// Recent events kept for the table.
+/// Rows the table holds at most (a window over the source: more are read as it is scrolled).
 pub const MAX_ROWS: usize = 5000;
+/// Rows read at a time when the table is scrolled past what it holds (and the context kept
+/// before a seek target).
+pub const LOAD_ROWS: usize = 1000;
+/// How close to the first (or last) row held a move starts reading the next ones.
+const PREFETCH_ROWS: usize = 300;
+
+/// Rows to read from the source for the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowLoad {
+    /// The last rows before offset `bound`.
+    Before { bound: u64 },
+    /// The first rows from offset `from` through `until`.
+    After { from: u64, until: u64 },
+}
+
+/// The table as a window over the source: what it holds and what it is reading.
+#[derive(Debug, Clone, Default)]
+pub struct RowWindow {
+    /// The rows do not end at the last event played (the table was scrolled back past what
+    /// it holds with them): played rows are not added until it comes back (End).
+    pub detached: bool,
+    /// Nothing (through the player's filter) comes before the first row held.
+    pub at_start: bool,
+    /// A read asked for and not arrived yet (one at a time).
+    pub pending: Option<RowLoad>,
+    /// A read to start (taken by the UI loop).
+    pub wanted: Option<RowLoad>,
+}
 
 /// One played event as the table holds it.
 #[derive(Debug, Clone)]
@@ -30,6 +58,8 @@ pub enum Update {
     },
     /// Several played events at once (the state is shared separately).
     Batch(Vec<Row>),
+    /// Rows read from the source for the table (`Err`: why not).
+    Rows(RowLoad, Result<crate::inspect::window::Rows, String>),
     Repositioned {
         next_offset: u64,
         state: Option<KvState>,
@@ -51,7 +81,12 @@ pub enum Update {
 pub struct Model {
     pub source: SourceInfo,
     pub stats: Stats,
+    /// The rows the table holds: a window over the source, normally ending at the last event
+    /// played.
     pub rows: VecDeque<Row>,
+    pub window: RowWindow,
+    /// The offset of the last event played (None: none since the last jump).
+    pub played: Option<u64>,
     /// The state shown (the folder's: at the cursor, or behind it while it catches up).
     pub state: Option<KvState>,
     /// The state comes from the folder, which has folded through `state_through` (None:
@@ -440,6 +475,8 @@ impl Model {
             source,
             stats,
             rows: VecDeque::new(),
+            window: RowWindow::default(),
+            played: None,
             state: None,
             folded: false,
             state_through: None,
@@ -485,43 +522,59 @@ impl Model {
                 if self.report.is_some() && self.stats.state != PlayState::Stopped {
                     self.report = None;
                 }
-                // Keep rows in offset order (a step back replays rows we already hold).
-                while self
-                    .rows
-                    .back()
-                    .is_some_and(|r| r.event.offset >= row.event.offset)
-                {
-                    self.rows.pop_back();
-                }
-                self.rows.push_back(row);
-                if self.rows.len() > MAX_ROWS {
-                    self.rows.pop_front();
+                self.played = Some(row.event.offset);
+                if !self.window.detached {
+                    // Keep rows in offset order (a step back replays rows we already hold).
+                    while self
+                        .rows
+                        .back()
+                        .is_some_and(|r| r.event.offset >= row.event.offset)
+                    {
+                        self.rows.pop_back();
+                    }
+                    self.rows.push_back(row);
+                    if self.rows.len() > MAX_ROWS {
+                        self.rows.pop_front();
+                        self.window.at_start = false;
+                    }
                 }
                 if state.is_some() {
                     self.state = state;
                 }
             }
             Update::Repositioned { next_offset, state } => {
-                while self
-                    .rows
-                    .back()
-                    .is_some_and(|r| r.event.offset >= next_offset)
-                {
-                    self.rows.pop_back();
-                }
-                // A jump forward: the rows held are no longer the history just before the cursor.
-                if self
-                    .rows
-                    .back()
-                    .is_some_and(|r| r.event.offset + 1 < next_offset)
-                {
-                    self.rows.clear();
+                self.played = self
+                    .played
+                    .filter(|&p| p < next_offset && p + 1 >= next_offset);
+                if !self.window.detached {
+                    while self
+                        .rows
+                        .back()
+                        .is_some_and(|r| r.event.offset >= next_offset)
+                    {
+                        self.rows.pop_back();
+                    }
+                    // A jump forward: the rows held are no longer the history just before the
+                    // cursor.
+                    if self
+                        .rows
+                        .back()
+                        .is_some_and(|r| r.event.offset + 1 < next_offset)
+                    {
+                        self.rows.clear();
+                    }
+                    // The rows before the new position are read, so they stay scrollable.
+                    if self.rows.is_empty() {
+                        self.window.at_start = false;
+                        self.want_rows(RowLoad::Before { bound: next_offset });
+                    }
                 }
                 if state.is_some() {
                     self.state = state;
                 }
                 self.report = None;
             }
+            Update::Rows(load, rows) => self.take_rows(load, rows),
             Update::HistoryVersions(key, versions) => {
                 if let Some(h) = self.history.as_mut().filter(|h| h.key == key) {
                     h.versions.extend(versions);
@@ -553,6 +606,90 @@ impl Model {
         }
     }
 
+    /// Asks for rows (unless a read is on its way).
+    fn want_rows(&mut self, load: RowLoad) {
+        if self.window.pending.is_none() {
+            self.window.wanted = Some(load);
+        }
+    }
+
+    /// The UI loop starts this read.
+    pub fn take_row_load(&mut self) -> Option<RowLoad> {
+        let load = self.window.wanted.take()?;
+        self.window.pending = Some(load);
+        Some(load)
+    }
+
+    /// Rows read for the table arrive: they join the window where they fit (a window that
+    /// changed meanwhile at that end drops them).
+    fn take_rows(&mut self, load: RowLoad, rows: Result<crate::inspect::window::Rows, String>) {
+        // A read asked for before the window was reset (End, Home) is dropped.
+        if self.window.pending != Some(load) {
+            return;
+        }
+        self.window.pending = None;
+        let rows = match rows {
+            Ok(r) => r,
+            Err(e) => {
+                self.error = Some(format!("reading rows for the table: {e}"));
+                return;
+            }
+        };
+        let fresh = rows.events.into_iter().map(|(event, size)| Row {
+            event,
+            size,
+            diff: None,
+        });
+        match load {
+            RowLoad::Before { bound } => {
+                let fits = match self.rows.front() {
+                    Some(r) => r.event.offset == bound,
+                    // Nothing held: the rows must end before the next one played.
+                    None => self.window.detached || self.played.is_none_or(|p| p < bound),
+                };
+                if !fits {
+                    return;
+                }
+                for row in fresh.rev() {
+                    self.rows.push_front(row);
+                }
+                self.window.at_start = rows.reached_bound;
+                if self.rows.len() > MAX_ROWS {
+                    self.rows.truncate(MAX_ROWS);
+                    self.window.detached = true;
+                }
+            }
+            RowLoad::After { from, until } => {
+                let fits = match self.rows.back() {
+                    Some(r) => r.event.offset < from,
+                    None => true,
+                };
+                if !fits || !self.window.detached {
+                    return;
+                }
+                let was_empty = self.rows.is_empty();
+                self.rows.extend(fresh);
+                if was_empty {
+                    let first = self.source.first_offset.unwrap_or(0);
+                    self.window.at_start = from <= first;
+                }
+                while self.rows.len() > MAX_ROWS {
+                    self.rows.pop_front();
+                    self.window.at_start = false;
+                }
+                // Back at the last event played: played rows are added again.
+                let last = self.rows.back().map(|r| r.event.offset);
+                if rows.reached_bound
+                    && self
+                        .played
+                        .is_none_or(|p| last.is_none_or(|l| l >= p) && until >= p)
+                {
+                    self.window.detached = false;
+                }
+            }
+        }
+    }
+
     /// Rows the table shows (frozen / filtered).
     pub fn visible_rows<'a>(&'a self, view: &'a ViewState) -> impl Iterator<Item = &'a Row> + 'a {
         self.rows
@@ -578,10 +715,7 @@ impl Model {
     /// The offset of the last event played: the newest row (rows arrive as events are played;
     /// the stats snapshot lags them by up to its interval).
     pub fn position(&self) -> Option<u64> {
-        self.rows
-            .back()
-            .map(|r| r.event.offset)
-            .max(self.stats.position.filter(|_| self.rows.is_empty()))
+        self.played.or(self.stats.position)
     }
 
     /// Events played after the frozen point.
@@ -592,10 +726,11 @@ impl Model {
         }
     }
 
-    /// The row the detail pane shows: the selection, else the newest visible row.
+    /// The row the detail pane shows: the selection (or the first visible row after it, when a
+    /// filter hides it), else the newest visible row.
     pub fn selected_row<'a>(&'a self, view: &'a ViewState) -> Option<&'a Row> {
         match view.selected {
-            Some(o) => self.rows.iter().find(|r| r.event.offset == o),
+            Some(o) => self.visible_rows(view).find(|r| r.event.offset >= o),
             None => self.visible_rows(view).last(),
         }
     }
@@ -1262,7 +1397,7 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
     out
 }
 
-fn move_selection(action: Action, model: &Model, view: &mut ViewState) {
+fn move_selection(action: Action, model: &mut Model, view: &mut ViewState) {
     let step: i64 = match action {
         Action::Up => -1,
         Action::Down => 1,
@@ -1281,25 +1416,68 @@ fn move_selection(action: Action, model: &Model, view: &mut ViewState) {
         }
         Focus::Table => {}
     }
+    view.detail_scroll = 0;
+    match action {
+        // Back to the last event played, following it.
+        Action::End => {
+            view.selected = None;
+            if model.window.detached {
+                model.rows.clear();
+                model.window = RowWindow::default();
+                let bound = model.position().map_or(0, |p| p + 1);
+                model.want_rows(RowLoad::Before { bound });
+            }
+            return;
+        }
+        // The source's first event: read from there unless it is held.
+        Action::Home if !model.window.at_start => {
+            let (Some(first), Some(played)) = (model.source.first_offset, model.position()) else {
+                return;
+            };
+            model.rows.clear();
+            model.window = RowWindow {
+                detached: true,
+                ..RowWindow::default()
+            };
+            model.want_rows(RowLoad::After {
+                from: first,
+                until: played,
+            });
+            view.selected = Some(first);
+            return;
+        }
+        _ => {}
+    }
     let offsets: Vec<u64> = model.visible_rows(view).map(|r| r.event.offset).collect();
     if offsets.is_empty() {
         return;
     }
     let current = view
         .selected
-        .and_then(|o| offsets.iter().position(|x| *x == o))
+        .map(|o| offsets.partition_point(|x| *x < o).min(offsets.len() - 1))
         .unwrap_or(offsets.len() - 1);
     let next = match action {
         Action::Home => 0,
-        Action::End => {
-            view.selected = None;
-            view.detail_scroll = 0;
-            return;
-        }
         _ => (current as i64 + step).clamp(0, offsets.len() as i64 - 1) as usize,
     };
     view.selected = Some(offsets[next]);
-    view.detail_scroll = 0;
+    // Near either end of what is held: read on, so scrolling does not stop there.
+    if next < PREFETCH_ROWS
+        && !model.window.at_start
+        && let Some(front) = model.rows.front()
+    {
+        let bound = front.event.offset;
+        model.want_rows(RowLoad::Before { bound });
+    } else if next + PREFETCH_ROWS >= offsets.len()
+        && model.window.detached
+        && let (Some(back), Some(played)) = (model.rows.back(), model.position())
+    {
+        let from = back.event.offset + 1;
+        model.want_rows(RowLoad::After {
+            from,
+            until: played,
+        });
+    }
 }
 
 fn scroll(v: u16, action: Action, step: i64) -> u16 {
@@ -1626,7 +1804,11 @@ mod tests {
         m.stats.position = Some(9);
         handle(Action::ToggleFreeze, &mut m, &mut v);
         assert_eq!(v.frozen_at, Some(9));
-        m.rows.clear();
+        // A jump forward: the position is the player's until a row is played there.
+        m.apply(Update::Repositioned {
+            next_offset: 15,
+            state: None,
+        });
         m.stats.position = Some(20);
         assert_eq!(m.pending(&v), 11);
     }

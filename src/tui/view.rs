@@ -434,6 +434,111 @@ pub(crate) mod tests {
             .block_on(f)
     }
 
+    /// The table is a window over the source: after a seek the rows before the target are
+    /// read, scrolling up reads on (the same rows as playing from the start), at most
+    /// `MAX_ROWS` are held, Home reads from the first event and End comes back to the cursor.
+    #[test]
+    fn the_table_is_a_window_over_the_source() {
+        use crate::tui::app::{LOAD_ROWS, MAX_ROWS};
+        let source = sample_source();
+        // Every event of the sample, as playing from the start gives them.
+        let all = block_on(crate::inspect::window::after(
+            &source,
+            &Default::default(),
+            0,
+            5999,
+            6000,
+        ))
+        .unwrap()
+        .events;
+        let mut m = Model::new(source.info().clone(), stats());
+        let mut v = ViewState::default();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let load = |m: &mut Model| {
+            while let Some(l) = m.take_row_load() {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                rt.block_on(crate::tui::load_rows(
+                    source.clone(),
+                    Default::default(),
+                    l,
+                    tx,
+                ));
+                while let Ok(u) = rx.try_recv() {
+                    m.apply(u);
+                }
+            }
+        };
+        let same_as_played = |m: &Model| {
+            for r in &m.rows {
+                let (e, _) = &all[r.event.offset as usize];
+                assert_eq!(r.event.txn_id, e.txn_id, "row #{}", r.event.offset);
+            }
+            let offsets: Vec<u64> = m.rows.iter().map(|r| r.event.offset).collect();
+            assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "contiguous");
+        };
+        // A seek to the last event: it plays, and the rows before it are read.
+        m.apply(Update::Repositioned {
+            next_offset: 5999,
+            state: None,
+        });
+        m.apply(Update::Played {
+            row: Row {
+                event: all[5999].0.clone(),
+                size: all[5999].1,
+                diff: None,
+            },
+            state: None,
+        });
+        load(&mut m);
+        assert_eq!(m.rows.len(), LOAD_ROWS + 1);
+        assert_eq!(
+            m.rows.front().unwrap().event.offset,
+            5999 - LOAD_ROWS as u64
+        );
+        same_as_played(&m);
+        // Up past the first row held, all the way to the first event.
+        let mut presses = 0;
+        while v.selected != Some(0) {
+            handle(Action::PageUp, &mut m, &mut v);
+            load(&mut m);
+            presses += 1;
+            assert!(presses < 1000, "stuck at {:?}", v.selected);
+            assert!(m.rows.len() <= MAX_ROWS);
+        }
+        assert!(m.window.at_start && m.window.detached);
+        assert_eq!(m.rows.len(), MAX_ROWS);
+        same_as_played(&m);
+        let t = draw(&m, &v, 160, 45);
+        let s = screen(&t);
+        assert!(s.contains("scrolled back: End returns"), "{s}");
+        assert!(s.contains("#0 @"), "the first event is selected: {s}");
+        // End: back to the cursor, the rows before it read again.
+        handle(Action::End, &mut m, &mut v);
+        load(&mut m);
+        assert_eq!(v.selected, None);
+        assert!(!m.window.detached);
+        assert_eq!(m.rows.back().unwrap().event.offset, 5999);
+        same_as_played(&m);
+        // Home: from the first event, without scrolling there.
+        handle(Action::Home, &mut m, &mut v);
+        load(&mut m);
+        assert_eq!(m.rows.front().unwrap().event.offset, 0);
+        assert_eq!(m.selected_row(&v).unwrap().event.offset, 0);
+        same_as_played(&m);
+        // Down to where the rows end and on: read on to the cursor, then following again.
+        while m.window.detached {
+            handle(Action::PageDown, &mut m, &mut v);
+            load(&mut m);
+            presses += 1;
+            assert!(presses < 2000, "stuck at {:?}", v.selected);
+        }
+        same_as_played(&m);
+        assert_eq!(m.rows.back().unwrap().event.offset, 5999);
+    }
+
     /// A key's history as the overlay shows it, from the scan of a real-shaped session: the
     /// versions listed, the selected one's changes field by field; Enter seeks to it.
     #[test]

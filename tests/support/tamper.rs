@@ -30,6 +30,9 @@ pub enum Damage {
     Payload,
     /// The length of the message record: the chunk no longer parses from there on.
     RecordLength,
+    /// The state snapshot taken after `offset` (not the event): a bit of the agent of its last
+    /// entry, so it still parses but holds another state than its hash says.
+    Snapshot,
 }
 
 /// Flips a bit in the txn_id of the event at `offset` (its payload stays a valid event) and
@@ -57,8 +60,13 @@ pub fn damage(path: &Path, offset: u32, what: Damage, crc: Crc) {
             while j < records + records_len {
                 let rlen = u64_at(&b, j + 1) as usize;
                 // channel id (2), sequence (4), log time, publish time, then the payload.
-                if b[j] == OP_MESSAGE && u32_at(&b, j + 9 + 2) == offset {
-                    let payload = j + 9 + 2 + 4 + 8 + 8;
+                let payload = j + 9 + 2 + 4 + 8 + 8;
+                // A snapshot starts with field 1 (a varint), an event with field 1 (a string).
+                let is_snapshot = b[payload] == 0x08;
+                if b[j] == OP_MESSAGE
+                    && u32_at(&b, j + 9 + 2) == offset
+                    && is_snapshot == (what == Damage::Snapshot)
+                {
                     match what {
                         Damage::Payload => {
                             // Field 1 (txn_id) tag and length, then its first character.
@@ -68,6 +76,7 @@ pub fn damage(path: &Path, offset: u32, what: Damage, crc: Crc) {
                         Damage::RecordLength => {
                             b[j + 1..j + 9].copy_from_slice(&u64::MAX.to_le_bytes());
                         }
+                        Damage::Snapshot => b[j + 9 + rlen - 1] ^= 1,
                     }
                     let value = match crc {
                         Crc::Recomputed => crc32fast::hash(&b[records..records + records_len]),

@@ -34,6 +34,10 @@ pub const RECORD_BATCH_EVENTS: usize = 1024;
 /// Events per segment of `record --follow` when no rotation is given (a follower re-reads only
 /// the segment being written, so it stays small).
 pub const FOLLOW_SEGMENT_EVENTS: u64 = 100_000;
+/// State snapshots in written archives (`--snapshot-events`, `--snapshot-bytes`).
+pub const SNAPSHOT_EVENTS: u64 = 20_000;
+pub const SNAPSHOT_BYTES: &str = "16MiB";
+pub const SNAPSHOT_MAX_SHARE: u64 = 5;
 /// `serve`.
 pub const LISTEN: &str = "127.0.0.1:50051";
 pub const MAX_SESSIONS: u64 = 64;

@@ -31,6 +31,8 @@ pub enum Target {
         path: PathBuf,
         segment_events: Option<u64>,
         compression: Compression,
+        /// State snapshots written into it.
+        snapshots: Option<crate::archive::snapshot::SnapshotPolicy>,
         keep_offsets: bool,
     },
     /// A Statehouse daemon.
@@ -271,6 +273,7 @@ fn plan_target(
                 c.compression,
                 Default::default(),
             )),
+            snapshots: crate::app::writer_options(&a.archive).snapshots,
             keep_offsets,
         },
     })

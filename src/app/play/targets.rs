@@ -80,6 +80,7 @@ pub fn open_archive(target: &Target) -> Result<ArchiveSink> {
         path,
         segment_events,
         compression,
+        snapshots,
         keep_offsets,
     } = target
     else {
@@ -87,6 +88,7 @@ pub fn open_archive(target: &Target) -> Result<ArchiveSink> {
     };
     let options = WriterOptions {
         compression: *compression,
+        snapshots: *snapshots,
         ..WriterOptions::default()
     };
     Ok(ArchiveSink::create(

@@ -42,8 +42,9 @@ fn event_time(e: &crate::event::Event) -> String {
 
 pub fn render_table(frame: &mut Frame, area: Rect, model: &Model, view: &ViewState) {
     let rows: Vec<&crate::tui::app::Row> = model.visible_rows(view).collect();
+    // The selection, or the first row after it when a filter hides it.
     let selected_idx = match view.selected {
-        Some(o) => rows.iter().position(|r| r.event.offset == o),
+        Some(o) => Some(rows.partition_point(|r| r.event.offset < o)).filter(|&i| i < rows.len()),
         None => rows.len().checked_sub(1),
     };
     // Only the rows that fit are built.
@@ -90,12 +91,21 @@ pub fn render_table(frame: &mut Frame, area: Rect, model: &Model, view: &ViewSta
             ])
         })
         .collect();
-    let mode = match (view.frozen_at, view.selected) {
+    let mut mode = match (view.frozen_at, view.selected) {
         (Some(at), _) => format!(", frozen at #{}", crate::text::thousands(at)),
         (None, None) => ", following".to_string(),
         (None, Some(_)) => String::new(),
     };
-    let title = format!(" events ({} shown{mode}) ", rows.len());
+    if model.window.detached {
+        mode.push_str(", scrolled back: End returns");
+    }
+    if model.window.pending.is_some() {
+        mode.push_str(", reading…");
+    }
+    let title = format!(
+        " events ({} shown{mode}) ",
+        crate::text::thousands(rows.len() as u64)
+    );
     let table = Table::new(table_rows, constraints)
         .header(
             TableRow::new(
