@@ -12,17 +12,20 @@ mod statehouse;
 
 struct Tmux {
     socket: String,
+    /// The inspector's log, shown with the screen when a wait times out.
+    log: std::path::PathBuf,
 }
 
 impl Tmux {
     /// A 160x45 terminal running `replayscope ARGS` (logging to a file of its own), which then
     /// prints `EXITED=<code>` and stays open a while for the last screen to be read.
     fn start(name: &str, args: &str) -> (Tmux, std::path::PathBuf) {
-        let t = Tmux {
-            socket: format!("replayscope-{name}-{}", std::process::id()),
-        };
         let log =
             std::env::temp_dir().join(format!("replayscope-{name}-{}.log", std::process::id()));
+        let t = Tmux {
+            socket: format!("replayscope-{name}-{}", std::process::id()),
+            log: log.clone(),
+        };
         let cmd = format!(
             "{} {args} --log-file {}; echo EXITED=$?; sleep 30",
             env!("CARGO_BIN_EXE_replayscope"),
@@ -73,7 +76,13 @@ impl Tmux {
                 return s;
             }
             if start.elapsed() > limit {
-                panic!("timed out waiting for {what}; screen:\n{s}");
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!(
+                    "timed out waiting for {what}; screen:\n{s}\nthe inspector's log (last lines):\n{}",
+                    tail.join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
