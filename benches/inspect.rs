@@ -180,7 +180,7 @@ fn scroll_back(path: &Path) {
         next_offset: last + 1,
         state: None,
     });
-    let mut load = |model: &mut Model| {
+    let mut load = |model: &mut Model, view: &mut ViewState| {
         while let Some(l) = model.take_row_load() {
             rt.block_on(replayscope::tui::load_rows(
                 source.clone(),
@@ -191,9 +191,10 @@ fn scroll_back(path: &Path) {
             while let Ok(u) = rx.try_recv() {
                 model.apply(u);
             }
+            replayscope::tui::app::settle_scroll(model, view);
         }
     };
-    load(&mut model);
+    load(&mut model, &mut view);
     let mut terminal = Terminal::new(TestBackend::new(200, 60)).unwrap();
     let mut frames = Vec::new();
     let rss_start = support::vm_rss_kb();
@@ -205,7 +206,7 @@ fn scroll_back(path: &Path) {
         // Moving the selection sends the player nothing.
         let _ = handle(Action::PageUp, &mut model, &mut view);
         presses += 1;
-        load(&mut model);
+        load(&mut model, &mut view);
         let t = Instant::now();
         terminal
             .draw(|f| replayscope::tui::view::render(f, &model, &view))

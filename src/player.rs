@@ -859,6 +859,13 @@ impl<S: Sink> Player<S> {
     }
 
     fn handle(&mut self, c: Command) {
+        tracing::debug!(
+            command = ?c,
+            state = ?self.state,
+            buffered = self.buffer.len(),
+            next = self.next_offset,
+            "player command"
+        );
         let now = Instant::now();
         match c {
             Command::Pause => {

@@ -142,6 +142,7 @@ pub async fn run(
                             _ => None,
                         };
                         if let Some(a) = action {
+                            tracing::debug!(action = ?a, "key");
                             for c in app::handle(a, &mut model, &mut view) {
                                 handle.send(c);
                             }
@@ -203,6 +204,8 @@ pub async fn run(
                         }
                         n += 1;
                     }
+                    // A move past the rows held goes on once they are here.
+                    app::settle_scroll(&mut model, &mut view);
                     // An `n` waiting for the scan: the matches it waited for may be here.
                     if let Some(direction) = view.search_jump {
                         for c in app::search_jump(direction, &mut model, &mut view) {

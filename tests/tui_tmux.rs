@@ -27,7 +27,7 @@ impl Tmux {
             log: log.clone(),
         };
         let cmd = format!(
-            "{} {args} --log-file {}; echo EXITED=$?; sleep 30",
+            "{} {args} --log replayscope=debug --log-file {}; echo EXITED=$?; sleep 30",
             env!("CARGO_BIN_EXE_replayscope"),
             log.display()
         );

@@ -39,6 +39,9 @@ pub struct RowWindow {
     pub pending: Option<RowLoad>,
     /// A read to start (taken by the UI loop).
     pub wanted: Option<RowLoad>,
+    /// Rows the selection still has to move (negative: up) once the rows being read arrive:
+    /// key presses past the rows held are not lost.
+    pub owed: i64,
 }
 
 /// One played event as the table holds it.
@@ -984,6 +987,14 @@ fn start_search(model: &mut Model, view: &mut ViewState, text: &str) -> Result<(
 
 /// `n` / `N`: seeks to the next / previous match of the search (from the selected row, else
 /// the cursor); waits for the scan when it has not got there yet.
+/// After rows arrive: the part of a move that went past the rows held is made now.
+pub fn settle_scroll(model: &mut Model, view: &mut ViewState) {
+    let owed = model.window.owed;
+    if owed != 0 && model.window.pending.is_none() && model.window.wanted.is_none() {
+        move_rows(owed, model, view);
+    }
+}
+
 pub fn search_jump(
     direction: SearchDirection,
     model: &mut Model,
@@ -1398,7 +1409,7 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
 }
 
 fn move_selection(action: Action, model: &mut Model, view: &mut ViewState) {
-    let step: i64 = match action {
+    let mut step: i64 = match action {
         Action::Up => -1,
         Action::Down => 1,
         Action::PageUp => -20,
@@ -1448,6 +1459,16 @@ fn move_selection(action: Action, model: &mut Model, view: &mut ViewState) {
         }
         _ => {}
     }
+    if action == Action::Home {
+        step = i64::MIN / 2;
+    }
+    // Presses made while rows are read add up.
+    move_rows(step.saturating_add(model.window.owed), model, view);
+}
+
+/// Moves the selection `step` rows (negative: up) among the visible rows; what goes past the
+/// rows held is owed until the rows being read arrive ([`settle_scroll`]).
+fn move_rows(step: i64, model: &mut Model, view: &mut ViewState) {
     let offsets: Vec<u64> = model.visible_rows(view).map(|r| r.event.offset).collect();
     if offsets.is_empty() {
         return;
@@ -1456,10 +1477,17 @@ fn move_selection(action: Action, model: &mut Model, view: &mut ViewState) {
         .selected
         .map(|o| offsets.partition_point(|x| *x < o).min(offsets.len() - 1))
         .unwrap_or(offsets.len() - 1);
-    let next = match action {
-        Action::Home => 0,
-        _ => (current as i64 + step).clamp(0, offsets.len() as i64 - 1) as usize,
+    let wanted = current as i64 + step;
+    let next = wanted.clamp(0, offsets.len() as i64 - 1);
+    // Past the rows held where more can be read: the rest of the move waits for them.
+    let more_above = !model.window.at_start;
+    let more_below = model.window.detached;
+    model.window.owed = if (wanted < 0 && more_above) || (wanted > next && more_below) {
+        (wanted - next).clamp(-(MAX_ROWS as i64), MAX_ROWS as i64)
+    } else {
+        0
     };
+    let next = next as usize;
     view.selected = Some(offsets[next]);
     // Near either end of what is held: read on, so scrolling does not stop there.
     if next < PREFETCH_ROWS

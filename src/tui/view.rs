@@ -457,7 +457,7 @@ pub(crate) mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let load = |m: &mut Model| {
+        let load = |m: &mut Model, v: &mut ViewState| {
             while let Some(l) = m.take_row_load() {
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
                 rt.block_on(crate::tui::load_rows(
@@ -469,6 +469,7 @@ pub(crate) mod tests {
                 while let Ok(u) = rx.try_recv() {
                     m.apply(u);
                 }
+                crate::tui::app::settle_scroll(m, v);
             }
         };
         let same_as_played = |m: &Model| {
@@ -492,7 +493,12 @@ pub(crate) mod tests {
             },
             state: None,
         });
-        load(&mut m);
+        // Three pages up before the rows before it are here: the presses are not lost.
+        for _ in 0..3 {
+            handle(Action::PageUp, &mut m, &mut v);
+        }
+        load(&mut m, &mut v);
+        assert_eq!(v.selected, Some(5999 - 60));
         assert_eq!(m.rows.len(), LOAD_ROWS + 1);
         assert_eq!(
             m.rows.front().unwrap().event.offset,
@@ -503,7 +509,7 @@ pub(crate) mod tests {
         let mut presses = 0;
         while v.selected != Some(0) {
             handle(Action::PageUp, &mut m, &mut v);
-            load(&mut m);
+            load(&mut m, &mut v);
             presses += 1;
             assert!(presses < 1000, "stuck at {:?}", v.selected);
             assert!(m.rows.len() <= MAX_ROWS);
@@ -517,21 +523,21 @@ pub(crate) mod tests {
         assert!(s.contains("#0 @"), "the first event is selected: {s}");
         // End: back to the cursor, the rows before it read again.
         handle(Action::End, &mut m, &mut v);
-        load(&mut m);
+        load(&mut m, &mut v);
         assert_eq!(v.selected, None);
         assert!(!m.window.detached);
         assert_eq!(m.rows.back().unwrap().event.offset, 5999);
         same_as_played(&m);
         // Home: from the first event, without scrolling there.
         handle(Action::Home, &mut m, &mut v);
-        load(&mut m);
+        load(&mut m, &mut v);
         assert_eq!(m.rows.front().unwrap().event.offset, 0);
         assert_eq!(m.selected_row(&v).unwrap().event.offset, 0);
         same_as_played(&m);
         // Down to where the rows end and on: read on to the cursor, then following again.
         while m.window.detached {
             handle(Action::PageDown, &mut m, &mut v);
-            load(&mut m);
+            load(&mut m, &mut v);
             presses += 1;
             assert!(presses < 2000, "stuck at {:?}", v.selected);
         }
