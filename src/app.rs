@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod convert;
+pub mod diff;
 pub mod exit;
 pub mod history;
 pub mod index;
@@ -78,6 +79,13 @@ pub fn run(cli: Cli) -> Result<()> {
                 time_field: None,
             },
             paused: false,
+            against: None,
+            diff: crate::cli::DiffFlags {
+                compare: crate::cli::CompareArg::Events,
+                align: crate::cli::AlignArg::Offset,
+                ignore: Vec::new(),
+                map_agent: Vec::new(),
+            },
         }),
         (None, None) => {
             return Err(UsageError(
@@ -102,6 +110,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Search(a) => history::search_cmd(a),
         Command::State(a) => history::state_cmd(a),
         Command::Index(a) => index::index_cmd(a),
+        Command::Diff(a) => diff::diff_cmd(a),
     }
 }
 

@@ -84,6 +84,121 @@ pub enum Command {
     /// Add state snapshots to an archive (in place, or to a copy with -o): `state --at` and
     /// the inspector then start from the nearest one instead of the first event.
     Index(IndexArgs),
+    /// Compare two sources event by event in lockstep (events, the state after each one, or
+    /// the stored bytes): exit 0 when they agree, 3 at the first divergence with both sides and
+    /// what differs, field by field.
+    Diff(DiffArgs),
+}
+
+/// What a differential replay compares and how it pairs the events (`diff`, `open --against`).
+#[derive(Debug, Clone, Args)]
+pub struct DiffFlags {
+    /// What to compare: events (transactions, keys, values, deletes, versions), state (the state
+    /// each side has after each transaction) or hash (the stored bytes) [default: events].
+    #[arg(long, value_enum, default_value_t = CompareArg::Events, env = "REPLAYSCOPE_COMPARE")]
+    pub compare: CompareArg,
+
+    /// How events are paired: by offset, txn (txn_id), commit-ts, or position (the n-th event
+    /// of each side: a target written by `play --into` has its own txn_ids and commit_ts)
+    /// [default: offset].
+    #[arg(long, value_enum, default_value_t = AlignArg::Offset, env = "REPLAYSCOPE_ALIGN")]
+    pub align: AlignArg,
+
+    /// A JSON pointer inside values whose differences do not count (e.g. /timestamp);
+    /// repeatable.
+    #[arg(long, value_name = "POINTER")]
+    pub ignore: Vec<String>,
+
+    /// FROM_NS/FROM_AGENT=TO_NS/TO_AGENT: how the right side names an agent of the left one
+    /// (repeatable).
+    #[arg(long = "map-agent", value_name = "FROM=TO")]
+    pub map_agent: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompareArg {
+    Events,
+    State,
+    Hash,
+}
+
+impl From<CompareArg> for crate::inspect::diff::Compare {
+    fn from(c: CompareArg) -> Self {
+        match c {
+            CompareArg::Events => Self::Events,
+            CompareArg::State => Self::State,
+            CompareArg::Hash => Self::Hash,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AlignArg {
+    Offset,
+    Txn,
+    CommitTs,
+    Position,
+}
+
+impl From<AlignArg> for crate::inspect::diff::Align {
+    fn from(a: AlignArg) -> Self {
+        match a {
+            AlignArg::Offset => Self::Offset,
+            AlignArg::Txn => Self::Txn,
+            AlignArg::CommitTs => Self::CommitTs,
+            AlignArg::Position => Self::Position,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// One source: archive file, segment directory, s3://, replayscope://, statehouse:// (with
+    /// --agent) or a JSON Lines dump.
+    pub left: String,
+
+    /// The other one (the same kinds).
+    pub right: String,
+
+    #[command(flatten)]
+    pub flags: DiffFlags,
+
+    /// Only this agent (NAMESPACE/AGENT_ID, the left side's name; the right side's is mapped
+    /// by --map-agent); required for statehouse://.
+    #[arg(long, env = "REPLAYSCOPE_AGENT")]
+    pub agent: Option<String>,
+
+    /// First event to compare: offset, @commit_ts or RFC 3339 time (resolved on each side);
+    /// inclusive.
+    #[arg(long)]
+    pub from: Option<Position>,
+
+    /// Last event to compare, the same way; inclusive.
+    #[arg(long)]
+    pub until: Option<Position>,
+
+    /// List every divergence as JSON Lines (at most --max) instead of explaining the first.
+    #[arg(long)]
+    pub all: bool,
+
+    /// With --all: stop after this many divergences.
+    #[arg(long, default_value_t = defaults::DIFF_MAX, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max: u64,
+
+    /// Write the JSON report (what was compared, how fast, the first divergence) here (`-` for
+    /// standard error).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// Open truncated archives (a crashed recorder's) and use their readable prefix.
+    #[arg(long)]
+    pub allow_truncated: bool,
+
+    #[command(flatten)]
+    pub chain: ChainArgs,
+
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 /// When a written archive stores the folded state (DESIGN.md section 12).
@@ -512,6 +627,15 @@ pub struct OpenArgs {
     /// Start paused.
     #[arg(long, env = "REPLAYSCOPE_PAUSED")]
     pub paused: bool,
+
+    /// Compare with another source while playing (a marker column says, row by row, whether
+    /// it agrees; D goes to the next row where it does not; the transaction pane shows what
+    /// differs): the same kinds of sources as SOURCE.
+    #[arg(long, value_name = "RIGHT")]
+    pub against: Option<String>,
+
+    #[command(flatten)]
+    pub diff: DiffFlags,
 }
 
 #[derive(Debug, Args)]

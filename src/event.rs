@@ -2,10 +2,12 @@
 //! operations, positions (offset / commit_ts / wall time) and the conversions between the
 //! JSON form users see and the protobuf form stored in archives and sent on the wire.
 
+pub mod agent_map;
 pub mod generate;
 pub mod value;
 pub mod wire;
 
+pub use agent_map::AgentMap;
 use std::fmt;
 pub use value::ObjectValue;
 

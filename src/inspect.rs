@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::flow::CreditWindow;
 use crate::source::{BatchStream, Filter, Source, SourceError, StreamRequest};
 
+pub mod diff;
 pub mod history;
 pub mod json_diff;
 pub mod search;

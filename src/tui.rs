@@ -85,11 +85,18 @@ impl Sink for TuiSink {
     }
 }
 
+/// Another source to compare with (`open LEFT --against RIGHT`): it, and how to compare.
+pub struct AgainstSpec {
+    pub source: Arc<dyn Source>,
+    pub request: crate::inspect::diff::DiffRequest,
+}
+
 /// Runs the TUI on `terminal` until the user quits; returns the last run's report.
 pub async fn run(
     terminal: &mut DefaultTerminal,
     source: Arc<dyn Source>,
     mut options: PlayerOptions,
+    against: Option<AgainstSpec>,
 ) -> Result<Report, PlayerError> {
     options.exit_when_done = false;
     // The player only plays; the state is folded by its own task (off the ingestion path).
@@ -123,6 +130,18 @@ pub async fn run(
     )?;
     let mut stats = handle.stats();
     let mut model = Model::new(info, stats.borrow().clone());
+    // The comparison runs over the whole sources in the background, like a search.
+    let _against_task = against.map(|spec| {
+        model.against = Some(app::Against {
+            name: spec.source.info().name.clone(),
+            ..Default::default()
+        });
+        AbortOnDrop(tokio::spawn(compare_against(
+            history_source.clone(),
+            spec,
+            history_updates.clone(),
+        )))
+    });
     let mut view = ViewState::default();
     let mut input = EventStream::new();
     let mut frame = tokio::time::interval(FRAME);
@@ -207,8 +226,8 @@ pub async fn run(
                     // A move past the rows held goes on once they are here.
                     app::settle_scroll(&mut model, &mut view);
                     // An `n` waiting for the scan: the matches it waited for may be here.
-                    if let Some(direction) = view.search_jump {
-                        for c in app::search_jump(direction, &mut model, &mut view) {
+                    if let Some((list, direction)) = view.search_jump {
+                        for c in app::search_jump(list, direction, &mut model, &mut view) {
                             handle.send(c);
                         }
                     }
@@ -250,6 +269,49 @@ pub async fn run(
     }
     handle.send(player::Command::Quit);
     handle.join().await
+}
+
+/// A task stopped when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Divergences per update sent to the UI.
+const AGAINST_BATCH: usize = 64;
+
+/// Compares the source with another one in the background and hands what it finds to the UI.
+async fn compare_against(
+    left: Arc<dyn Source>,
+    spec: AgainstSpec,
+    updates: mpsc::UnboundedSender<Update>,
+) {
+    use crate::inspect::diff::{DiffProgress, diff};
+    let mut found = Vec::new();
+    let result = diff(&left, &spec.source, &spec.request, |p| match p {
+        DiffProgress::Divergence(d) => {
+            found.push(d.clone());
+            found.len() < AGAINST_BATCH
+                || updates
+                    .send(Update::AgainstFound(std::mem::take(&mut found)))
+                    .is_ok()
+        }
+        DiffProgress::Through(t) => {
+            let batch = std::mem::take(&mut found);
+            (batch.is_empty() || updates.send(Update::AgainstFound(batch)).is_ok())
+                && updates.send(Update::AgainstThrough(t)).is_ok()
+        }
+    })
+    .await;
+    if !found.is_empty() {
+        let _ = updates.send(Update::AgainstFound(found));
+    }
+    let _ = updates.send(Update::AgainstDone(
+        result.map(|_| ()).map_err(|e| e.to_string()),
+    ));
 }
 
 /// Reads rows for the table and hands them to the UI.

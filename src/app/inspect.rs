@@ -51,7 +51,7 @@ pub fn demo_cmd(a: DemoArgs) -> Result<()> {
         start_paused: a.paused,
         ..PlayerOptions::default()
     };
-    run_tui(source, options)
+    run_tui(source, options, None)
 }
 
 pub fn open_cmd(a: OpenArgs) -> Result<()> {
@@ -81,11 +81,43 @@ pub fn open_cmd(a: OpenArgs) -> Result<()> {
     }
     let mut options = player_options(&flags, source.as_ref())?;
     options.start_paused = a.paused;
-    run_tui(source, options)
+    let against = match &a.against {
+        Some(right) => {
+            let left_side = crate::inspect::diff::SideRequest {
+                from: options.from.or(source.info().first_offset).unwrap_or(0),
+                until: options.until,
+                filter: options.filter.clone(),
+            };
+            let side = super::diff::SideArgs {
+                remote: &a.remote,
+                allow_truncated: a.source.allow_truncated,
+                from: a.play.from,
+                until: a.play.until,
+            };
+            let (right, request) = super::diff::comparison(
+                &source,
+                left_side,
+                right,
+                &a.diff,
+                &side,
+                Default::default(),
+            )?;
+            Some(crate::tui::AgainstSpec {
+                source: right,
+                request,
+            })
+        }
+        None => None,
+    };
+    run_tui(source, options, against)
 }
 
 /// Runs the TUI; the terminal is restored on quit, on error and on panic (ratatui's hook).
-fn run_tui(source: Arc<dyn Source>, options: PlayerOptions) -> Result<()> {
+fn run_tui(
+    source: Arc<dyn Source>,
+    options: PlayerOptions,
+    against: Option<crate::tui::AgainstSpec>,
+) -> Result<()> {
     if !std::io::stdout().is_terminal() {
         return Err(UsageError(
             "the inspector needs a terminal; use `replayscope play` for headless output".into(),
@@ -95,7 +127,7 @@ fn run_tui(source: Arc<dyn Source>, options: PlayerOptions) -> Result<()> {
     let rt = runtime()?;
     let mut terminal = ratatui::init();
     let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture);
-    let result = rt.block_on(crate::tui::run(&mut terminal, source, options));
+    let result = rt.block_on(crate::tui::run(&mut terminal, source, options, against));
     let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableMouseCapture);
     ratatui::restore();
     let report = result?;

@@ -14,9 +14,8 @@
 //!
 //! This file is the target (a connected daemon: stage, commit, abort, read back, with errors
 //! that name the transaction and key); [`pipeline`] is the sink, [`verify`] the read-back,
-//! [`agent_map`] the `--map-agent` renaming.
+//! `crate::event::agent_map` the `--map-agent` renaming.
 
-pub mod agent_map;
 pub mod pipeline;
 pub mod verify;
 
@@ -29,7 +28,7 @@ use crate::player::SinkError;
 use crate::wire::client::{CallError, ClientError, ConnectOptions, StatehouseClient};
 use crate::wire::proto::statehouse::v1 as sh;
 
-pub use agent_map::AgentMap;
+pub use crate::event::agent_map::AgentMap;
 pub use pipeline::{ApplyStats, StatehouseSink, TargetTxn};
 pub use verify::{Verification, daemon_form, loses_data, verify_target};
 

@@ -77,6 +77,12 @@ pub enum Update {
     SearchFound(u64, Vec<u64>),
     /// The search of the whole source is over (`Err`: why it stopped).
     SearchDone(u64, Result<(), String>),
+    /// Divergences the comparison with `--against` found, in order.
+    AgainstFound(Vec<crate::inspect::diff::Divergence>),
+    /// The comparison is through this left offset.
+    AgainstThrough(u64),
+    /// The comparison is over (`Err`: why it stopped).
+    AgainstDone(Result<(), String>),
 }
 
 /// Data from the player.
@@ -107,6 +113,80 @@ pub struct Model {
     pub history: Option<KeyHistory>,
     /// The search of the whole source (`/` then Enter).
     pub search: Option<SourceSearch>,
+    /// `open LEFT --against RIGHT`: where the other source disagrees.
+    pub against: Option<Against>,
+}
+
+/// The comparison with another source (`--against`), filled by a background diff of the whole
+/// sources in offset order.
+#[derive(Debug, Clone, Default)]
+pub struct Against {
+    /// How the other source is named.
+    pub name: String,
+    /// The rows (left offsets) where the sides disagree; `D` steps through them like `n`
+    /// through a search.
+    pub divergences: SourceSearch,
+    /// What differs at each of them.
+    pub details: std::collections::BTreeMap<u64, crate::inspect::diff::Divergence>,
+    /// Every row up to this offset is compared.
+    pub through: Option<u64>,
+}
+
+/// How a row compares with the other source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agreement {
+    Agrees,
+    Differs,
+    /// Not compared yet.
+    Unknown,
+}
+
+impl Against {
+    pub fn agreement(&self, offset: u64) -> Agreement {
+        if self.details.contains_key(&offset) {
+            Agreement::Differs
+        } else if self.through.is_some_and(|t| offset <= t) {
+            Agreement::Agrees
+        } else {
+            Agreement::Unknown
+        }
+    }
+
+    /// The header's line: how many rows disagree and how far the comparison is.
+    pub fn status(&self) -> String {
+        let n = self.divergences.matches.len() as u64;
+        let mut s = format!(
+            "against {}: {}",
+            self.name,
+            match n {
+                0 => "no divergence".to_string(),
+                _ => crate::text::count(n, "divergence", "divergences"),
+            }
+        );
+        if let Some(e) = &self.divergences.error {
+            s.push_str(&format!(" (stopped: {e})"));
+        } else if !self.divergences.done {
+            match self.through {
+                Some(t) => s.push_str(&format!(
+                    " so far (compared through #{})",
+                    crate::text::thousands(t)
+                )),
+                None => s.push_str(" so far (comparing…)"),
+            }
+        }
+        if let Some(note) = &self.divergences.note {
+            s.push_str(&format!(": {note}"));
+        }
+        s
+    }
+}
+
+/// What `n` / `N` (the search's matches) or `D` (the divergences from `--against`) step
+/// through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JumpList {
+    Search,
+    Divergences,
 }
 
 /// Which way `n` / `N` go.
@@ -415,7 +495,7 @@ pub struct ViewState {
     /// The table filter before the search prompt opened (Esc puts it back).
     pub filter_before: Option<String>,
     /// An `n` / `N` waiting for the scan to get far enough.
-    pub search_jump: Option<SearchDirection>,
+    pub search_jump: Option<(JumpList, SearchDirection)>,
     /// The full-value view.
     pub value: Option<ValueView>,
     /// Text to put on the clipboard (taken by the UI loop, which writes OSC 52).
@@ -489,6 +569,7 @@ impl Model {
             error: None,
             history: None,
             search: None,
+            against: None,
         }
     }
 
@@ -592,6 +673,27 @@ impl Model {
                 if let Some(s) = self.search.as_mut().filter(|s| s.id == id) {
                     s.done = true;
                     s.error = result.err();
+                }
+            }
+            Update::AgainstFound(found) => {
+                if let Some(a) = self.against.as_mut() {
+                    for d in found {
+                        if a.divergences.matches.last() != Some(&d.at_left) {
+                            a.divergences.matches.push(d.at_left);
+                        }
+                        a.details.entry(d.at_left).or_insert(d);
+                    }
+                }
+            }
+            Update::AgainstThrough(t) => {
+                if let Some(a) = self.against.as_mut() {
+                    a.through = Some(t);
+                }
+            }
+            Update::AgainstDone(result) => {
+                if let Some(a) = self.against.as_mut() {
+                    a.divergences.done = true;
+                    a.divergences.error = result.err();
                 }
             }
             Update::HistoryDone(key, result) => {
@@ -996,22 +1098,35 @@ pub fn settle_scroll(model: &mut Model, view: &mut ViewState) {
 }
 
 pub fn search_jump(
+    list: JumpList,
     direction: SearchDirection,
     model: &mut Model,
     view: &mut ViewState,
 ) -> Vec<Command> {
     let from = view.selected.or(model.position());
-    let Some(search) = model.search.as_mut() else {
+    let (search, missing, what) = match list {
+        JumpList::Search => (
+            model.search.as_mut(),
+            "no search yet: / then a query and Enter searches the source",
+            "match",
+        ),
+        JumpList::Divergences => (
+            model.against.as_mut().map(|a| &mut a.divergences),
+            "no other source to compare with: open LEFT --against RIGHT",
+            "divergence",
+        ),
+    };
+    let Some(search) = search else {
         view.search_jump = None;
-        model.error = Some("no search yet: / then a query and Enter searches the source".into());
+        model.error = Some(missing.into());
         return Vec::new();
     };
     match search.step(from, direction) {
         SearchStep::To { offset, wrapped } => {
             view.search_jump = None;
             search.note = wrapped.then(|| match direction {
-                SearchDirection::Forward => "past the last match: back to the first".to_string(),
-                SearchDirection::Backward => "before the first match: on to the last".to_string(),
+                SearchDirection::Forward => format!("past the last {what}: back to the first"),
+                SearchDirection::Backward => format!("before the first {what}: on to the last"),
             });
             view.selected = None;
             vec![
@@ -1020,13 +1135,13 @@ pub fn search_jump(
             ]
         }
         SearchStep::Scanning => {
-            view.search_jump = Some(direction);
-            search.note = Some("looking for the next match…".into());
+            view.search_jump = Some((list, direction));
+            search.note = Some(format!("looking for the next {what}…"));
             Vec::new()
         }
         SearchStep::None => {
             view.search_jump = None;
-            search.note = None;
+            search.note = (list == JumpList::Divergences).then(|| "none".to_string());
             Vec::new()
         }
     }
@@ -1066,7 +1181,10 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
     let mut out = Vec::new();
     view.notice = None;
     // Any other key cancels an `n` / `N` still waiting for the scan.
-    if !matches!(action, Action::SearchNext | Action::SearchPrevious) {
+    if !matches!(
+        action,
+        Action::SearchNext | Action::SearchPrevious | Action::NextDivergence
+    ) {
         view.search_jump = None;
     }
     match action {
@@ -1193,8 +1311,24 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
             view.filter_before = view.filter.clone();
             view.prompt = Some(Prompt::new(PromptKind::Filter, String::new()));
         }
-        Action::SearchNext => out.extend(search_jump(SearchDirection::Forward, model, view)),
-        Action::SearchPrevious => out.extend(search_jump(SearchDirection::Backward, model, view)),
+        Action::SearchNext => out.extend(search_jump(
+            JumpList::Search,
+            SearchDirection::Forward,
+            model,
+            view,
+        )),
+        Action::SearchPrevious => out.extend(search_jump(
+            JumpList::Search,
+            SearchDirection::Backward,
+            model,
+            view,
+        )),
+        Action::NextDivergence => out.extend(search_jump(
+            JumpList::Divergences,
+            SearchDirection::Forward,
+            model,
+            view,
+        )),
         Action::OpenHistory => {
             let key = model
                 .selected_row(view)
@@ -1292,7 +1426,12 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
                                 view.prompt = None;
                                 // The table shows what the search finds, as after `/`.
                                 set_filter(view, text);
-                                out.extend(search_jump(SearchDirection::Forward, model, view));
+                                out.extend(search_jump(
+                                    JumpList::Search,
+                                    SearchDirection::Forward,
+                                    model,
+                                    view,
+                                ));
                             }
                             Err(e) => view.prompt.as_mut().expect("prompt is open").error = Some(e),
                         }

@@ -30,6 +30,8 @@ pub enum Action {
     Mark,
     /// `d`: what changed between the marked state and the cursor's.
     StateDiff,
+    /// `D` (with `--against`): the next row where the other source disagrees.
+    NextDivergence,
     FocusNext,
     Up,
     Down,
@@ -161,6 +163,7 @@ pub fn map_key(key: KeyEvent, mode: InputMode) -> Option<Action> {
             KeyCode::Enter => Action::OpenValue,
             KeyCode::Char('m') => Action::Mark,
             KeyCode::Char('d') => Action::StateDiff,
+            KeyCode::Char('D') => Action::NextDivergence,
             KeyCode::Tab => Action::FocusNext,
             KeyCode::Up | KeyCode::Char('k') => Action::Up,
             KeyCode::Down | KeyCode::Char('j') => Action::Down,
@@ -218,6 +221,10 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "h",
         "a key's history: every version, what each changed (enter: go there)",
+    ),
+    (
+        "D",
+        "with --against: the next row where the other source disagrees (≠)",
     ),
     (
         "timeline",

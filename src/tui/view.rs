@@ -545,6 +545,78 @@ pub(crate) mod tests {
         assert_eq!(m.rows.back().unwrap().event.offset, 5999);
     }
 
+    /// `--against`: the marker column says which rows the other source agrees with, which
+    /// not, which are not compared yet; the transaction pane shows what differs; D goes to the
+    /// next divergence (as n goes to the next match).
+    #[test]
+    fn rows_compared_with_another_source() {
+        use crate::inspect::diff::{Divergence, DivergenceKind};
+        use crate::inspect::json_diff::FieldChange;
+        let mut m = played_model();
+        let row = |o: u64| {
+            m.rows
+                .iter()
+                .find(|r| r.event.offset == o)
+                .unwrap()
+                .event
+                .clone()
+        };
+        let divergence = Divergence {
+            kind: DivergenceKind::Changed,
+            index: 40,
+            left: Some(row(40)),
+            right: Some(row(40)),
+            changes: vec![FieldChange::Changed {
+                path: "/operations/0/value/status".into(),
+                old: "open".into(),
+                new: "closed".into(),
+            }],
+            keys: vec![],
+            last_equal: Some((39, 39)),
+            at_left: 40,
+        };
+        m.against = Some(crate::tui::app::Against {
+            name: "other.mcap".into(),
+            ..Default::default()
+        });
+        m.apply(Update::AgainstFound(vec![divergence]));
+        m.apply(Update::AgainstThrough(50));
+        let mut v = ViewState {
+            selected: Some(40),
+            ..ViewState::default()
+        };
+        let s = screen(&draw(&m, &v, 160, 45));
+        assert!(
+            s.contains("against other.mcap: 1 divergence so far (compared through #50)"),
+            "{s}"
+        );
+        assert!(s.contains("≠ other.mcap differs:"), "{s}");
+        assert!(
+            s.contains("~ /operations/0/value/status: \"open\" -> \"closed\""),
+            "{s}"
+        );
+        let marks: Vec<&str> = s
+            .lines()
+            .filter_map(|l| l.strip_prefix('┃'))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert!(
+            marks.contains(&"≠") && marks.contains(&"=") && marks.contains(&"·"),
+            "{marks:?}"
+        );
+        // D from before it goes there.
+        v.selected = Some(10);
+        let cmds = handle(Action::NextDivergence, &mut m, &mut v);
+        assert_eq!(
+            cmds[0],
+            crate::player::Command::Seek(crate::player::SeekTarget::Position(
+                crate::event::Position::Offset(40)
+            ))
+        );
+        v.selected = Some(40);
+        insta::assert_snapshot!(draw(&m, &v, 160, 45).backend());
+    }
+
     /// A key's history as the overlay shows it, from the scan of a real-shaped session: the
     /// versions listed, the selected one's changes field by field; Enter seeks to it.
     #[test]
@@ -634,7 +706,10 @@ pub(crate) mod tests {
         let before: Vec<u64> = found.iter().copied().filter(|&o| o <= position).collect();
         m.apply(Update::SearchFound(id, before.clone()));
         assert!(handle(Action::SearchNext, &mut m, &mut v).is_empty());
-        assert_eq!(v.search_jump, Some(SearchDirection::Forward));
+        assert_eq!(
+            v.search_jump,
+            Some((crate::tui::app::JumpList::Search, SearchDirection::Forward))
+        );
         m.apply(Update::SearchFound(id, ahead.clone()));
         // `N` from a match needs nothing more of the scan: everything before it is known.
         v.selected = Some(ahead[1]);
@@ -645,7 +720,7 @@ pub(crate) mod tests {
         });
         v.selected = None;
         // A waiting `n` is cancelled by any other key.
-        v.search_jump = Some(SearchDirection::Forward);
+        v.search_jump = Some((crate::tui::app::JumpList::Search, SearchDirection::Forward));
         handle(Action::Down, &mut m, &mut v);
         assert_eq!(v.search_jump, None);
         v.selected = None;
@@ -660,7 +735,12 @@ pub(crate) mod tests {
                 crate::event::Position::Offset(o),
             ))
         };
-        let cmds = crate::tui::app::search_jump(SearchDirection::Forward, &mut m, &mut v);
+        let cmds = crate::tui::app::search_jump(
+            crate::tui::app::JumpList::Search,
+            SearchDirection::Forward,
+            &mut m,
+            &mut v,
+        );
         assert_eq!(cmds[0], seek(ahead[0]));
         assert_eq!(v.search_jump, None);
         let t = draw(&m, &v, 160, 45);

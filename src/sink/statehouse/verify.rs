@@ -19,6 +19,9 @@ pub struct Difference {
     /// Compact JSON, or None where the key is absent.
     pub expected: Option<String>,
     pub actual: Option<String>,
+    /// What differs inside the value, field by field (the JSON diff of `diff`, the history and
+    /// the state pane): from what was expected to what the target has.
+    pub changes: Vec<crate::inspect::json_diff::FieldChange>,
 }
 
 /// The result of reading the target's state back.
@@ -42,12 +45,23 @@ impl Verification {
             self.keys_expected.max(self.keys_in_target)
         );
         for d in &self.first_differences {
-            s.push_str(&format!(
-                "\n  {}: expected {}, target has {}",
-                d.key,
-                d.expected.as_deref().unwrap_or("(absent)"),
-                d.actual.as_deref().unwrap_or("(absent)")
-            ));
+            match (&d.expected, &d.actual) {
+                (Some(_), Some(_)) => {
+                    s.push_str(&format!("\n  {} (expected -> target):", d.key));
+                    for c in d.changes.iter().take(6) {
+                        s.push_str(&format!("\n    {}", c.line(40)));
+                    }
+                    if d.changes.len() > 6 {
+                        s.push_str(&format!("\n    … {} more", d.changes.len() - 6));
+                    }
+                }
+                _ => s.push_str(&format!(
+                    "\n  {}: expected {}, target has {}",
+                    d.key,
+                    d.expected.as_deref().unwrap_or("(absent)"),
+                    d.actual.as_deref().unwrap_or("(absent)")
+                )),
+            }
         }
         if self.differences > self.first_differences.len() {
             s.push_str(&format!(
@@ -147,10 +161,13 @@ pub async fn verify_target(
                     let json = |o: Option<&JsonObject>| {
                         o.map(|o| serde_json::to_string(o).unwrap_or_default())
                     };
+                    let value = |o: Option<&JsonObject>| o.map(|o| Value::Object(o.clone()));
+                    let (old, new) = (value(x), value(y));
                     differences.push(Difference {
                         key: format!("{ns}/{agent}:{key}"),
                         expected: json(x),
                         actual: json(y),
+                        changes: crate::inspect::json_diff::diff_opt(old.as_ref(), new.as_ref()),
                     });
                 }
             }

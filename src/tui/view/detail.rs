@@ -44,6 +44,9 @@ pub fn render_detail(frame: &mut Frame, area: Rect, model: &Model, view: &ViewSt
         )),
         Line::from(format!("txn {}", e.txn_id)),
     ];
+    if let Some(a) = &model.against {
+        against_lines(a, e.offset, &mut lines);
+    }
     let diff = model.selected_diff(view);
     for op in &e.operations {
         match &op.value {
@@ -98,6 +101,53 @@ pub fn render_detail(frame: &mut Frame, area: Rect, model: &Model, view: &ViewSt
         }
     }
     let scroll = view.detail_scroll.min(lines.len().saturating_sub(1) as u16);
+    render_lines(frame, area, block, lines, scroll);
+}
+
+/// What the other source (`--against`) has at this row: agreement, or what differs.
+fn against_lines(a: &crate::tui::app::Against, offset: u64, lines: &mut Vec<Line<'static>>) {
+    use crate::inspect::diff::DivergenceKind;
+    use crate::tui::app::Agreement;
+    match a.agreement(offset) {
+        Agreement::Agrees => lines.push(Line::styled(format!("= {} agrees", a.name), theme::SET)),
+        Agreement::Unknown => lines.push(Line::styled(
+            format!("· {}: not compared yet", a.name),
+            theme::NOTICE,
+        )),
+        Agreement::Differs => {
+            let Some(d) = a.details.get(&offset) else {
+                return;
+            };
+            let head = match (d.kind, &d.right) {
+                (DivergenceKind::OnlyLeft, _) => format!("≠ {} has no such transaction", a.name),
+                (DivergenceKind::OnlyRight, Some(r)) => format!(
+                    "≠ {} has a transaction before this one: #{} txn {}",
+                    a.name, r.offset, r.txn_id
+                ),
+                (_, Some(r)) if r.offset == offset => format!("≠ {} differs:", a.name),
+                (_, Some(r)) => format!("≠ {} differs (its #{}):", a.name, r.offset),
+                (_, None) => format!("≠ {} differs:", a.name),
+            };
+            lines.push(Line::styled(head, theme::DELETE));
+            for c in d.changes.iter().take(12) {
+                lines.push(Line::styled(format!("  {}", c.line(60)), theme::NOTICE));
+            }
+            for k in d.keys.iter().take(12) {
+                for l in k.text(60).lines() {
+                    lines.push(Line::styled(format!("  {l}"), theme::NOTICE));
+                }
+            }
+        }
+    }
+}
+
+fn render_lines(
+    frame: &mut Frame,
+    area: Rect,
+    block: ratatui::widgets::Block<'_>,
+    lines: Vec<Line<'_>>,
+    scroll: u16,
+) {
     frame.render_widget(
         Paragraph::new(Text::from(lines))
             .block(block)

@@ -63,6 +63,9 @@ pub fn render_header(frame: &mut Frame, area: Rect, model: &Model, view: &ViewSt
         (None, Some(f)) => state.push(Span::styled(format!("  filter: {f}"), theme::FILTER)),
         _ => {}
     }
+    if let Some(a) = &model.against {
+        state.push(Span::styled(format!("  {}", a.status()), theme::FILTER));
+    }
     let line1 = Line::from(vec![
         Span::styled("replayscope ", theme::BOLD),
         Span::raw(format!("{} ({})", model.source.name, model.source.kind)),

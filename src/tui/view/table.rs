@@ -56,7 +56,9 @@ pub fn render_table(frame: &mut Frame, area: Rect, model: &Model, view: &ViewSta
         _ => rows.len(),
     };
     let start = end.saturating_sub(height);
-    let constraints = [
+    // With `--against`: a first column saying whether the other source agrees.
+    let against = model.against.as_ref();
+    let mut constraints = vec![
         Constraint::Length(7),
         Constraint::Length(12),
         Constraint::Length(24),
@@ -64,31 +66,45 @@ pub fn render_table(frame: &mut Frame, area: Rect, model: &Model, view: &ViewSta
         Constraint::Length(3),
         Constraint::Min(10),
     ];
+    if against.is_some() {
+        constraints.insert(0, Constraint::Length(2));
+    }
+    let skip = usize::from(against.is_some());
     // The widths the table will give its columns (inside the borders, one column apart): every
     // cell is fitted to its own, so nothing is cut without `…`.
     let inner = Rect {
         width: area.width.saturating_sub(2),
         ..area
     };
-    let widths: Vec<usize> = Layout::horizontal(constraints)
+    let widths: Vec<usize> = Layout::horizontal(constraints.clone())
         .spacing(1)
         .split(inner)
         .iter()
         .map(|r| r.width as usize)
         .collect();
-    let fit = |i: usize, text: String| Cell::from(crate::text::ellipsize(&text, widths[i]));
+    let fit = |i: usize, text: String| Cell::from(crate::text::ellipsize(&text, widths[i + skip]));
     let table_rows: Vec<TableRow> = rows[start..end]
         .iter()
         .map(|r| {
             let e = &r.event;
-            TableRow::new(vec![
+            let mut cells = vec![
                 fit(0, format!("{}", e.offset)),
                 fit(1, event_time(e)),
                 fit(2, format!("{}/{}", e.namespace, e.agent_id)),
                 fit(3, short_txn(&e.txn_id).to_string()),
                 fit(4, format!("{}", e.operations.len())),
-                Cell::from(keys_text(e, widths[5])),
-            ])
+                Cell::from(keys_text(e, widths[5 + skip])),
+            ];
+            if let Some(a) = against {
+                use crate::tui::app::Agreement;
+                let mark = match a.agreement(e.offset) {
+                    Agreement::Agrees => Cell::from("="),
+                    Agreement::Differs => Cell::from("≠").style(theme::DELETE),
+                    Agreement::Unknown => Cell::from("·"),
+                };
+                cells.insert(0, mark);
+            }
+            TableRow::new(cells)
         })
         .collect();
     let mut mode = match (view.frozen_at, view.selected) {
@@ -109,8 +125,10 @@ pub fn render_table(frame: &mut Frame, area: Rect, model: &Model, view: &ViewSta
     let table = Table::new(table_rows, constraints)
         .header(
             TableRow::new(
-                ["offset", "commit time", "agent", "txn_id", "ops", "keys"]
-                    .iter()
+                against
+                    .map(|_| "vs")
+                    .into_iter()
+                    .chain(["offset", "commit time", "agent", "txn_id", "ops", "keys"])
                     .enumerate()
                     .map(|(i, h)| crate::text::ellipsize(h, widths[i])),
             )
