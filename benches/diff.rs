@@ -53,7 +53,7 @@ fn run(args: &[&str]) -> (Duration, Option<i32>, f64) {
     (start.elapsed(), status.code(), peak as f64 / 1024.0)
 }
 
-/// The generated archive with its last event's first value changed.
+/// The generated archive with one more key written by its last event.
 fn ensure_changed_at_end(path: &Path, events: u64) {
     if path.exists() {
         return;
@@ -65,14 +65,14 @@ fn ensure_changed_at_end(path: &Path, events: u64) {
         .enumerate()
     {
         if i as u64 == events - 1 {
-            for op in e.operations.iter_mut() {
-                if let Some(v) = &op.value {
-                    let mut obj = v.object(&op.key).unwrap().clone();
-                    obj.insert("changed".into(), serde_json::Value::from(true));
-                    op.value = Some(replayscope::event::ObjectValue::from_object(obj));
-                    break;
-                }
-            }
+            // One more key written: the events, the state and the bytes all differ.
+            let mut value = serde_json::Map::new();
+            value.insert("changed".into(), serde_json::Value::from(true));
+            e.operations.push(replayscope::event::Operation {
+                key: "bench/changed".into(),
+                value: Some(replayscope::event::ObjectValue::from_object(value)),
+                version: 1,
+            });
         }
         w.append(&e).unwrap();
     }

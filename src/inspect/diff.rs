@@ -14,7 +14,7 @@ use super::state_at::{KeyChange, KeyChangeKind};
 use crate::event::{AgentMap, Event, ValueError};
 use crate::flow::CreditWindow;
 use crate::source::{
-    BatchStream, ChainCheck, Filter, Source, SourceError, StoredEvent, StoredStream, StreamRequest,
+    ChainCheck, Filter, Source, SourceError, StoredEvent, StoredStream, StreamRequest,
 };
 use crate::state::{KvState, StateKey};
 
@@ -146,53 +146,48 @@ impl DiffError {
 
 /// Events per batch each side is asked for, and its credit window.
 const BATCH_EVENTS: usize = 2048;
-const WINDOW_BYTES: u64 = 16 * 1024 * 1024;
+const WINDOW_BYTES: u64 = 4 * 1024 * 1024;
 /// How far ahead txn alignment looks for a transaction the other side has later.
 const TXN_LOOKAHEAD: usize = 4096;
 
-/// An event as one side delivered it.
+/// An event as one side stores it, decoded only when it is looked into (two sides whose
+/// bytes are the same are equal without decoding either).
 #[derive(Debug, Clone)]
-enum Item {
-    Decoded(Arc<Event>),
-    Stored(StoredEvent),
+struct Item {
+    stored: StoredEvent,
+    decoded: std::sync::OnceLock<Arc<Event>>,
 }
 
 impl Item {
     fn offset(&self) -> u64 {
-        match self {
-            Item::Decoded(e) => e.offset,
-            Item::Stored(s) => s.offset,
-        }
+        self.stored.offset
     }
 
     fn event(&self) -> Result<Arc<Event>, ValueError> {
-        match self {
-            Item::Decoded(e) => Ok(e.clone()),
-            Item::Stored(s) => Event::decode_bytes(&s.payload).map(Arc::new),
+        if let Some(e) = self.decoded.get() {
+            return Ok(e.clone());
         }
+        let e = Arc::new(Event::decode_bytes(&self.stored.payload)?);
+        Ok(self.decoded.get_or_init(|| e).clone())
     }
-}
-
-enum Incoming {
-    Decoded(BatchStream),
-    Stored(StoredStream),
 }
 
 /// One side being read: what arrived and is not compared yet.
 struct Side {
-    incoming: Incoming,
+    incoming: StoredStream,
     window: CreditWindow,
     buf: VecDeque<Item>,
     ended: bool,
     taken: u64,
     left: bool,
+    /// The hash-chain head after the last batch received, when the side computes it.
+    head: Option<[u8; 32]>,
 }
 
 impl Side {
     fn open(
         source: &Arc<dyn Source>,
         req: &SideRequest,
-        stored: bool,
         chain: ChainCheck,
         left: bool,
     ) -> Result<Side, DiffError> {
@@ -205,14 +200,9 @@ impl Side {
             chain,
             ..StreamRequest::default()
         };
-        let opened = if stored {
-            source
-                .open_stored(stream, window.clone())
-                .map(Incoming::Stored)
-        } else {
-            source.open(stream, window.clone()).map(Incoming::Decoded)
-        };
-        let incoming = opened.map_err(|e| side_error(left, e))?;
+        let incoming = source
+            .open_stored(stream, window.clone())
+            .map_err(|e| side_error(left, e))?;
         Ok(Side {
             incoming,
             window,
@@ -220,30 +210,22 @@ impl Side {
             ended: false,
             taken: 0,
             left,
+            head: None,
         })
     }
 
     /// Reads until `n` events wait (or the side ended).
     async fn fill(&mut self, n: usize) -> Result<(), DiffError> {
         while self.buf.len() < n && !self.ended {
-            let batch = match &mut self.incoming {
-                Incoming::Decoded(s) => s.recv().await.map(|b| {
-                    b.map(|b| {
-                        b.events
-                            .into_iter()
-                            .map(|(e, _)| Item::Decoded(e))
-                            .collect()
-                    })
-                }),
-                Incoming::Stored(s) => s
-                    .recv()
-                    .await
-                    .map(|b| b.map(|b| b.events.into_iter().map(Item::Stored).collect())),
-            };
-            match batch {
-                Some(Ok(items)) => {
-                    let items: Vec<Item> = items;
-                    self.buf.extend(items);
+            match self.incoming.recv().await {
+                Some(Ok(batch)) => {
+                    if batch.chain_after.is_some() {
+                        self.head = batch.chain_after;
+                    }
+                    self.buf.extend(batch.events.into_iter().map(|stored| Item {
+                        stored,
+                        decoded: Default::default(),
+                    }));
                 }
                 Some(Err(e)) => return Err(side_error(self.left, e)),
                 None => self.ended = true,
@@ -307,9 +289,21 @@ pub async fn diff(
                 .into(),
         ));
     }
-    let stored = req.compare == Compare::Hash;
-    let mut l = Side::open(left, &req.left, stored, req.chain, true)?;
-    let mut r = Side::open(right, &req.right, stored, req.chain, false)?;
+    // Comparing every stored byte, one side's chain is enough: bytes equal to the left's
+    // (checked against its record) hash the same, and the right's record is checked against
+    // that at the end.
+    let one_chain = req.compare == Compare::Hash
+        && req.chain.is_on()
+        && req.map.is_empty()
+        && req.left.filter.is_empty()
+        && req.right.filter.is_empty();
+    let right_chain = if one_chain {
+        ChainCheck::Skip
+    } else {
+        req.chain
+    };
+    let mut l = Side::open(left, &req.left, req.chain, true)?;
+    let mut r = Side::open(right, &req.right, right_chain, false)?;
     let mut cmp = Comparer::new(req);
     let mut summary = DiffSummary::default();
     loop {
@@ -337,6 +331,24 @@ pub async fn diff(
     }
     if let Some(t) = cmp.left_through {
         report(DiffProgress::Through(t));
+    }
+    if one_chain
+        && summary.divergences == 0
+        && l.ended
+        && r.ended
+        && let (Some(head), Some((_, last))) = (l.head, cmp.last_equal)
+        && let Some(recorded) = right.chain_head_through(last)
+        && recorded != head
+    {
+        return Err(DiffError::Right(SourceError::Integrity {
+            source_name: right.info().name.clone(),
+            message: format!(
+                "its bytes equal the left side's through offset {last}, but it records the hash \
+                 chain head {} there, not {}",
+                crate::event::hex(&recorded),
+                crate::event::hex(&head)
+            ),
+        }));
     }
     summary.left_events = l.taken;
     summary.right_events = r.taken;
@@ -404,7 +416,7 @@ async fn txn_step(l: &mut Side, r: &mut Side, lh: &Item, rh: &Item) -> Result<u8
 /// Compares steps, keeping what the state comparison needs.
 struct Comparer<'a> {
     req: &'a DiffRequest,
-    states: Option<(KvState, KvState)>,
+    states: Option<States>,
     /// State: keys whose values differ now.
     differing: BTreeSet<StateKey>,
     last_equal: Option<(u64, u64)>,
@@ -416,7 +428,7 @@ impl<'a> Comparer<'a> {
     fn new(req: &'a DiffRequest) -> Comparer<'a> {
         Comparer {
             req,
-            states: (req.compare == Compare::State).then(|| (KvState::new(), KvState::new())),
+            states: (req.compare == Compare::State).then(|| States::Same(KvState::new())),
             differing: BTreeSet::new(),
             last_equal: None,
             left_through: None,
@@ -440,11 +452,16 @@ impl<'a> Comparer<'a> {
     }
 
     fn step(&mut self, step: Step, index: u64) -> Result<Option<Divergence>, DiffError> {
-        // The same stored bytes: nothing to decode.
-        if let Step::Pair(Item::Stored(a), Item::Stored(b)) = &step
-            && a.payload == b.payload
+        // The same stored bytes are the same event (unless agents are renamed): nothing to
+        // compare, and for the state one decoding folds both sides.
+        if let Step::Pair(a, b) = &step
+            && self.req.map.is_empty()
+            && a.stored.payload == b.stored.payload
         {
-            self.last_equal = Some((a.offset, b.offset));
+            if let Some(states) = self.states.as_mut() {
+                states.fold_both(&*a.event()?);
+            }
+            self.last_equal = Some((a.offset(), b.offset()));
             return Ok(None);
         }
         let (kind, left, right) = match step {
@@ -505,7 +522,11 @@ impl<'a> Comparer<'a> {
         left: Option<&Event>,
         right: Option<&Event>,
     ) -> Result<Vec<KeyChange>, DiffError> {
-        let (ls, rs) = self.states.as_mut().expect("state comparison keeps states");
+        let (ls, rs) = self
+            .states
+            .as_mut()
+            .expect("state comparison keeps states")
+            .split();
         let mut touched = BTreeSet::new();
         for (state, e) in [(&mut *ls, left), (&mut *rs, right)] {
             if let Some(e) = e {
@@ -556,6 +577,38 @@ impl<'a> Comparer<'a> {
             });
         }
         Ok(out)
+    }
+}
+
+/// The two sides' states: one while every step was the same bytes (folded once), two from the
+/// first step that was not.
+enum States {
+    Same(KvState),
+    Apart(KvState, KvState),
+}
+
+impl States {
+    fn fold_both(&mut self, e: &Event) {
+        match self {
+            States::Same(s) => {
+                s.apply(e);
+            }
+            States::Apart(a, b) => {
+                a.apply(e);
+                b.apply(e);
+            }
+        }
+    }
+
+    /// The two states, apart from now on (a clone shares the structure).
+    fn split(&mut self) -> (&mut KvState, &mut KvState) {
+        if let States::Same(s) = self {
+            *self = States::Apart(s.clone(), std::mem::take(s));
+        }
+        match self {
+            States::Apart(a, b) => (a, b),
+            States::Same(_) => unreachable!("split above"),
+        }
     }
 }
 
