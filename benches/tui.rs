@@ -66,6 +66,10 @@ fn model() -> Model {
         following: false,
         head_offset: None,
         commit_age: None,
+        at_marker: None,
+        marker_pauses: 0,
+        passes: 0,
+        ab_loop: None,
     };
     let mut m = Model::new(source, stats);
     let mut state = KvState::new();

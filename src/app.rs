@@ -10,6 +10,7 @@ pub mod history;
 pub mod index;
 pub mod info;
 pub mod inspect;
+pub mod mark;
 pub mod options;
 pub mod output;
 pub mod play;
@@ -77,8 +78,13 @@ pub fn run(cli: Cli) -> Result<()> {
                 max_gap: None,
                 tick: None,
                 time_field: None,
+                markers: None,
+                pause_at_markers: false,
+                marker_hold: None,
+                loop_passes: None,
             },
             paused: false,
+            layout: None,
             against: None,
             diff: crate::cli::DiffFlags {
                 compare: crate::cli::CompareArg::Events,
@@ -111,6 +117,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::State(a) => history::state_cmd(a),
         Command::Index(a) => index::index_cmd(a),
         Command::Diff(a) => diff::diff_cmd(a),
+        Command::Mark(a) => mark::mark_cmd(a),
     }
 }
 

@@ -26,6 +26,8 @@ pub const PROFILE: &str = "replayscope";
 pub const SCHEMA_NAME: &str = "replayscope.v1.ArchivedEvent";
 /// The name of the metadata record holding the hash chain and ranges.
 pub const METADATA_NAME: &str = "replayscope";
+/// The name of the metadata record holding the archive's markers (DESIGN.md section 14).
+pub const MARKERS_METADATA: &str = "replayscope.markers";
 /// Format version written into the metadata record.
 pub const FORMAT_VERSION: &str = "1";
 

@@ -88,6 +88,37 @@ pub enum Command {
     /// the stored bytes): exit 0 when they agree, 3 at the first divergence with both sides and
     /// what differs, field by field.
     Diff(DiffArgs),
+    /// Markers (named positions with a caption, `mark:NAME` everywhere positions are taken):
+    /// add one into an archive, list them, remove one.
+    Mark(MarkArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["add", "list", "remove"])))]
+pub struct MarkArgs {
+    /// The archive (a file or a segment directory).
+    pub archive: PathBuf,
+
+    /// Add NAME@POSITION (an offset, @commit_ts or RFC 3339 time) into the archive (a standard
+    /// MCAP metadata record `replayscope.markers`; the archive is written again).
+    #[arg(long, value_name = "NAME@POS")]
+    pub add: Option<String>,
+
+    /// With --add: the text shown when the marker is reached (--pause-at-markers, demo --tour).
+    #[arg(long, requires = "add")]
+    pub caption: Option<String>,
+
+    /// List the markers: the archive's and those kept beside it.
+    #[arg(long)]
+    pub list: bool,
+
+    /// Remove the marker of this name (from the archive, or from the file beside it).
+    #[arg(long, value_name = "NAME")]
+    pub remove: Option<String>,
+
+    /// The markers file beside the archive [default: ARCHIVE.markers.json].
+    #[arg(long, value_name = "FILE", env = "REPLAYSCOPE_MARKERS")]
+    pub markers: Option<PathBuf>,
 }
 
 /// What a differential replay compares and how it pairs the events (`diff`, `open --against`).
@@ -313,6 +344,11 @@ pub struct InspectSourceArgs {
     /// Only this agent: NAMESPACE/AGENT_ID (required for statehouse://).
     #[arg(long, env = "REPLAYSCOPE_AGENT")]
     pub agent: Option<String>,
+
+    /// The source's markers are kept in this file (for `mark:NAME` positions) [default:
+    /// SOURCE.markers.json beside a file or directory].
+    #[arg(long, value_name = "FILE", env = "REPLAYSCOPE_MARKERS")]
+    pub markers: Option<PathBuf>,
 
     /// Open a truncated archive (a crashed recorder's) and use its readable prefix.
     #[arg(long)]
@@ -591,6 +627,35 @@ pub struct PlayFlags {
     /// [default: 10ms].
     #[arg(long, env = "REPLAYSCOPE_TICK")]
     pub tick: Option<DurationArg>,
+
+    /// The source's markers are kept in this file [default: SOURCE.markers.json beside a
+    /// file or directory]; `mark:NAME` is a position wherever one is taken.
+    #[arg(long, value_name = "FILE", env = "REPLAYSCOPE_MARKERS")]
+    pub markers: Option<PathBuf>,
+
+    /// Pause at each marker, showing its caption (headless play: says it on stderr and goes on
+    /// after --marker-hold).
+    #[arg(long)]
+    pub pause_at_markers: bool,
+
+    /// Headless play with --pause-at-markers: how long to hold at each marker [default: 3s].
+    #[arg(long, value_name = "DURATION", env = "REPLAYSCOPE_MARKER_HOLD")]
+    pub marker_hold: Option<DurationArg>,
+
+    /// Play the range again and again: forever, or N passes in all (`--loop 3`).
+    #[arg(long = "loop", value_name = "N", num_args = 0..=1, default_missing_value = "0")]
+    pub loop_passes: Option<u64>,
+}
+
+/// The inspector's screen layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LayoutArg {
+    /// The table, the transaction and the state; the transport gauges in one status line.
+    Inspect,
+    /// The transport gauges in full: credit window, ring, rate, lag.
+    Transport,
+    /// For an audience: a large table and the current marker's caption, no key hints.
+    Present,
 }
 
 #[derive(Debug, Args)]
@@ -602,6 +667,16 @@ pub struct DemoArgs {
     /// Start paused.
     #[arg(long)]
     pub paused: bool,
+
+    /// A walkthrough: pause at each of the sample's markers and show its caption (space goes
+    /// on).
+    #[arg(long, conflicts_with = "export")]
+    pub tour: bool,
+
+    /// The screen layout to start with (v cycles) [default: transport; the last one chosen
+    /// with v when remembered].
+    #[arg(long, value_enum, env = "REPLAYSCOPE_LAYOUT")]
+    pub layout: Option<LayoutArg>,
 
     /// Write the bundled sample archive to FILE (for `play`, `export`, `serve` …) instead of
     /// opening the inspector.
@@ -627,6 +702,11 @@ pub struct OpenArgs {
     /// Start paused.
     #[arg(long, env = "REPLAYSCOPE_PAUSED")]
     pub paused: bool,
+
+    /// The screen layout to start with (v cycles) [default: inspect; the last one chosen with v
+    /// when remembered].
+    #[arg(long, value_enum, env = "REPLAYSCOPE_LAYOUT")]
+    pub layout: Option<LayoutArg>,
 
     /// Compare with another source while playing (a marker column says, row by row, whether
     /// it agrees; D goes to the next row where it does not; the transaction pane shows what

@@ -4,6 +4,7 @@
 
 pub mod agent_map;
 pub mod generate;
+pub mod marker;
 pub mod value;
 pub mod wire;
 
@@ -346,20 +347,22 @@ fn f64_to_json(f: f64, key: &str) -> Result<Value, ValueError> {
         .unwrap_or(Value::Null))
 }
 
-/// A position in an archive, as users write it: `1200` (offset), `@57` (commit_ts), or an
-/// RFC 3339 time (`2026-11-23T12:00:00Z`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A position in an archive, as users write it: `1200` (offset), `@57` (commit_ts), an RFC
+/// 3339 time (`2026-11-23T12:00:00Z`), or `mark:NAME` (a marker of the source).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Position {
     Offset(u64),
     CommitTs(u64),
     /// Wall-clock time, Unix ns.
     Time(u64),
+    /// A marker of the source (resolved through its [`marker::MarkerSet`]).
+    Marker(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid position {input:?}: expected an offset (1200), a commit_ts (@57) or an RFC 3339 time \
-     (2026-11-23T12:00:00Z)"
+    "invalid position {input:?}: expected an offset (1200), a commit_ts (@57), an RFC 3339 time \
+     (2026-11-23T12:00:00Z) or a marker (mark:NAME)"
 )]
 pub struct PositionParseError {
     pub input: String,
@@ -374,6 +377,11 @@ impl std::str::FromStr for Position {
         };
         if let Some(ts) = t.strip_prefix('@') {
             return ts.parse().map(Position::CommitTs).map_err(|_| err());
+        }
+        if let Some(name) = t.strip_prefix("mark:") {
+            return marker::check_name(name)
+                .map(|()| Position::Marker(name.to_string()))
+                .map_err(|_| err());
         }
         if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
             return t.parse().map(Position::Offset).map_err(|_| err());
@@ -395,6 +403,7 @@ impl fmt::Display for Position {
             Position::Offset(o) => write!(f, "offset {o}"),
             Position::CommitTs(t) => write!(f, "commit_ts @{t}"),
             Position::Time(ns) => write!(f, "time {}", format_time_ns(*ns)),
+            Position::Marker(name) => write!(f, "mark:{name}"),
         }
     }
 }

@@ -63,6 +63,31 @@ pub struct PlayerOptions {
     /// Follow the source as it grows ([`Source::can_follow`]): at its end the player is CAUGHT
     /// UP and plays what lands next as it lands; the run ends only at `until` or on a stop.
     pub follow: bool,
+    /// Pause right after playing the event at each of these offsets (markers,
+    /// `--pause-at-markers`); ascending.
+    pub pause_at: Vec<u64>,
+    /// Play the range again at its end (`--loop`).
+    pub loops: Loops,
+}
+
+/// How many times the range is played (`--loop [N]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Loops {
+    #[default]
+    Once,
+    Times(u64),
+    Forever,
+}
+
+impl Loops {
+    /// Whether another pass follows the `done`-th one.
+    fn again_after(self, done: u64) -> bool {
+        match self {
+            Loops::Once => false,
+            Loops::Times(n) => done < n,
+            Loops::Forever => true,
+        }
+    }
 }
 
 impl Default for PlayerOptions {
@@ -87,12 +112,14 @@ impl Default for PlayerOptions {
             precise_timing: true,
             exit_when_done: true,
             follow: false,
+            pause_at: Vec::new(),
+            loops: Loops::Once,
         }
     }
 }
 
 /// Where to seek.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SeekTarget {
     /// An offset, `@commit_ts` or wall time: the first event at or after it plays next.
     Position(Position),
@@ -127,6 +154,9 @@ pub enum Command {
     Stop,
     /// Start a new run from this offset.
     ResumeFrom(u64),
+    /// Play `a` to `b` (offsets, inclusive) over and over (the inspector's A-B loop); `None`
+    /// ends the loop.
+    SetLoop(Option<(u64, u64)>),
     /// End the player.
     Quit,
 }
@@ -392,6 +422,10 @@ pub fn spawn<S: Sink + 'static>(
         following: options.follow,
         head_offset: source.head(),
         commit_age: None,
+        at_marker: None,
+        marker_pauses: 0,
+        passes: 0,
+        ab_loop: None,
     };
     let (stats_tx, stats_rx) = watch::channel(initial.clone());
     let tracker = options.track_state.then(|| {
@@ -439,6 +473,10 @@ pub fn spawn<S: Sink + 'static>(
         report_due: false,
         resume_override: None,
         caught_up: false,
+        ab_loop: None,
+        passes: 0,
+        at_marker: None,
+        marker_pauses: 0,
     };
     player.open_stream(from)?;
     let task = tokio::spawn(async move { player.run(cmd_rx).await });
@@ -495,6 +533,13 @@ struct Player<S> {
     resume_override: Option<u64>,
     /// A followed source said it has delivered everything it knows of.
     caught_up: bool,
+    /// The A-B loop, when set.
+    ab_loop: Option<(u64, u64)>,
+    /// Passes over the range finished (`--loop`).
+    passes: u64,
+    /// The marker offset the player last paused at (`pause_at`), and how many times it did.
+    at_marker: Option<u64>,
+    marker_pauses: u64,
 }
 
 enum Wake {
@@ -744,6 +789,14 @@ impl<S: Sink> Player<S> {
                 // Paused at the very end: nothing more to play, but it is the user's pause.
                 return;
             }
+            // `--loop`: the range again, in the same run.
+            if self.options.loops.again_after(self.passes + 1)
+                && self.state == PlayState::Playing
+                && self.reposition(self.first).is_ok()
+            {
+                self.passes += 1;
+                return;
+            }
             self.pending_steps = 0;
             self.end_run(PlayState::Finished, None);
         }
@@ -803,6 +856,22 @@ impl<S: Sink> Player<S> {
         if let Err(e) = self.sink.played(&played) {
             self.on_sink_error(e);
         }
+        // A marker: pause right after it (its event is the one shown).
+        if self.state == PlayState::Playing
+            && self.options.pause_at.binary_search(&event.offset).is_ok()
+        {
+            self.state = PlayState::Paused;
+            self.at_marker = Some(event.offset);
+            self.marker_pauses += 1;
+        }
+        // The A-B loop: past B, back to A.
+        if let Some((a, b)) = self.ab_loop
+            && event.offset >= b
+            && self.state == PlayState::Playing
+            && self.reposition(a).is_err()
+        {
+            self.ab_loop = None;
+        }
     }
 
     /// Asks the sink (without waiting) whether it takes another event; when it does not, the
@@ -859,6 +928,17 @@ impl<S: Sink> Player<S> {
     }
 
     fn handle(&mut self, c: Command) {
+        // What was paused at a marker is shown until the player moves on.
+        if !matches!(
+            c,
+            Command::SetPace(_)
+                | Command::StepPace(_)
+                | Command::CyclePace
+                | Command::SetSpeed(_)
+                | Command::SetLoop(_)
+        ) {
+            self.at_marker = None;
+        }
         tracing::debug!(
             command = ?c,
             state = ?self.state,
@@ -933,6 +1013,9 @@ impl<S: Sink> Player<S> {
                     self.end_run(PlayState::Stopped, Some("stopped by the user".to_string()));
                 }
             }
+            Command::SetLoop(ab) => {
+                self.ab_loop = ab.filter(|(a, b)| a <= b);
+            }
             Command::ResumeFrom(offset) => {
                 self.last_report = None;
                 self.run = Run::new(now);
@@ -947,6 +1030,7 @@ impl<S: Sink> Player<S> {
     }
 
     fn resume(&mut self, now: Instant) {
+        self.at_marker = None;
         if self.state == PlayState::Paused {
             self.state = PlayState::Playing;
             self.pending_steps = 0;
@@ -972,7 +1056,7 @@ impl<S: Sink> Player<S> {
         let first = first.max(self.first);
         let last = self.until.map_or(last, |u| u.min(last));
         match target {
-            SeekTarget::Position(p) => match self.source.resolve(p, false) {
+            SeekTarget::Position(p) => match self.source.resolve(p.clone(), false) {
                 Ok(Some(o)) if o <= last => Ok(o.max(first)),
                 Ok(_) => Err(format!(
                     "{p} is past the end of the range (offsets {first} to {last})"
@@ -1091,6 +1175,7 @@ impl<S: Sink> Player<S> {
             final_hash,
             state_hash: self.tracker.as_ref().map(|t| hex(&t.state().hash())),
             pace: self.pacer.pace(),
+            passes: self.passes + 1,
             output_closed: std::mem::take(&mut self.output_closed),
         };
         self.sink
@@ -1158,6 +1243,10 @@ impl<S: Sink> Player<S> {
             following: self.options.follow,
             head_offset: self.source.head(),
             commit_age,
+            at_marker: self.at_marker.filter(|_| self.state == PlayState::Paused),
+            marker_pauses: self.marker_pauses,
+            passes: self.passes,
+            ab_loop: self.ab_loop,
         };
         self.stats.send_replace(stats);
     }

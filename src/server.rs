@@ -271,7 +271,7 @@ impl ServerContext {
 
     /// The offset of the first event at or after `pos`.
     pub(crate) fn resolve_from(&self, pos: Position) -> Result<u64, Status> {
-        match self.source.resolve(pos, false) {
+        match self.source.resolve(pos.clone(), false) {
             Ok(Some(o)) => Ok(o),
             Ok(None) => Err(Status::out_of_range(format!(
                 "{}: {pos} is past the end",

@@ -4,6 +4,7 @@
 //! the server and the gauges treat them alike. [`open`] turns what the user typed into one.
 
 pub mod archive;
+pub mod marked;
 pub mod open;
 pub mod remote;
 pub mod statehouse;
@@ -298,6 +299,15 @@ impl SourceError {
     }
 }
 
+/// A `mark:NAME` that reached a source itself: markers are resolved by the wrapper that holds
+/// them ([`marked::Marked`]), before the source is asked.
+pub(crate) fn unresolved_marker(source_name: &str, name: &str) -> SourceError {
+    SourceError::Invalid {
+        source_name: source_name.to_string(),
+        message: format!("mark:{name}: this source has no markers to resolve it"),
+    }
+}
+
 /// Whether a reader checks the hash chain over the bytes it delivers (the default) or skips it
 /// (`--no-verify`; chunk CRCs are still checked).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -432,5 +442,18 @@ pub trait Source: Send + Sync + 'static {
         _offset: u64,
     ) -> Result<Option<crate::archive::snapshot::Snapshot>, SourceError> {
         Ok(None)
+    }
+
+    /// The source's markers (DESIGN.md section 14): named positions, `mark:NAME`.
+    fn markers(&self) -> crate::event::marker::MarkerSet {
+        Default::default()
+    }
+
+    /// Keeps a marker beside the source; says where, or why it cannot.
+    fn save_marker(&self, _marker: crate::event::marker::Marker) -> Result<String, String> {
+        Err(format!(
+            "{}: markers cannot be kept for it",
+            self.info().name
+        ))
     }
 }

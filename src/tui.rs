@@ -3,6 +3,7 @@
 //! happens at most once per frame, so ingestion never waits on drawing.
 
 pub mod app;
+pub mod config;
 pub mod input;
 pub mod theme;
 pub mod view;
@@ -91,13 +92,27 @@ pub struct AgainstSpec {
     pub request: crate::inspect::diff::DiffRequest,
 }
 
+/// How the screen is set up: the layout to start with and the user's settings.
+#[derive(Debug, Clone, Default)]
+pub struct Screen {
+    pub layout: app::LayoutKind,
+    pub config: config::UiConfig,
+}
+
+/// Two clicks on one cell within this are a double click.
+const DOUBLE_CLICK: Duration = Duration::from_millis(400);
+
 /// Runs the TUI on `terminal` until the user quits; returns the last run's report.
 pub async fn run(
     terminal: &mut DefaultTerminal,
     source: Arc<dyn Source>,
     mut options: PlayerOptions,
     against: Option<AgainstSpec>,
+    screen: Screen,
 ) -> Result<Report, PlayerError> {
+    if screen.config.theme == config::Theme::Mono {
+        crossterm::style::force_color_output(false);
+    }
     options.exit_when_done = false;
     // The player only plays; the state is folded by its own task (off the ingestion path).
     options.track_state = false;
@@ -130,6 +145,7 @@ pub async fn run(
     )?;
     let mut stats = handle.stats();
     let mut model = Model::new(info, stats.borrow().clone());
+    refresh_markers(&mut model, history_source.as_ref());
     // The comparison runs over the whole sources in the background, like a search.
     let _against_task = against.map(|spec| {
         model.against = Some(app::Against {
@@ -142,7 +158,11 @@ pub async fn run(
             history_updates.clone(),
         )))
     });
-    let mut view = ViewState::default();
+    let mut view = ViewState {
+        layout: screen.layout,
+        ..ViewState::default()
+    };
+    let mut last_click: Option<(std::time::Instant, u16, u16)> = None;
     let mut input = EventStream::new();
     let mut frame = tokio::time::interval(FRAME);
     frame.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -154,12 +174,25 @@ pub async fn run(
             ev = input.next(), if input_open => {
                 match ev {
                     Some(Ok(ev)) => {
-                        let action = match ev {
-                            TermEvent::Key(k) => input::map_key(k, view.input_mode()),
+                        let mut action = match ev {
+                            TermEvent::Key(k) => {
+                                input::map_key(k, view.input_mode(), &screen.config.keys)
+                            }
                             TermEvent::Mouse(m) => input::map_mouse(m),
                             TermEvent::Resize(..) => None,
                             _ => None,
                         };
+                        // A second click on the same cell soon after the first: a double click.
+                        if let Some(input::Action::Click { column, row, double }) = &mut action {
+                            let now = std::time::Instant::now();
+                            *double = last_click.is_some_and(|(t, c, r)| {
+                                (c, r) == (*column, *row) && now.duration_since(t) <= DOUBLE_CLICK
+                            });
+                            last_click = (!*double).then_some((now, *column, *row));
+                        }
+                        if let Ok(size) = terminal.size() {
+                            view.screen = (size.width, size.height);
+                        }
                         if let Some(a) = action {
                             tracing::debug!(action = ?a, "key");
                             for c in app::handle(a, &mut model, &mut view) {
@@ -199,6 +232,25 @@ pub async fn run(
                         }
                         if let Some(text) = view.clipboard.take() {
                             copy_to_clipboard(&text);
+                        }
+                        if let Some(marker) = view.new_marker.take() {
+                            let name = marker.name.clone();
+                            match history_source.save_marker(marker) {
+                                Ok(place) => {
+                                    view.notice = Some(format!("marker {name} kept in {place}"));
+                                    refresh_markers(&mut model, history_source.as_ref());
+                                }
+                                Err(e) => model.error = Some(format!("marker {name}: {e}")),
+                            }
+                        }
+                        if view.layout_changed {
+                            view.layout_changed = false;
+                            if let Err(e) = screen.config.save_layout(view.layout) {
+                                view.notice = Some(format!(
+                                    "layout: {} (not remembered: {e})",
+                                    view.layout.name()
+                                ));
+                            }
                         }
                         // Draw right away: a key press is shown without waiting for the frame tick.
                         draw(terminal, &model, &view);
@@ -269,6 +321,16 @@ pub async fn run(
     }
     handle.send(player::Command::Quit);
     handle.join().await
+}
+
+/// The source's markers and the offsets they stand for, into the model (a marker that does not
+/// resolve is shown as the error).
+fn refresh_markers(model: &mut Model, source: &dyn Source) {
+    model.markers = source.markers();
+    match crate::source::marked::marker_offsets(source) {
+        Ok(m) => model.marker_offsets = m,
+        Err(e) => model.error = Some(e.to_string()),
+    }
 }
 
 /// A task stopped when this is dropped.

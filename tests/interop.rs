@@ -70,6 +70,17 @@ fn check(path: &std::path::Path) {
     for (c, n) in a.channels().iter().zip(counts) {
         assert_eq!(v["topics"][format!("{c}")], n, "topic {c}");
     }
+    // Markers: a metadata record of their own, read by the third-party reader as they are.
+    let markers = a.markers();
+    if markers.is_empty() {
+        assert!(v["metadata"].get("replayscope.markers").is_none());
+    } else {
+        let text = v["metadata"]["replayscope.markers"]["markers"]
+            .as_str()
+            .expect("the markers record");
+        let read = replayscope::event::marker::MarkerSet::from_json(text, "python").unwrap();
+        assert_eq!(read, markers);
+    }
     let first = a.cursor().unwrap().next_event().unwrap().unwrap();
     assert_eq!(v["first"]["txn_id"], first.txn_id);
     assert_eq!(v["first"]["commit_ts"], first.commit_ts);
@@ -100,8 +111,15 @@ fn python_mcap_reads_a_generated_archive() {
     check(&path);
 }
 
+/// The bundled sample holds the tour's markers; the third-party reader still reads it whole.
 #[test]
 fn python_mcap_reads_the_bundled_sample() {
+    let a = Archive::open(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/sample.mcap")),
+        OpenOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(a.markers().markers.len(), 6);
     check(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/assets/sample.mcap"

@@ -337,7 +337,7 @@ async fn seek_back_then_forward_lands_on_the_same_events() {
     ];
     let expect = [2000u64, 100, 2000, 1500, 700, 1500, 1490, 1515];
     for (t, want) in targets.iter().zip(expect) {
-        h.send(Command::Seek(*t));
+        h.send(Command::Seek(t.clone()));
         h.send(Command::Step(1));
         let s = wait_for(&h, |s| {
             s.position == Some(want) && s.state == PlayState::Paused
@@ -633,4 +633,99 @@ async fn relative_moves_in_a_burst_add_up_and_replays_are_counted() {
     // 1000, then 995 (after seeking back), then 1895.
     assert_eq!(report.events_sent, 3);
     assert_eq!(report.events_replayed, 1);
+}
+
+/// `--pause-at-markers`: the player stops right after each marker's event, stays there (the
+/// clock runs on, nothing plays), and goes on at Resume; the run ends after the last.
+#[tokio::test(start_paused = true)]
+async fn pause_at_markers_stops_at_each_marker_until_resumed() {
+    let evs = events(200);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.mcap");
+    write(&path, &evs);
+    let (h, rec) = start(
+        source(&path),
+        PlayerOptions {
+            pace: Pace::Realtime { speed: 10.0 },
+            max_gap: Some(Duration::from_secs(1)),
+            pause_at: vec![20, 75, 150],
+            precise_timing: false,
+            ..PlayerOptions::default()
+        },
+    );
+    for (i, marker) in [20u64, 75, 150].into_iter().enumerate() {
+        let s = wait_for(&h, |s| s.at_marker == Some(marker)).await;
+        assert_eq!(s.state, PlayState::Paused);
+        assert_eq!(
+            s.position,
+            Some(marker),
+            "the marker's event is the one shown"
+        );
+        assert_eq!(s.marker_pauses, i as u64 + 1);
+        // Held: a minute of the clock plays nothing.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(rec.offsets().last(), Some(&marker));
+        assert_eq!(rec.len(), marker as usize + 1);
+        h.send(Command::Resume);
+        wait_for(&h, |s| s.at_marker.is_none()).await;
+    }
+    let report = h.join().await.unwrap();
+    assert_eq!(report.outcome, Outcome::Finished);
+    assert_eq!(rec.offsets(), (0..200).collect::<Vec<_>>());
+}
+
+/// `--loop 3`: the range exactly three times, in order, then the end; an A-B loop goes back to
+/// A after B until it is cleared.
+#[tokio::test(start_paused = true)]
+async fn loops_play_the_range_again() {
+    let evs = events(120);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.mcap");
+    write(&path, &evs);
+    let (h, rec) = start(
+        source(&path),
+        PlayerOptions {
+            pace: Pace::Fast,
+            from: Some(10),
+            until: Some(49),
+            loops: player::Loops::Times(3),
+            ..PlayerOptions::default()
+        },
+    );
+    let report = h.join().await.unwrap();
+    assert_eq!(report.outcome, Outcome::Finished);
+    assert_eq!(report.passes, 3);
+    let once: Vec<u64> = (10..=49).collect();
+    assert_eq!(rec.offsets(), once.repeat(3));
+
+    let (h, rec) = start(
+        source(&path),
+        PlayerOptions {
+            pace: Pace::Rate {
+                events_per_sec: 100.0,
+            },
+            precise_timing: false,
+            ..PlayerOptions::default()
+        },
+    );
+    h.send(Command::SetLoop(Some((30, 40))));
+    rec.wait_played(100).await;
+    h.send(Command::SetLoop(None));
+    let s = wait_for(&h, |s| s.ab_loop.is_none()).await;
+    assert_eq!(s.ab_loop, None);
+    let report = h.join().await.unwrap();
+    assert_eq!(report.outcome, Outcome::Finished);
+    let played = rec.offsets();
+    // From the start to B, then A..=B again and again, then on to the end once cleared.
+    assert_eq!(&played[..41], &(0..=40).collect::<Vec<_>>()[..]);
+    let looped: Vec<u64> = played[41..100].to_vec();
+    for (i, o) in looped.iter().enumerate() {
+        assert_eq!(*o, 30 + (i as u64 % 11), "{played:?}");
+    }
+    assert_eq!(played.last(), Some(&119));
+    assert!(
+        played[100..]
+            .windows(2)
+            .all(|w| w[1] == w[0] + 1 || (w[0] == 40 && w[1] == 30))
+    );
 }

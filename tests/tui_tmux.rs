@@ -20,6 +20,18 @@ impl Tmux {
     /// A 160x45 terminal running `replayscope ARGS` (logging to a file of its own), which then
     /// prints `EXITED=<code>` and stays open a while for the last screen to be read.
     fn start(name: &str, args: &str) -> (Tmux, std::path::PathBuf) {
+        let config =
+            std::env::temp_dir().join(format!("replayscope-{name}-{}-config", std::process::id()));
+        let _ = std::fs::remove_dir_all(&config);
+        Tmux::start_with_config(name, args, &config)
+    }
+
+    /// As [`Tmux::start`], with the user's settings under `config` (`XDG_CONFIG_HOME`).
+    fn start_with_config(
+        name: &str,
+        args: &str,
+        config: &std::path::Path,
+    ) -> (Tmux, std::path::PathBuf) {
         let log =
             std::env::temp_dir().join(format!("replayscope-{name}-{}.log", std::process::id()));
         let t = Tmux {
@@ -27,7 +39,8 @@ impl Tmux {
             log: log.clone(),
         };
         let cmd = format!(
-            "{} {args} --log replayscope=debug --log-file {}; echo EXITED=$?; sleep 30",
+            "XDG_CONFIG_HOME={} {} {args} --log replayscope=debug --log-file {}; echo EXITED=$?; sleep 30",
+            config.display(),
             env!("CARGO_BIN_EXE_replayscope"),
             log.display()
         );
@@ -206,6 +219,80 @@ fn the_inspector_in_a_real_terminal() {
         "{s}"
     );
     let _ = std::fs::remove_file(log);
+}
+
+/// The walkthrough: `demo --tour` stops at the sample's markers with their captions; a click on
+/// the timeline seeks where it points; `v` changes the layout and it is remembered; `'` lists
+/// the markers and `}` goes to the next; a double click on a row opens its whole value.
+#[test]
+fn the_tour_stops_at_markers_and_the_mouse_and_layouts_work() {
+    if !have_tmux() {
+        return;
+    }
+    let config =
+        std::env::temp_dir().join(format!("replayscope-tour-{}-config", std::process::id()));
+    let _ = std::fs::remove_dir_all(&config);
+    let (t, log) = Tmux::start_with_config("tour", "demo --tour --speed 50", &config);
+    let limit = Duration::from_secs(20);
+    let s = t.wait_for("the first marker's caption", limit, |s| {
+        s.contains("welcome · space: go on") && position(s) == Some(40)
+    });
+    assert!(
+        s.contains("PAUSED") && s.contains("Six agents write"),
+        "{s}"
+    );
+    // Held there until space.
+    t.keys(&["Space"]);
+    t.wait_for("the second marker", limit, |s| {
+        s.contains("seek · space: go on") && position(s) == Some(900)
+    });
+    // A click (SGR mouse report, as a terminal sends it) on the middle of the timeline's bar:
+    // 160 columns, the bar on line 44; column 81 stands for round(80 / 159 x 5999) = 3018.
+    t.keys(&["-l", "\x1b[<0;81;44M\x1b[<0;81;44m"]);
+    t.wait_for("the click's seek", limit, |s| position(s) == Some(3018));
+    // v: transport -> present, written to the settings.
+    t.keys(&["v"]);
+    let s = t.wait_for("the present layout", limit, |s| {
+        s.contains("layout: present")
+    });
+    assert!(!s.contains("credit window") && !s.contains(" help "), "{s}");
+    let settings = config.join("replayscope").join("config.toml");
+    assert_eq!(
+        std::fs::read_to_string(&settings).unwrap(),
+        "layout = \"present\"\n"
+    );
+    // The list opens on the marker at or before the cursor (state-diff, #2000).
+    t.keys(&["'"]);
+    t.wait_for("the list of markers", limit, |s| s.contains("markers (6)"));
+    t.keys(&["Enter"]);
+    t.wait_for("at the state-diff marker", limit, |s| {
+        position(s) == Some(2000) && s.contains("State: m marks")
+    });
+    t.keys(&["}"]);
+    t.wait_for("at the next marker", limit, |s| position(s) == Some(3200));
+    // A double click on the first row (present: header 2, caption 4, border, titles): line 9.
+    t.keys(&["-l", "\x1b[<0;3;9M\x1b[<0;3;9m\x1b[<0;3;9M\x1b[<0;3;9m"]);
+    t.wait_for("the row's whole value", limit, |s| s.contains("esc close"));
+    t.keys(&["q"]);
+    t.wait_for("exit", limit, |s| s.contains("EXITED=0"));
+    let _ = std::fs::remove_file(log);
+
+    // The next inspector starts in the layout chosen last.
+    let (t, log) = Tmux::start_with_config(
+        "tour2",
+        &format!(
+            "open {}/assets/sample.mcap --paused",
+            env!("CARGO_MANIFEST_DIR")
+        ),
+        &config,
+    );
+    t.wait_for("the remembered layout", limit, |s| {
+        s.contains("┌ caption") && !s.contains("credit")
+    });
+    t.keys(&["q"]);
+    t.wait_for("exit", limit, |s| s.contains("EXITED=0"));
+    let _ = std::fs::remove_file(log);
+    let _ = std::fs::remove_dir_all(&config);
 }
 
 /// Following a running agent: CAUGHT UP once the history is shown, then rows the writer

@@ -74,14 +74,14 @@ pub(crate) fn open_side(
     let (source, _) = open_source(text, &request)?;
     let info = source.info().clone();
     let agent = parse_agent(agent, &info)?;
-    let from = match a.from {
-        Some(p) => source.resolve(p, false)?.ok_or_else(|| {
+    let from = match &a.from {
+        Some(p) => source.resolve(p.clone(), false)?.ok_or_else(|| {
             UsageError(format!("{}: --from {p} is past the last event", info.name))
         })?,
         None => info.first_offset.unwrap_or(0),
     };
-    let until = match a.until {
-        Some(p) => Some(resolve_until(source.as_ref(), p, "--until")?),
+    let until = match &a.until {
+        Some(p) => Some(resolve_until(source.as_ref(), p.clone(), "--until")?),
         None => None,
     };
     let side = SideRequest {
@@ -151,8 +151,8 @@ pub fn diff_cmd(a: DiffArgs) -> Result<()> {
     let side = SideArgs {
         remote: &a.remote,
         allow_truncated: a.allow_truncated,
-        from: a.from,
-        until: a.until,
+        from: a.from.clone(),
+        until: a.until.clone(),
     };
     let (left, left_side) = open_side(&a.left, &side, a.agent.as_deref())?;
     let (right, req) = comparison(&left, left_side, &a.right, &a.flags, &side, a.chain.chain())?;

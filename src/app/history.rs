@@ -24,12 +24,12 @@ struct Opened {
 
 fn open(text: &str, a: &ScanArgs) -> Result<Opened> {
     let (source, info, agent) = open_input(text, &a.input)?;
-    let from = match a.from {
-        Some(p) => source.resolve(p, false)?.unwrap_or(0),
+    let from = match &a.from {
+        Some(p) => source.resolve(p.clone(), false)?.unwrap_or(0),
         None => info.first_offset.unwrap_or(0),
     };
-    let until = match a.until {
-        Some(p) => Some(resolve_until(source.as_ref(), p, "--until")?),
+    let until = match &a.until {
+        Some(p) => Some(resolve_until(source.as_ref(), p.clone(), "--until")?),
         None => None,
     };
     Ok(Opened {
@@ -50,7 +50,7 @@ type Input = (
 
 fn open_input(text: &str, a: &InspectSourceArgs) -> Result<Input> {
     let agents: Vec<String> = a.agent.iter().cloned().collect();
-    let request = open_request(
+    let mut request = open_request(
         text,
         &a.remote,
         Default::default(),
@@ -59,6 +59,7 @@ fn open_input(text: &str, a: &InspectSourceArgs) -> Result<Input> {
         &Default::default(),
         None,
     )?;
+    request.markers = a.markers.clone();
     let (source, _) = open_source(text, &request)?;
     let info = source.info().clone();
     let agent = parse_agent(a.agent.as_deref(), &info)?;
@@ -178,16 +179,16 @@ pub fn state_cmd(a: StateArgs) -> Result<()> {
     use crate::inspect::state_at::{StateRequest, diff_states, fold_to};
     let (source, info, agent) = open_input(&a.source, &a.input)?;
     let asked: Vec<crate::event::Position> = match (&a.at, &a.diff) {
-        (Some(p), _) => vec![*p],
+        (Some(p), _) => vec![p.clone()],
         (None, Some(d)) => d.clone(),
         (None, None) => return Err(UsageError("give --at POS or --diff POS1 POS2".into()).into()),
     };
     let points = asked
         .iter()
-        .map(|&p| {
+        .map(|p| {
             let flag = if a.at.is_some() { "--at" } else { "--diff" };
             // A time or commit_ts past the end is the state at the end; an offset must exist.
-            if let (crate::event::Position::Offset(o), Some(last)) = (p, info.last_offset)
+            if let (&crate::event::Position::Offset(o), Some(last)) = (p, info.last_offset)
                 && o > last
             {
                 return Err(UsageError(format!(
@@ -196,7 +197,7 @@ pub fn state_cmd(a: StateArgs) -> Result<()> {
                 ))
                 .into());
             }
-            resolve_until(source.as_ref(), p, flag)
+            resolve_until(source.as_ref(), p.clone(), flag)
         })
         .collect::<Result<Vec<u64>>>()?;
     let mut sorted = points.clone();

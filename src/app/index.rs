@@ -42,9 +42,10 @@ pub fn index_cmd(a: IndexArgs) -> Result<()> {
         as_directory,
         snapshots: a.snapshots.policy(),
         verify_chain: !a.no_verify,
+        markers: None,
     };
     let summaries = write_new(&target, force, flag, |out| {
-        Ok(rewrite(&archive, out, options, |n| {
+        Ok(rewrite(&archive, out, options.clone(), |n| {
             if let Some(b) = &bar {
                 b.set_position(n);
             }

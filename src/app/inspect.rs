@@ -11,7 +11,7 @@ use super::exit::{RunFailure, UsageError};
 use super::options::{open_request, player_options};
 use super::runtime;
 use crate::archive::Archive;
-use crate::cli::{DemoArgs, OpenArgs, PaceArg};
+use crate::cli::{DemoArgs, LayoutArg, OpenArgs, PaceArg};
 use crate::player::{Pace, PlayerOptions};
 use crate::source::open::{is_endpoint, open_source};
 use crate::source::{ArchiveSource, Source};
@@ -23,19 +23,8 @@ pub fn demo_cmd(a: DemoArgs) -> Result<()> {
     if let Some(path) = &a.export {
         // The sample outside the source tree: every command can then read it.
         super::output::check_overwrite(path, a.force, "--export")?;
-        let temp = path.with_file_name(format!(
-            ".{}.partial-{}",
-            path.file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default(),
-            std::process::id()
-        ));
-        std::fs::write(&temp, SAMPLE)
-            .and_then(|()| std::fs::rename(&temp, path))
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&temp);
-                super::exit::UsageError(format!("--export {}: {e}", path.display()))
-            })?;
+        crate::archive::storage::write_replacing(path, SAMPLE)
+            .map_err(|e| super::exit::UsageError(format!("--export {}: {e}", path.display())))?;
         let (bytes, file) = (SAMPLE.len(), path.display());
         eprintln!(
             "wrote the bundled sample ({bytes} bytes) to {file}; try `replayscope play {file}` or `replayscope open {file}`"
@@ -44,14 +33,51 @@ pub fn demo_cmd(a: DemoArgs) -> Result<()> {
     }
     let speed = super::options::check_speed(a.speed)?;
     let archive = Archive::open_memory(SAMPLE, "bundled sample (replayscope demo --export FILE)")?;
-    let source: Arc<dyn Source> = Arc::new(ArchiveSource::new(archive));
+    let stored = archive.markers();
+    let source: Arc<dyn Source> = Arc::new(crate::source::marked::Marked::new(
+        Arc::new(ArchiveSource::new(archive)),
+        stored,
+        None,
+    )?);
+    // The tour pauses at each of the sample's markers (its captions say what to try there).
+    let pause_at = if a.tour {
+        crate::source::marked::marker_offsets(source.as_ref())?
+            .into_iter()
+            .map(|(o, _)| o)
+            .collect()
+    } else {
+        Vec::new()
+    };
     let options = PlayerOptions {
         pace: Pace::Realtime { speed },
         max_gap: Some(defaults::DEMO_MAX_GAP),
         start_paused: a.paused,
+        pause_at,
         ..PlayerOptions::default()
     };
-    run_tui(source, options, None)
+    let screen = screen(a.layout, crate::tui::app::LayoutKind::Transport)?;
+    run_tui(source, options, None, screen)
+}
+
+/// The layout to start with (`--layout`, else the one remembered, else `fallback`) and the
+/// user's settings file, read (a bad one is an error naming its line).
+fn screen(
+    flag: Option<LayoutArg>,
+    fallback: crate::tui::app::LayoutKind,
+) -> Result<crate::tui::Screen> {
+    use crate::tui::app::LayoutKind;
+    let config = match crate::tui::config::default_path() {
+        Some(path) => crate::tui::config::UiConfig::load(&path)
+            .map_err(|e| UsageError(format!("settings: {e}")))?,
+        None => Default::default(),
+    };
+    let layout = match flag {
+        Some(LayoutArg::Inspect) => LayoutKind::Inspect,
+        Some(LayoutArg::Transport) => LayoutKind::Transport,
+        Some(LayoutArg::Present) => LayoutKind::Present,
+        None => config.layout.unwrap_or(fallback),
+    };
+    Ok(crate::tui::Screen { layout, config })
 }
 
 pub fn open_cmd(a: OpenArgs) -> Result<()> {
@@ -64,7 +90,7 @@ pub fn open_cmd(a: OpenArgs) -> Result<()> {
             defaults::log_file().display()
         );
     }
-    let request = open_request(
+    let mut request = open_request(
         &name,
         &a.remote,
         Default::default(),
@@ -73,6 +99,7 @@ pub fn open_cmd(a: OpenArgs) -> Result<()> {
         &a.play.follow,
         a.play.time_field.as_deref(),
     )?;
+    request.markers = a.play.markers.clone();
     let (source, _) = open_source(&name, &request)?;
     // An inspector plays in realtime unless told otherwise (like the bare `replayscope SOURCE`).
     let mut flags = a.play.clone();
@@ -91,8 +118,8 @@ pub fn open_cmd(a: OpenArgs) -> Result<()> {
             let side = super::diff::SideArgs {
                 remote: &a.remote,
                 allow_truncated: a.source.allow_truncated,
-                from: a.play.from,
-                until: a.play.until,
+                from: a.play.from.clone(),
+                until: a.play.until.clone(),
             };
             let (right, request) = super::diff::comparison(
                 &source,
@@ -109,7 +136,8 @@ pub fn open_cmd(a: OpenArgs) -> Result<()> {
         }
         None => None,
     };
-    run_tui(source, options, against)
+    let screen = screen(a.layout, crate::tui::app::LayoutKind::Inspect)?;
+    run_tui(source, options, against, screen)
 }
 
 /// Runs the TUI; the terminal is restored on quit, on error and on panic (ratatui's hook).
@@ -117,6 +145,7 @@ fn run_tui(
     source: Arc<dyn Source>,
     options: PlayerOptions,
     against: Option<crate::tui::AgainstSpec>,
+    screen: crate::tui::Screen,
 ) -> Result<()> {
     if !std::io::stdout().is_terminal() {
         return Err(UsageError(
@@ -127,7 +156,13 @@ fn run_tui(
     let rt = runtime()?;
     let mut terminal = ratatui::init();
     let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture);
-    let result = rt.block_on(crate::tui::run(&mut terminal, source, options, against));
+    let result = rt.block_on(crate::tui::run(
+        &mut terminal,
+        source,
+        options,
+        against,
+        screen,
+    ));
     let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableMouseCapture);
     ratatui::restore();
     let report = result?;

@@ -51,6 +51,7 @@ pub fn open_request(
         mode,
         allow_truncated,
         time_field,
+        markers: None,
         connect: if endpoint {
             connect_options(remote)?
         } else {
@@ -101,12 +102,12 @@ pub fn player_options(flags: &PlayFlags, source: &dyn Source) -> Result<PlayerOp
             }
         }
     };
-    let from = match flags.from {
-        Some(p) => source.resolve(p, false)?,
+    let from = match &flags.from {
+        Some(p) => source.resolve(p.clone(), false)?,
         None => None,
     };
-    let until = match flags.until {
-        Some(p) => Some(resolve_until(source, p, "--until")?),
+    let until = match &flags.until {
+        Some(p) => Some(resolve_until(source, p.clone(), "--until")?),
         None => None,
     };
     let agent = parse_agents(&flags.agent, info)?;
@@ -117,7 +118,38 @@ pub fn player_options(flags: &PlayFlags, source: &dyn Source) -> Result<PlayerOp
         ))
         .into());
     }
+    // Markers to pause at, as offsets (ascending).
+    let mut pause_at = Vec::new();
+    if flags.pause_at_markers {
+        let markers = source.markers();
+        if markers.is_empty() {
+            return Err(UsageError(format!(
+                "{}: --pause-at-markers: the source has no markers (add them with `replayscope \
+                 mark` or M in the inspector, or name a file with --markers)",
+                info.name
+            ))
+            .into());
+        }
+        pause_at = crate::source::marked::marker_offsets(source)?
+            .into_iter()
+            .map(|(o, _)| o)
+            .collect();
+        pause_at.sort_unstable();
+        pause_at.dedup();
+    }
+    let loops = match flags.loop_passes {
+        None => crate::player::Loops::Once,
+        Some(0) => crate::player::Loops::Forever,
+        Some(n) => crate::player::Loops::Times(n),
+    };
+    if loops != crate::player::Loops::Once && flags.follow.follow {
+        return Err(
+            UsageError("--loop replays a range; a followed source has no end".into()).into(),
+        );
+    }
     Ok(PlayerOptions {
+        pause_at,
+        loops,
         follow: flags.follow.follow,
         pace,
         max_gap: flags.max_gap.map(|d| d.0),
@@ -135,7 +167,7 @@ pub fn player_options(flags: &PlayFlags, source: &dyn Source) -> Result<PlayerOp
 
 /// The last offset at or before `pos`; a usage error naming `flag` when there is none.
 pub fn resolve_until(source: &dyn Source, pos: crate::event::Position, flag: &str) -> Result<u64> {
-    source.resolve(pos, true)?.ok_or_else(|| {
+    source.resolve(pos.clone(), true)?.ok_or_else(|| {
         UsageError(format!(
             "{}: {flag} {pos} is before the first event",
             source.info().name

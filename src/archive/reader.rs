@@ -78,6 +78,8 @@ pub struct Segment {
     state_ids: Vec<u16>,
     /// The compression of its chunks, as its summary says ("zstd", "lz4", "" for none).
     compression: Option<String>,
+    /// The markers the file holds (a metadata record `replayscope.markers`).
+    pub markers: Option<crate::event::marker::MarkerSet>,
     /// MCAP channel id -> index into `Archive::channels`.
     channel_map: HashMap<u16, usize>,
     /// Events per MCAP channel id.
@@ -587,6 +589,16 @@ impl Archive {
         }
         counts
     }
+    /// The markers the archive's files hold (a later file's replace an earlier one's of the
+    /// same name).
+    pub fn markers(&self) -> crate::event::marker::MarkerSet {
+        self.inner
+            .segments
+            .iter()
+            .filter_map(|s| s.markers.as_ref())
+            .fold(Default::default(), |all, m| all.merged(m))
+    }
+
     /// The state snapshots of every segment, in offset order: (segment index, where).
     pub fn snapshots(&self) -> Vec<(usize, SnapshotLoc)> {
         self.inner
@@ -696,8 +708,9 @@ impl Archive {
 
     /// The offset of the first event at or after `pos` (for `--from`).
     pub fn resolve_from(&self, pos: Position) -> Result<u64> {
+        let text = pos.to_string();
         self.locate(pos, false)?
-            .ok_or_else(|| self.out_of_range(&pos.to_string()))
+            .ok_or_else(|| self.out_of_range(&text))
     }
 
     /// The offset of the last event at or before `pos` (for inclusive `--until`); `None` when
@@ -751,6 +764,10 @@ impl Archive {
                     |h| h.commit_time_ns,
                 )
             }
+            Position::Marker(name) => Err(ArchiveError::Invalid {
+                path: self.inner.name.clone(),
+                message: format!("mark:{name}: markers are resolved by the source that holds them"),
+            }),
         }
     }
 
@@ -1625,6 +1642,7 @@ fn continue_segment(
         opener.open()?
     } else {
         let base = Scan {
+            markers: old.markers.clone(),
             compression: old.compression.clone(),
             chunks: old.chunks.clone(),
             snapshots: old.snapshots.clone(),
@@ -1717,6 +1735,7 @@ struct ChunkScan {
 /// What a linear scan of the data section found.
 #[derive(Default)]
 struct Scan {
+    markers: Option<crate::event::marker::MarkerSet>,
     compression: Option<String>,
     chunks: Vec<ChunkLoc>,
     snapshots: Vec<SnapshotLoc>,
@@ -1868,6 +1887,7 @@ impl Opener {
         let mut chunk_indexes = Vec::new();
         let mut index_attachment = None;
         let mut meta_index = None;
+        let mut markers_index = None;
         let mut counts = BTreeMap::new();
         for rec in Records::new(summary) {
             let (opcode, body, at) = rec
@@ -1900,10 +1920,12 @@ impl Opener {
                     }
                 }
                 op::METADATA_INDEX => {
-                    if let mcap::records::Record::MetadataIndex(mi) = parse()?
-                        && mi.name == METADATA_NAME
-                    {
-                        meta_index = Some((mi.offset, mi.length));
+                    if let mcap::records::Record::MetadataIndex(mi) = parse()? {
+                        if mi.name == METADATA_NAME {
+                            meta_index = Some((mi.offset, mi.length));
+                        } else if mi.name == crate::archive::MARKERS_METADATA {
+                            markers_index = Some(mi.offset);
+                        }
                     }
                 }
                 op::STATISTICS => {
@@ -2022,7 +2044,12 @@ impl Opener {
             }
         };
         let compression = chunk_indexes.first().map(|ci| ci.compression.clone());
+        let markers = match markers_index {
+            Some(at) => Some(self.read_markers(at)?),
+            None => None,
+        };
         let scan = Scan {
+            markers,
             compression,
             chunks,
             snapshots,
@@ -2044,6 +2071,27 @@ impl Opener {
             mcap::records::Record::Attachment { data, .. } => index::decode(&data),
             _ => None,
         }
+    }
+
+    /// The `replayscope.markers` metadata record at `at`.
+    fn read_markers(&self, at: u64) -> Result<crate::event::marker::MarkerSet> {
+        let (opcode, body) = self.record_at(at)?;
+        match mcap::parse_record(opcode, &body)
+            .map_err(|e| self.corrupt(at, format!("markers record: {e}")))?
+        {
+            mcap::records::Record::Metadata(m) => self.parse_markers(at, &m.metadata),
+            _ => Err(self.corrupt(at, "metadata index points at a non-metadata record")),
+        }
+    }
+
+    fn parse_markers(
+        &self,
+        at: u64,
+        m: &BTreeMap<String, String>,
+    ) -> Result<crate::event::marker::MarkerSet> {
+        let text = m.get("markers").map_or("", String::as_str);
+        crate::event::marker::MarkerSet::from_json(text, "markers record")
+            .map_err(|e| self.corrupt(at, e))
     }
 
     fn read_meta(&self, at: u64, _len: u64) -> Result<SegmentMeta> {
@@ -2232,9 +2280,12 @@ impl Opener {
                     let (_, body) = self.record_at(at)?;
                     if let Ok(mcap::records::Record::Metadata(m)) =
                         mcap::parse_record(opcode, &body)
-                        && m.name == METADATA_NAME
                     {
-                        scan.meta = Some(self.parse_meta(at, &m.metadata)?);
+                        if m.name == METADATA_NAME {
+                            scan.meta = Some(self.parse_meta(at, &m.metadata)?);
+                        } else if m.name == crate::archive::MARKERS_METADATA {
+                            scan.markers = Some(self.parse_markers(at, &m.metadata)?);
+                        }
                     }
                 }
                 _ => {}
@@ -2316,6 +2367,7 @@ impl Opener {
             snapshots: scan.snapshots,
             state_ids: scan.state_ids,
             compression: scan.compression,
+            markers: scan.markers,
             channel_map,
             channel_counts: scan.counts,
             meta: scan.meta,

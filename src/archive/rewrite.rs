@@ -12,7 +12,7 @@ use crate::archive::writer::{
 use crate::archive::{ArchiveError, Result};
 
 /// How the copy is written.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RewriteOptions {
     /// A directory of segments (one per segment of the archive, with the same first offsets)
     /// rather than one file (an archive of one segment only).
@@ -20,6 +20,8 @@ pub struct RewriteOptions {
     pub snapshots: Option<SnapshotPolicy>,
     /// Check the hash chain of what is copied (the copy has the same chain).
     pub verify_chain: bool,
+    /// The markers of the copy (written into its first file); `None` keeps the archive's.
+    pub markers: Option<crate::event::marker::MarkerSet>,
 }
 
 /// Copies `archive` into `out` (a file, or a directory it creates), calling `progress` with the
@@ -50,6 +52,7 @@ pub fn rewrite(
     let mut summaries = Vec::with_capacity(segments.len());
     let mut carry: Option<StateCarry> = None;
     let mut copied = 0u64;
+    let mut markers = Some(options.markers.clone().unwrap_or_else(|| archive.markers()));
     for seg in segments {
         let Some(first) = seg.first_offset() else {
             continue; // a segment without events has nothing to copy
@@ -72,6 +75,7 @@ pub fn rewrite(
                 chain_start: seg.chain_start(),
                 time_source: seg.meta.as_ref().and_then(|m| m.time_source.clone()),
                 snapshots: options.snapshots,
+                markers: markers.take(),
                 ..WriterOptions::default()
             },
         )?;

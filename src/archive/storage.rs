@@ -73,6 +73,24 @@ pub fn remove_partial(path: &Path) -> io::Result<()> {
 }
 
 /// A whole small file (a config, token, certificate), refusing special files.
+/// Writes `bytes` to `path` through a temporary file beside it, moved over it at the end: a
+/// reader sees the old file or the new one, never a part (the temporary file is removed on
+/// failure).
+pub fn write_replacing(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let temp = path.with_file_name(format!(
+        ".{}.partial-{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    std::fs::write(&temp, bytes)
+        .and_then(|()| std::fs::rename(&temp, path))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&temp);
+        })
+}
+
 pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
     check_not_special(path)?;
     std::fs::read(path)

@@ -38,6 +38,8 @@ pub struct WriterOptions {
     /// the state (it starts the archive, or is handed the state with
     /// [`ArchiveWriter::with_state`]); `None` writes none.
     pub snapshots: Option<SnapshotPolicy>,
+    /// Markers written into the file (a metadata record `replayscope.markers`).
+    pub markers: Option<crate::event::marker::MarkerSet>,
 }
 
 impl Default for WriterOptions {
@@ -49,6 +51,7 @@ impl Default for WriterOptions {
             chain_start: ZERO_HASH,
             time_source: None,
             snapshots: Some(SnapshotPolicy::default()),
+            markers: None,
         }
     }
 }
@@ -518,6 +521,16 @@ impl ArchiveWriter {
                 metadata: m,
             })
             .map_err(|e| self.write_err(e))?;
+        if let Some(markers) = self.options.markers.as_ref().filter(|m| !m.is_empty()) {
+            let mut m = BTreeMap::new();
+            m.insert("markers".to_string(), markers.to_json());
+            self.inner
+                .write_metadata(&mcap::records::Metadata {
+                    name: crate::archive::MARKERS_METADATA.to_string(),
+                    metadata: m,
+                })
+                .map_err(|e| self.write_err(e))?;
+        }
         self.inner.finish().map_err(|e| self.write_err(e))?;
         let name = self.name();
         let mut buf = self.inner.into_inner();

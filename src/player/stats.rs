@@ -76,6 +76,14 @@ pub struct Stats {
     pub head_offset: Option<u64>,
     /// Followed with wall-clock times: how long ago the last event shown was committed.
     pub commit_age: Option<Duration>,
+    /// Paused at the marker at this offset (`--pause-at-markers`).
+    pub at_marker: Option<u64>,
+    /// How many times the player has paused at a marker.
+    pub marker_pauses: u64,
+    /// Passes over the range finished so far (`--loop`).
+    pub passes: u64,
+    /// The A-B loop being played, when set.
+    pub ab_loop: Option<(u64, u64)>,
 }
 
 impl Stats {
@@ -313,6 +321,9 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_hash: Option<String>,
     pub pace: Pace,
+    /// Passes over the range (`--loop`): more than one when it was played again.
+    #[serde(skip_serializing_if = "is_one")]
+    pub passes: u64,
     /// The run stopped because the output was closed by its reader (a closed pipe).
     #[serde(skip)]
     pub output_closed: bool,
@@ -320,6 +331,10 @@ pub struct Report {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
 }
 
 #[cfg(test)]

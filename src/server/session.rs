@@ -268,7 +268,9 @@ fn fresh_state(
     let until = match position(open.until.as_ref()) {
         None => None,
         Some(p) => {
-            let u = source.resolve(p, true).map_err(|e| source_status(&e))?;
+            let u = source
+                .resolve(p.clone(), true)
+                .map_err(|e| source_status(&e))?;
             match u {
                 Some(u) if u >= from => Some(u),
                 _ => {
@@ -698,7 +700,7 @@ impl Session {
                         )
                         .await;
                 };
-                match self.shared.resolve_from(pos) {
+                match self.shared.resolve_from(pos.clone()) {
                     Err(status) => {
                         return self
                             .error_frame(

@@ -67,6 +67,9 @@ pub struct OpenRequest {
     pub poll: crate::source::statehouse::PollPolicy,
     /// For a JSON Lines source: where events' wall times come from (`--time-field`).
     pub time_field: Option<crate::event::TimeField>,
+    /// Where the source's markers are kept (`--markers FILE`); by default beside a local
+    /// source (`SOURCE.markers.json`).
+    pub markers: Option<std::path::PathBuf>,
 }
 
 /// Why a source could not be opened.
@@ -142,12 +145,27 @@ pub fn check_endpoint(url: &str) -> Result<(), String> {
     }
 }
 
-/// Opens `text` as `req.mode` says (auto: by its form); returns the source and what kind of
-/// source it turned out to be. Blocking (it connects or reads the archive's summary).
+/// Opens `text` as `req.mode` says (auto: by its form); returns the source, with its markers,
+/// and what kind of source it turned out to be. Blocking (it connects or reads the archive's
+/// summary).
 pub fn open_source(
     text: &str,
     req: &OpenRequest,
 ) -> Result<(Arc<dyn Source>, SourceKind), OpenError> {
+    let (source, kind, stored) = open_plain(text, req)?;
+    let sidecar = req
+        .markers
+        .clone()
+        .or_else(|| crate::source::marked::default_sidecar(text));
+    let marked = crate::source::marked::Marked::new(source, stored, sidecar)?;
+    Ok((Arc::new(marked), kind))
+}
+
+/// The source itself, and the markers it holds.
+fn open_plain(
+    text: &str,
+    req: &OpenRequest,
+) -> Result<(Arc<dyn Source>, SourceKind, crate::event::marker::MarkerSet), OpenError> {
     let scheme = text.split_once("://").map(|(s, _)| s);
     if let Some(s) = scheme
         && s != "s3"
@@ -211,12 +229,13 @@ pub fn open_source(
         } else {
             archive.log_notes();
         }
+        let stored = archive.markers();
         let source = if req.follow && !crate::archive::jsonl::looks_like_jsonl(path) {
             ArchiveSource::followed(archive)
         } else {
             ArchiveSource::new(archive)
         };
-        return Ok((Arc::new(source), SourceKind::Archive));
+        return Ok((Arc::new(source), SourceKind::Archive, stored));
     };
     let as_replayscope =
         |url: &str| RemoteSource::connect(url, req.connect.clone(), req.retry.clone(), req.follow);
@@ -232,9 +251,18 @@ pub fn open_source(
             },
         )
     };
+    let none = crate::event::marker::MarkerSet::default;
     Ok(match url.split_once("://").map(|(s, _)| s) {
-        Some("replayscope") => (Arc::new(as_replayscope(&url)?), SourceKind::Replayscope),
-        Some("statehouse") => (Arc::new(as_statehouse(&url)?), SourceKind::Statehouse),
+        Some("replayscope") => (
+            Arc::new(as_replayscope(&url)?),
+            SourceKind::Replayscope,
+            none(),
+        ),
+        Some("statehouse") => (
+            Arc::new(as_statehouse(&url)?),
+            SourceKind::Statehouse,
+            none(),
+        ),
         // Probe: a replayscope endpoint answers Describe; anything else is taken for a
         // Statehouse daemon.
         _ => {
@@ -242,13 +270,14 @@ pub fn open_source(
             match as_replayscope(&format!("replayscope://{rest}")) {
                 Ok(r) => {
                     tracing::info!(endpoint = %url, "grpc:// probe: a replayscope endpoint");
-                    (Arc::new(r), SourceKind::Replayscope)
+                    (Arc::new(r), SourceKind::Replayscope, none())
                 }
                 Err(probe) => {
                     tracing::info!(endpoint = %url, %probe, "grpc:// probe: not replayscope, trying Statehouse Replay");
                     (
                         Arc::new(as_statehouse(&format!("statehouse://{rest}"))?),
                         SourceKind::Statehouse,
+                        none(),
                     )
                 }
             }

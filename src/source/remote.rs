@@ -73,6 +73,7 @@ fn to_pb(p: Position) -> Option<pb::Position> {
             Position::Offset(o) => pb::position::At::Offset(o),
             Position::CommitTs(t) => pb::position::At::CommitTs(t),
             Position::Time(t) => pb::position::At::TimeNs(t),
+            Position::Marker(_) => return None,
         }),
     })
 }
@@ -194,8 +195,11 @@ impl Source for RemoteSource {
     }
 
     fn resolve(&self, pos: Position, at_or_before: bool) -> Result<Option<u64>, SourceError> {
+        if let Position::Marker(name) = &pos {
+            return Err(super::unresolved_marker(&self.info.name, name));
+        }
         // Followed, a later offset will exist.
-        if let (true, Position::Offset(o)) = (self.follow, pos)
+        if let (true, &Position::Offset(o)) = (self.follow, &pos)
             && self.head().is_none_or(|h| o > h)
         {
             return Ok(Some(o));
@@ -203,7 +207,7 @@ impl Source for RemoteSource {
         let (Some(first), Some(last)) = (self.info.first_offset, self.head()) else {
             return Ok(None);
         };
-        if let Position::Offset(o) = pos {
+        if let Position::Offset(o) = pos.clone() {
             if at_or_before {
                 return Ok((o >= first).then(|| o.min(last)));
             }
@@ -215,7 +219,7 @@ impl Source for RemoteSource {
             }
             return Ok(Some(o));
         }
-        let found = match self.first_at(pos) {
+        let found = match self.first_at(pos.clone()) {
             Ok(f) => f,
             // Past the end: nothing at or after it.
             Err(_) if at_or_before => None,
@@ -233,10 +237,11 @@ impl Source for RemoteSource {
         Ok(match found {
             None => Some(last),
             Some(e) => {
-                let exact = match pos {
-                    Position::CommitTs(t) => e.commit_ts == t,
-                    Position::Time(t) => e.commit_time_ns == Some(t),
+                let exact = match &pos {
+                    &Position::CommitTs(t) => e.commit_ts == t,
+                    &Position::Time(t) => e.commit_time_ns == Some(t),
                     Position::Offset(_) => true,
+                    Position::Marker(_) => false,
                 };
                 if exact {
                     Some(e.offset)

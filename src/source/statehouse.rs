@@ -393,6 +393,7 @@ impl Source for StatehouseSource {
                 &self.info.name,
                 "a Statehouse endpoint records no wall-clock times: seek by offset or @commit_ts",
             )),
+            Position::Marker(name) => Err(super::unresolved_marker(&self.info.name, &name)),
         }
     }
 

@@ -115,6 +115,10 @@ pub struct Model {
     pub search: Option<SourceSearch>,
     /// `open LEFT --against RIGHT`: where the other source disagrees.
     pub against: Option<Against>,
+    /// The source's markers (`mark:NAME` in the seek prompt; `{` `}` and `'` go to them).
+    pub markers: crate::event::marker::MarkerSet,
+    /// The markers by the offset each resolves to, in offset order.
+    pub marker_offsets: Vec<(u64, crate::event::marker::Marker)>,
 }
 
 /// The comparison with another source (`--against`), filled by a background diff of the whole
@@ -303,6 +307,8 @@ pub enum PromptKind {
     Resume,
     Filter,
     History,
+    /// A marker at the cursor: its name, then its caption.
+    Marker,
     /// Text to find in the full-value view.
     Find,
 }
@@ -505,6 +511,58 @@ pub struct ViewState {
     /// `m`: the state marked, and after which offset (None: the start state, before any
     /// event); the state diff `d` compares it with the cursor's.
     pub mark: Option<(Option<u64>, KvState)>,
+    /// The screen's layout (`v` cycles; remembered by the UI loop when `layout_changed`).
+    pub layout: LayoutKind,
+    pub layout_changed: bool,
+    /// The list of markers is open, on this one.
+    pub markers_open: bool,
+    pub markers_selected: usize,
+    /// A marker to keep beside the source (taken by the UI loop, which owns the source).
+    pub new_marker: Option<crate::event::marker::Marker>,
+    /// `A`: the start of an A-B loop (B sets its end).
+    pub loop_a: Option<u64>,
+    /// The terminal's size (columns, rows), for placing clicks.
+    pub screen: (u16, u16),
+}
+
+/// The screen's layout (DESIGN.md section 14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LayoutKind {
+    /// The table, the transaction and the state; the transport gauges folded into one line.
+    #[default]
+    Inspect,
+    /// Everything, with the transport gauges in full.
+    Transport,
+    /// For an audience: a large table and the caption of the current marker, no key hints.
+    Present,
+}
+
+impl LayoutKind {
+    pub const ALL: [LayoutKind; 3] = [
+        LayoutKind::Inspect,
+        LayoutKind::Transport,
+        LayoutKind::Present,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LayoutKind::Inspect => "inspect",
+            LayoutKind::Transport => "transport",
+            LayoutKind::Present => "present",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LayoutKind> {
+        LayoutKind::ALL.into_iter().find(|l| l.name() == s)
+    }
+
+    pub fn next(self) -> LayoutKind {
+        match self {
+            LayoutKind::Inspect => LayoutKind::Transport,
+            LayoutKind::Transport => LayoutKind::Present,
+            LayoutKind::Present => LayoutKind::Inspect,
+        }
+    }
 }
 
 impl Default for ViewState {
@@ -532,6 +590,13 @@ impl Default for ViewState {
             clipboard: None,
             notice: None,
             mark: None,
+            layout: LayoutKind::default(),
+            layout_changed: false,
+            markers_open: false,
+            markers_selected: 0,
+            new_marker: None,
+            loop_a: None,
+            screen: (0, 0),
         }
     }
 }
@@ -540,6 +605,8 @@ impl ViewState {
     pub fn input_mode(&self) -> InputMode {
         if self.prompt.is_some() {
             InputMode::Prompt
+        } else if self.markers_open {
+            InputMode::Markers
         } else if self.value.is_some() {
             InputMode::Value
         } else if self.history_open {
@@ -570,7 +637,24 @@ impl Model {
             history: None,
             search: None,
             against: None,
+            markers: Default::default(),
+            marker_offsets: Vec::new(),
         }
+    }
+
+    /// The marker at or before the cursor (its caption is what the present layout shows).
+    pub fn marker_here(&self) -> Option<&(u64, crate::event::marker::Marker)> {
+        let p = self.position()?;
+        self.marker_offsets.iter().rev().find(|(o, _)| *o <= p)
+    }
+
+    /// The marker the player is paused at (`--pause-at-markers`).
+    pub fn paused_at_marker(&self) -> Option<&crate::event::marker::Marker> {
+        let o = self.stats.at_marker?;
+        self.marker_offsets
+            .iter()
+            .find(|(m, _)| *m == o)
+            .map(|(_, m)| m)
     }
 
     /// What the selected transaction changed: its own diff, or the one worked out for it.
@@ -920,22 +1004,24 @@ pub fn parse_seek(
     let pos: Position = t
         .parse()
         .map_err(|e: crate::event::PositionParseError| e.to_string())?;
-    match pos {
-        Position::Offset(o) => {
+    match &pos {
+        &Position::Offset(o) => {
             if let (Some(f), Some(l)) = (source.first_offset, source.last_offset)
                 && (o < f || o > l)
             {
                 return Err(format!("offset {o} is outside offsets {f} to {l}"));
             }
         }
-        Position::CommitTs(ts) => {
+        // Expanded by the caller from the source's markers ([`expand_marker`]).
+        Position::Marker(name) => return Err(format!("no marker {name:?}")),
+        &Position::CommitTs(ts) => {
             if let (Some(f), Some(l)) = (source.first_commit_ts, source.last_commit_ts)
                 && (ts < f || ts > l)
             {
                 return Err(format!("@{ts} is outside @{f} to @{l}"));
             }
         }
-        Position::Time(ns) => match (source.first_time_ns, source.last_time_ns) {
+        &Position::Time(ns) => match (source.first_time_ns, source.last_time_ns) {
             (Some(f), Some(l)) if ns < f || ns > l => {
                 return Err(format!(
                     "{} is outside {} to {}",
@@ -1089,6 +1175,38 @@ fn start_search(model: &mut Model, view: &mut ViewState, text: &str) -> Result<(
 
 /// `n` / `N`: seeks to the next / previous match of the search (from the selected row, else
 /// the cursor); waits for the scan when it has not got there yet.
+/// A click: on the timeline, a seek there; on a row of the table, that row selected (a second
+/// quick click there: its whole value).
+fn click(
+    column: u16,
+    row: u16,
+    double: bool,
+    model: &mut Model,
+    view: &mut ViewState,
+) -> Vec<Command> {
+    use crate::tui::view::{Hit, hit};
+    let (w, h) = view.screen;
+    match hit(
+        ratatui::layout::Rect::new(0, 0, w, h),
+        model,
+        view,
+        column,
+        row,
+    ) {
+        Some(Hit::Timeline(offset)) => go_to(offset, view),
+        Some(Hit::Row(offset)) => {
+            view.focus = Focus::Table;
+            view.selected = Some(offset);
+            view.detail_scroll = 0;
+            if double {
+                open_value(model, view);
+            }
+            Vec::new()
+        }
+        None => Vec::new(),
+    }
+}
+
 /// After rows arrive: the part of a move that went past the rows held is made now.
 pub fn settle_scroll(model: &mut Model, view: &mut ViewState) {
     let owed = model.window.owed;
@@ -1159,11 +1277,39 @@ fn time_of_day(t: &str, source: &SourceInfo) -> Option<u64> {
     u64::try_from(at).ok()
 }
 
-fn validate(prompt: &mut Prompt, source: &SourceInfo, current: Option<u64>) {
+/// `mark:NAME` as the marker's own position (an unknown name is an error listing the names);
+/// anything else as it is.
+pub fn expand_marker(
+    input: &str,
+    markers: &crate::event::marker::MarkerSet,
+) -> Result<String, String> {
+    let t = input.trim();
+    if !t.starts_with("mark:") {
+        return Ok(input.to_string());
+    }
+    let pos: Position = t
+        .parse()
+        .map_err(|e: crate::event::PositionParseError| e.to_string())?;
+    markers.resolve(&pos).map(|p| match p {
+        Position::Offset(o) => o.to_string(),
+        Position::CommitTs(ts) => format!("@{ts}"),
+        Position::Time(ns) => crate::event::format_time_ns(ns),
+        Position::Marker(n) => format!("mark:{n}"),
+    })
+}
+
+/// A seek prompt's input (a marker's name taken for its position) parsed.
+fn parse_seek_input(input: &str, model: &Model) -> Result<SeekTarget, String> {
+    let input = expand_marker(input, &model.markers)?;
+    parse_seek(&input, &model.bounds(), model.position())
+}
+
+fn validate(prompt: &mut Prompt, model: &Model) {
+    let source = &model.bounds();
     prompt.error = match prompt.kind {
         PromptKind::Seek => match prompt.input.trim().strip_prefix('/') {
             Some(q) => crate::inspect::search::Query::parse(q).err(),
-            None => parse_seek(&prompt.input, source, current).err(),
+            None => parse_seek_input(&prompt.input, model).err(),
         },
         PromptKind::Resume => parse_resume(&prompt.input, source).err(),
         PromptKind::Filter if prompt.input.trim().is_empty() => None,
@@ -1173,7 +1319,30 @@ fn validate(prompt: &mut Prompt, source: &SourceInfo, current: Option<u64>) {
         }
         PromptKind::History => None,
         PromptKind::Find => None,
+        PromptKind::Marker => parse_marker_input(&prompt.input, 0).err(),
     };
+}
+
+/// What the marker prompt holds: a name, then (after a space) a caption.
+fn parse_marker_input(input: &str, at: u64) -> Result<crate::event::marker::Marker, String> {
+    let t = input.trim();
+    if t.is_empty() {
+        return Err("a name, then (after a space) the caption to show there".into());
+    }
+    let (name, caption) = match t.split_once(char::is_whitespace) {
+        Some((n, c)) => (n, Some(c.trim().to_string()).filter(|c| !c.is_empty())),
+        None => (t, None),
+    };
+    crate::event::marker::Marker::parse_spec(&format!("{name}@{at}"), caption)
+}
+
+/// Seeks so that `offset` plays (paused: the event is shown).
+fn go_to(offset: u64, view: &mut ViewState) -> Vec<Command> {
+    view.selected = None;
+    vec![
+        Command::Seek(SeekTarget::Position(Position::Offset(offset))),
+        Command::Step(1),
+    ]
 }
 
 /// Applies an action to the view; returns the player commands it implies.
@@ -1250,6 +1419,106 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
             }
         }
         Action::ToggleHelp => view.help = !view.help,
+        // The list of markers: move, go to one, close.
+        Action::Escape if view.markers_open && view.prompt.is_none() => view.markers_open = false,
+        Action::Up | Action::Down | Action::Home | Action::End if view.markers_open => {
+            let last = model.marker_offsets.len().saturating_sub(1);
+            view.markers_selected = match action {
+                Action::Up => view.markers_selected.saturating_sub(1),
+                Action::Down => (view.markers_selected + 1).min(last),
+                Action::Home => 0,
+                _ => last,
+            };
+        }
+        Action::PromptSubmit if view.markers_open && view.prompt.is_none() => {
+            if let Some((o, _)) = model.marker_offsets.get(view.markers_selected) {
+                view.markers_open = false;
+                out.extend(go_to(*o, view));
+            }
+        }
+        Action::MarkerList => {
+            if model.marker_offsets.is_empty() {
+                view.notice = Some("no markers yet: M adds one here".into());
+            } else {
+                view.markers_open = true;
+                let p = model.position().unwrap_or(0);
+                view.markers_selected = model
+                    .marker_offsets
+                    .iter()
+                    .rposition(|(o, _)| *o <= p)
+                    .unwrap_or(0);
+            }
+        }
+        Action::AddMarker => {
+            view.prompt = Some(Prompt::new(PromptKind::Marker, String::new()));
+        }
+        Action::PrevMarker | Action::NextMarker => {
+            let p = view.selected.or(model.position());
+            let found = if action == Action::NextMarker {
+                model
+                    .marker_offsets
+                    .iter()
+                    .find(|(o, _)| p.is_none_or(|p| *o > p))
+            } else {
+                model
+                    .marker_offsets
+                    .iter()
+                    .rev()
+                    .find(|(o, _)| p.is_some_and(|p| *o < p))
+            };
+            match found {
+                Some((o, m)) => {
+                    view.notice = Some(format!("marker {}", m.name));
+                    out.extend(go_to(*o, view));
+                }
+                None if model.marker_offsets.is_empty() => {
+                    view.notice = Some("no markers yet: M adds one here".into());
+                }
+                None => view.notice = Some("no marker that way".into()),
+            }
+        }
+        Action::LoopA => {
+            if model.stats.ab_loop.is_some() || view.loop_a.is_some() {
+                view.loop_a = None;
+                view.notice = Some("A-B loop off".into());
+                out.push(Command::SetLoop(None));
+            } else if let Some(p) = model.position() {
+                view.loop_a = Some(p);
+                view.notice = Some(format!(
+                    "A at #{}: B sets the end of the loop",
+                    crate::text::thousands(p)
+                ));
+            }
+        }
+        Action::LoopB => match (view.loop_a, model.position()) {
+            (Some(a), Some(b)) if b > a => {
+                view.notice = Some(format!(
+                    "looping {} (A again: off)",
+                    crate::text::range_screen(a, b)
+                ));
+                out.push(Command::SetLoop(Some((a, b))));
+                if model.stats.state != PlayState::Playing {
+                    out.push(Command::Resume);
+                }
+            }
+            (Some(a), _) => {
+                view.notice = Some(format!(
+                    "B must be after A (#{}): play on, then B",
+                    crate::text::thousands(a)
+                ))
+            }
+            (None, _) => view.notice = Some("A first: the start of the loop".into()),
+        },
+        Action::CycleLayout => {
+            view.layout = view.layout.next();
+            view.layout_changed = true;
+            view.notice = Some(format!("layout: {}", view.layout.name()));
+        }
+        Action::Click {
+            column,
+            row,
+            double,
+        } => out.extend(click(column, row, double, model, view)),
         // The history overlay closes (its scan is stopped by the UI loop).
         Action::Escape if view.history_open && view.prompt.is_none() => {
             view.history_open = false;
@@ -1279,7 +1548,8 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
             (PlayState::Finished, Some((first, _))) => {
                 view.selected = None;
                 model.report = None;
-                out.push(Command::ResumeFrom(first));
+                // With an A-B loop's start set: from A.
+                out.push(Command::ResumeFrom(view.loop_a.unwrap_or(first)));
             }
             _ => out.push(Command::TogglePause),
         },
@@ -1298,12 +1568,12 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
         Action::CyclePace => out.push(Command::CyclePace),
         Action::OpenSeek => {
             let mut p = Prompt::new(PromptKind::Seek, String::new());
-            validate(&mut p, &model.bounds(), model.position());
+            validate(&mut p, model);
             view.prompt = Some(p);
         }
         Action::OpenResume => {
             let mut p = Prompt::new(PromptKind::Resume, model.resume_offset().to_string());
-            validate(&mut p, &model.bounds(), model.position());
+            validate(&mut p, model);
             view.prompt = Some(p);
         }
         // A fresh line each time (the last filter is one ↑ away).
@@ -1372,27 +1642,24 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
             }
         }
         Action::PromptChar(c) => {
-            let current = model.position();
             if let Some(p) = view.prompt.as_mut() {
                 p.insert(c);
-                validate(p, &model.bounds(), current);
+                validate(p, model);
             }
             filter_as_typed(view);
         }
         Action::PromptBackspace => {
-            let current = model.position();
             if let Some(p) = view.prompt.as_mut() {
                 p.backspace();
-                validate(p, &model.bounds(), current);
+                validate(p, model);
             }
             filter_as_typed(view);
         }
         Action::PromptEdit(e) => {
-            let current = model.position();
             if let Some(p) = view.prompt.as_mut() {
                 let history = view.history.get(&p.kind).map(Vec::as_slice).unwrap_or(&[]);
                 p.edit(e, history);
-                validate(p, &model.bounds(), current);
+                validate(p, model);
             }
             filter_as_typed(view);
         }
@@ -1402,7 +1669,7 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
                 let taken = match p.kind {
                     PromptKind::Seek => match p.input.trim().strip_prefix('/') {
                         Some(q) => crate::inspect::search::Query::parse(q).is_ok(),
-                        None => parse_seek(&p.input, &model.bounds(), model.position()).is_ok(),
+                        None => parse_seek_input(&p.input, model).is_ok(),
                     },
                     PromptKind::Resume => parse_resume(&p.input, &model.bounds()).is_ok(),
                     PromptKind::Filter => {
@@ -1410,6 +1677,7 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
                             || crate::inspect::search::Query::parse(p.input.trim()).is_ok()
                     }
                     PromptKind::History => !p.input.trim().is_empty(),
+                    PromptKind::Marker => false,
                     PromptKind::Find => !p.input.is_empty(),
                 };
                 let entry = p.input.trim().to_string();
@@ -1436,17 +1704,15 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
                             Err(e) => view.prompt.as_mut().expect("prompt is open").error = Some(e),
                         }
                     }
-                    PromptKind::Seek => {
-                        match parse_seek(&p.input, &model.bounds(), model.position()) {
-                            Ok(t) => {
-                                view.prompt = None;
-                                view.selected = None;
-                                out.push(Command::Seek(t));
-                                out.push(Command::Step(1));
-                            }
-                            Err(e) => view.prompt.as_mut().expect("prompt is open").error = Some(e),
+                    PromptKind::Seek => match parse_seek_input(&p.input, model) {
+                        Ok(t) => {
+                            view.prompt = None;
+                            view.selected = None;
+                            out.push(Command::Seek(t));
+                            out.push(Command::Step(1));
                         }
-                    }
+                        Err(e) => view.prompt.as_mut().expect("prompt is open").error = Some(e),
+                    },
                     PromptKind::Resume => match parse_resume(&p.input, &model.bounds()) {
                         Ok(o) => {
                             view.prompt = None;
@@ -1481,6 +1747,17 @@ pub fn handle(action: Action, model: &mut Model, view: &mut ViewState) -> Vec<Co
                             if v.find.is_some() && !v.find_step(SearchDirection::Forward, true) {
                                 view.notice = Some(format!("{:?} is not in this value", p.input));
                             }
+                        }
+                    }
+                    PromptKind::Marker => {
+                        // At the selected row, else where the player is.
+                        let at = view.selected.or(model.position()).unwrap_or(0);
+                        match parse_marker_input(&p.input, at) {
+                            Ok(m) => {
+                                view.prompt = None;
+                                view.new_marker = Some(m);
+                            }
+                            Err(e) => view.prompt.as_mut().expect("prompt is open").error = Some(e),
                         }
                     }
                     PromptKind::History => {
@@ -1899,6 +2176,7 @@ mod tests {
             final_hash: None,
             state_hash: None,
             pace: crate::player::Pace::Fast,
+            passes: 1,
             output_closed: false,
         });
         let mut v = ViewState {

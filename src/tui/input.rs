@@ -32,6 +32,24 @@ pub enum Action {
     StateDiff,
     /// `D` (with `--against`): the next row where the other source disagrees.
     NextDivergence,
+    /// `M`: a marker at the cursor (a prompt for its name and caption).
+    AddMarker,
+    /// `'`: the list of markers (Enter goes there).
+    MarkerList,
+    /// `{` / `}`: the previous / next marker.
+    PrevMarker,
+    NextMarker,
+    /// `A` / `B`: the start / end of an A-B loop (`A` again ends it).
+    LoopA,
+    LoopB,
+    /// `v`: the next screen layout (inspect, transport, present).
+    CycleLayout,
+    /// A click at a cell of the screen (`double`: the second of two quick clicks there).
+    Click {
+        column: u16,
+        row: u16,
+        double: bool,
+    },
     FocusNext,
     Up,
     Down,
@@ -78,11 +96,144 @@ pub enum InputMode {
     History,
     /// The full-value view is open.
     Value,
+    /// The list of markers is open.
+    Markers,
 }
 
-pub fn map_key(key: KeyEvent, mode: InputMode) -> Option<Action> {
+/// The actions a key can be bound to in the settings (`[keys] pause = "space"`).
+pub const BINDABLE: &[(&str, Action)] = &[
+    ("pause", Action::TogglePause),
+    ("step", Action::Step),
+    ("step-back", Action::StepBack),
+    ("faster", Action::SpeedUp),
+    ("slower", Action::SpeedDown),
+    ("pace", Action::CyclePace),
+    ("seek", Action::OpenSeek),
+    ("back-10", Action::SeekPercent(-10)),
+    ("forward-10", Action::SeekPercent(10)),
+    ("stop", Action::Stop),
+    ("resume", Action::OpenResume),
+    ("freeze", Action::ToggleFreeze),
+    ("search", Action::OpenFilter),
+    ("history", Action::OpenHistory),
+    ("next-match", Action::SearchNext),
+    ("previous-match", Action::SearchPrevious),
+    ("value", Action::OpenValue),
+    ("mark", Action::Mark),
+    ("state-diff", Action::StateDiff),
+    ("next-divergence", Action::NextDivergence),
+    ("add-marker", Action::AddMarker),
+    ("markers", Action::MarkerList),
+    ("previous-marker", Action::PrevMarker),
+    ("next-marker", Action::NextMarker),
+    ("loop-a", Action::LoopA),
+    ("loop-b", Action::LoopB),
+    ("layout", Action::CycleLayout),
+    ("panel", Action::FocusNext),
+    ("help", Action::ToggleHelp),
+    ("quit", Action::Quit),
+];
+
+/// The user's own keys (from the settings), looked at before the default ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyMap {
+    bindings: Vec<(KeyCode, KeyModifiers, Action)>,
+}
+
+impl KeyMap {
+    pub fn len(&self) -> usize {
+        self.bindings.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bindings.is_empty()
+    }
+
+    /// Binds the key written as `key` (`x`, `space`, `ctrl-l`, `f5`, `pageup` …) to the action
+    /// named `action`.
+    pub fn bind(&mut self, action: &str, key: &str) -> Result<(), String> {
+        let Some(&(_, a)) = BINDABLE.iter().find(|(n, _)| *n == action) else {
+            return Err(format!(
+                "unknown action {action:?}: one of {}",
+                BINDABLE
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        };
+        let (code, mods) = parse_key(key).ok_or_else(|| {
+            format!(
+                "{action} = key {key:?}: a character, space, enter, tab, esc, up, down, left, \
+                 right, pageup, pagedown, home, end, f1 … f12, or ctrl-/alt- before one"
+            )
+        })?;
+        self.bindings.retain(|(c, m, _)| (*c, *m) != (code, mods));
+        self.bindings.push((code, mods, a));
+        Ok(())
+    }
+
+    fn get(&self, key: &KeyEvent) -> Option<Action> {
+        // Shift is part of the character (`A`), not a modifier to match.
+        let mods = key.modifiers & (KeyModifiers::CONTROL | KeyModifiers::ALT);
+        self.bindings
+            .iter()
+            .find(|(c, m, _)| *c == key.code && *m == mods)
+            .map(|(_, _, a)| *a)
+    }
+}
+
+fn parse_key(text: &str) -> Option<(KeyCode, KeyModifiers)> {
+    let mut mods = KeyModifiers::NONE;
+    let mut rest = text;
+    loop {
+        if let Some(r) = rest.strip_prefix("ctrl-") {
+            mods |= KeyModifiers::CONTROL;
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix("alt-") {
+            mods |= KeyModifiers::ALT;
+            rest = r;
+        } else {
+            break;
+        }
+    }
+    let mut chars = rest.chars();
+    let code = match (chars.next(), chars.next()) {
+        (Some(c), None) => KeyCode::Char(c),
+        _ => match rest {
+            "space" => KeyCode::Char(' '),
+            "enter" => KeyCode::Enter,
+            "tab" => KeyCode::Tab,
+            "esc" => KeyCode::Esc,
+            "backspace" => KeyCode::Backspace,
+            "up" => KeyCode::Up,
+            "down" => KeyCode::Down,
+            "left" => KeyCode::Left,
+            "right" => KeyCode::Right,
+            "pageup" => KeyCode::PageUp,
+            "pagedown" => KeyCode::PageDown,
+            "home" => KeyCode::Home,
+            "end" => KeyCode::End,
+            f => {
+                let n: u8 = f.strip_prefix('f')?.parse().ok()?;
+                if !(1..=12).contains(&n) {
+                    return None;
+                }
+                KeyCode::F(n)
+            }
+        },
+    };
+    Some((code, mods))
+}
+
+pub fn map_key(key: KeyEvent, mode: InputMode, keys: &KeyMap) -> Option<Action> {
     if key.kind == KeyEventKind::Release {
         return None;
+    }
+    if mode == InputMode::Normal
+        && let Some(a) = keys.get(&key)
+    {
+        return Some(a);
     }
     if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
         return Some(Action::Quit);
@@ -119,6 +270,16 @@ pub fn map_key(key: KeyEvent, mode: InputMode) -> Option<Action> {
             KeyCode::Down | KeyCode::Char('j') => Some(Action::Down),
             KeyCode::PageUp => Some(Action::PageUp),
             KeyCode::PageDown => Some(Action::PageDown),
+            KeyCode::Home => Some(Action::Home),
+            KeyCode::End => Some(Action::End),
+            _ => None,
+        },
+        InputMode::Markers => match key.code {
+            KeyCode::Char('q') => Some(Action::Quit),
+            KeyCode::Esc | KeyCode::Char('\'') => Some(Action::Escape),
+            KeyCode::Enter => Some(Action::PromptSubmit),
+            KeyCode::Up | KeyCode::Char('k') => Some(Action::Up),
+            KeyCode::Down | KeyCode::Char('j') => Some(Action::Down),
             KeyCode::Home => Some(Action::Home),
             KeyCode::End => Some(Action::End),
             _ => None,
@@ -164,6 +325,13 @@ pub fn map_key(key: KeyEvent, mode: InputMode) -> Option<Action> {
             KeyCode::Char('m') => Action::Mark,
             KeyCode::Char('d') => Action::StateDiff,
             KeyCode::Char('D') => Action::NextDivergence,
+            KeyCode::Char('M') => Action::AddMarker,
+            KeyCode::Char('\'') => Action::MarkerList,
+            KeyCode::Char('{') => Action::PrevMarker,
+            KeyCode::Char('}') => Action::NextMarker,
+            KeyCode::Char('A') => Action::LoopA,
+            KeyCode::Char('B') => Action::LoopB,
+            KeyCode::Char('v') => Action::CycleLayout,
             KeyCode::Tab => Action::FocusNext,
             KeyCode::Up | KeyCode::Char('k') => Action::Up,
             KeyCode::Down | KeyCode::Char('j') => Action::Down,
@@ -183,6 +351,11 @@ pub fn map_mouse(m: MouseEvent) -> Option<Action> {
     match m.kind {
         MouseEventKind::ScrollUp => Some(Action::Up),
         MouseEventKind::ScrollDown => Some(Action::Down),
+        MouseEventKind::Down(crossterm::event::MouseButton::Left) => Some(Action::Click {
+            column: m.column,
+            row: m.row,
+            double: false,
+        }),
         _ => None,
     }
 }
@@ -227,8 +400,22 @@ pub const HELP: &[(&str, &str)] = &[
         "with --against: the next row where the other source disagrees (≠)",
     ),
     (
+        "M '",
+        "add a marker here (name, caption) / the markers (enter: go there)",
+    ),
+    ("{ }", "previous / next marker"),
+    (
+        "A B",
+        "A-B loop: A marks the start, B the end and loops (A again: off)",
+    ),
+    ("v", "layout: inspect, transport, present (remembered)"),
+    (
+        "mouse",
+        "click the timeline: seek there; a row: select it (twice: its value)",
+    ),
+    (
         "timeline",
-        "━ played  ┃ current event  ▆ held by the replay ring  ─ ahead",
+        "━ played  ┃ current event  ▆ held by the ring  ─ ahead  ◆ marker",
     ),
     (
         "gauges",
@@ -261,80 +448,166 @@ mod tests {
     fn normal_keys_map_to_the_documented_actions() {
         let n = InputMode::Normal;
         assert_eq!(
-            map_key(key(KeyCode::Char(' ')), n),
+            map_key(key(KeyCode::Char(' ')), n, &KeyMap::default()),
             Some(Action::TogglePause)
         );
-        assert_eq!(map_key(key(KeyCode::Char('.')), n), Some(Action::Step));
-        assert_eq!(map_key(key(KeyCode::Right), n), Some(Action::Step));
-        assert_eq!(map_key(key(KeyCode::Char(',')), n), Some(Action::StepBack));
-        assert_eq!(map_key(key(KeyCode::Left), n), Some(Action::StepBack));
-        assert_eq!(map_key(key(KeyCode::Char('+')), n), Some(Action::SpeedUp));
-        assert_eq!(map_key(key(KeyCode::Char('-')), n), Some(Action::SpeedDown));
-        assert_eq!(map_key(key(KeyCode::Char('p')), n), Some(Action::CyclePace));
-        assert_eq!(map_key(key(KeyCode::Char('g')), n), Some(Action::OpenSeek));
         assert_eq!(
-            map_key(key(KeyCode::Char('[')), n),
+            map_key(key(KeyCode::Char('.')), n, &KeyMap::default()),
+            Some(Action::Step)
+        );
+        assert_eq!(
+            map_key(key(KeyCode::Right), n, &KeyMap::default()),
+            Some(Action::Step)
+        );
+        assert_eq!(
+            map_key(key(KeyCode::Char(',')), n, &KeyMap::default()),
+            Some(Action::StepBack)
+        );
+        assert_eq!(
+            map_key(key(KeyCode::Left), n, &KeyMap::default()),
+            Some(Action::StepBack)
+        );
+        assert_eq!(
+            map_key(key(KeyCode::Char('+')), n, &KeyMap::default()),
+            Some(Action::SpeedUp)
+        );
+        assert_eq!(
+            map_key(key(KeyCode::Char('-')), n, &KeyMap::default()),
+            Some(Action::SpeedDown)
+        );
+        assert_eq!(
+            map_key(key(KeyCode::Char('p')), n, &KeyMap::default()),
+            Some(Action::CyclePace)
+        );
+        assert_eq!(
+            map_key(key(KeyCode::Char('g')), n, &KeyMap::default()),
+            Some(Action::OpenSeek)
+        );
+        assert_eq!(
+            map_key(key(KeyCode::Char('[')), n, &KeyMap::default()),
             Some(Action::SeekPercent(-10))
         );
         assert_eq!(
-            map_key(key(KeyCode::Char(']')), n),
+            map_key(key(KeyCode::Char(']')), n, &KeyMap::default()),
             Some(Action::SeekPercent(10))
         );
-        assert_eq!(map_key(key(KeyCode::Char('s')), n), Some(Action::Stop));
         assert_eq!(
-            map_key(key(KeyCode::Char('r')), n),
+            map_key(key(KeyCode::Char('s')), n, &KeyMap::default()),
+            Some(Action::Stop)
+        );
+        assert_eq!(
+            map_key(key(KeyCode::Char('r')), n, &KeyMap::default()),
             Some(Action::OpenResume)
         );
         assert_eq!(
-            map_key(key(KeyCode::Char('f')), n),
+            map_key(key(KeyCode::Char('f')), n, &KeyMap::default()),
             Some(Action::ToggleFreeze)
         );
         assert_eq!(
-            map_key(key(KeyCode::Char('/')), n),
+            map_key(key(KeyCode::Char('/')), n, &KeyMap::default()),
             Some(Action::OpenFilter)
         );
-        assert_eq!(map_key(key(KeyCode::Tab), n), Some(Action::FocusNext));
-        assert_eq!(map_key(key(KeyCode::End), n), Some(Action::End));
         assert_eq!(
-            map_key(key(KeyCode::Char('?')), n),
+            map_key(key(KeyCode::Tab), n, &KeyMap::default()),
+            Some(Action::FocusNext)
+        );
+        assert_eq!(
+            map_key(key(KeyCode::End), n, &KeyMap::default()),
+            Some(Action::End)
+        );
+        assert_eq!(
+            map_key(key(KeyCode::Char('?')), n, &KeyMap::default()),
             Some(Action::ToggleHelp)
         );
-        assert_eq!(map_key(key(KeyCode::Char('q')), n), Some(Action::Quit));
-        assert_eq!(map_key(key(KeyCode::Char('x')), n), None);
+        assert_eq!(
+            map_key(key(KeyCode::Char('q')), n, &KeyMap::default()),
+            Some(Action::Quit)
+        );
+        assert_eq!(
+            map_key(key(KeyCode::Char('x')), n, &KeyMap::default()),
+            None
+        );
     }
 
     #[test]
     fn a_prompt_takes_the_characters() {
         let p = InputMode::Prompt;
         assert_eq!(
-            map_key(key(KeyCode::Char('q')), p),
+            map_key(key(KeyCode::Char('q')), p, &KeyMap::default()),
             Some(Action::PromptChar('q'))
         );
         assert_eq!(
-            map_key(key(KeyCode::Char(' ')), p),
+            map_key(key(KeyCode::Char(' ')), p, &KeyMap::default()),
             Some(Action::PromptChar(' '))
         );
-        assert_eq!(map_key(key(KeyCode::Enter), p), Some(Action::PromptSubmit));
-        assert_eq!(map_key(key(KeyCode::Esc), p), Some(Action::Escape));
         assert_eq!(
-            map_key(key(KeyCode::Backspace), p),
+            map_key(key(KeyCode::Enter), p, &KeyMap::default()),
+            Some(Action::PromptSubmit)
+        );
+        assert_eq!(
+            map_key(key(KeyCode::Esc), p, &KeyMap::default()),
+            Some(Action::Escape)
+        );
+        assert_eq!(
+            map_key(key(KeyCode::Backspace), p, &KeyMap::default()),
             Some(Action::PromptBackspace)
         );
         let ctrl_c = KeyEvent {
             modifiers: KeyModifiers::CONTROL,
             ..key(KeyCode::Char('c'))
         };
-        assert_eq!(map_key(ctrl_c, p), Some(Action::Quit));
+        assert_eq!(map_key(ctrl_c, p, &KeyMap::default()), Some(Action::Quit));
     }
 
     #[test]
     fn help_closes_on_escape_or_question_mark() {
         let h = InputMode::Help;
-        assert_eq!(map_key(key(KeyCode::Esc), h), Some(Action::ToggleHelp));
         assert_eq!(
-            map_key(key(KeyCode::Char('?')), h),
+            map_key(key(KeyCode::Esc), h, &KeyMap::default()),
             Some(Action::ToggleHelp)
         );
-        assert_eq!(map_key(key(KeyCode::Char(' ')), h), None);
+        assert_eq!(
+            map_key(key(KeyCode::Char('?')), h, &KeyMap::default()),
+            Some(Action::ToggleHelp)
+        );
+        assert_eq!(
+            map_key(key(KeyCode::Char(' ')), h, &KeyMap::default()),
+            None
+        );
+    }
+
+    #[test]
+    fn bound_keys_come_before_the_default_ones() {
+        let mut keys = KeyMap::default();
+        keys.bind("pause", "x").unwrap();
+        keys.bind("layout", "ctrl-l").unwrap();
+        keys.bind("step", "f5").unwrap();
+        let n = InputMode::Normal;
+        assert_eq!(
+            map_key(key(KeyCode::Char('x')), n, &keys),
+            Some(Action::TogglePause)
+        );
+        // The default key still works; a prompt still takes the character.
+        assert_eq!(
+            map_key(key(KeyCode::Char(' ')), n, &keys),
+            Some(Action::TogglePause)
+        );
+        assert_eq!(
+            map_key(key(KeyCode::Char('x')), InputMode::Prompt, &keys),
+            Some(Action::PromptChar('x'))
+        );
+        let ctrl_l = KeyEvent {
+            modifiers: KeyModifiers::CONTROL,
+            ..key(KeyCode::Char('l'))
+        };
+        assert_eq!(map_key(ctrl_l, n, &keys), Some(Action::CycleLayout));
+        assert_eq!(map_key(key(KeyCode::F(5)), n, &keys), Some(Action::Step));
+        assert!(keys.bind("pause", "spacebar").is_err());
+        assert!(keys.bind("pause", "f13").is_err());
+        assert!(
+            keys.bind("jump", "j")
+                .unwrap_err()
+                .contains("unknown action")
+        );
     }
 }

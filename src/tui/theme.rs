@@ -42,6 +42,8 @@ pub const TIMELINE_CURSOR: Style = Style::new().fg(Color::White).add_modifier(Mo
 pub const TIMELINE_RING: Style = Style::new().fg(Color::Blue);
 pub const TIMELINE_PLAYED: Style = Style::new().fg(Color::Cyan);
 pub const TIMELINE_AHEAD: Style = Style::new().fg(Color::DarkGray);
+/// A marker on the timeline and in its list, an A-B loop's ends, a marker's caption.
+pub const MARKER: Style = Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD);
 
 /// Key hints of the footer.
 pub const KEY: Style = Style::new().add_modifier(Modifier::REVERSED);

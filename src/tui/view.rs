@@ -8,6 +8,7 @@ pub mod gauges;
 pub mod header;
 pub mod help;
 pub mod history;
+pub mod markers;
 pub mod prompt;
 pub mod report;
 pub mod state;
@@ -21,7 +22,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType};
 
 use crate::player::PlayState;
-use crate::tui::app::{Focus, Model, ViewState};
+use crate::tui::app::{Focus, LayoutKind, Model, ViewState};
 use crate::tui::theme;
 
 pub use gauges::{human_bytes, short_bytes};
@@ -60,42 +61,136 @@ pub fn fit_line(line: Line<'static>, width: u16) -> Line<'static> {
     Line::from(spans)
 }
 
-pub fn render(frame: &mut Frame, model: &Model, view: &ViewState) {
-    let area = frame.area();
+/// Where each region goes for a layout at a size: drawing and the placing of clicks share it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Regions {
+    pub header: Rect,
+    /// The present layout's caption box (zero height in the others).
+    pub caption: Rect,
+    pub body: Rect,
+    /// The transport gauges in full (transport), folded into one line (inspect), or none.
+    pub gauges: Rect,
+    pub timeline: Rect,
+    /// The key hints (none in the present layout).
+    pub footer: Rect,
+    /// Below [`WIDE`] x [`TALL`]: one panel at a time, short labels.
+    pub compact: bool,
+    /// One panel at a time (the focused one) rather than table | transaction over state.
+    pub single_panel: bool,
+}
+
+pub fn regions(area: Rect, layout: LayoutKind) -> Regions {
     let compact = area.width < WIDE || area.height < TALL;
-    let gauges_h = if compact { 2 } else { 4 };
-    let [header, body, gauges, timeline, footer] = Layout::vertical([
+    let timeline_h = if compact { 1 } else { 2 };
+    let (caption_h, gauges_h, footer_h) = match layout {
+        LayoutKind::Inspect => (0, 1, 1),
+        LayoutKind::Transport => (0, if compact { 2 } else { 4 }, 1),
+        LayoutKind::Present => (4, 0, 0),
+    };
+    let [header, caption, body, gauges, timeline, footer] = Layout::vertical([
         Constraint::Length(2),
+        Constraint::Length(caption_h),
         Constraint::Min(5),
         Constraint::Length(gauges_h),
-        Constraint::Length(if compact { 1 } else { 2 }),
-        Constraint::Length(1),
+        Constraint::Length(timeline_h),
+        Constraint::Length(footer_h),
     ])
     .areas(area);
-    header::render_header(frame, header, model, view);
-    if compact {
-        match view.focus {
-            Focus::Table => table::render_table(frame, body, model, view),
-            Focus::Detail => detail::render_detail(frame, body, model, view),
-            Focus::State => state::render_state(frame, body, model, view),
-        }
-    } else {
-        let [left, right] =
-            Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
-                .areas(body);
-        let [detail, state] =
-            Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(right);
-        table::render_table(frame, left, model, view);
-        detail::render_detail(frame, detail, model, view);
-        state::render_state(frame, state, model, view);
+    Regions {
+        header,
+        caption,
+        body,
+        gauges,
+        timeline,
+        footer,
+        compact,
+        single_panel: compact || layout == LayoutKind::Present,
     }
-    gauges::render_gauges(frame, gauges, model, compact);
-    timeline::render_timeline(frame, timeline, model, compact);
-    footer::render_footer(frame, footer, view, compact);
+}
+
+/// The panels of the body: (table, transaction, state), each None when folded away.
+fn panels(r: &Regions, view: &ViewState) -> [Option<Rect>; 3] {
+    if r.single_panel {
+        let mut out = [None; 3];
+        out[match view.focus {
+            Focus::Table => 0,
+            Focus::Detail => 1,
+            Focus::State => 2,
+        }] = Some(r.body);
+        return out;
+    }
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(r.body);
+    let [detail, state] =
+        Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(right);
+    [Some(left), Some(detail), Some(state)]
+}
+
+/// What a click at (`x`, `y`) lands on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hit {
+    /// The timeline's bar, at this offset.
+    Timeline(u64),
+    /// A row of the event table, this event's.
+    Row(u64),
+}
+
+/// What is under a click on a screen of `area` (None: nothing that takes a click, or an overlay
+/// is open over it).
+pub fn hit(area: Rect, model: &Model, view: &ViewState, x: u16, y: u16) -> Option<Hit> {
+    if view.prompt.is_some()
+        || view.help
+        || view.value.is_some()
+        || view.history_open
+        || view.markers_open
+    {
+        return None;
+    }
+    let r = regions(area, view.layout);
+    if let Some(o) = timeline::bar(r.timeline, model, r.compact).and_then(|b| b.offset_at(x, y)) {
+        return Some(Hit::Timeline(o));
+    }
+    let [table, _, _] = panels(&r, view);
+    table
+        .and_then(|t| table::row_at(t, model, view, x, y))
+        .map(Hit::Row)
+}
+
+pub fn render(frame: &mut Frame, model: &Model, view: &ViewState) {
+    let area = frame.area();
+    let r = regions(area, view.layout);
+    header::render_header(frame, r.header, model, view);
+    let [t, d, s] = panels(&r, view);
+    if let Some(a) = t {
+        table::render_table(frame, a, model, view);
+    }
+    if let Some(a) = d {
+        detail::render_detail(frame, a, model, view);
+    }
+    if let Some(a) = s {
+        state::render_state(frame, a, model, view);
+    }
+    match view.layout {
+        LayoutKind::Transport => gauges::render_gauges(frame, r.gauges, model, r.compact),
+        LayoutKind::Inspect => gauges::render_status_line(frame, r.gauges, model),
+        LayoutKind::Present => markers::render_caption_box(frame, r.caption, model),
+    }
+    timeline::render_timeline(frame, r.timeline, model, r.compact);
+    if r.footer.height > 0 {
+        footer::render_footer(frame, r.footer, view, r.compact);
+    }
+    let body = r.body;
     if let Some(report) = &model.report
         && model.stats.state != PlayState::Playing
     {
         report::render_report(frame, body, model, report);
+    }
+    // Paused at a marker (`--pause-at-markers`): its caption over the body, as a banner (the
+    // present layout shows it in its caption box).
+    if view.layout != LayoutKind::Present
+        && let Some(m) = model.paused_at_marker()
+    {
+        markers::render_marker_banner(frame, body, m);
     }
     if let Some(err) = &model.error {
         report::render_banner(frame, body, err);
@@ -104,6 +199,9 @@ pub fn render(frame: &mut Frame, model: &Model, view: &ViewState) {
         && let Some(h) = &model.history
     {
         history::render_history(frame, body, h, view.history_selected);
+    }
+    if view.markers_open {
+        markers::render_marker_list(frame, body, model, view.markers_selected);
     }
     if let Some(v) = &view.value {
         value::render_value(frame, body, v);
@@ -193,6 +291,10 @@ pub(crate) mod tests {
             following: false,
             head_offset: None,
             commit_age: None,
+            at_marker: None,
+            marker_pauses: 0,
+            passes: 0,
+            ab_loop: None,
         }
     }
 
@@ -387,7 +489,11 @@ pub(crate) mod tests {
 
     #[test]
     fn main_screen() {
-        let t = draw(&played_model(), &ViewState::default(), 160, 45);
+        let v = ViewState {
+            layout: LayoutKind::Transport,
+            ..ViewState::default()
+        };
+        let t = draw(&played_model(), &v, 160, 45);
         insta::assert_snapshot!(t.backend());
     }
 
@@ -923,6 +1029,7 @@ pub(crate) mod tests {
             final_hash: Some("ab".repeat(32)),
             state_hash: Some("cd".repeat(32)),
             pace: Pace::Realtime { speed: 15.0 },
+            passes: 1,
             output_closed: false,
         })));
         let t = draw(&m, &ViewState::default(), 160, 45);
@@ -944,6 +1051,159 @@ pub(crate) mod tests {
         // every size down to tiny renders without panicking
         for (w, h) in [(40, 10), (20, 5), (1, 1), (200, 60)] {
             draw(&played_model(), &ViewState::default(), w, h);
+        }
+    }
+
+    /// The played model with two markers (at #10 and #59) and paused at the second.
+    fn model_with_markers() -> Model {
+        use crate::event::marker::Marker;
+        let mut m = played_model();
+        let mk = |name: &str, at: u64, caption: &str| Marker {
+            name: name.into(),
+            position: at.to_string(),
+            caption: Some(caption.into()),
+        };
+        m.marker_offsets = vec![
+            (10, mk("intro", 10, "The agents start")),
+            (59, mk("answer", 59, "The answer is written here")),
+        ];
+        m.stats.state = PlayState::Paused;
+        m.stats.at_marker = Some(59);
+        m
+    }
+
+    /// Every layout at the smallest and a large size (the marker's caption shows in each).
+    #[test]
+    fn every_layout_at_80x24_and_200x60() {
+        for layout in LayoutKind::ALL {
+            for (w, h) in [(80, 24), (200, 60)] {
+                let v = ViewState {
+                    layout,
+                    ..ViewState::default()
+                };
+                let t = draw(&model_with_markers(), &v, w, h);
+                let s = screen(&t);
+                assert!(
+                    s.contains("The answer is written here"),
+                    "{layout:?} {w}x{h}:\n{s}"
+                );
+                match layout {
+                    LayoutKind::Transport => assert!(s.contains("credit"), "{s}"),
+                    LayoutKind::Inspect => {
+                        assert!(s.contains("credit") && s.contains(" · ring "), "{s}")
+                    }
+                    LayoutKind::Present => {
+                        assert!(!s.contains("credit") && !s.contains(" help "), "{s}")
+                    }
+                }
+                insta::assert_snapshot!(format!("layout_{}_{w}x{h}", layout.name()), t.backend());
+            }
+        }
+    }
+
+    #[test]
+    fn marker_list() {
+        let v = ViewState {
+            markers_open: true,
+            markers_selected: 1,
+            ..ViewState::default()
+        };
+        let s = screen(&draw(&model_with_markers(), &v, 80, 24));
+        assert!(s.contains("markers (2)"), "{s}");
+        assert!(
+            s.contains("#10") && s.contains("intro") && s.contains("The agents start"),
+            "{s}"
+        );
+    }
+
+    /// Clicks land where the screen shows things: the timeline's columns stand for offsets
+    /// from the first to the last, a table row for its event; elsewhere, nothing.
+    #[test]
+    fn clicks_map_to_the_offsets_shown() {
+        let m = played_model();
+        for layout in LayoutKind::ALL {
+            for (w, h) in [(80u16, 24u16), (200, 60)] {
+                let v = ViewState {
+                    layout,
+                    screen: (w, h),
+                    ..ViewState::default()
+                };
+                let area = Rect::new(0, 0, w, h);
+                let t = draw(&m, &v, w, h);
+                let s = screen(&t);
+                let lines: Vec<&str> = s.lines().collect();
+                // The bar: the line that ends in a long run of bar glyphs (after the label on
+                // the compact timeline); its first and last columns.
+                let glyph = |c: &char| "━┃─▆◆╫".contains(*c);
+                let (y, chars, bar_start) = lines
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .filter_map(|(y, l)| {
+                        let chars: Vec<char> = l.chars().collect();
+                        let start = chars.iter().rposition(|c| !glyph(c)).map_or(0, |i| i + 1);
+                        (chars.len() - start > 20).then_some((y as u16, chars, start as u16))
+                    })
+                    .next()
+                    .expect("a timeline");
+                let bar_end = w - 1;
+                assert_eq!(
+                    hit(area, &m, &v, bar_start, y),
+                    Some(Hit::Timeline(0)),
+                    "{layout:?} {w}x{h}"
+                );
+                assert_eq!(
+                    hit(area, &m, &v, bar_end, y),
+                    Some(Hit::Timeline(99)),
+                    "{layout:?} {w}x{h}"
+                );
+                // The cursor glyph's column stands for the position (#59), give or take a
+                // column's worth of offsets.
+                let cursor = chars.iter().rposition(|c| *c == '┃').unwrap() as u16;
+                let per_column = 99.0 / f64::from(bar_end - bar_start);
+                match hit(area, &m, &v, cursor, y) {
+                    Some(Hit::Timeline(o)) => assert!(
+                        (o as f64 - 59.0).abs() <= per_column / 2.0 + 0.5,
+                        "{layout:?} {w}x{h}: cursor at {o}"
+                    ),
+                    other => panic!("{layout:?} {w}x{h}: {other:?}"),
+                }
+                if bar_start > 0 {
+                    assert_eq!(hit(area, &m, &v, bar_start - 1, y), None, "the label");
+                }
+                // Table rows: the offset printed on the row is the one hit.
+                let mut rows = 0;
+                for (ry, l) in lines.iter().enumerate() {
+                    let Some(rest) = l.strip_prefix('┃') else {
+                        continue;
+                    };
+                    let Some(o) = rest
+                        .split_whitespace()
+                        .next()
+                        .and_then(|o| o.parse::<u64>().ok())
+                    else {
+                        continue;
+                    };
+                    assert_eq!(
+                        hit(area, &m, &v, 3, ry as u16),
+                        Some(Hit::Row(o)),
+                        "{layout:?} {w}x{h} line {ry}"
+                    );
+                    rows += 1;
+                }
+                assert!(rows > 5, "{layout:?} {w}x{h}: {rows} rows\n{s}");
+                // The table's title line, the header and the left border take no click.
+                let top = lines.iter().position(|l| l.starts_with('┏')).unwrap() as u16;
+                assert_eq!(hit(area, &m, &v, 3, top), None);
+                assert_eq!(hit(area, &m, &v, 3, top + 1), None, "the column titles");
+                assert_eq!(hit(area, &m, &v, 0, top + 2), None, "the border");
+                // An open overlay takes the clicks away from what is under it.
+                let over = ViewState {
+                    help: true,
+                    ..v.clone()
+                };
+                assert_eq!(hit(area, &m, &over, 3, top + 2), None);
+            }
         }
     }
 }

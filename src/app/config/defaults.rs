@@ -38,6 +38,8 @@ pub const FOLLOW_SEGMENT_EVENTS: u64 = 100_000;
 pub const SNAPSHOT_EVENTS: u64 = 20_000;
 pub const SNAPSHOT_BYTES: &str = "16MiB";
 pub const SNAPSHOT_MAX_SHARE: u64 = 5;
+/// Headless `play --pause-at-markers`: how long each marker holds the run.
+pub const MARKER_HOLD: Duration = Duration::from_secs(3);
 /// `diff --all`: divergences listed at most (`--max`).
 pub const DIFF_MAX: u64 = 100;
 /// `serve`.

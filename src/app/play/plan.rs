@@ -115,8 +115,8 @@ impl PlayPlan {
             pace: layer_opt(a.play.pace, c.pace),
             speed: layer_opt(a.play.speed, c.speed),
             rate: layer_opt(a.play.rate, c.rate),
-            from: layer_parsed(a.play.from, "from", c.from.as_deref())?,
-            until: layer_parsed(a.play.until, "until", c.until.as_deref())?,
+            from: layer_parsed(a.play.from.clone(), "from", c.from.as_deref())?,
+            until: layer_parsed(a.play.until.clone(), "until", c.until.as_deref())?,
             agent: if a.play.agent.is_empty() {
                 c.agent.clone().into_iter().collect()
             } else {
@@ -127,6 +127,10 @@ impl PlayPlan {
             max_gap: layer_parsed(a.play.max_gap, "max-gap", c.max_gap.as_deref())?,
             tick: layer_parsed(a.play.tick, "tick", c.tick.as_deref())?,
             time_field: layer_opt(a.play.time_field.clone(), c.time_field.clone()),
+            markers: a.play.markers.clone(),
+            pause_at_markers: a.play.pause_at_markers,
+            marker_hold: a.play.marker_hold,
+            loop_passes: a.play.loop_passes,
         };
         let remote = RemoteArgs {
             token: layer_opt(a.remote.token.clone(), c.token.clone()),

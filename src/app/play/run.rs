@@ -205,7 +205,22 @@ async fn play_into<S: Sink + 'static>(
 ) -> Result<(Ended<S>, bool)> {
     let plan = ctx.plan;
     let show_progress = plan.is_plain() && !plan.quiet && std::io::stderr().is_terminal();
+    let markers = if options.pause_at.is_empty() {
+        None
+    } else {
+        Some(
+            crate::source::marked::marker_offsets(source.as_ref())?
+                .into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        )
+    };
     let handle = crate::player::spawn(source, options, sink)?;
+    let hold = plan
+        .flags
+        .marker_hold
+        .map_or(crate::app::config::defaults::MARKER_HOLD, |d| d.0);
+    let markers_task =
+        markers.map(|m| tokio::spawn(hold_at_markers(handle.stats(), handle.commander(), m, hold)));
     let commander = handle.commander();
     let interrupted = Arc::new(AtomicBool::new(false));
     let stopper = tokio::spawn({
@@ -233,12 +248,51 @@ async fn play_into<S: Sink + 'static>(
         },
     ));
     let joined = handle.join_with_sink().await;
+    if let Some(t) = markers_task {
+        t.abort();
+    }
     stopper.abort();
     status.abort();
     if let Some(p) = progress {
         p.abort();
     }
     Ok((joined?, interrupted.load(Relaxed)))
+}
+
+/// Headless `--pause-at-markers`: at each marker the player pauses; its caption goes to stderr
+/// and the run goes on after `hold`.
+async fn hold_at_markers(
+    mut stats: tokio::sync::watch::Receiver<crate::player::Stats>,
+    commander: tokio::sync::mpsc::UnboundedSender<crate::player::Command>,
+    markers: std::collections::BTreeMap<u64, crate::event::marker::Marker>,
+    hold: std::time::Duration,
+) {
+    let mut seen = 0;
+    while stats.changed().await.is_ok() {
+        let (at, pauses) = {
+            let s = stats.borrow_and_update();
+            (s.at_marker, s.marker_pauses)
+        };
+        if pauses == seen || at.is_none() {
+            continue;
+        }
+        seen = pauses;
+        if let Some(m) = at.and_then(|o| markers.get(&o).map(|m| (o, m))) {
+            eprintln!(
+                "marker {} at #{}{}",
+                m.1.name,
+                m.0,
+                m.1.caption
+                    .as_deref()
+                    .map(|c| format!(": {c}"))
+                    .unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(hold).await;
+        if commander.send(crate::player::Command::Resume).is_err() {
+            return;
+        }
+    }
 }
 
 pub async fn run_once(
@@ -406,7 +460,7 @@ async fn status_lines(mut stats: tokio::sync::watch::Receiver<Stats>, c: StatusC
 /// Opens the plan's source (blocking work off the runtime's threads).
 pub async fn open_plan_source(plan: &PlayPlan) -> Result<(Arc<dyn Source>, SourceKind)> {
     let text = plan.source.clone();
-    let request = open_request(
+    let mut request = open_request(
         &plan.source,
         &plan.remote,
         plan.mode,
@@ -415,6 +469,7 @@ pub async fn open_plan_source(plan: &PlayPlan) -> Result<(Arc<dyn Source>, Sourc
         &plan.flags.follow,
         plan.flags.time_field.as_deref(),
     )?;
+    request.markers = plan.flags.markers.clone();
     let opened = tokio::task::spawn_blocking(move || open_source(&text, &request))
         .await
         .wrap_err("opening the source")?;

@@ -54,28 +54,56 @@ pub fn render_gauges(frame: &mut Frame, area: Rect, model: &Model, compact: bool
     }
 }
 
+/// The gauges folded into one line (the inspect layout):
+/// `credit 12K/4.0M · ring 3.0M/64M · 12345 ev/s/15000 · lag 0.3 ms, max 2 ms`.
+pub fn render_status_line(frame: &mut Frame, area: Rect, model: &Model) {
+    let s = &model.stats;
+    let [credit, ring, rate, lag] = short_labels(s);
+    let mut text = format!("{credit} · {ring} · {rate} · {lag}");
+    if s.passes > 0 {
+        text.push_str(&format!(" · pass {}", s.passes + 1));
+    }
+    if let Some((a, b)) = s.ab_loop {
+        text.push_str(&format!(" · loop {}", crate::text::range_screen(a, b)));
+    }
+    frame.render_widget(
+        Paragraph::new(super::fit_line(
+            ratatui::text::Line::styled(text, theme::HINT),
+            area.width,
+        )),
+        area,
+    );
+}
+
+/// The four gauges' labels in short form.
+fn short_labels(s: &Stats) -> [String; 4] {
+    [
+        format!(
+            "credit {}/{}",
+            short_bytes(s.credit.in_flight_bytes),
+            short_bytes(s.credit.window_bytes)
+        ),
+        format!(
+            "ring {}/{}",
+            short_bytes(s.ring.bytes_used),
+            short_bytes(s.ring.capacity)
+        ),
+        format!(
+            "{:.0} ev/s{}",
+            s.rate,
+            s.target_rate.map_or(String::new(), |t| format!("/{t:.0}"))
+        ),
+        format!(
+            "lag {:.1} ms, max {:.0} ms",
+            s.lag.as_secs_f64() * 1e3,
+            s.max_lag.as_secs_f64() * 1e3
+        ),
+    ]
+}
+
 /// Two lines per gauge: a short label over a thin gauge.
 fn render_compact(frame: &mut Frame, cols: &[Rect], s: &Stats) {
-    let credit_label = format!(
-        "credit {}/{}",
-        short_bytes(s.credit.in_flight_bytes),
-        short_bytes(s.credit.window_bytes)
-    );
-    let ring_label = format!(
-        "ring {}/{}",
-        short_bytes(s.ring.bytes_used),
-        short_bytes(s.ring.capacity)
-    );
-    let rate_label = format!(
-        "{:.0} ev/s{}",
-        s.rate,
-        s.target_rate.map_or(String::new(), |t| format!("/{t:.0}"))
-    );
-    let lag_label = format!(
-        "lag {:.1} ms, max {:.0} ms",
-        s.lag.as_secs_f64() * 1e3,
-        s.max_lag.as_secs_f64() * 1e3
-    );
+    let [credit_label, ring_label, rate_label, lag_label] = short_labels(s);
     let items = [
         (
             credit_label,

@@ -25,6 +25,10 @@ pub fn render_prompt(frame: &mut Frame, area: Rect, view: &ViewState) {
             " find in this value ",
             "text to find (case-sensitive); n / N: next / previous line holding it",
         ),
+        PromptKind::Marker => (
+            " marker here ",
+            "NAME then a caption: intro The agent reads the question · saved beside the source",
+        ),
         PromptKind::History => (
             " history of the key ",
             "the key exactly as stored; every version in the source is listed · ↑ history",

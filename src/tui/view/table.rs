@@ -40,14 +40,18 @@ fn event_time(e: &crate::event::Event) -> String {
     }
 }
 
-pub fn render_table(frame: &mut Frame, area: Rect, model: &Model, view: &ViewState) {
-    let rows: Vec<&crate::tui::app::Row> = model.visible_rows(view).collect();
+/// The rows shown in a table of `area`: the index of the selected one and the range drawn
+/// (only the rows that fit are built). Drawing and clicks both use it.
+fn shown(
+    rows: &[&crate::tui::app::Row],
+    area: Rect,
+    view: &ViewState,
+) -> (Option<usize>, usize, usize) {
     // The selection, or the first row after it when a filter hides it.
     let selected_idx = match view.selected {
         Some(o) => Some(rows.partition_point(|r| r.event.offset < o)).filter(|&i| i < rows.len()),
         None => rows.len().checked_sub(1),
     };
-    // Only the rows that fit are built.
     let height = area.height.saturating_sub(3) as usize;
     let end = match selected_idx {
         Some(i) if view.selected.is_some() => (i + height / 2 + 1)
@@ -55,7 +59,28 @@ pub fn render_table(frame: &mut Frame, area: Rect, model: &Model, view: &ViewSta
             .max(height.min(rows.len())),
         _ => rows.len(),
     };
-    let start = end.saturating_sub(height);
+    (selected_idx, end.saturating_sub(height), end)
+}
+
+/// The offset of the row drawn at screen line `y` of a table in `area` (None: not a row).
+pub fn row_at(area: Rect, model: &Model, view: &ViewState, x: u16, y: u16) -> Option<u64> {
+    // Inside the borders, below the column titles.
+    if x <= area.x
+        || x + 1 >= area.x + area.width
+        || y < area.y + 2
+        || y + 1 >= area.y + area.height
+    {
+        return None;
+    }
+    let rows: Vec<&crate::tui::app::Row> = model.visible_rows(view).collect();
+    let (_, start, end) = shown(&rows, area, view);
+    let i = start + usize::from(y - area.y - 2);
+    (i < end).then(|| rows[i].event.offset)
+}
+
+pub fn render_table(frame: &mut Frame, area: Rect, model: &Model, view: &ViewState) {
+    let rows: Vec<&crate::tui::app::Row> = model.visible_rows(view).collect();
+    let (selected_idx, start, end) = shown(&rows, area, view);
     // With `--against`: a first column saying whether the other source agrees.
     let against = model.against.as_ref();
     let mut constraints = vec![
