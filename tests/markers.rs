@@ -45,6 +45,13 @@ fn offsets(stdout: &str) -> Vec<u64> {
         .collect()
 }
 
+/// The offsets `play SOURCE --pace fast --format jsonl ARGS` emits.
+fn play_offsets(source: &str, args: &[&str]) -> Vec<u64> {
+    let mut all = vec!["play", source, "--pace", "fast", "--format", "jsonl"];
+    all.extend_from_slice(args);
+    offsets(&ok(&run(&all)))
+}
+
 fn archive(dir: &Path, events: u64) -> String {
     let path = dir.join("a.mcap").to_str().unwrap().to_string();
     ok(&run(&[
@@ -93,18 +100,7 @@ fn markers_written_into_an_archive_resolve_everywhere() {
     assert_eq!(end.markers().markers.len(), 2);
 
     // --from and --until.
-    let played = offsets(&ok(&run(&[
-        "play",
-        &a,
-        "--pace",
-        "fast",
-        "--format",
-        "jsonl",
-        "--from",
-        "mark:start",
-        "--until",
-        "mark:end",
-    ])));
+    let played = play_offsets(&a, &["--from", "mark:start", "--until", "mark:end"]);
     assert_eq!(played, (100..=end_offset).collect::<Vec<_>>());
     // state --at: the state after the marker's event, as at its offset.
     let at_marker = ok(&run(&["state", &a, "--at", "mark:start"]));
@@ -178,18 +174,7 @@ fn markers_kept_beside_the_source_round_trip() {
         m.get("here").unwrap().caption.as_deref(),
         Some("Look at this")
     );
-    let played = offsets(&ok(&run(&[
-        "play",
-        &a,
-        "--pace",
-        "fast",
-        "--format",
-        "jsonl",
-        "--from",
-        "mark:here",
-        "--until",
-        "45",
-    ])));
+    let played = play_offsets(&a, &["--from", "mark:here", "--until", "45"]);
     assert_eq!(played, vec![42, 43, 44, 45]);
 
     // --markers FILE: another place, the same round trip.
@@ -198,20 +183,17 @@ fn markers_kept_beside_the_source_round_trip() {
     with_file
         .save_marker(Marker::parse_spec("there@7", None).unwrap())
         .unwrap();
-    let played = offsets(&ok(&run(&[
-        "play",
+    let played = play_offsets(
         &a,
-        "--markers",
-        other.to_str().unwrap(),
-        "--pace",
-        "fast",
-        "--format",
-        "jsonl",
-        "--from",
-        "mark:there",
-        "--until",
-        "8",
-    ])));
+        &[
+            "--markers",
+            other.to_str().unwrap(),
+            "--from",
+            "mark:there",
+            "--until",
+            "8",
+        ],
+    );
     assert_eq!(played, vec![7, 8]);
     // A markers file that is not one: an error naming it.
     std::fs::write(&other, "not json").unwrap();
