@@ -11,6 +11,8 @@
 //! cargo bench --bench serve -- --only throughput  # or: ttfe, rss, remote, integrity
 //! ```
 
+#[path = "limit.rs"]
+mod limit;
 #[path = "support.rs"]
 mod support;
 
@@ -78,7 +80,8 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(archive: &Path, extra: &[&str]) -> ServerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_replayscope"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_replayscope"));
+        command
             .arg("serve")
             .arg(archive)
             .args(if extra.contains(&"--listen") {
@@ -88,7 +91,23 @@ impl ServerProcess {
             })
             .args(["--log", "info"])
             .args(extra)
-            .env("NO_COLOR", "1")
+            .env("NO_COLOR", "1");
+        ServerProcess::spawn(command)
+    }
+
+    /// The in-memory limit server (this bench, re-executed) holding one agent's events.
+    fn limit(archive: &Path, namespace: &str, agent: &str) -> ServerProcess {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command.env(
+            limit::LIMIT_ENV,
+            format!("{}\t{namespace}\t{agent}", archive.display()),
+        );
+        ServerProcess::spawn(command)
+    }
+
+    /// Starts a server process that prints `serving on ADDR` on stderr when it listens.
+    fn spawn(mut command: Command) -> ServerProcess {
+        let mut child = command
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -535,6 +554,9 @@ fn remote(big: &Path) {
 }
 
 fn main() {
+    if let Ok(spec) = std::env::var(limit::LIMIT_ENV) {
+        limit::serve(&spec);
+    }
     let args: Vec<String> = std::env::args().collect();
     let only = support::arg(&args, "--only");
     let small_events: u64 = support::arg(&args, "--events")
@@ -551,6 +573,12 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let want = |m: &str| only.as_deref().is_none_or(|o| o == m);
+        if want("limit") {
+            let runs = support::arg(&args, "--runs").map_or(3, |v| v.parse().unwrap());
+            let mid = data_dir().join("gen-2000000.mcap");
+            support::ensure_archive(&mid, 2_000_000);
+            against_limit(&[&small, &mid, &big], runs).await;
+        }
         if want("throughput") {
             throughput(&small, &big).await;
         }
@@ -707,5 +735,174 @@ async fn integrity(big: &Path) {
             lo_off / 1e3,
             hi_off / 1e3
         );
+    }
+}
+
+/// Which client decodes the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decoding {
+    /// replayscope's client: pass-through codec, `event::wire::decode_event` on every event.
+    Own,
+    /// The generated tonic/prost clients: every event decoded into prost types, values as
+    /// `prost_types::Struct` (what a Statehouse user's Rust client does).
+    Prost,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Replay,
+    Session,
+}
+
+/// (events, seconds) of a whole Replay through the generated prost client.
+async fn prost_replay_run(channel: tonic::transport::Channel, ns: &str, agent: &str) -> (u64, f64) {
+    use replayscope::wire::proto::statehouse::v1::statehouse_service_client::StatehouseServiceClient;
+    let start = Instant::now();
+    let mut client = StatehouseServiceClient::new(channel).max_decoding_message_size(64 << 20);
+    let mut s = client
+        .replay(ReplayRequest {
+            namespace: ns.into(),
+            agent_id: agent.into(),
+            start_ts: None,
+            end_ts: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut n, mut check) = (0u64, 0u64);
+    while let Some(e) = s.message().await.unwrap() {
+        check = check.wrapping_add(e.commit_ts + e.operations.len() as u64);
+        n += 1;
+    }
+    std::hint::black_box(check);
+    (n, start.elapsed().as_secs_f64())
+}
+
+/// (events, seconds) of a whole Session through the generated prost client, acking each batch.
+async fn prost_session_run(channel: tonic::transport::Channel, open: pb::Open) -> (u64, f64) {
+    use replayscope::wire::proto::replayscope::v1::replay_service_client::ReplayServiceClient;
+    let start = Instant::now();
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::ClientFrame>(64);
+    tx.send(pb::ClientFrame {
+        frame: Some(pb::client_frame::Frame::Open(open)),
+    })
+    .await
+    .unwrap();
+    let outbound =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    let mut client = ReplayServiceClient::new(channel).max_decoding_message_size(256 << 20);
+    let mut s = client.session(outbound).await.unwrap().into_inner();
+    let (mut n, mut check) = (0u64, 0u64);
+    loop {
+        match s.message().await.unwrap().expect("End").frame {
+            Some(pb::server_frame::Frame::Events(batch)) => {
+                for e in &batch.events {
+                    check = check.wrapping_add(e.commit_ts + e.operations.len() as u64);
+                }
+                n += batch.events.len() as u64;
+                if let Some(last) = batch.events.last() {
+                    let ack = pb::client_frame::Frame::Ack(pb::Ack {
+                        through_offset: last.offset,
+                        epoch: batch.epoch,
+                    });
+                    let _ = tx.send(pb::ClientFrame { frame: Some(ack) }).await;
+                }
+            }
+            Some(pb::server_frame::Frame::End(_)) => break,
+            _ => {}
+        }
+    }
+    std::hint::black_box(check);
+    (n, start.elapsed().as_secs_f64())
+}
+
+/// events/s of one whole call of one agent.
+async fn agent_rate(
+    client: &Client,
+    call: Call,
+    decoding: Decoding,
+    ns: &str,
+    agent: &str,
+) -> (u64, f64) {
+    let open = pb::Open {
+        namespace: ns.into(),
+        agent_id: agent.into(),
+        ..Default::default()
+    };
+    let (n, secs) = match (call, decoding) {
+        (Call::Replay, Decoding::Own) => {
+            let (n, _, secs) = replay_run(client, ns, agent).await;
+            (n, secs)
+        }
+        (Call::Session, Decoding::Own) => {
+            let (n, _, secs) = session_run(client, open).await;
+            (n, secs)
+        }
+        (Call::Replay, Decoding::Prost) => prost_replay_run(client.channel(), ns, agent).await,
+        (Call::Session, Decoding::Prost) => prost_session_run(client.channel(), open).await,
+    };
+    (n, n as f64 / secs)
+}
+
+/// `replayscope serve` against the in-memory limit server holding the same agent's events, with
+/// the same client, runs alternating between the two: the busiest agent of each archive.
+async fn against_limit(archives: &[&Path], runs: usize) {
+    println!(
+        "## Replay and Session vs. the in-memory limit server (busiest agent; {runs} alternating runs each; median, [min-max])"
+    );
+    for path in archives {
+        let archive = Archive::open(path, OpenOptions::default()).unwrap();
+        let counts = archive.channel_counts();
+        let busiest = (0..counts.len()).max_by_key(|&i| counts[i]).unwrap();
+        let ch = archive.channels()[busiest].clone();
+        let label = format!(
+            "{} ({} of {} events, {} agents)",
+            path.file_name().unwrap().to_string_lossy(),
+            counts[busiest],
+            archive.events(),
+            counts.len()
+        );
+        drop(archive);
+        let real = ServerProcess::start(path, &[]);
+        let limit = ServerProcess::limit(path, &ch.namespace, &ch.agent_id);
+        let real_client = Client::connect(&real.addr, ConnectOptions::default())
+            .await
+            .unwrap();
+        let limit_client = Client::connect(&limit.addr, ConnectOptions::default())
+            .await
+            .unwrap();
+        for call in [Call::Replay, Call::Session] {
+            for decoding in [Decoding::Own, Decoding::Prost] {
+                let (mut served, mut limits, mut ratios) = (vec![], vec![], vec![]);
+                for _ in 0..runs {
+                    let (n, r) =
+                        agent_rate(&real_client, call, decoding, &ch.namespace, &ch.agent_id).await;
+                    let (m, l) =
+                        agent_rate(&limit_client, call, decoding, &ch.namespace, &ch.agent_id)
+                            .await;
+                    assert_eq!(n, m, "serve and the limit server sent different counts");
+                    served.push(r);
+                    limits.push(l);
+                    ratios.push(r / l);
+                }
+                for v in [&mut served, &mut limits, &mut ratios] {
+                    v.sort_by(f64::total_cmp);
+                }
+                let spread = |v: &[f64], scale: f64| {
+                    format!(
+                        "{:.2} [{:.2}-{:.2}]",
+                        support::percentile(v, 0.5) / scale,
+                        v[0] / scale,
+                        v[v.len() - 1] / scale
+                    )
+                };
+                println!(
+                    "{label}: {call:?}, {decoding:?} client: serve {} M/s, limit {} M/s, ratio {}",
+                    spread(&served, 1e6),
+                    spread(&limits, 1e6),
+                    spread(&ratios, 1.0)
+                );
+            }
+        }
     }
 }

@@ -81,8 +81,9 @@ pub enum Command {
     /// The state at a point (--at) as JSON that can seed a replay (--bootstrap), or what
     /// changed between two points (--diff), key by key and field by field.
     State(StateArgs),
-    /// Add state snapshots to an archive (in place, or to a copy with -o): `state --at` and
-    /// the inspector then start from the nearest one instead of the first event.
+    /// Rewrite an archive in the current layout (in place, or to a copy with -o): state
+    /// snapshots, so that `state --at` and the inspector start from the nearest one, and
+    /// per-agent chunks, so that one-agent reads skip the other agents' chunks.
     Index(IndexArgs),
     /// Compare two sources event by event in lockstep (events, the state after each one, or
     /// the stored bytes): exit 0 when they agree, 3 at the first divergence with both sides and

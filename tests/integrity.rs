@@ -137,6 +137,24 @@ fn tampered_archives_fail_every_reader_and_clean_ones_play() {
         channel["agent_id"].as_str().unwrap()
     );
 
+    // The agent whose event is damaged: a one-agent read of it reads the damaged chunk (of that
+    // agent alone, or shared by the quiet agents) and checks it against the index's chunk hash.
+    let at = TAMPERED.to_string();
+    let line = ok(&run(&[
+        "export",
+        clean.to_str().unwrap(),
+        "--from",
+        &at,
+        "--until",
+        &at,
+    ]));
+    let event: Value = serde_json::from_str(line.trim()).unwrap();
+    let tampered_agent = format!(
+        "{}/{}",
+        event["namespace"].as_str().unwrap(),
+        event["agent_id"].as_str().unwrap()
+    );
+
     // The clean archive plays through everything, and the computed head is the recorded one.
     let rep = dir.path().join("clean-report.json");
     let c = clean.to_str().unwrap();
@@ -259,9 +277,31 @@ fn tampered_archives_fail_every_reader_and_clean_ones_play() {
         assert!(line.contains("offsets "), "{line}");
         let sh = format!("statehouse://{addr}");
         let o = run(&[
-            "play", &sh, "--agent", &agent, "--pace", "fast", "--format", "none", "--quiet",
+            "play",
+            &sh,
+            "--agent",
+            &tampered_agent,
+            "--pace",
+            "fast",
+            "--format",
+            "none",
+            "--quiet",
         ]);
         integrity_failure(&o, &what("serve + play statehouse://"));
+        // The same one-agent read of the file.
+        let o = run(&[
+            "play",
+            ts,
+            "--agent",
+            &tampered_agent,
+            "--pace",
+            "fast",
+            "--format",
+            "none",
+            "--quiet",
+        ]);
+        let line = integrity_failure(&o, &what("play --agent"));
+        assert!(line.contains("chunk hash"), "{line}");
         let rec = dir.path().join(format!("rec-{crc:?}.mcap"));
         let o = run(&["record", &url, "-o", rec.to_str().unwrap()]);
         integrity_failure(&o, &what("record"));

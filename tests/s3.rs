@@ -70,9 +70,10 @@ fn an_s3_archive_reads_like_the_local_file_and_fetches_only_what_it_needs() {
     assert_eq!(remote.recorded_final_hash(), local.recorded_final_hash());
     assert_eq!(remote.name(), url);
 
-    // A seek reads one chunk.
+    // A seek reads one group of chunks (~1 MiB of events), in one request.
     let (compressed, _) = local.segments()[0].chunk_bytes();
-    let average = compressed / chunks;
+    let average = compressed / local.segments()[0].group_count() as u64;
+    let requests_before = stats.requests();
     let before = stats.bytes();
     let target = remote.resolve_from(Position::Offset(23_456)).unwrap();
     let mut c = remote.cursor_at(target).unwrap();
@@ -81,7 +82,12 @@ fn an_s3_archive_reads_like_the_local_file_and_fetches_only_what_it_needs() {
     let seek_bytes = stats.bytes() - before;
     assert!(
         seek_bytes > 0 && seek_bytes <= 2 * average,
-        "a seek fetched {seek_bytes} bytes (chunks average {average})"
+        "a seek fetched {seek_bytes} bytes (groups average {average})"
+    );
+    assert_eq!(
+        stats.requests() - requests_before,
+        1,
+        "one request per seek"
     );
     drop(c);
 

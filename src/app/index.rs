@@ -1,6 +1,7 @@
-//! `replayscope index SOURCE [-o OUT]`: writes an archive again with state snapshots (DESIGN.md
-//! section 12), in place (under a temporary name, then moved over it) or to a copy. The events'
-//! bytes, offsets, segment boundaries and hash chain stay as they are.
+//! `replayscope index SOURCE [-o OUT]`: writes an archive again in the current layout — state
+//! snapshots (DESIGN.md section 12), per-agent chunks and the index that places them — in place
+//! (under a temporary name, then moved over it) or to a copy. The events' bytes, offsets,
+//! segment boundaries and hash chain stay as they are.
 
 use std::io::IsTerminal;
 

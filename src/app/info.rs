@@ -14,6 +14,11 @@ struct InfoJson {
     source: String,
     segments: usize,
     chunks: usize,
+    /// Groups of chunks (~1 MiB of events each: the unit of a seek).
+    groups: usize,
+    /// Agents with chunks of their own (a one-agent read of them reads only those); `null`
+    /// for an archive written before per-agent chunks (every chunk holds every agent).
+    agents_with_own_chunks: Option<usize>,
     events: u64,
     file_bytes: u64,
     chunk_bytes_compressed: u64,
@@ -90,6 +95,8 @@ fn info_of(archive: &Archive) -> InfoJson {
         source: archive.name().to_string(),
         segments: segs.len(),
         chunks: segs.iter().map(|s| s.chunk_count()).sum(),
+        groups: segs.iter().map(|s| s.group_count()).sum(),
+        agents_with_own_chunks: archive.channels_with_own_chunks(),
         events,
         file_bytes,
         chunk_bytes_compressed: compressed,
@@ -144,10 +151,26 @@ pub fn info_cmd(a: InfoArgs) -> Result<()> {
     writeln!(out, "source        {}", info.source)?;
     writeln!(
         out,
-        "segments      {} ({})",
+        "segments      {} ({} in {})",
         info.segments,
-        crate::text::count(info.chunks as u64, "chunk", "chunks")
+        crate::text::count(info.chunks as u64, "chunk", "chunks"),
+        crate::text::count(info.groups as u64, "group", "groups")
     )?;
+    match info.agents_with_own_chunks {
+        Some(n) => writeln!(
+            out,
+            "layout        per-agent chunks: {} of {} with chunks of their own (a one-agent read \
+             reads only those), the others sharing one chunk per group",
+            n,
+            crate::text::count(info.channels.len() as u64, "agent", "agents")
+        )?,
+        None if info.events > 0 => writeln!(
+            out,
+            "layout        every chunk holds every agent (an older archive: `replayscope index` \
+             rewrites it so that one-agent reads skip the other agents' chunks)"
+        )?,
+        None => {}
+    }
     writeln!(
         out,
         "events        {} (offsets {} to {})",

@@ -2,10 +2,20 @@
 //! count, commit_ts range and wall-time range of its events, so that seeking by offset, commit_ts
 //! or time is a binary search over chunks followed by reading one chunk.
 //!
-//! Binary layout (little-endian): magic `RSIX`, version u32 = 1, count u64, then per chunk
+//! A "chunk" here is a group of MCAP chunks that together hold a contiguous range of offsets:
+//! since format version 2 the writer stores each busy agent's events of a ~1 MiB stretch in a
+//! chunk of its own (the quiet agents' together in one more), so that a one-agent read
+//! decompresses only that agent's chunks; before, every group was one chunk of every agent.
+//!
+//! Binary layout (little-endian): magic `RSIX`, version u32 (1 or 2), count u64, then per group
 //! `first_offset, events, first_commit_ts, last_commit_ts, first_time_ns, last_time_ns` (u64 each;
-//! `u64::MAX` = no wall time) and the 32-byte hash chain head before the chunk, so that a reader
-//! starting anywhere can check the chain from that chunk on.
+//! `u64::MAX` = no wall time) and the 32-byte hash chain head before the group, so that a reader
+//! starting anywhere can check the chain from that group on. Version 2 adds per group the number
+//! of its MCAP chunks (u32) and flags (u32; bit 0: a state snapshot chunk follows the group),
+//! then, for every chunk of every group in file order, the MCAP channel id it holds (u16;
+//! `0xFFFF`: the chunk the quiet agents share), then for every chunk its hash (32 bytes, see
+//! [`crate::archive::integrity::ChunkHasher`]). Version 2 files have no MCAP message indexes
+//! (16 bytes per event): the index tells which chunk holds which agent.
 
 /// What the index knows about one chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +29,8 @@ pub struct ChunkSpan {
     /// The hash chain head before the chunk's first event (`None` when the index was rebuilt
     /// without knowing it).
     pub chain_before: Option<[u8; 32]>,
+    /// How many MCAP chunks (consecutive in the file) hold the group's events.
+    pub parts: u64,
 }
 
 impl ChunkSpan {
@@ -37,6 +49,7 @@ impl ChunkSpan {
             first_time_ns: time_ns,
             last_time_ns: time_ns,
             chain_before,
+            parts: 1,
         }
     }
 
@@ -57,14 +70,28 @@ impl ChunkSpan {
     }
 }
 
+/// Where a group's events are (format version 2): the channel of each of its chunks, in file
+/// order, and whether a state snapshot chunk follows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupLayout {
+    /// The MCAP channel id each chunk holds (`None`: the chunk shared by the quiet agents).
+    pub chunks: Vec<Option<u16>>,
+    /// The hash of each chunk's events.
+    pub hashes: Vec<[u8; 32]>,
+    pub snapshot_after: bool,
+}
+
+const SHARED: u16 = u16::MAX;
+
 pub const INDEX_ATTACHMENT: &str = "replayscope.index";
 pub const INDEX_MEDIA_TYPE: &str = "application/x-replayscope-index";
 const MAGIC: &[u8; 4] = b"RSIX";
-const VERSION: u32 = 1;
-const ENTRY: usize = 6 * 8 + 32;
+const VERSION: u32 = 2;
+const ENTRY_V1: usize = 6 * 8 + 32;
 
-pub fn encode(spans: &[ChunkSpan]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + spans.len() * ENTRY);
+/// Encodes a version 2 index (`layout` has an entry per span).
+pub fn encode(spans: &[ChunkSpan], layout: &[GroupLayout]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + spans.len() * (ENTRY_V1 + 16));
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&(spans.len() as u64).to_le_bytes());
@@ -81,29 +108,81 @@ pub fn encode(spans: &[ChunkSpan]) -> Vec<u8> {
         }
         out.extend_from_slice(&s.chain_before.unwrap_or([0; 32]));
     }
+    for l in layout {
+        out.extend_from_slice(&(l.chunks.len() as u32).to_le_bytes());
+        out.extend_from_slice(&u32::from(l.snapshot_after).to_le_bytes());
+    }
+    for l in layout {
+        for c in &l.chunks {
+            out.extend_from_slice(&c.unwrap_or(SHARED).to_le_bytes());
+        }
+    }
+    for l in layout {
+        for h in &l.hashes {
+            out.extend_from_slice(h);
+        }
+    }
     out
 }
 
-/// Decodes an index; `None` if it is malformed (the caller rebuilds it).
-pub fn decode(data: &[u8]) -> Option<Vec<ChunkSpan>> {
+/// Decodes an index: the spans, and (version 2) where each group's chunks are; `None` if it is
+/// malformed (the caller rebuilds it).
+pub fn decode(data: &[u8]) -> Option<(Vec<ChunkSpan>, Option<Vec<GroupLayout>>)> {
     if data.len() < 16 || &data[0..4] != MAGIC {
         return None;
     }
     let version = u32::from_le_bytes(data[4..8].try_into().ok()?);
-    if version != VERSION {
+    if version != 1 && version != 2 {
         return None;
     }
     let count = u64::from_le_bytes(data[8..16].try_into().ok()?);
-    let body = &data[16..];
-    if (body.len() as u64) != count.checked_mul(ENTRY as u64)? {
+    let spans_len = usize::try_from(count.checked_mul(ENTRY_V1 as u64)?).ok()?;
+    let (body, rest) = data[16..].split_at_checked(spans_len)?;
+    let layout = if version == 2 {
+        let (heads, rest) = rest.split_at_checked(usize::try_from(count).ok()?.checked_mul(8)?)?;
+        let sizes: Vec<(usize, bool)> = heads
+            .chunks_exact(8)
+            .map(|h| {
+                let n = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+                (n, h[4] & 1 == 1)
+            })
+            .collect();
+        let total: usize = sizes.iter().map(|(n, _)| n).sum();
+        let (ids, hashes) = rest.split_at_checked(total.checked_mul(2)?)?;
+        if hashes.len() != total.checked_mul(32)? || sizes.iter().any(|(n, _)| *n == 0) {
+            return None;
+        }
+        let mut ids = ids
+            .chunks_exact(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]));
+        let mut hashes = hashes
+            .chunks_exact(32)
+            .map(|h| <[u8; 32]>::try_from(h).unwrap_or_default());
+        let layout = sizes
+            .into_iter()
+            .map(|(n, snapshot_after)| GroupLayout {
+                chunks: ids
+                    .by_ref()
+                    .take(n)
+                    .map(|id| (id != SHARED).then_some(id))
+                    .collect(),
+                hashes: hashes.by_ref().take(n).collect(),
+                snapshot_after,
+            })
+            .collect();
+        Some(layout)
+    } else if rest.is_empty() {
+        None
+    } else {
         return None;
-    }
+    };
     let u =
         |b: &[u8], i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
     let opt = |v: u64| (v != u64::MAX).then_some(v);
     let spans: Vec<ChunkSpan> = body
-        .chunks_exact(ENTRY)
-        .map(|b| ChunkSpan {
+        .chunks_exact(ENTRY_V1)
+        .zip(0..)
+        .map(|(b, i)| ChunkSpan {
             first_offset: u(b, 0),
             events: u(b, 1),
             first_commit_ts: u(b, 2),
@@ -111,15 +190,19 @@ pub fn decode(data: &[u8]) -> Option<Vec<ChunkSpan>> {
             first_time_ns: opt(u(b, 4)),
             last_time_ns: opt(u(b, 5)),
             chain_before: b[48..80].try_into().ok(),
+            parts: layout
+                .as_ref()
+                .map_or(1, |l: &Vec<GroupLayout>| l[i].chunks.len() as u64),
         })
         .collect();
-    // Spans must be contiguous and non-empty, or the index is not trusted.
+    // Spans must be contiguous and non-empty, each of at least one chunk, or the index is not
+    // trusted.
     for w in spans.windows(2) {
         if w[0].events == 0 || w[1].first_offset != w[0].first_offset + w[0].events {
             return None;
         }
     }
-    Some(spans)
+    Some((spans, layout))
 }
 
 #[cfg(test)]
@@ -137,6 +220,7 @@ mod tests {
                 first_time_ns: Some(5),
                 last_time_ns: Some(9),
                 chain_before: Some([0; 32]),
+                parts: 1,
             },
             ChunkSpan {
                 first_offset: 10,
@@ -146,14 +230,33 @@ mod tests {
                 first_time_ns: None,
                 last_time_ns: None,
                 chain_before: Some([7; 32]),
+                parts: 3,
             },
         ];
-        let enc = encode(&spans);
-        assert_eq!(decode(&enc), Some(spans.clone()));
+        let layout = vec![
+            GroupLayout {
+                chunks: vec![None],
+                hashes: vec![[1; 32]],
+                snapshot_after: true,
+            },
+            GroupLayout {
+                chunks: vec![Some(2), None, Some(1)],
+                hashes: vec![[2; 32], [3; 32], [4; 32]],
+                snapshot_after: false,
+            },
+        ];
+        let enc = encode(&spans, &layout);
+        assert_eq!(decode(&enc), Some((spans.clone(), Some(layout.clone()))));
         assert_eq!(decode(&enc[..enc.len() - 1]), None);
         assert_eq!(decode(b"nope"), None);
-        let mut gap = spans;
+        let mut gap = spans.clone();
         gap[1].first_offset = 11;
-        assert_eq!(decode(&encode(&gap)), None);
+        assert_eq!(decode(&encode(&gap, &layout)), None);
+        // Version 1 (one chunk per group, no layout) still reads.
+        let mut v1 = enc[..16 + 2 * ENTRY_V1].to_vec();
+        v1[4..8].copy_from_slice(&1u32.to_le_bytes());
+        let (read, layout) = decode(&v1).unwrap();
+        assert_eq!(layout, None);
+        assert_eq!(read.iter().map(|s| s.parts).collect::<Vec<_>>(), [1, 1]);
     }
 }

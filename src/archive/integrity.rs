@@ -64,3 +64,23 @@ mod tests {
         assert_eq!(e.head(), *manual.finalize().as_bytes());
     }
 }
+
+/// The hash of one chunk's events (format version 2, recorded in the index): BLAKE3 over each
+/// stored event's length (u64, little-endian) and bytes, in the chunk's order. A one-agent read,
+/// which skips other agents' chunks and so cannot run the chain, checks each chunk it reads
+/// against it.
+#[derive(Default)]
+pub struct ChunkHasher {
+    hasher: blake3::Hasher,
+}
+
+impl ChunkHasher {
+    pub fn push(&mut self, payload: &[u8]) {
+        self.hasher.update(&(payload.len() as u64).to_le_bytes());
+        self.hasher.update(payload);
+    }
+
+    pub fn finish(&self) -> [u8; 32] {
+        *self.hasher.finalize().as_bytes()
+    }
+}

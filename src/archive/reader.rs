@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::archive::format::{self, ChunkError, MAGIC, Records, TAIL_LEN, op};
 use crate::archive::index::{self, ChunkSpan};
-use crate::archive::integrity::{HashChain, ZERO_HASH};
+use crate::archive::integrity::{ChunkHasher, HashChain, ZERO_HASH};
 use crate::archive::scan::{EventHead, event_head};
 use crate::archive::snapshot::{self, STATE_TOPIC};
 use crate::archive::storage::{LocalFile, RangeRead};
@@ -58,14 +58,80 @@ pub struct SnapshotLoc {
     pub length: u64,
 }
 
+/// One MCAP chunk of a group.
 #[derive(Debug, Clone)]
-pub(crate) struct ChunkLoc {
+pub(crate) struct ChunkPart {
     /// File position of the chunk record.
     pub start: u64,
     /// Length of the chunk record including opcode and length prefix.
     pub length: u64,
     pub uncompressed: u64,
+    /// The MCAP channel ids of its messages (empty: not known, so read for any channel).
+    pub channels: Vec<u16>,
+    /// The hash of its events the index records (format version 2).
+    pub hash: Option<[u8; 32]>,
+}
+
+/// A group of MCAP chunks, consecutive in the file, that together hold a contiguous range of
+/// offsets: each busy agent's events in a chunk of its own, the rest in one (one chunk of every
+/// agent in archives written before format version 2). The unit of seeking, indexing and
+/// checking the hash chain.
+#[derive(Debug, Clone)]
+pub(crate) struct ChunkLoc {
+    /// File position of its first chunk record.
+    pub start: u64,
     pub span: ChunkSpan,
+    pub parts: Vec<ChunkPart>,
+}
+
+impl ChunkLoc {
+    fn single(part: ChunkPart, span: ChunkSpan) -> ChunkLoc {
+        ChunkLoc {
+            start: part.start,
+            span: ChunkSpan { parts: 1, ..span },
+            parts: vec![part],
+        }
+    }
+}
+
+/// Assembles groups from chunks met in file order (a scan, or an index rebuilt by reading
+/// every chunk): a group closes as soon as its chunks hold a contiguous range of offsets.
+#[derive(Default)]
+struct Grouper {
+    open: Option<(ChunkLoc, u64)>,
+}
+
+impl Grouper {
+    /// Adds a chunk whose events span `span` (first offset and count) up to offset `last`;
+    /// returns the group it completes.
+    fn add(&mut self, part: ChunkPart, span: ChunkSpan, last: u64) -> Option<ChunkLoc> {
+        match self.open.as_mut() {
+            None => self.open = Some((ChunkLoc::single(part, span), last)),
+            Some((group, max_last)) => {
+                let g = &mut group.span;
+                g.first_offset = g.first_offset.min(span.first_offset);
+                g.events += span.events;
+                g.first_commit_ts = g.first_commit_ts.min(span.first_commit_ts);
+                g.last_commit_ts = g.last_commit_ts.max(span.last_commit_ts);
+                g.first_time_ns = g.first_time_ns.into_iter().chain(span.first_time_ns).min();
+                g.last_time_ns = g.last_time_ns.into_iter().chain(span.last_time_ns).max();
+                g.parts += 1;
+                group.parts.push(part);
+                *max_last = (*max_last).max(last);
+            }
+        }
+        let (group, last) = self.open.as_ref()?;
+        if *last + 1 - group.span.first_offset == group.span.events {
+            self.open.take().map(|(g, _)| g)
+        } else {
+            None
+        }
+    }
+
+    /// The chunks of a group that never closed (events missing), if any.
+    fn unfinished(&self) -> Option<&ChunkLoc> {
+        self.open.as_ref().map(|(g, _)| g)
+    }
 }
 
 /// One MCAP file of an archive.
@@ -114,14 +180,41 @@ impl Segment {
     pub fn last_commit_ts(&self) -> Option<u64> {
         self.chunks.last().map(|c| c.span.last_commit_ts)
     }
-    pub fn chunk_count(&self) -> usize {
+    /// Groups of chunks (the unit of a seek: ~1 MiB of events).
+    pub fn group_count(&self) -> usize {
         self.chunks.len()
+    }
+    /// MCAP chunks of events.
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.iter().map(|c| c.parts.len()).sum()
     }
     /// Bytes of chunk records (compressed) and of the records inside them.
     pub fn chunk_bytes(&self) -> (u64, u64) {
         self.chunks
             .iter()
+            .flat_map(|c| &c.parts)
             .fold((0, 0), |(c, u), k| (c + k.length, u + k.uncompressed))
+    }
+    /// Whether some chunk holds none of the channels `wanted` (by index into the archive's
+    /// channel table, through `map`): a read of those channels can then skip it.
+    fn skips_for(&self, wanted: &[bool]) -> bool {
+        self.chunks
+            .iter()
+            .flat_map(|c| &c.parts)
+            .any(|p| !self.part_wanted(p, wanted))
+    }
+    /// Whether a read of the channels `wanted` must read this chunk.
+    fn part_wanted(&self, part: &ChunkPart, wanted: &[bool]) -> bool {
+        part.channels.is_empty()
+            || part
+                .channels
+                .iter()
+                .any(|id| self.channel_wanted(*id, wanted))
+    }
+    fn channel_wanted(&self, id: u16, wanted: &[bool]) -> bool {
+        self.channel_map
+            .get(&id)
+            .is_some_and(|&g| wanted.get(g).copied().unwrap_or(false))
     }
     /// The chain start of this segment (zero for the first segment of an archive).
     pub fn chain_start(&self) -> [u8; 32] {
@@ -198,7 +291,7 @@ struct ArchiveInner {
     notes: Vec<String>,
     /// The most recently decompressed chunk, so that resolving a position and then reading from
     /// it costs one decompression.
-    chunk_cache: Mutex<Option<((usize, usize), Bytes)>>,
+    chunk_cache: Mutex<Option<((usize, usize), PartsData)>>,
 }
 
 /// An open archive (one file or a directory of segments). Cheap to clone.
@@ -798,19 +891,23 @@ impl Archive {
         }
         let seg = &segs[seg_idx];
         let chunk_idx = seg.chunks.partition_point(|c| chunk_last(&c.span) < target);
-        let data = self.chunk_data(seg_idx, chunk_idx)?;
+        let data = self.group_data(seg_idx, chunk_idx, None)?;
         let loc = &seg.chunks[chunk_idx];
+        let parsed = ParsedChunk::parse(seg, loc, data, None, None, false);
+        if let Some(e) = &parsed.error {
+            return Err(e.error(seg));
+        }
         let mut offset = loc.span.first_offset;
-        for item in ChunkMessages::new(&data) {
-            let (_, payload, at) = item.map_err(|e| self.corrupt(seg, loc, e))?;
-            let head = event_head(payload).ok_or_else(|| ArchiveError::Decode {
-                path: seg.name().to_string(),
-                offset,
-                message: format!(
-                    "malformed message in chunk at byte {} (record at byte {at} of its records)",
-                    loc.start
-                ),
-            })?;
+        for m in &parsed.messages {
+            let head = m.head;
+            if head.offset != offset {
+                return Err(ArchiveError::OffsetGap {
+                    path: seg.name().to_string(),
+                    at: loc.start,
+                    expected: offset,
+                    found: head.offset,
+                });
+            }
             if event_key(&head).is_some_and(|k| k >= target) {
                 if at_or_before && event_key(&head) != Some(target) {
                     // The event found is after the target: the answer is the one before it.
@@ -832,29 +929,40 @@ impl Archive {
         })
     }
 
-    fn corrupt(&self, seg: &Segment, loc: &ChunkLoc, e: format::FormatError) -> ArchiveError {
-        ArchiveError::Corrupt {
-            path: seg.name().to_string(),
-            at: loc.start,
-            what: format!(
-                "malformed record inside chunk (at byte {} of its records): {}",
-                e.at, e.what
-            ),
-        }
-    }
-
-    /// Reads and decompresses one chunk (cached: the last one read).
-    fn chunk_data(&self, seg_idx: usize, chunk_idx: usize) -> Result<Bytes> {
-        if let Ok(cache) = self.inner.chunk_cache.lock()
-            && let Some((key, data)) = cache.as_ref()
-            && *key == (seg_idx, chunk_idx)
-        {
-            return Ok(data.clone());
-        }
+    /// Reads and decompresses the chunks of a group that a read of `only`'s channels needs
+    /// (all of them without `only`), through a cache of the last group read.
+    fn group_data(
+        &self,
+        seg_idx: usize,
+        chunk_idx: usize,
+        only: Option<&[bool]>,
+    ) -> Result<PartsData> {
         let seg = &self.inner.segments[seg_idx];
         let loc = &seg.chunks[chunk_idx];
-        let data = Bytes::from(read_chunk(seg.storage.as_ref(), loc.start, loc.length)?);
-        if let Ok(mut cache) = self.inner.chunk_cache.lock() {
+        let mut data: PartsData = match self.inner.chunk_cache.lock() {
+            Ok(cache) => match cache.as_ref() {
+                Some((key, d)) if *key == (seg_idx, chunk_idx) => d.clone(),
+                _ => vec![None; loc.parts.len()],
+            },
+            Err(_) => vec![None; loc.parts.len()],
+        };
+        let mut read_any = false;
+        if only.is_none() && data.iter().all(Option::is_none) {
+            // The whole group: its chunks are consecutive, one read (one request on S3).
+            data = read_parts(seg, loc, None, false)?;
+            read_any = true;
+        }
+        for (part, slot) in loc.parts.iter().zip(data.iter_mut()) {
+            if slot.is_none() && only.is_none_or(|w| seg.part_wanted(part, w)) {
+                *slot = Some(Bytes::from(read_chunk(
+                    seg.storage.as_ref(),
+                    part.start,
+                    part.length,
+                )?));
+                read_any = true;
+            }
+        }
+        if read_any && let Ok(mut cache) = self.inner.chunk_cache.lock() {
             *cache = Some(((seg_idx, chunk_idx), data.clone()));
         }
         Ok(data)
@@ -869,6 +977,63 @@ impl Archive {
     /// A cursor at `offset`; `verify_chain` decides whether the chain is checked from the first
     /// chunk on (CRCs are always checked).
     pub fn cursor_at_with(&self, offset: u64, verify_chain: bool) -> Result<Cursor> {
+        self.cursor_from(offset, verify_chain, None)
+    }
+
+    /// Whether a read of the channels `wanted` (by index into [`Archive::channels`]) can skip
+    /// chunks: the archive stores some of its events in chunks without them.
+    pub fn reads_less_for(&self, wanted: &[bool]) -> bool {
+        self.inner.segments.iter().any(|s| s.skips_for(wanted))
+    }
+
+    /// Whether the index records every chunk's hash (format version 2), so that a read of some
+    /// channels can check what it reads without the chain.
+    pub fn has_chunk_hashes(&self) -> bool {
+        self.inner
+            .segments
+            .iter()
+            .flat_map(|s| &s.chunks)
+            .flat_map(|c| &c.parts)
+            .all(|p| p.hash.is_some())
+    }
+
+    /// How many channels (by index into [`Archive::channels`]) have chunks of their own
+    /// somewhere in the archive, if its index records where each chunk's events are
+    /// (format version 2); `None` for archives whose every chunk holds every agent.
+    pub fn channels_with_own_chunks(&self) -> Option<usize> {
+        if !self.has_chunk_hashes() || self.inner.segments.is_empty() {
+            return None;
+        }
+        let mut own = vec![false; self.inner.channels.len()];
+        for seg in &self.inner.segments {
+            for part in seg.chunks.iter().flat_map(|c| &c.parts) {
+                if let [id] = part.channels[..]
+                    && let Some(&g) = seg.channel_map.get(&id)
+                    && let Some(o) = own.get_mut(g)
+                {
+                    *o = true;
+                }
+            }
+        }
+        Some(own.iter().filter(|o| **o).count())
+    }
+
+    /// A cursor at `offset` that returns the events of the channels `wanted` alone (by index
+    /// into [`Archive::channels`]) and reads only the chunks that hold them. The hash chain
+    /// runs over every channel's events, so it is not run; with `check`, each chunk read is
+    /// checked against the hash the index records for it (CRCs are always checked). Offsets go
+    /// up with gaps.
+    pub fn cursor_at_only(&self, offset: u64, wanted: Vec<bool>, check: bool) -> Result<Cursor> {
+        self.cursor_from(offset, check, Some(Arc::new(wanted)))
+    }
+
+    /// A cursor at `offset`; with `only`, `verify` checks chunk hashes instead of the chain.
+    fn cursor_from(
+        &self,
+        offset: u64,
+        verify: bool,
+        only: Option<Arc<Vec<bool>>>,
+    ) -> Result<Cursor> {
         let segs = &self.inner.segments;
         let seg_idx = segs.partition_point(|s| s.last_offset().is_some_and(|l| l < offset));
         let Some(seg) = segs
@@ -881,12 +1046,26 @@ impl Archive {
             .chunks
             .partition_point(|c| c.span.last_offset() < offset);
         let mut cursor = Cursor::empty(self.clone());
-        cursor.verify_chain = verify_chain;
+        cursor.verify_chain = verify && only.is_none();
+        cursor.check_chunks = verify && only.is_some();
+        cursor.only = only;
         cursor.seg = seg_idx;
         cursor.chunk = chunk_idx;
         cursor.next_offset = seg.chunks[chunk_idx].span.first_offset;
-        // Skip to the offset inside the chunk.
         cursor.load_chunk()?;
+        if cursor.only.is_some() {
+            // Only some events of the group: the first at or after the offset.
+            if let Some(c) = cursor.current.as_mut() {
+                c.next = c.chunk.messages.partition_point(|m| m.head.offset < offset);
+                cursor.prev_commit_ts = c
+                    .next
+                    .checked_sub(1)
+                    .map(|i| c.chunk.messages[i].head.commit_ts);
+            }
+            cursor.next_offset = offset;
+            return Ok(cursor);
+        }
+        // Skip to the offset inside the chunk.
         let skip = offset - seg.chunks[chunk_idx].span.first_offset;
         for _ in 0..skip {
             match cursor.next_raw() {
@@ -907,24 +1086,34 @@ impl Archive {
     }
 }
 
-/// Reads the chunk record at `start` and returns its decompressed records.
-pub(crate) fn read_chunk(storage: &dyn RangeRead, start: u64, length: u64) -> Result<Vec<u8>> {
-    let name = storage.name().to_string();
+/// Reads `length` bytes at `start` (one or more chunk records).
+fn read_records(storage: &dyn RangeRead, start: u64, length: u64) -> Result<Vec<u8>> {
     let len = usize::try_from(length)
         .ok()
         .filter(|l| *l as u64 <= format::MAX_CHUNK_UNCOMPRESSED)
         .ok_or_else(|| ArchiveError::Corrupt {
-            path: name.clone(),
+            path: storage.name().to_string(),
             at: start,
             what: format!("chunk length {length} is implausible"),
         })?;
-    let record = storage
+    storage
         .read_range(start, len)
         .map_err(|e| ArchiveError::Corrupt {
-            path: name.clone(),
+            path: storage.name().to_string(),
             at: start,
             what: format!("chunk cannot be read: {e}"),
-        })?;
+        })
+}
+
+/// Reads the chunk record at `start` and returns its decompressed records.
+pub(crate) fn read_chunk(storage: &dyn RangeRead, start: u64, length: u64) -> Result<Vec<u8>> {
+    let record = read_records(storage, start, length)?;
+    decode_chunk(storage.name(), start, &record)
+}
+
+/// The decompressed records of the chunk record `record` (read from `start`).
+fn decode_chunk(name: &str, start: u64, record: &[u8]) -> Result<Vec<u8>> {
+    let name = name.to_string();
     let body = record
         .get(format::RECORD_PREFIX as usize..)
         .filter(|_| record.first() == Some(&op::CHUNK))
@@ -989,58 +1178,129 @@ impl<'a> Iterator for ChunkMessages<'a> {
     }
 }
 
-/// One message of a decompressed chunk: where its payload is and its scalar fields.
+/// The decompressed chunks of a group, by its parts (`None`: not read).
+type PartsData = Vec<Option<Bytes>>;
+
+/// One message of a decompressed chunk: which chunk of its group, where its payload is there,
+/// and its scalar fields.
 #[derive(Debug, Clone, Copy)]
 struct MessageEntry {
     start: u32,
     len: u32,
     channel_id: u16,
+    part: u16,
     head: EventHead,
 }
 
-/// A decompressed chunk with its messages located and their heads read (done on the read-ahead
-/// thread for sequential reads, so the decoding thread only decodes).
+/// What stopped the parse of one chunk of a group.
+#[derive(Debug, Clone)]
+struct PartError {
+    /// File position of the chunk record.
+    chunk_start: u64,
+    /// Position inside its records.
+    at: u64,
+    what: String,
+}
+
+impl PartError {
+    fn error(&self, seg: &Segment) -> ArchiveError {
+        ArchiveError::Corrupt {
+            path: seg.name().to_string(),
+            at: self.chunk_start,
+            what: format!(
+                "malformed record inside chunk (at byte {} of its records): {}",
+                self.at, self.what
+            ),
+        }
+    }
+}
+
+/// A group's decompressed chunks with their messages located, their heads read and put in
+/// offset order (done on the read-ahead thread for sequential reads, so the decoding thread
+/// only decodes).
 struct ParsedChunk {
-    data: Bytes,
+    data: PartsData,
     messages: Vec<MessageEntry>,
-    /// What stopped the parse before the end of the chunk, if anything: returned after the
+    /// What stopped the parse before the end of a chunk, if anything: returned after the
     /// messages before it.
-    error: Option<(u64, String)>,
-    /// The chain head before the chunk's first event, when known.
+    error: Option<PartError>,
+    /// The chain head before the group's first event, when known.
     chain_before: Option<[u8; 32]>,
-    /// The chain head after the chunk's last event, when known.
+    /// The chain head after the group's last event, when known.
     chain_after: Option<[u8; 32]>,
-    /// The chain head after each message, when the chunk was hashed (the read-ahead thread
+    /// The chain head after each message, when the group was hashed (the read-ahead thread
     /// computes them anyway; kept, a consumer knows the head after any event it delivers).
     heads: Vec<[u8; 32]>,
 }
 
 impl ParsedChunk {
-    /// Locates every message and reads its head; with `hash`, also runs the chain over the
-    /// payloads when the chain head before the chunk is known.
-    fn parse(data: Bytes, chain_before: Option<[u8; 32]>, hash: bool) -> ParsedChunk {
-        let mut messages = Vec::with_capacity(data.len() / 256);
+    /// Locates every message of the chunks read (with `only`, of those channels alone), reads
+    /// its head and puts them in offset order; with `hash`, also runs the chain over the
+    /// payloads when the chain head before the group is known.
+    fn parse(
+        seg: &Segment,
+        loc: &ChunkLoc,
+        data: PartsData,
+        only: Option<&[bool]>,
+        chain_before: Option<[u8; 32]>,
+        hash: bool,
+    ) -> ParsedChunk {
+        let total: usize = data.iter().flatten().map(|d| d.len()).sum();
+        let mut messages = Vec::with_capacity(total / 256);
         let mut error = None;
-        for item in ChunkMessages::new(&data) {
-            match item {
-                Ok((channel_id, payload, at)) => {
-                    let Some(head) = event_head(payload) else {
-                        error = Some((at as u64, "malformed ArchivedEvent".to_string()));
+        // Wanted MCAP channel ids, by id.
+        let local: Option<Vec<bool>> = only.map(|w| {
+            let max = seg.channel_map.keys().copied().max().unwrap_or(0) as usize;
+            (0..=max)
+                .map(|id| seg.channel_wanted(id as u16, w))
+                .collect()
+        });
+        let mut parts_read = 0;
+        for (i, (part, d)) in loc.parts.iter().zip(&data).enumerate() {
+            let Some(d) = d else { continue };
+            parts_read += 1;
+            for item in ChunkMessages::new(d) {
+                let (channel_id, payload, at) = match item {
+                    Ok(m) => m,
+                    Err(e) => {
+                        error = Some(PartError {
+                            chunk_start: part.start,
+                            at: e.at,
+                            what: e.what,
+                        });
                         break;
-                    };
-                    let start = at + format::RECORD_PREFIX as usize + format::MESSAGE_HEADER_LEN;
-                    messages.push(MessageEntry {
-                        start: start as u32,
-                        len: payload.len() as u32,
-                        channel_id,
-                        head,
+                    }
+                };
+                if local
+                    .as_ref()
+                    .is_some_and(|l| !l.get(channel_id as usize).copied().unwrap_or(false))
+                {
+                    continue;
+                }
+                let Some(head) = event_head(payload) else {
+                    error = Some(PartError {
+                        chunk_start: part.start,
+                        at: at as u64,
+                        what: "malformed ArchivedEvent".to_string(),
                     });
-                }
-                Err(e) => {
-                    error = Some((e.at, e.what));
                     break;
-                }
+                };
+                let start = at + format::RECORD_PREFIX as usize + format::MESSAGE_HEADER_LEN;
+                messages.push(MessageEntry {
+                    start: start as u32,
+                    len: payload.len() as u32,
+                    channel_id,
+                    part: i as u16,
+                    head,
+                });
             }
+            if error.is_some() {
+                break;
+            }
+        }
+        if parts_read > 1 {
+            // Each chunk is in offset order: a merge of sorted runs.
+            messages.sort_by_key(|m| m.head.offset);
         }
         let mut parsed = ParsedChunk {
             data,
@@ -1056,14 +1316,21 @@ impl ParsedChunk {
         parsed
     }
 
-    /// Runs the chain over the messages from `before`: the head after each, and after the chunk
-    /// (unless the chunk did not parse to its end).
+    /// The stored bytes of a message.
+    fn bytes(&self, m: &MessageEntry) -> &[u8] {
+        let data = self.data[m.part as usize]
+            .as_ref()
+            .expect("messages are of chunks read");
+        &data[m.start as usize..m.start as usize + m.len as usize]
+    }
+
+    /// Runs the chain over the messages from `before`: the head after each, and after the group
+    /// (unless a chunk did not parse to its end).
     fn hash_from(&mut self, before: [u8; 32]) {
         let mut chain = HashChain::starting_at(before);
         let mut heads = Vec::with_capacity(self.messages.len());
         for m in &self.messages {
-            let at = m.start as usize;
-            chain.push(&self.data[at..at + m.len as usize]);
+            chain.push(self.bytes(m));
             heads.push(chain.head());
         }
         self.chain_before = Some(before);
@@ -1082,7 +1349,9 @@ impl ParsedChunk {
 
     fn payload(&self, i: usize) -> Bytes {
         let m = &self.messages[i];
-        self.data
+        self.data[m.part as usize]
+            .as_ref()
+            .expect("messages are of chunks read")
             .slice(m.start as usize..m.start as usize + m.len as usize)
     }
 }
@@ -1111,6 +1380,10 @@ pub struct Cursor {
     verified_through: Option<(u64, [u8; 32])>,
     /// Check the hash chain at every chunk boundary (CRCs are always checked).
     verify_chain: bool,
+    /// Read only these channels' events and chunks (by index into the archive's channels).
+    only: Option<Arc<Vec<bool>>>,
+    /// Reading only some channels: check each chunk read against its recorded hash.
+    check_chunks: bool,
     failed: bool,
     names: crate::event::wire::NameCache,
 }
@@ -1129,6 +1402,8 @@ impl Cursor {
             chain: None,
             verified_through: None,
             verify_chain: true,
+            only: None,
+            check_chunks: false,
             failed: false,
             names: Default::default(),
         }
@@ -1172,6 +1447,10 @@ impl Cursor {
     /// The chain head after the last event returned (`None` where the chain is unknown: an
     /// archive rebuilt without its index, read from the middle).
     pub fn chain_head(&self) -> Option<[u8; 32]> {
+        if self.only.is_some() {
+            // Other channels' events are not read: the chain over all of them is unknown.
+            return None;
+        }
         match &self.current {
             Some(c) => c.chunk.head_after(c.next),
             None => self.chain,
@@ -1195,10 +1474,24 @@ impl Cursor {
 
     /// Loads the chunk the cursor is positioned in (a seek), through the chunk cache.
     fn load_chunk(&mut self) -> Result<()> {
-        let data = self.archive.chunk_data(self.seg, self.chunk)?;
+        let only = self.only.as_deref().map(Vec::as_slice);
+        let data = self.archive.group_data(self.seg, self.chunk, only)?;
         // Verifying, the chunk is hashed and checked before any of its events is returned.
+        let seg = &self.archive.inner.segments[self.seg];
+        if self.check_chunks
+            && let Some(only) = only
+        {
+            for (part, d) in seg.chunks[self.chunk].parts.iter().zip(&data) {
+                if let Some(d) = d.as_ref().filter(|_| seg.part_wanted(part, only)) {
+                    check_part(seg, part, d)?;
+                }
+            }
+        }
         let chunk = ParsedChunk::parse(
+            seg,
+            &seg.chunks[self.chunk],
             data,
+            only,
             self.chain_before(self.seg, self.chunk),
             self.verify_chain,
         );
@@ -1214,17 +1507,10 @@ impl Cursor {
         let seg = &self.archive.inner.segments[self.seg];
         let loc = &seg.chunks[self.chunk];
         if self.verify_chain
-            && let Some((at, what)) = &chunk.error
+            && let Some(e) = &chunk.error
         {
             // Its chain cannot be checked to its end: nothing of it is delivered.
-            return Err(self.archive.corrupt(
-                seg,
-                loc,
-                format::FormatError {
-                    at: *at,
-                    what: what.clone(),
-                },
-            ));
+            return Err(e.error(seg));
         }
         let Some(after) = chunk.chain_after.filter(|_| self.verify_chain) else {
             return Ok(());
@@ -1269,6 +1555,8 @@ impl Cursor {
                 self.until,
                 self.verify_chain,
                 chain_before,
+                self.only.clone(),
+                self.check_chunks,
             ));
         }
         let p = self.prefetch.as_mut().expect("prefetch was just started");
@@ -1286,6 +1574,12 @@ impl Cursor {
         let seg = &self.archive.inner.segments[self.seg];
         let loc = &seg.chunks[self.chunk];
         let expected_next = loc.span.first_offset + loc.span.events;
+        if self.only.is_some() {
+            // Some of the group's events were read: on past the rest.
+            self.next_offset = self.next_offset.max(expected_next);
+            self.chunk += 1;
+            return Ok(());
+        }
         if self.next_offset != expected_next {
             return Err(ArchiveError::OffsetGap {
                 path: seg.name().to_string(),
@@ -1355,18 +1649,25 @@ impl Cursor {
             }
             let current = self.current.as_mut()?;
             if let Some(m) = current.chunk.messages.get(current.next).copied() {
+                if let Some(only) = &self.only {
+                    let seg = &self.archive.inner.segments[self.seg];
+                    if !seg.channel_wanted(m.channel_id, only) {
+                        // A group read whole (a seek before the read was narrowed).
+                        current.next += 1;
+                        continue;
+                    }
+                    if let Some(u) = self.until.filter(|u| m.head.offset > *u) {
+                        self.next_offset = u + 1;
+                        return None;
+                    }
+                }
                 let payload = current.chunk.payload(current.next);
                 current.next += 1;
                 return Some(self.accept(m.channel_id, m.head, payload));
             }
-            if let Some((at, what)) = current.chunk.error.take() {
+            if let Some(e) = current.chunk.error.take() {
                 let seg = &self.archive.inner.segments[self.seg];
-                let loc = &seg.chunks[self.chunk];
-                return Some(Err(self.archive.corrupt(
-                    seg,
-                    loc,
-                    format::FormatError { at, what },
-                )));
+                return Some(Err(e.error(seg)));
             }
             if let Err(e) = self.finish_chunk() {
                 return Some(Err(e));
@@ -1377,7 +1678,12 @@ impl Cursor {
     fn accept(&mut self, channel_id: u16, head: EventHead, payload: Bytes) -> Result<RawEvent> {
         let seg = &self.archive.inner.segments[self.seg];
         let loc = &seg.chunks[self.chunk];
-        if head.offset != self.next_offset {
+        let in_order = match self.only {
+            // Other channels' events lie between: offsets go up with gaps.
+            Some(_) => head.offset >= self.next_offset,
+            None => head.offset == self.next_offset,
+        };
+        if !in_order {
             return Err(ArchiveError::OffsetGap {
                 path: seg.name().to_string(),
                 at: loc.start,
@@ -1404,7 +1710,7 @@ impl Cursor {
                 what: format!("message on unknown channel {channel_id}"),
             })?;
         self.prev_commit_ts = Some(head.commit_ts);
-        self.next_offset += 1;
+        self.next_offset = head.offset + 1;
         Ok(RawEvent {
             offset: head.offset,
             commit_ts: head.commit_ts,
@@ -1460,19 +1766,38 @@ impl Prefetch {
         until: Option<u64>,
         verify: bool,
         chain_before: Option<[u8; 32]>,
+        only: Option<Arc<Vec<bool>>>,
+        check_chunks: bool,
     ) -> Prefetch {
         let handle = archive.clone();
         let (tx, rx) = std::sync::mpsc::sync_channel::<Prefetched>(PREFETCH_CHUNKS);
-        let spawned = if verify {
+        let spawned = if verify && only.is_none() {
             let (read_tx, read_rx) = std::sync::mpsc::sync_channel(PREFETCH_CHUNKS);
-            spawn_reader(archive.clone(), from, until, read_tx, ReadChunk).and_then(|()| {
+            spawn_reader(
+                archive.clone(),
+                from,
+                until,
+                None,
+                false,
+                read_tx,
+                ReadChunk,
+            )
+            .and_then(|()| {
                 std::thread::Builder::new()
                     .name("replayscope-hash".into())
                     .spawn(move || hash_chunks(&archive, from.0, chain_before, read_rx, tx))
                     .map(|_| ())
             })
         } else {
-            spawn_reader(archive, from, until, tx, |_, _, chunk| chunk)
+            spawn_reader(
+                archive,
+                from,
+                until,
+                only,
+                check_chunks,
+                tx,
+                |_, _, chunk| chunk,
+            )
         };
         let rx = match spawned {
             Ok(()) => rx,
@@ -1510,12 +1835,16 @@ impl Prefetch {
     }
 }
 
-/// The read-ahead thread: reads, decompresses, CRC-checks and parses the chunks from `from`
-/// (up to `until`) into `tx`, each with the segment it belongs to when `tx` wants it.
+/// The read-ahead thread: reads, decompresses, CRC-checks and parses the groups from `from`
+/// (up to `until`) into `tx`, each with the segment it belongs to when `tx` wants it. With
+/// `only`, it reads just the chunks holding those channels (a group without any is sent
+/// empty).
 fn spawn_reader<T: Send + 'static>(
     archive: Archive,
     from: (usize, usize),
     until: Option<u64>,
+    only: Option<Arc<Vec<bool>>>,
+    check_chunks: bool,
     tx: std::sync::mpsc::SyncSender<T>,
     wrap: fn(usize, usize, Prefetched) -> T,
 ) -> std::io::Result<()> {
@@ -1533,8 +1862,9 @@ fn spawn_reader<T: Send + 'static>(
                 if until.is_some_and(|u| loc.span.first_offset > u) {
                     return;
                 }
-                let item = read_chunk(seg.storage.as_ref(), loc.start, loc.length)
-                    .map(|data| ParsedChunk::parse(Bytes::from(data), None, false));
+                let only = only.as_deref().map(Vec::as_slice);
+                let item = read_parts(seg, loc, only, check_chunks)
+                    .map(|data| ParsedChunk::parse(seg, loc, data, only, None, false));
                 let failed = item.is_err();
                 if tx.send(wrap(s, c, item)).is_err() || failed {
                     return;
@@ -1543,6 +1873,90 @@ fn spawn_reader<T: Send + 'static>(
             }
         })
         .map(|_| ())
+}
+
+/// Reads and decompresses the chunks of a group that a read of `only`'s channels needs; with
+/// `check`, checks each against its recorded hash.
+fn read_parts(
+    seg: &Segment,
+    loc: &ChunkLoc,
+    only: Option<&[bool]>,
+    check: bool,
+) -> Result<PartsData> {
+    let storage = seg.storage.as_ref();
+    // Reading every chunk of a group: consecutive in the file, so one read.
+    let whole = match (only, loc.parts.first(), loc.parts.last()) {
+        (None, Some(first), Some(last)) if loc.parts.len() > 1 => {
+            let end = last.start + last.length;
+            let contiguous = loc
+                .parts
+                .windows(2)
+                .all(|w| w[0].start + w[0].length == w[1].start);
+            if contiguous {
+                Some(read_records(storage, first.start, end - first.start)?)
+            } else {
+                None
+            }
+        }
+        _ => None,
+    };
+    loc.parts
+        .iter()
+        .map(|part| {
+            if only.is_some_and(|w| !seg.part_wanted(part, w)) {
+                return Ok(None);
+            }
+            let data = match &whole {
+                Some(records) => {
+                    let at = (part.start - loc.parts[0].start) as usize;
+                    decode_chunk(
+                        storage.name(),
+                        part.start,
+                        &records[at..at + part.length as usize],
+                    )?
+                }
+                None => read_chunk(storage, part.start, part.length)?,
+            };
+            if check {
+                check_part(seg, part, &data)?;
+            }
+            Ok(Some(Bytes::from(data)))
+        })
+        .collect()
+}
+
+/// Checks a decompressed chunk's events against the hash the index records for it.
+fn check_part(seg: &Segment, part: &ChunkPart, data: &[u8]) -> Result<()> {
+    let Some(expected) = part.hash else {
+        return Ok(());
+    };
+    let mut hash = ChunkHasher::default();
+    for item in ChunkMessages::new(data) {
+        let (_, payload, _) = item.map_err(|e| {
+            PartError {
+                chunk_start: part.start,
+                at: e.at,
+                what: e.what,
+            }
+            .error(seg)
+        })?;
+        hash.push(payload);
+    }
+    let actual = hash.finish();
+    if actual == expected {
+        return Ok(());
+    }
+    Err(ArchiveError::HashMismatch {
+        path: seg.name().to_string(),
+        context: format!(
+            " in the chunk at byte {} (its events checked against the chunk hash the index \
+             records: a one-agent read does not run the chain over the other agents' events), \
+             nothing of it delivered",
+            part.start
+        ),
+        expected: hex(&expected),
+        actual: hex(&actual),
+    })
 }
 
 /// A chunk from the reader, with its segment and index there.
@@ -1726,7 +2140,12 @@ enum ChunkKind {
 
 /// What decoding a chunk of events found out about it.
 struct ChunkScan {
+    /// Its first offset, event count and ranges (its offsets go up, with gaps where other
+    /// chunks of its group hold the events between).
     span: ChunkSpan,
+    last_offset: u64,
+    /// The MCAP channel ids of its messages.
+    channel_ids: Vec<u16>,
     uncompressed: u64,
     counts: BTreeMap<u16, u64>,
     channels: Vec<(u16, ChannelKey)>,
@@ -1950,59 +2369,74 @@ impl Opener {
                 ));
             }
         }
-        // Chunks of the snapshot channel alone hold state snapshots, the others events.
-        let (snapshot_chunks, chunk_indexes): (Vec<_>, Vec<_>) =
-            chunk_indexes.into_iter().partition(|ci| {
-                !state_ids.is_empty()
-                    && !ci.message_index_offsets.is_empty()
-                    && ci
-                        .message_index_offsets
-                        .keys()
-                        .all(|id| state_ids.contains(id))
-            });
         for id in &state_ids {
             counts.remove(id);
         }
-        let mut notes = Vec::new();
-        let spans = match index_attachment {
-            Some((at, len)) => self
-                .read_index(at, len)
-                .filter(|s| s.len() == chunk_indexes.len()),
-            None => None,
+        let compression = chunk_indexes.first().map(|ci| ci.compression.clone());
+        let part = |ci: &mcap::records::ChunkIndex, channels: Vec<u16>| ChunkPart {
+            start: ci.chunk_start_offset,
+            length: ci.chunk_length,
+            uncompressed: ci.uncompressed_size,
+            channels,
+            hash: None,
         };
-        let spans = match spans {
-            Some(s) => s,
-            None => {
-                notes.push(format!(
-                    "no valid {} attachment: chunk index rebuilt by reading {} chunks",
-                    index::INDEX_ATTACHMENT,
-                    chunk_indexes.len()
-                ));
-                let mut spans = Vec::with_capacity(chunk_indexes.len());
-                for ci in &chunk_indexes {
-                    match self.chunk_kind(ci.chunk_start_offset, ci.chunk_length, &state_ids)? {
-                        ChunkKind::Events(found) => spans.push(found.span),
-                        ChunkKind::Snapshot { .. } => {
-                            return Err(self.corrupt(
-                                ci.chunk_start_offset,
-                                "a state snapshot in a chunk the summary lists with events",
-                            ));
-                        }
+        let mut notes = Vec::new();
+        let index = index_attachment.and_then(|(at, len)| self.read_index(at, len));
+        // Version 2: the index places every chunk (groups, and the snapshot after a group).
+        let placed = match &index {
+            Some((spans, Some(layout)))
+                if spans.iter().map(|s| s.parts).sum::<u64>()
+                    + layout.iter().filter(|l| l.snapshot_after).count() as u64
+                    == chunk_indexes.len() as u64 =>
+            {
+                Some((spans, layout))
+            }
+            _ => None,
+        };
+        let (chunks, snapshot_chunks) = match placed {
+            Some((spans, layout)) => {
+                let ids: Vec<u16> = channels.iter().map(|(id, _)| *id).collect();
+                let mut cis = chunk_indexes.iter();
+                let mut chunks = Vec::with_capacity(spans.len());
+                let mut snapshot_chunks = Vec::new();
+                for (span, l) in spans.iter().zip(layout) {
+                    let own: Vec<u16> = l.chunks.iter().flatten().copied().collect();
+                    let mut parts = Vec::with_capacity(l.chunks.len());
+                    for (c, hash) in l.chunks.iter().zip(&l.hashes) {
+                        let ci = cis.next().expect("the index places every chunk");
+                        parts.push(ChunkPart {
+                            hash: Some(*hash),
+                            ..part(
+                                ci,
+                                match c {
+                                    Some(id) => vec![*id],
+                                    // The shared chunk: any channel without one of its own.
+                                    None => {
+                                        ids.iter().filter(|i| !own.contains(i)).copied().collect()
+                                    }
+                                },
+                            )
+                        });
+                    }
+                    chunks.push(ChunkLoc {
+                        start: parts[0].start,
+                        span: *span,
+                        parts,
+                    });
+                    if l.snapshot_after {
+                        snapshot_chunks
+                            .push(cis.next().expect("the index places every chunk").clone());
                     }
                 }
-                spans
+                (chunks, snapshot_chunks)
             }
+            None => self.place_chunks(
+                chunk_indexes,
+                index.map(|(spans, _)| spans),
+                &state_ids,
+                &mut notes,
+            )?,
         };
-        let chunks: Vec<ChunkLoc> = chunk_indexes
-            .iter()
-            .zip(spans)
-            .map(|(ci, span)| ChunkLoc {
-                start: ci.chunk_start_offset,
-                length: ci.chunk_length,
-                uncompressed: ci.uncompressed_size,
-                span,
-            })
-            .collect();
         let meta = match meta_index {
             Some((at, len)) => Some(self.read_meta(at, len)?),
             None => {
@@ -2043,7 +2477,6 @@ impl Opener {
                 found
             }
         };
-        let compression = chunk_indexes.first().map(|ci| ci.compression.clone());
         let markers = match markers_index {
             Some(at) => Some(self.read_markers(at)?),
             None => None,
@@ -2062,7 +2495,89 @@ impl Opener {
         self.segment_from_scan(scan, None, notes)
     }
 
-    fn read_index(&self, at: u64, len: u64) -> Option<Vec<ChunkSpan>> {
+    /// The groups and snapshot chunks of a file whose index does not place its chunks (version
+    /// 1, or none): chunks of the snapshot channel alone (as their message indexes say) hold
+    /// snapshots; the others are events, one chunk per group as a version 1 index lists them,
+    /// or grouped by reading every chunk.
+    fn place_chunks(
+        &self,
+        chunk_indexes: Vec<mcap::records::ChunkIndex>,
+        spans: Option<Vec<ChunkSpan>>,
+        state_ids: &[u16],
+        notes: &mut Vec<String>,
+    ) -> Result<(Vec<ChunkLoc>, Vec<mcap::records::ChunkIndex>)> {
+        let (mut snapshot_chunks, chunk_indexes): (Vec<_>, Vec<_>) =
+            chunk_indexes.into_iter().partition(|ci| {
+                !state_ids.is_empty()
+                    && !ci.message_index_offsets.is_empty()
+                    && ci
+                        .message_index_offsets
+                        .keys()
+                        .all(|id| state_ids.contains(id))
+            });
+        let part = |ci: &mcap::records::ChunkIndex, channels: Vec<u16>| ChunkPart {
+            start: ci.chunk_start_offset,
+            length: ci.chunk_length,
+            uncompressed: ci.uncompressed_size,
+            channels,
+            hash: None,
+        };
+        if let Some(spans) = spans.filter(|s| {
+            s.len() == chunk_indexes.len()
+                && !chunk_indexes
+                    .iter()
+                    .any(|ci| ci.message_index_offsets.is_empty())
+        }) {
+            let chunks = chunk_indexes
+                .iter()
+                .zip(spans)
+                .map(|(ci, span)| {
+                    ChunkLoc::single(
+                        part(ci, ci.message_index_offsets.keys().copied().collect()),
+                        span,
+                    )
+                })
+                .collect();
+            return Ok((chunks, snapshot_chunks));
+        }
+        notes.push(format!(
+            "no valid {} attachment: chunk index rebuilt by reading {} chunks",
+            index::INDEX_ATTACHMENT,
+            chunk_indexes.len()
+        ));
+        let mut groups = Grouper::default();
+        let mut chunks = Vec::new();
+        for ci in chunk_indexes {
+            match self.chunk_kind(ci.chunk_start_offset, ci.chunk_length, state_ids)? {
+                ChunkKind::Events(found) => {
+                    let p = part(&ci, found.channel_ids);
+                    if let Some(g) = groups.add(p, found.span, found.last_offset) {
+                        chunks.push(g);
+                    }
+                }
+                // Without message indexes, only reading a chunk tells a snapshot.
+                ChunkKind::Snapshot { .. } => snapshot_chunks.push(ci),
+            }
+        }
+        if let Some(open) = groups.unfinished() {
+            return Err(self.corrupt(
+                open.start,
+                format!(
+                    "the chunks from here on hold {} events from offset {} with offsets \
+                     missing between them",
+                    open.span.events, open.span.first_offset
+                ),
+            ));
+        }
+        snapshot_chunks.sort_by_key(|c| c.chunk_start_offset);
+        Ok((chunks, snapshot_chunks))
+    }
+
+    fn read_index(
+        &self,
+        at: u64,
+        len: u64,
+    ) -> Option<(Vec<ChunkSpan>, Option<Vec<index::GroupLayout>>)> {
         let (opcode, body) = self.record_at(at).ok()?;
         if opcode != op::ATTACHMENT || body.len() as u64 + format::RECORD_PREFIX != len {
             return None;
@@ -2133,6 +2648,7 @@ impl Opener {
     fn chunk_kind(&self, start: u64, length: u64, state_ids: &[u16]) -> Result<ChunkKind> {
         let data = read_chunk(self.storage.as_ref(), start, length)?;
         let mut span: Option<ChunkSpan> = None;
+        let mut last_offset: Option<u64> = None;
         let mut counts = BTreeMap::new();
         let mut channels = Vec::new();
         let mut state_ids = state_ids.to_vec();
@@ -2147,6 +2663,7 @@ impl Opener {
                 }
             }
         }
+        let mut channel_ids: Vec<u16> = Vec::new();
         for item in ChunkMessages::new(&data) {
             let (channel, payload, at) = item.map_err(|e| {
                 self.corrupt(
@@ -2169,25 +2686,31 @@ impl Opener {
                 )
             })?;
             *counts.entry(channel).or_insert(0) += 1;
-            let s = span.get_or_insert(ChunkSpan::starting(
+            if !channel_ids.contains(&channel) {
+                channel_ids.push(channel);
+            }
+            if let Some(l) = last_offset.filter(|l| head.offset <= *l) {
+                return Err(ArchiveError::OffsetGap {
+                    path: self.name.clone(),
+                    at: start,
+                    expected: l + 1,
+                    found: head.offset,
+                });
+            }
+            last_offset = Some(head.offset);
+            span.get_or_insert(ChunkSpan::starting(
                 head.offset,
                 head.commit_ts,
                 head.commit_time_ns,
                 None,
-            ));
-            if head.offset != s.first_offset + s.events {
-                return Err(ArchiveError::OffsetGap {
-                    path: self.name.clone(),
-                    at: start,
-                    expected: s.first_offset + s.events,
-                    found: head.offset,
-                });
-            }
-            s.add(head.commit_ts, head.commit_time_ns);
+            ))
+            .add(head.commit_ts, head.commit_time_ns);
         }
         let span = span.ok_or_else(|| self.corrupt(start, "chunk holds no events"))?;
         Ok(ChunkKind::Events(ChunkScan {
             span,
+            last_offset: last_offset.unwrap_or(span.first_offset),
+            channel_ids,
             uncompressed: data.len() as u64,
             counts,
             channels,
@@ -2203,6 +2726,7 @@ impl Opener {
     fn scan_data_section_from(&self, scan: Scan, at: u64) -> Result<Scan> {
         let mut scan = scan;
         let mut at = at;
+        let mut groups = Grouper::default();
         loop {
             if at + format::RECORD_PREFIX > self.size {
                 scan.truncated_at = Some(at);
@@ -2253,12 +2777,16 @@ impl Opener {
                                 scan.channels.push(c);
                             }
                         }
-                        scan.chunks.push(ChunkLoc {
+                        let part = ChunkPart {
                             start: at,
                             length: end - at,
                             uncompressed: found.uncompressed,
-                            span: found.span,
-                        });
+                            channels: found.channel_ids,
+                            hash: None,
+                        };
+                        if let Some(group) = groups.add(part, found.span, found.last_offset) {
+                            scan.chunks.push(group);
+                        }
                     }
                     Err(e) => {
                         // A half-written last chunk is what a crash leaves behind.
@@ -2291,6 +2819,11 @@ impl Opener {
                 _ => {}
             }
             at = end;
+        }
+        if let Some(open) = groups.unfinished() {
+            // Chunks of a group whose other chunks are not written yet (its writer was
+            // stopped, or is writing them): read once the group is whole.
+            scan.truncated_at = Some(scan.truncated_at.map_or(open.start, |t| t.min(open.start)));
         }
         Ok(scan)
     }

@@ -1,14 +1,21 @@
 //! Writes replayscope archives: MCAP, profile "replayscope", one channel per (namespace,
-//! agent_id), protobuf `ArchivedEvent` messages in ~1 MiB chunks, the `replayscope.index`
-//! attachment and the `replayscope` metadata record (hash chain, ranges).
+//! agent_id), protobuf `ArchivedEvent` messages, the `replayscope.index` attachment and the
+//! `replayscope` metadata record (hash chain, ranges).
+//!
+//! Events are gathered in groups of ~1 MiB (in offset order). When a group closes, each agent
+//! with at least [`OWN_CHUNK_BYTES`] in it gets an MCAP chunk of its own, and the other agents'
+//! events go together in one more chunk: a one-agent read then decompresses only that agent's
+//! chunks, a full read merges a group's chunks by offset (the hash chain runs over offset
+//! order, as before), and a seek still costs one group (~1 MiB). With many quiet agents the
+//! group is one chunk of every agent, as archives were before.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use crate::archive::index::{self, ChunkSpan};
-use crate::archive::integrity::{HashChain, ZERO_HASH};
+use crate::archive::index::{self, ChunkSpan, GroupLayout};
+use crate::archive::integrity::{ChunkHasher, HashChain, ZERO_HASH};
 use crate::archive::snapshot::{self, SnapshotPolicy, StateCarry};
 use crate::archive::{ArchiveError, FORMAT_VERSION, METADATA_NAME, PROFILE, Result, SCHEMA_NAME};
 use crate::event::{Event, hex};
@@ -70,6 +77,27 @@ pub struct WriteSummary {
     pub snapshots: usize,
 }
 
+/// The bytes an agent needs in a group for a chunk of its own: smaller chunks compress worse
+/// and cost a chunk record, index entries and a seek each.
+pub const OWN_CHUNK_BYTES: usize = 64 * 1024;
+
+/// An event of the group being written, until the group closes.
+struct Pending {
+    header: mcap::records::MessageHeader,
+    /// Where its payload is in `Group::bytes`.
+    start: usize,
+    len: usize,
+}
+
+/// The events of the group being written, in offset order.
+#[derive(Default)]
+struct Group {
+    events: Vec<Pending>,
+    bytes: Vec<u8>,
+    /// Payload bytes per MCAP channel id.
+    channel_bytes: HashMap<u16, usize>,
+}
+
 /// The fields of an event the writer needs besides its encoded bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct EventMeta<'a> {
@@ -118,8 +146,10 @@ pub struct ArchiveWriter {
     schema_id: u16,
     channels: HashMap<(String, String), u16>,
     spans: Vec<ChunkSpan>,
+    layouts: Vec<GroupLayout>,
     current: Option<ChunkSpan>,
     current_bytes: usize,
+    group: Group,
     next_offset: Option<u64>,
     first_offset: Option<u64>,
     first_commit_ts: Option<u64>,
@@ -158,6 +188,8 @@ impl ArchiveWriter {
             .chunk_size(None)
             // Single-threaded compression: deterministic bytes for the same input.
             .compression_threads(0)
+            // 16 bytes per event; the index attachment says which chunk holds which agent.
+            .emit_message_indexes(false)
             .create(BufWriter::with_capacity(1 << 20, file))
             .map_err(write_err)?;
         let schema = crate::wire::proto::archived_event_schema();
@@ -173,8 +205,10 @@ impl ArchiveWriter {
             schema_id,
             channels: HashMap::new(),
             spans: Vec::new(),
+            layouts: Vec::new(),
             current: None,
             current_bytes: 0,
+            group: Group::default(),
             first_offset: None,
             first_commit_ts: None,
             last_commit_ts: None,
@@ -296,9 +330,14 @@ impl ArchiveWriter {
             log_time,
             publish_time: log_time,
         };
-        self.inner
-            .write_to_known_channel(&header, payload)
-            .map_err(|e| self.write_err(e))?;
+        let start = self.group.bytes.len();
+        self.group.bytes.extend_from_slice(payload);
+        self.group.events.push(Pending {
+            header,
+            start,
+            len: payload.len(),
+        });
+        *self.group.channel_bytes.entry(channel_id).or_insert(0) += payload.len();
         let chain_before = self.chain.head();
         self.chain.push(payload);
 
@@ -342,13 +381,63 @@ impl ArchiveWriter {
     }
 
     fn close_chunk(&mut self) -> Result<()> {
-        if let Some(span) = self.current.take() {
-            self.inner.flush().map_err(|e| self.write_err(e))?;
+        if let Some(mut span) = self.current.take() {
+            let mut layout = self.write_group()?;
+            span.parts = layout.chunks.len() as u64;
             self.spans.push(span);
             self.current_bytes = 0;
-            self.write_snapshot_if_due()?;
+            layout.snapshot_after = self.write_snapshot_if_due()?;
+            self.layouts.push(layout);
         }
         Ok(())
+    }
+
+    /// Writes the group's events as chunks: one per agent with [`OWN_CHUNK_BYTES`] in it, one
+    /// for the rest, in the order of their first events. Returns the channel of each chunk
+    /// (`None` for the shared one) and its hash.
+    fn write_group(&mut self) -> Result<GroupLayout> {
+        let group = std::mem::take(&mut self.group);
+        let own = |id: u16| group.channel_bytes.get(&id).copied().unwrap_or(0) >= OWN_CHUNK_BYTES;
+        // Each chunk as (the channel it is of, or None for the shared one), by first event.
+        let mut parts: Vec<Option<u16>> = Vec::new();
+        for e in &group.events {
+            let part = own(e.header.channel_id).then_some(e.header.channel_id);
+            if !parts.contains(&part) {
+                parts.push(part);
+            }
+        }
+        let mut hashes = Vec::with_capacity(parts.len());
+        for part in &parts {
+            let mut hash = ChunkHasher::default();
+            for e in &group.events {
+                let id = e.header.channel_id;
+                let in_part = match part {
+                    Some(c) => *c == id,
+                    None => !own(id),
+                };
+                if in_part {
+                    let payload = &group.bytes[e.start..e.start + e.len];
+                    hash.push(payload);
+                    self.inner
+                        .write_to_known_channel(&e.header, payload)
+                        .map_err(|e| self.write_err(e))?;
+                }
+            }
+            hashes.push(hash.finish());
+            // Closes the chunk (and flushes it to the file).
+            self.inner.flush().map_err(|e| self.write_err(e))?;
+        }
+        // Keep the buffers' capacity for the next group.
+        let mut group = group;
+        group.events.clear();
+        group.bytes.clear();
+        group.channel_bytes.clear();
+        self.group = group;
+        Ok(GroupLayout {
+            chunks: parts,
+            hashes,
+            snapshot_after: false,
+        })
     }
 
     /// Folds the event at `offset` into the snapshots' state (when it is kept).
@@ -389,15 +478,15 @@ impl ArchiveWriter {
     }
 
     /// Writes a snapshot of the state through the last event, in a chunk of its own, when the
-    /// policy says one is due.
-    fn write_snapshot_if_due(&mut self) -> Result<()> {
+    /// policy says one is due; says whether it did.
+    fn write_snapshot_if_due(&mut self) -> Result<bool> {
         let (Some(policy), Some(carry), Some(next)) =
             (&self.options.snapshots, &self.carry, self.next_offset)
         else {
-            return Ok(());
+            return Ok(false);
         };
         if !carry.due(policy) {
-            return Ok(());
+            return Ok(false);
         }
         let through = next - 1;
         let payload = snapshot::encode(&carry.state, through, carry.first_offset).map_err(|e| {
@@ -439,7 +528,7 @@ impl ArchiveWriter {
         if let Some(c) = self.carry.as_mut() {
             c.written(payload.len());
         }
-        Ok(())
+        Ok(true)
     }
 
     fn channel_for(&mut self, namespace: &str, agent_id: &str) -> Result<u16> {
@@ -475,7 +564,7 @@ impl ArchiveWriter {
     /// next segment ([`ArchiveWriter::with_state`]).
     pub fn finish_carrying(mut self) -> Result<(WriteSummary, Option<StateCarry>)> {
         self.close_chunk()?;
-        let index = index::encode(&self.spans);
+        let index = index::encode(&self.spans, &self.layouts);
         self.inner
             .attach(&mcap::Attachment {
                 log_time: 0,

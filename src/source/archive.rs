@@ -250,21 +250,31 @@ impl ArchiveSource {
                 u.into_iter().chain(bound).min()
             }
         };
-        let cursor = if self.follow.is_some() && archive.last_offset().is_none_or(|l| req.from > l)
-        {
-            // Not written yet: the stream waits for it.
-            archive.cursor_continuing(req.from, None, None, req.chain.is_on())?
-        } else {
-            archive.cursor_at_with(req.from, req.chain.is_on())?
-        }
-        .until(until);
-        let channels = req.filter.agent.as_ref().map(|(ns, agent)| {
+        let channels: Option<Vec<bool>> = req.filter.agent.as_ref().map(|(ns, agent)| {
             archive
                 .channels()
                 .iter()
                 .map(|c| c.namespace == *ns && c.agent_id == *agent)
                 .collect()
         });
+        let cursor = if self.follow.is_some() && archive.last_offset().is_none_or(|l| req.from > l)
+        {
+            // Not written yet: the stream waits for it.
+            archive.cursor_continuing(req.from, None, None, req.chain.is_on())?
+        } else {
+            // The archive keeps the agent's events in chunks of their own: only those are read.
+            // The hash chain runs over every agent's events, so each chunk read is checked
+            // against the hash the index records for it instead (an older archive without
+            // chunk hashes is read whole when the chain is checked).
+            let narrow = channels.as_ref().filter(|c| {
+                archive.reads_less_for(c) && (archive.has_chunk_hashes() || !req.chain.is_on())
+            });
+            match narrow {
+                Some(only) => archive.cursor_at_only(req.from, only.clone(), req.chain.is_on())?,
+                None => archive.cursor_at_with(req.from, req.chain.is_on())?,
+            }
+        }
+        .until(until);
         Ok((cursor, channels))
     }
 }

@@ -1,0 +1,202 @@
+//! Per-agent chunks (format version 2): a one-agent read returns exactly that agent's events
+//! and reads only the chunks that hold them (another agent's broken chunk does not stop it,
+//! its own tampered chunk does, against the chunk hash the index records); an archive written
+//! before per-agent chunks still reads, one agent at a time too, and `index` rewrites it in the
+//! new layout with the same events and hash chain.
+
+use std::path::Path;
+use std::process::Command;
+
+use replayscope::archive::{
+    Archive, ArchiveError, ArchiveWriter, Compression, OpenOptions, WriterOptions,
+};
+use replayscope::event::generate::{GenOptions, Generator};
+
+#[path = "support/tamper.rs"]
+mod tamper;
+
+use tamper::{Crc, Damage, damage, tamper};
+
+/// (offset, stored bytes) of every event a cursor returns, or the error that stopped it.
+fn read_all(mut cursor: replayscope::archive::Cursor) -> Result<Vec<(u64, Vec<u8>)>, ArchiveError> {
+    let mut out = Vec::new();
+    while let Some(raw) = cursor.next_raw() {
+        let raw = raw?;
+        out.push((raw.offset, raw.payload.to_vec()));
+    }
+    Ok(out)
+}
+
+fn open(path: &Path) -> Archive {
+    Archive::open(path, OpenOptions::default()).unwrap()
+}
+
+/// The channels of the archive, only `channel` wanted.
+fn only(archive: &Archive, channel: usize) -> Vec<bool> {
+    (0..archive.channels().len())
+        .map(|c| c == channel)
+        .collect()
+}
+
+/// The events of `channel` in a full (chain-checked) read.
+fn full_read_of(archive: &Archive, channel: usize) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut c = archive.cursor().unwrap();
+    while let Some(raw) = c.next_raw() {
+        let raw = raw.unwrap();
+        if raw.channel == channel {
+            out.push((raw.offset, raw.payload.to_vec()));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_one_agent_read_returns_its_events_and_reads_only_its_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agents.mcap");
+    let mut w = ArchiveWriter::create(
+        &path,
+        WriterOptions {
+            // The tamper helper edits uncompressed chunks.
+            compression: Compression::None,
+            ..WriterOptions::default()
+        },
+    )
+    .unwrap();
+    for e in Generator::new(GenOptions::default()).take(40_000) {
+        w.append(&e).unwrap();
+    }
+    w.finish().unwrap();
+
+    let archive = open(&path);
+    let agents = archive.channels().len();
+    assert_eq!(archive.channels_with_own_chunks(), Some(agents));
+    assert!(archive.has_chunk_hashes());
+    let seg = &archive.segments()[0];
+    assert!(seg.chunk_count() >= agents * seg.group_count() / 2);
+
+    for channel in 0..agents {
+        let expected = full_read_of(&archive, channel);
+        assert!(archive.reads_less_for(&only(&archive, channel)));
+        let read = read_all(
+            archive
+                .cursor_at_only(0, only(&archive, channel), true)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(read.len(), expected.len(), "channel {channel}");
+        assert!(read == expected, "channel {channel}: other events");
+        // From the middle, and up to a limit.
+        let from = 20_000;
+        let until = 30_000;
+        let read = read_all(
+            archive
+                .cursor_at_only(from, only(&archive, channel), true)
+                .unwrap()
+                .until(Some(until)),
+        )
+        .unwrap();
+        let want: Vec<_> = expected
+            .iter()
+            .filter(|(o, _)| (from..=until).contains(o))
+            .cloned()
+            .collect();
+        assert!(read == want, "channel {channel} from {from} until {until}");
+    }
+
+    // An event of agent 1: its chunk no longer parses (the CRC fixed up). Agent 0's read never
+    // touches it; agent 1's read and a full read stop at it.
+    let victim = full_read_of(&archive, 1)[3_000].0;
+    let broken = dir.path().join("broken.mcap");
+    std::fs::copy(&path, &broken).unwrap();
+    damage(
+        &broken,
+        victim as u32,
+        Damage::RecordLength,
+        Crc::Recomputed,
+    );
+    let b = open(&broken);
+    let agent0 = read_all(b.cursor_at_only(0, only(&b, 0), true).unwrap()).unwrap();
+    assert!(agent0 == full_read_of(&archive, 0));
+    assert!(read_all(b.cursor_at_only(0, only(&b, 1), true).unwrap()).is_err());
+    assert!(read_all(b.cursor().unwrap()).is_err());
+
+    // A payload changed (the chunk still parses, its CRC fixed up): agent 1's read fails on its
+    // chunk's hash before delivering anything of that chunk; without the check it reads.
+    let tampered = dir.path().join("tampered.mcap");
+    std::fs::copy(&path, &tampered).unwrap();
+    tamper(&tampered, victim as u32, Crc::Recomputed);
+    let t = open(&tampered);
+    let err = read_all(t.cursor_at_only(0, only(&t, 1), true).unwrap()).unwrap_err();
+    assert!(
+        matches!(err, ArchiveError::HashMismatch { .. }) && err.to_string().contains("chunk hash"),
+        "{err}"
+    );
+    let unchecked = read_all(t.cursor_at_only(0, only(&t, 1), false).unwrap()).unwrap();
+    assert_eq!(unchecked.len(), full_read_of(&archive, 1).len());
+    let agent0 = read_all(t.cursor_at_only(0, only(&t, 0), true).unwrap()).unwrap();
+    assert!(agent0 == full_read_of(&archive, 0));
+}
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_replayscope"));
+    c.env("NO_COLOR", "1");
+    c
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = bin().args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn an_older_archive_reads_and_index_rewrites_it_in_the_new_layout() {
+    // The bundled sample was written before per-agent chunks: one chunk of every agent per
+    // ~1 MiB, message indexes, a version 1 index.
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/sample.mcap");
+    let old = open(Path::new(sample));
+    assert_eq!(old.channels_with_own_chunks(), None);
+    assert!(!old.has_chunk_hashes());
+    let info = ok(&["info", sample]);
+    assert!(info.contains("every chunk holds every agent"), "{info}");
+
+    // One agent, through the CLI: exactly its events of the whole export.
+    let all = ok(&["export", sample]);
+    let ch = &old.channels()[1];
+    let agent = format!("{}/{}", ch.namespace, ch.agent_id);
+    let played = ok(&[
+        "play", sample, "--agent", &agent, "--pace", "fast", "--format", "jsonl", "--quiet",
+    ]);
+    let of_agent: Vec<&str> = all
+        .lines()
+        .filter(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["namespace"] == ch.namespace.as_str() && v["agent_id"] == ch.agent_id.as_str()
+        })
+        .collect();
+    assert!(!of_agent.is_empty());
+    assert_eq!(played.lines().collect::<Vec<_>>(), of_agent);
+
+    // `index -o` writes it in the new layout: the same events, the same hash chain.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("upgraded.mcap");
+    let copy_s = copy.to_str().unwrap();
+    ok(&["index", sample, "-o", copy_s]);
+    let new = open(&copy);
+    assert!(new.channels_with_own_chunks().is_some());
+    assert!(new.has_chunk_hashes());
+    assert_eq!(new.recorded_final_hash(), old.recorded_final_hash());
+    assert_eq!(ok(&["export", copy_s]), all);
+    let info = ok(&["info", copy_s]);
+    assert!(info.contains("layout        per-agent chunks"), "{info}");
+    let played = ok(&[
+        "play", copy_s, "--agent", &agent, "--pace", "fast", "--format", "jsonl", "--quiet",
+    ]);
+    assert_eq!(played.lines().collect::<Vec<_>>(), of_agent);
+}
