@@ -8,7 +8,8 @@
 //!
 //! ```sh
 //! cargo bench --bench serve                       # everything (builds the archives on first run)
-//! cargo bench --bench serve -- --only throughput  # or: ttfe, rss, remote, integrity
+//! cargo bench --bench serve -- --only throughput  # or: limit, ttfe, rss, remote, integrity
+//! cargo bench --bench serve -- --only limit --on big --runs 5  # small, mid, big
 //! ```
 
 #[path = "limit.rs"]
@@ -130,6 +131,16 @@ impl ServerProcess {
         // Keep draining the log so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         ServerProcess { child, addr }
+    }
+
+    /// CPU time the process has used (user + system), seconds.
+    fn cpu_secs(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the command name (which is in parentheses): utime and stime are the
+        // 12th and 13th, in clock ticks (100 per second on Linux).
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = after.split_whitespace().collect();
+        (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
     }
 
     fn vm_hwm_mib(&self) -> f64 {
@@ -577,7 +588,14 @@ fn main() {
             let runs = support::arg(&args, "--runs").map_or(3, |v| v.parse().unwrap());
             let mid = data_dir().join("gen-2000000.mcap");
             support::ensure_archive(&mid, 2_000_000);
-            against_limit(&[&small, &mid, &big], runs).await;
+            // `--on small,mid,big` (all by default).
+            let on = support::arg(&args, "--on").unwrap_or_else(|| "small,mid,big".into());
+            let archives: Vec<&Path> = [("small", &small), ("mid", &mid), ("big", &big)]
+                .into_iter()
+                .filter(|(name, _)| on.split(',').any(|o| o == *name))
+                .map(|(_, p)| p.as_path())
+                .collect();
+            against_limit(&archives, runs).await;
         }
         if want("throughput") {
             throughput(&small, &big).await;
@@ -874,18 +892,29 @@ async fn against_limit(archives: &[&Path], runs: usize) {
         for call in [Call::Replay, Call::Session] {
             for decoding in [Decoding::Own, Decoding::Prost] {
                 let (mut served, mut limits, mut ratios) = (vec![], vec![], vec![]);
+                let (mut real_cpu, mut limit_cpu) = (vec![], vec![]);
                 for _ in 0..runs {
+                    let cpu = real.cpu_secs();
                     let (n, r) =
                         agent_rate(&real_client, call, decoding, &ch.namespace, &ch.agent_id).await;
+                    real_cpu.push((real.cpu_secs() - cpu) / n as f64 * 1e9);
+                    let cpu = limit.cpu_secs();
                     let (m, l) =
                         agent_rate(&limit_client, call, decoding, &ch.namespace, &ch.agent_id)
                             .await;
+                    limit_cpu.push((limit.cpu_secs() - cpu) / m as f64 * 1e9);
                     assert_eq!(n, m, "serve and the limit server sent different counts");
                     served.push(r);
                     limits.push(l);
                     ratios.push(r / l);
                 }
-                for v in [&mut served, &mut limits, &mut ratios] {
+                for v in [
+                    &mut served,
+                    &mut limits,
+                    &mut ratios,
+                    &mut real_cpu,
+                    &mut limit_cpu,
+                ] {
                     v.sort_by(f64::total_cmp);
                 }
                 let spread = |v: &[f64], scale: f64| {
@@ -897,10 +926,12 @@ async fn against_limit(archives: &[&Path], runs: usize) {
                     )
                 };
                 println!(
-                    "{label}: {call:?}, {decoding:?} client: serve {} M/s, limit {} M/s, ratio {}",
+                    "{label}: {call:?}, {decoding:?} client: serve {} M/s, limit {} M/s, ratio {}; server CPU per event: serve {} ns, limit {} ns",
                     spread(&served, 1e6),
                     spread(&limits, 1e6),
-                    spread(&ratios, 1.0)
+                    spread(&ratios, 1.0),
+                    spread(&real_cpu, 1.0),
+                    spread(&limit_cpu, 1.0)
                 );
             }
         }

@@ -972,6 +972,11 @@ pub struct ExportArgs {
     /// Last event: offset, @commit_ts or RFC 3339 time; inclusive.
     #[arg(long, env = "REPLAYSCOPE_UNTIL")]
     pub until: Option<Position>,
+
+    /// Only this agent: NAMESPACE/AGENT_ID (an archive that keeps it in chunks of its own is
+    /// read only there).
+    #[arg(long, env = "REPLAYSCOPE_AGENT")]
+    pub agent: Option<String>,
 }
 
 /// Whether a command checks the hash chain over what it delivers.

@@ -338,6 +338,9 @@ pub struct StreamRequest {
     pub from: u64,
     /// Last offset to deliver (inclusive).
     pub until: Option<u64>,
+    /// Skip the events before the first with a commit_ts at or above this (`from` is then an
+    /// offset at or before that event, found cheaply with [`Source::resolve_coarse`]).
+    pub from_commit_ts: Option<u64>,
     /// Stop after the last event with a commit_ts at or below this (inclusive, like
     /// Statehouse's end_ts).
     pub until_commit_ts: Option<u64>,
@@ -370,6 +373,14 @@ pub trait Source: Send + Sync + 'static {
     /// The offset of the first event at or after `pos`, or — with `at_or_before` — of the last
     /// event at or before it (`None` when there is none).
     fn resolve(&self, pos: Position, at_or_before: bool) -> Result<Option<u64>, SourceError>;
+
+    /// An offset at or before the first event at or after `pos`, found without reading any
+    /// event (an archive's index: the first offset of the group of chunks that holds it), for a
+    /// stream that skips the rest itself ([`StreamRequest::from_commit_ts`]); `None` when the
+    /// source has no cheaper answer than [`Source::resolve`].
+    fn resolve_coarse(&self, _pos: &Position) -> Option<u64> {
+        None
+    }
 
     /// Starts producing batches from `req.from`. The producer acquires credit from `window`
     /// before sending each batch and stops when the stream is dropped or the window cancelled.

@@ -1,4 +1,5 @@
-//! Per-agent chunks (format version 2): a one-agent read returns exactly that agent's events
+//! Per-agent chunks (format version 2): a one-agent read (the cursor, `play --agent`,
+//! `export --agent`) returns exactly that agent's events
 //! and reads only the chunks that hold them (another agent's broken chunk does not stop it,
 //! its own tampered chunk does, against the chunk hash the index records); an archive written
 //! before per-agent chunks still reads, one agent at a time too, and `index` rewrites it in the
@@ -182,6 +183,8 @@ fn an_older_archive_reads_and_index_rewrites_it_in_the_new_layout() {
         .collect();
     assert!(!of_agent.is_empty());
     assert_eq!(played.lines().collect::<Vec<_>>(), of_agent);
+    let exported = ok(&["export", sample, "--agent", &agent]);
+    assert_eq!(exported.lines().collect::<Vec<_>>(), of_agent);
 
     // `index -o` writes it in the new layout: the same events, the same hash chain.
     let dir = tempfile::tempdir().unwrap();
@@ -199,4 +202,6 @@ fn an_older_archive_reads_and_index_rewrites_it_in_the_new_layout() {
         "play", copy_s, "--agent", &agent, "--pace", "fast", "--format", "jsonl", "--quiet",
     ]);
     assert_eq!(played.lines().collect::<Vec<_>>(), of_agent);
+    let exported = ok(&["export", copy_s, "--agent", &agent]);
+    assert_eq!(exported.lines().collect::<Vec<_>>(), of_agent);
 }

@@ -159,8 +159,19 @@ pub fn export_cmd(a: ExportArgs) -> Result<()> {
         },
         None => None,
     };
+    let agent = super::options::parse_agent(
+        a.agent.as_deref(),
+        &crate::source::archive::ArchiveSource::info_of(&archive),
+    )?;
+    let wanted = agent.map(|(ns, id)| {
+        archive
+            .channels()
+            .iter()
+            .map(|c| c.namespace == ns && c.agent_id == id)
+            .collect()
+    });
     let mut cursor = archive
-        .cursor_at_with(from, a.chain.chain().is_on())?
+        .cursor_for(from, a.chain.chain().is_on(), wanted)?
         .until(until);
     let out_name = a
         .output

@@ -37,6 +37,34 @@ impl Default for HashChain {
     }
 }
 
+/// The hash of one chunk's events (format version 2, recorded in the index): BLAKE3 over each
+/// stored event's length (u64, little-endian) and bytes, in the chunk's order. A one-agent read,
+/// which skips other agents' chunks and so cannot run the chain, checks each chunk it reads
+/// against it. The bytes are gathered and hashed at once: BLAKE3 then hashes many of its 1 KiB
+/// blocks in parallel (SIMD), several times faster than fed one ~300-byte event at a time.
+#[derive(Default)]
+pub struct ChunkHasher {
+    bytes: Vec<u8>,
+}
+
+impl ChunkHasher {
+    pub fn with_capacity(bytes: usize) -> ChunkHasher {
+        ChunkHasher {
+            bytes: Vec::with_capacity(bytes),
+        }
+    }
+
+    pub fn push(&mut self, payload: &[u8]) {
+        self.bytes
+            .extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        self.bytes.extend_from_slice(payload);
+    }
+
+    pub fn finish(&self) -> [u8; 32] {
+        *blake3::hash(&self.bytes).as_bytes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,24 +91,18 @@ mod tests {
         manual.update(b"x");
         assert_eq!(e.head(), *manual.finalize().as_bytes());
     }
-}
 
-/// The hash of one chunk's events (format version 2, recorded in the index): BLAKE3 over each
-/// stored event's length (u64, little-endian) and bytes, in the chunk's order. A one-agent read,
-/// which skips other agents' chunks and so cannot run the chain, checks each chunk it reads
-/// against it.
-#[derive(Default)]
-pub struct ChunkHasher {
-    hasher: blake3::Hasher,
-}
-
-impl ChunkHasher {
-    pub fn push(&mut self, payload: &[u8]) {
-        self.hasher.update(&(payload.len() as u64).to_le_bytes());
-        self.hasher.update(payload);
-    }
-
-    pub fn finish(&self) -> [u8; 32] {
-        *self.hasher.finalize().as_bytes()
+    #[test]
+    fn a_chunk_hash_is_blake3_over_lengths_and_bytes() {
+        let mut h = ChunkHasher::default();
+        h.push(b"ab");
+        h.push(b"");
+        h.push(b"xyz");
+        let mut flat = Vec::new();
+        for p in [&b"ab"[..], b"", b"xyz"] {
+            flat.extend_from_slice(&(p.len() as u64).to_le_bytes());
+            flat.extend_from_slice(p);
+        }
+        assert_eq!(h.finish(), *blake3::hash(&flat).as_bytes());
     }
 }

@@ -58,6 +58,38 @@ pub struct SnapshotLoc {
     pub length: u64,
 }
 
+/// MCAP channel id -> index, looked up for every event read: a table by id (ids are small and
+/// dense: the writer numbers them from 0).
+#[derive(Debug, Clone, Default)]
+struct ChannelMap {
+    by_id: Vec<Option<usize>>,
+}
+
+impl ChannelMap {
+    fn get(&self, id: &u16) -> Option<&usize> {
+        self.by_id.get(*id as usize)?.as_ref()
+    }
+    fn insert(&mut self, id: u16, index: usize) {
+        let at = id as usize;
+        if self.by_id.len() <= at {
+            self.by_id.resize(at + 1, None);
+        }
+        self.by_id[at] = Some(index);
+    }
+    fn iter(&self) -> impl Iterator<Item = (&u16, &usize)> + '_ {
+        // Ids are the table's positions; `&u16` items keep the shape of a map's iterator.
+        static IDS: std::sync::OnceLock<Vec<u16>> = std::sync::OnceLock::new();
+        let ids = IDS.get_or_init(|| (0..=u16::MAX).collect());
+        self.by_id
+            .iter()
+            .zip(ids)
+            .filter_map(|(index, id)| index.as_ref().map(|i| (id, i)))
+    }
+    fn keys(&self) -> impl Iterator<Item = &u16> + '_ {
+        self.iter().map(|(id, _)| id)
+    }
+}
+
 /// One MCAP chunk of a group.
 #[derive(Debug, Clone)]
 pub(crate) struct ChunkPart {
@@ -147,7 +179,7 @@ pub struct Segment {
     /// The markers the file holds (a metadata record `replayscope.markers`).
     pub markers: Option<crate::event::marker::MarkerSet>,
     /// MCAP channel id -> index into `Archive::channels`.
-    channel_map: HashMap<u16, usize>,
+    channel_map: ChannelMap,
     /// Events per MCAP channel id.
     channel_counts: BTreeMap<u16, u64>,
     pub meta: Option<SegmentMeta>,
@@ -815,6 +847,17 @@ impl Archive {
     /// An offset no event with commit_ts <= `ts` lies after: the last offset of the chunk that
     /// holds the first event at or after `ts`, from the index alone (no chunk is read). For a
     /// reader that stops on the commit_ts itself and must not read ahead past the range.
+    /// The first offset of the group of chunks holding the first event with a commit_ts at or
+    /// above `ts` (from the index alone; `None` when every event is before it).
+    pub fn group_start_for_commit_ts(&self, ts: u64) -> Option<u64> {
+        let segs = &self.inner.segments;
+        let seg = segs
+            .iter()
+            .find(|s| s.last_commit_ts().is_some_and(|l| l >= ts))?;
+        let i = seg.chunks.partition_point(|c| c.span.last_commit_ts < ts);
+        seg.chunks.get(i).map(|c| c.span.first_offset)
+    }
+
     pub fn commit_ts_upper_bound(&self, ts: u64) -> Option<u64> {
         self.spans()
             .find(|s| s.last_commit_ts >= ts)
@@ -1016,6 +1059,29 @@ impl Archive {
             }
         }
         Some(own.iter().filter(|o| **o).count())
+    }
+
+    /// A cursor at `offset` returning the events of the channels `wanted` (all without it),
+    /// reading as little as the archive allows: only the chunks that hold them when it stores
+    /// them apart and can check those chunks alone (their hashes in the index) or `verify` is
+    /// off; otherwise every chunk, the chain checked with `verify`.
+    pub fn cursor_for(
+        &self,
+        offset: u64,
+        verify: bool,
+        wanted: Option<Vec<bool>>,
+    ) -> Result<Cursor> {
+        match wanted {
+            Some(w) if self.reads_less_for(&w) && (self.has_chunk_hashes() || !verify) => {
+                self.cursor_at_only(offset, w, verify)
+            }
+            Some(w) => {
+                let mut c = self.cursor_from(offset, verify, None)?;
+                c.deliver = Some(w);
+                Ok(c)
+            }
+            None => self.cursor_from(offset, verify, None),
+        }
     }
 
     /// A cursor at `offset` that returns the events of the channels `wanted` alone (by index
@@ -1384,6 +1450,8 @@ pub struct Cursor {
     only: Option<Arc<Vec<bool>>>,
     /// Reading only some channels: check each chunk read against its recorded hash.
     check_chunks: bool,
+    /// Reading every chunk, return only these channels' events.
+    deliver: Option<Vec<bool>>,
     failed: bool,
     names: crate::event::wire::NameCache,
 }
@@ -1404,6 +1472,7 @@ impl Cursor {
             verify_chain: true,
             only: None,
             check_chunks: false,
+            deliver: None,
             failed: false,
             names: Default::default(),
         }
@@ -1620,14 +1689,21 @@ impl Cursor {
 
     /// The next stored event.
     pub fn next_raw(&mut self) -> Option<Result<RawEvent>> {
-        if self.failed {
-            return None;
+        loop {
+            if self.failed {
+                return None;
+            }
+            let r = self.advance();
+            if matches!(r, Some(Err(_))) {
+                self.failed = true;
+            }
+            if let (Some(Ok(raw)), Some(deliver)) = (&r, &self.deliver)
+                && !deliver.get(raw.channel).copied().unwrap_or(false)
+            {
+                continue;
+            }
+            return r;
         }
-        let r = self.advance();
-        if matches!(r, Some(Err(_))) {
-            self.failed = true;
-        }
-        r
     }
 
     fn advance(&mut self) -> Option<Result<RawEvent>> {
@@ -1930,7 +2006,7 @@ fn check_part(seg: &Segment, part: &ChunkPart, data: &[u8]) -> Result<()> {
     let Some(expected) = part.hash else {
         return Ok(());
     };
-    let mut hash = ChunkHasher::default();
+    let mut hash = ChunkHasher::with_capacity(data.len());
     for item in ChunkMessages::new(data) {
         let (_, payload, _) = item.map_err(|e| {
             PartError {
@@ -2889,7 +2965,7 @@ impl Opener {
             prev = Some(l.through);
         }
         let mut keys = Vec::new();
-        let mut channel_map = HashMap::new();
+        let mut channel_map = ChannelMap::default();
         for (id, key) in scan.channels {
             channel_map.insert(id, keys.len());
             keys.push(key);

@@ -109,11 +109,17 @@ fn open_replay(
     let info = shared.source.info_now();
     let agent = shared.agent(&req.namespace, &req.agent_id)?;
     let guard = shared.admit(Rpc::Replay, peer)?;
-    let from = match req.start_ts {
+    // Where to start reading, and the start_ts the stream still skips to when that is coarse
+    // (an archive's group: reading one agent, its own chunk of the group is all that is read
+    // to find the first event, not every agent's).
+    let (from, from_commit_ts) = match req.start_ts {
         // Past the end: an empty stream, as the Statehouse daemon answers.
-        Some(ts) if info.last_commit_ts.is_none_or(|last| ts > last) => None,
-        Some(ts) => Some(shared.resolve_from(Position::CommitTs(ts))?),
-        None => info.first_offset,
+        Some(ts) if info.last_commit_ts.is_none_or(|last| ts > last) => (None, None),
+        Some(ts) => match shared.source.resolve_coarse(&Position::CommitTs(ts)) {
+            Some(near) => (Some(near), Some(ts)),
+            None => (Some(shared.resolve_from(Position::CommitTs(ts))?), None),
+        },
+        None => (info.first_offset, None),
     };
     let window = CreditWindow::new(REPLAY_WINDOW_BYTES);
     let stream = match from {
@@ -124,6 +130,7 @@ fn open_replay(
                 .open_stored(
                     StreamRequest {
                         from,
+                        from_commit_ts,
                         // `end_ts` is applied on each event's commit_ts.
                         until_commit_ts: req.end_ts,
                         filter: Filter {
@@ -133,8 +140,9 @@ fn open_replay(
                         batch_events: shared.options.batch_events.max(1),
                         first_batch_events: Some(FIRST_BATCH_EVENTS),
                         batch_bytes: Some(shared.options.batch_bytes.max(1)),
-                        // Read-ahead then holds what the window counts, not whole chunks.
-                        compact_payloads: true,
+                        // Slices of the decompressed chunks, not copies: a Replay holds no ring,
+                        // only its 1 MiB window of events (and so a few chunks) at a time.
+                        compact_payloads: false,
                         chain: shared.options.chain,
                         ..StreamRequest::default()
                     },

@@ -196,7 +196,7 @@ impl ArchiveSource {
     }
 
     /// What `archive` holds, as a source's info.
-    fn info_of(archive: &Archive) -> SourceInfo {
+    pub(crate) fn info_of(archive: &Archive) -> SourceInfo {
         let channels = archive
             .channels()
             .iter()
@@ -262,17 +262,10 @@ impl ArchiveSource {
             // Not written yet: the stream waits for it.
             archive.cursor_continuing(req.from, None, None, req.chain.is_on())?
         } else {
-            // The archive keeps the agent's events in chunks of their own: only those are read.
-            // The hash chain runs over every agent's events, so each chunk read is checked
-            // against the hash the index records for it instead (an older archive without
-            // chunk hashes is read whole when the chain is checked).
-            let narrow = channels.as_ref().filter(|c| {
-                archive.reads_less_for(c) && (archive.has_chunk_hashes() || !req.chain.is_on())
-            });
-            match narrow {
-                Some(only) => archive.cursor_at_only(req.from, only.clone(), req.chain.is_on())?,
-                None => archive.cursor_at_with(req.from, req.chain.is_on())?,
-            }
+            // One agent: where the archive keeps its events in chunks of their own, only those
+            // are read, each checked against the hash the index records for it (the chain runs
+            // over every agent's events).
+            archive.cursor_for(req.from, req.chain.is_on(), channels.clone())?
         }
         .until(until);
         Ok((cursor, channels))
@@ -295,6 +288,13 @@ impl Source for ArchiveSource {
             }
             _ if at_or_before => Ok(archive.resolve_until(pos)?),
             _ => Ok(Some(archive.resolve_from(pos)?)),
+        }
+    }
+
+    fn resolve_coarse(&self, pos: &Position) -> Option<u64> {
+        match pos {
+            Position::CommitTs(ts) => self.view().group_start_for_commit_ts(*ts),
+            _ => None,
         }
     }
 
@@ -568,6 +568,11 @@ async fn produce<T: Item>(
                     break;
                 }
             };
+            if req.from_commit_ts.is_some_and(|ts| raw.commit_ts < ts) {
+                // Before the start the request names by commit_ts (`from` was coarse).
+                read += 1;
+                continue;
+            }
             if req.until_commit_ts.is_some_and(|ts| raw.commit_ts > ts) {
                 done = true;
                 past_until_commit_ts = true;

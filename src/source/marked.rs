@@ -91,6 +91,10 @@ impl Source for Marked {
         self.inner.resolve(pos, at_or_before)
     }
 
+    fn resolve_coarse(&self, pos: &Position) -> Option<u64> {
+        self.inner.resolve_coarse(pos)
+    }
+
     fn open(&self, req: StreamRequest, window: CreditWindow) -> Result<BatchStream, SourceError> {
         self.inner.open(req, window)
     }
