@@ -157,12 +157,22 @@ pub fn info_cmd(a: InfoArgs) -> Result<()> {
         crate::text::count(info.groups as u64, "group", "groups")
     )?;
     match info.agents_with_own_chunks {
+        Some(0) => writeln!(
+            out,
+            "layout        per-agent chunks: no agent is busy enough for chunks of its own (each \
+             group is one chunk every agent shares)"
+        )?,
         Some(n) => writeln!(
             out,
             "layout        per-agent chunks: {} of {} with chunks of their own (a one-agent read \
-             reads only those), the others sharing one chunk per group",
+             reads only those){}",
             n,
-            crate::text::count(info.channels.len() as u64, "agent", "agents")
+            crate::text::count(info.channels.len() as u64, "agent", "agents"),
+            if n < info.channels.len() {
+                ", the others sharing one chunk per group"
+            } else {
+                ""
+            }
         )?,
         None if info.events > 0 => writeln!(
             out,
