@@ -77,6 +77,8 @@ fn ensure_small_archive(path: &Path, events: u64) {
 struct ServerProcess {
     child: Child,
     addr: String,
+    /// What it logged after it started listening.
+    log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl ServerProcess {
@@ -90,7 +92,11 @@ impl ServerProcess {
             } else {
                 &["--listen", "127.0.0.1:0"][..]
             })
-            .args(["--log", "info"])
+            .args(if extra.contains(&"--log") {
+                &[][..]
+            } else {
+                &["--log", "info"][..]
+            })
             .args(extra)
             .env("NO_COLOR", "1");
         ServerProcess::spawn(command)
@@ -129,8 +135,14 @@ impl ServerProcess {
             }
         };
         // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        ServerProcess { child, addr }
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        ServerProcess { child, addr, log }
     }
 
     /// CPU time the process has used (user + system), seconds.
@@ -269,11 +281,19 @@ async fn throughput(small: &Path, big: &Path) {
     }
 }
 
-async fn ttfe(big: &Path) {
+/// Time to first event; with `no_verify`, of a server that does not check the hash chain (what
+/// checking the first group costs).
+async fn ttfe(big: &Path, no_verify: bool) {
     println!(
-        "## time to first event, 10M archive (connected client, 200 random start points, 600-event ranges)"
+        "## time to first event, 10M archive (connected client, 200 random start points, 600-event ranges){}",
+        if no_verify { ", serve --no-verify" } else { "" }
     );
-    let server = ServerProcess::start(big, &[]);
+    // The server traces, for every stream, when it hands its first event to tonic.
+    let mut args = vec!["--log", "info,replayscope::server=debug"];
+    if no_verify {
+        args.push("--no-verify");
+    }
+    let server = ServerProcess::start(big, &args);
     let client = Client::connect(&server.addr, ConnectOptions::default())
         .await
         .unwrap();
@@ -340,10 +360,35 @@ async fn ttfe(big: &Path) {
             }
         }
     }
+    // Server side: from the call to the first event handed to tonic (the rest of what the
+    // client sees is transport and scheduling).
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let traced = |what: &str| -> Vec<f64> {
+        server
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(what))
+            .filter_map(|l| {
+                let v = l.split("after_us=").nth(1)?;
+                let digits: String = v.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse::<f64>().ok().map(|us| us / 1e3)
+            })
+            .collect()
+    };
+    let (server_replay, server_session) =
+        (traced("Replay first event"), traced("Session first event"));
     for (what, mut v) in [
         ("Replay (start_ts)", replay),
         ("Session (Open from offset)", session),
+        ("  server side: Replay", server_replay),
+        ("  server side: Session", server_session),
     ] {
+        if v.is_empty() {
+            println!("{what:<28} no samples");
+            continue;
+        }
         v.sort_by(f64::total_cmp);
         println!(
             "{what:<28} p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} calls)",
@@ -601,7 +646,8 @@ fn main() {
             throughput(&small, &big).await;
         }
         if want("ttfe") {
-            ttfe(&big).await;
+            ttfe(&big, false).await;
+            ttfe(&big, true).await;
         }
         if want("rss") {
             rss(&big).await;

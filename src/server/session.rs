@@ -609,6 +609,13 @@ impl Session {
             self.watched.touch();
             return Ok(());
         };
+        if self.state.events_sent == 0 {
+            tracing::debug!(
+                session = %self.state.id,
+                after_us = self.state.started.elapsed().as_micros() as u64,
+                "Session first event"
+            );
+        }
         self.state.first_offset.get_or_insert(first.offset);
         self.state.last_offset = Some(last.offset);
         self.state.events_sent += events.len() as u64;
