@@ -140,6 +140,40 @@ fn a_one_agent_read_returns_its_events_and_reads_only_its_chunks() {
     assert!(agent0 == full_read_of(&archive, 0));
 }
 
+/// Flips a bit of the first chunk hash in the index attachment (its CRC set to 0, "not
+/// computed"): the events and the chain are intact, the index lies.
+fn forge_index(path: &Path) {
+    let u32_at = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap()) as usize;
+    let mut b = std::fs::read(path).unwrap();
+    let at = b.windows(4).rposition(|w| w == b"RSIX").unwrap();
+    let groups = u64::from_le_bytes(b[at + 8..at + 16].try_into().unwrap()) as usize;
+    let heads = at + 16 + groups * 80;
+    let chunks: usize = (0..groups).map(|g| u32_at(&b, heads + g * 8)).sum();
+    let hashes = heads + groups * 8 + chunks * 2;
+    b[hashes] ^= 1;
+    let crc = hashes + chunks * 32;
+    b[crc..crc + 4].copy_from_slice(&[0; 4]);
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn verify_checks_the_chunk_hashes_one_agent_reads_trust() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.mcap");
+    let mut w = ArchiveWriter::create(&path, WriterOptions::default()).unwrap();
+    for e in Generator::new(GenOptions::default()).take(10_000) {
+        w.append(&e).unwrap();
+    }
+    w.finish().unwrap();
+    let p = path.to_str().unwrap();
+    ok(&["verify", p]);
+    forge_index(&path);
+    let o = bin().args(["verify", p]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("chunk hash"), "{err}");
+}
+
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_replayscope"));
     c.env("NO_COLOR", "1");

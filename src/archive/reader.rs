@@ -1486,6 +1486,22 @@ impl Cursor {
         self
     }
 
+    /// Also checks every chunk read against the hash the index records for it (format 2), as
+    /// one-agent reads do: `verify` checks both the chain and the hashes one-agent reads trust.
+    pub fn check_chunk_hashes(mut self, on: bool) -> Result<Cursor> {
+        self.check_chunks = on;
+        // The group a seek loaded already: checked now, before any of its events is returned.
+        if let (true, Some(current)) = (on, &self.current) {
+            let seg = &self.archive.inner.segments[self.seg];
+            for (part, d) in seg.chunks[self.chunk].parts.iter().zip(&current.chunk.data) {
+                if let Some(d) = d {
+                    check_part(seg, part, d)?;
+                }
+            }
+        }
+        Ok(self)
+    }
+
     /// Stops after this offset (inclusive).
     pub fn until(mut self, last: Option<u64>) -> Cursor {
         self.until = last;
@@ -1547,11 +1563,10 @@ impl Cursor {
         let data = self.archive.group_data(self.seg, self.chunk, only)?;
         // Verifying, the chunk is hashed and checked before any of its events is returned.
         let seg = &self.archive.inner.segments[self.seg];
-        if self.check_chunks
-            && let Some(only) = only
-        {
+        if self.check_chunks {
             for (part, d) in seg.chunks[self.chunk].parts.iter().zip(&data) {
-                if let Some(d) = d.as_ref().filter(|_| seg.part_wanted(part, only)) {
+                let wanted = only.is_none_or(|w| seg.part_wanted(part, w));
+                if let Some(d) = d.as_ref().filter(|_| wanted) {
                     check_part(seg, part, d)?;
                 }
             }
@@ -1854,7 +1869,7 @@ impl Prefetch {
                 from,
                 until,
                 None,
-                false,
+                check_chunks,
                 read_tx,
                 ReadChunk,
             )
@@ -2026,8 +2041,7 @@ fn check_part(seg: &Segment, part: &ChunkPart, data: &[u8]) -> Result<()> {
         path: seg.name().to_string(),
         context: format!(
             " in the chunk at byte {} (its events checked against the chunk hash the index \
-             records: a one-agent read does not run the chain over the other agents' events), \
-             nothing of it delivered",
+             records), nothing of it delivered",
             part.start
         ),
         expected: hex(&expected),

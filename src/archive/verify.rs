@@ -25,7 +25,8 @@ pub struct VerifyReport {
 }
 
 pub fn verify(archive: &Archive, expect_hash: Option<[u8; 32]>) -> Result<VerifyReport> {
-    let mut cursor = archive.cursor()?;
+    // The chain, and the chunk hashes that one-agent reads check instead of it.
+    let mut cursor = archive.cursor()?.check_chunk_hashes(true)?;
     let mut events = 0u64;
     let snapshots = archive.snapshots();
     let mut next_snapshot = snapshots.iter().peekable();
