@@ -5,7 +5,8 @@
 //! client reaches against it is the most any server can give that client on this machine.
 //!
 //! The bench re-executes itself as this server (environment variable [`LIMIT_ENV`] =
-//! `ARCHIVE<TAB>NAMESPACE<TAB>AGENT`), so it runs in its own process like the real server.
+//! `ARCHIVE<TAB>NAMESPACE<TAB>AGENT`; an empty agent holds every agent's events, for a Session
+//! of every agent), so it runs in its own process like the real server.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -36,15 +37,16 @@ struct Held {
     frames: Vec<Bytes>,
 }
 
-/// Reads one agent's events from the archive into memory (each copied out of its chunk).
+/// Reads one agent's events (every agent's with an empty agent) from the archive into memory,
+/// each copied out of its chunk.
 fn load(path: &str, namespace: &str, agent: &str) -> Held {
     let archive = Archive::open(path.as_ref(), OpenOptions::default()).unwrap();
-    let channel = archive.channel_index(namespace, agent).unwrap();
+    let channel = (!agent.is_empty()).then(|| archive.channel_index(namespace, agent).unwrap());
     let mut cursor = archive.cursor().unwrap().verify_chain(false);
     let mut messages = Vec::new();
     while let Some(raw) = cursor.next_raw() {
         let raw = raw.unwrap();
-        if raw.channel == channel {
+        if channel.is_none_or(|c| raw.channel == c) {
             messages.push(Bytes::copy_from_slice(&raw.payload));
         }
     }

@@ -251,7 +251,20 @@ fn offset_pos(o: u64) -> Option<pb::Position> {
 }
 
 async fn throughput(small: &Path, big: &Path) {
-    println!("## throughput (loopback, client decodes every event)");
+    println!(
+        "## throughput (loopback, client decodes every event), each run followed by the same call to the in-memory limit server"
+    );
+    let ratio = |served: (u64, u64, f64), limit: (u64, u64, f64)| {
+        assert_eq!(
+            served.0, limit.0,
+            "serve and the limit server sent different counts"
+        );
+        println!(
+            "{:>58} ratio to the limit {:.2}",
+            "",
+            (served.0 as f64 / served.2) / (limit.0 as f64 / limit.2)
+        );
+    };
     for (label, path) in [("small events", small), ("10M gen archive", big)] {
         let server = ServerProcess::start(path, &[]);
         let client = Client::connect(&server.addr, ConnectOptions::default())
@@ -262,20 +275,37 @@ async fn throughput(small: &Path, big: &Path) {
         let counts = archive.channel_counts();
         let busiest = (0..counts.len()).max_by_key(|&i| counts[i]).unwrap();
         let ch = &archive.channels()[busiest];
+        let limit = ServerProcess::limit(path, &ch.namespace, &ch.agent_id);
+        let limit_client = Client::connect(&limit.addr, ConnectOptions::default())
+            .await
+            .unwrap();
         for run in 1..=3 {
+            let served = replay_run(&client, &ch.namespace, &ch.agent_id).await;
             line(
                 &format!(
                     "{label}: Replay {}/{} (run {run})",
                     ch.namespace, ch.agent_id
                 ),
-                replay_run(&client, &ch.namespace, &ch.agent_id).await,
+                served,
             );
+            let limited = replay_run(&limit_client, &ch.namespace, &ch.agent_id).await;
+            line("  limit server", limited);
+            ratio(served, limited);
         }
+        drop((limit_client, limit));
+        let limit = ServerProcess::limit(path, "", "");
+        let limit_client = Client::connect(&limit.addr, ConnectOptions::default())
+            .await
+            .unwrap();
         for run in 1..=3 {
+            let served = session_run(&client, pb::Open::default()).await;
             line(
                 &format!("{label}: Session, every agent, 64 MiB window (run {run})"),
-                session_run(&client, pb::Open::default()).await,
+                served,
             );
+            let limited = session_run(&limit_client, pb::Open::default()).await;
+            line("  limit server", limited);
+            ratio(served, limited);
         }
         println!("{label}: server peak RSS {:.1} MiB", server.vm_hwm_mib());
     }
