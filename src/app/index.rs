@@ -56,6 +56,15 @@ pub fn index_cmd(a: IndexArgs) -> Result<()> {
         b.finish_and_clear();
     }
     print_summaries(&summaries);
+    if let Ok(written) = crate::archive::Archive::open(&target, Default::default())
+        && let Some(own) = written.channels_with_own_chunks()
+    {
+        eprintln!(
+            "layout: per-agent chunks, {} of {} with chunks of their own (one-agent reads read only those)",
+            own,
+            crate::text::count(written.channels().len() as u64, "agent", "agents")
+        );
+    }
     let snapshots: usize = summaries.iter().map(|s| s.snapshots).sum();
     if options.snapshots.is_none() {
         eprintln!("written without state snapshots (--snapshot-events 0)");
