@@ -140,17 +140,30 @@ fn a_one_agent_read_returns_its_events_and_reads_only_its_chunks() {
     assert!(agent0 == full_read_of(&archive, 0));
 }
 
-/// Flips a bit of the first chunk hash in the index attachment (its CRC set to 0, "not
-/// computed"): the events and the chain are intact, the index lies.
-fn forge_index(path: &Path) {
+/// What in the index attachment a forgery changes.
+#[derive(Clone, Copy)]
+enum Forgery {
+    /// A bit of the first chunk's hash.
+    Hash,
+    /// The channel the first chunk is listed for.
+    Channel,
+}
+
+/// Changes the index attachment (its CRC set to 0, "not computed"): the events and the chain
+/// are intact, the index lies.
+fn forge_index(path: &Path, what: Forgery) {
     let u32_at = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap()) as usize;
     let mut b = std::fs::read(path).unwrap();
     let at = b.windows(4).rposition(|w| w == b"RSIX").unwrap();
     let groups = u64::from_le_bytes(b[at + 8..at + 16].try_into().unwrap()) as usize;
     let heads = at + 16 + groups * 80;
     let chunks: usize = (0..groups).map(|g| u32_at(&b, heads + g * 8)).sum();
-    let hashes = heads + groups * 8 + chunks * 2;
-    b[hashes] ^= 1;
+    let ids = heads + groups * 8;
+    let hashes = ids + chunks * 2;
+    match what {
+        Forgery::Hash => b[hashes] ^= 1,
+        Forgery::Channel => b[ids] ^= 1,
+    }
     let crc = hashes + chunks * 32;
     b[crc..crc + 4].copy_from_slice(&[0; 4]);
     std::fs::write(path, b).unwrap();
@@ -167,11 +180,21 @@ fn verify_checks_the_chunk_hashes_one_agent_reads_trust() {
     w.finish().unwrap();
     let p = path.to_str().unwrap();
     ok(&["verify", p]);
-    forge_index(&path);
-    let o = bin().args(["verify", p]).output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(3), "{err}");
-    assert!(err.contains("chunk hash"), "{err}");
+    for (what, says) in [
+        (Forgery::Hash, "chunk hash"),
+        (Forgery::Channel, "the index lists for other channels"),
+    ] {
+        let forged = dir.path().join("forged.mcap");
+        std::fs::copy(&path, &forged).unwrap();
+        forge_index(&forged, what);
+        let o = bin()
+            .args(["verify", forged.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(3), "{err}");
+        assert!(err.contains(says), "{err}");
+    }
 }
 
 fn bin() -> Command {

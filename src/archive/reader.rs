@@ -102,6 +102,8 @@ pub(crate) struct ChunkPart {
     pub channels: Vec<u16>,
     /// The hash of its events the index records (format version 2).
     pub hash: Option<[u8; 32]>,
+    /// The index lists it as one agent's own chunk (not the shared one).
+    pub own: bool,
 }
 
 /// A group of MCAP chunks, consecutive in the file, that together hold a contiguous range of
@@ -153,7 +155,7 @@ impl Grouper {
             }
         }
         let (group, last) = self.open.as_ref()?;
-        if *last + 1 - group.span.first_offset == group.span.events {
+        if last.checked_add(1).map(|end| end - group.span.first_offset) == Some(group.span.events) {
             self.open.take().map(|(g, _)| g)
         } else {
             None
@@ -844,9 +846,6 @@ impl Archive {
         self.locate(pos, true)
     }
 
-    /// An offset no event with commit_ts <= `ts` lies after: the last offset of the chunk that
-    /// holds the first event at or after `ts`, from the index alone (no chunk is read). For a
-    /// reader that stops on the commit_ts itself and must not read ahead past the range.
     /// The first offset of the group of chunks holding the first event with a commit_ts at or
     /// above `ts` (from the index alone; `None` when every event is before it).
     pub fn group_start_for_commit_ts(&self, ts: u64) -> Option<u64> {
@@ -858,6 +857,9 @@ impl Archive {
         seg.chunks.get(i).map(|c| c.span.first_offset)
     }
 
+    /// An offset no event with commit_ts <= `ts` lies after: the last offset of the chunk that
+    /// holds the first event at or after `ts`, from the index alone (no chunk is read). For a
+    /// reader that stops on the commit_ts itself and must not read ahead past the range.
     pub fn commit_ts_upper_bound(&self, ts: u64) -> Option<u64> {
         self.spans()
             .find(|s| s.last_commit_ts >= ts)
@@ -1050,8 +1052,8 @@ impl Archive {
         let mut own = vec![false; self.inner.channels.len()];
         for seg in &self.inner.segments {
             for part in seg.chunks.iter().flat_map(|c| &c.parts) {
-                if let [id] = part.channels[..]
-                    && let Some(&g) = seg.channel_map.get(&id)
+                if let ([id], true) = (&part.channels[..], part.own)
+                    && let Some(&g) = seg.channel_map.get(id)
                     && let Some(o) = own.get_mut(g)
                 {
                     *o = true;
@@ -1254,7 +1256,7 @@ struct MessageEntry {
     start: u32,
     len: u32,
     channel_id: u16,
-    part: u16,
+    part: u32,
     head: EventHead,
 }
 
@@ -1356,7 +1358,7 @@ impl ParsedChunk {
                     start: start as u32,
                     len: payload.len() as u32,
                     channel_id,
-                    part: i as u16,
+                    part: i as u32,
                     head,
                 });
             }
@@ -1560,7 +1562,16 @@ impl Cursor {
     /// Loads the chunk the cursor is positioned in (a seek), through the chunk cache.
     fn load_chunk(&mut self) -> Result<()> {
         let only = self.only.as_deref().map(Vec::as_slice);
-        let data = self.archive.group_data(self.seg, self.chunk, only)?;
+        let mut data = self.archive.group_data(self.seg, self.chunk, only)?;
+        if let Some(only) = only {
+            // Parts the cache holds from a full read: what this read takes must not depend on it.
+            let seg = &self.archive.inner.segments[self.seg];
+            for (part, d) in seg.chunks[self.chunk].parts.iter().zip(data.iter_mut()) {
+                if !seg.part_wanted(part, only) {
+                    *d = None;
+                }
+            }
+        }
         // Verifying, the chunk is hashed and checked before any of its events is returned.
         let seg = &self.archive.inner.segments[self.seg];
         if self.check_chunks {
@@ -2023,7 +2034,7 @@ fn check_part(seg: &Segment, part: &ChunkPart, data: &[u8]) -> Result<()> {
     };
     let mut hash = ChunkHasher::with_capacity(data.len());
     for item in ChunkMessages::new(data) {
-        let (_, payload, _) = item.map_err(|e| {
+        let (channel, payload, at) = item.map_err(|e| {
             PartError {
                 chunk_start: part.start,
                 at: e.at,
@@ -2031,6 +2042,18 @@ fn check_part(seg: &Segment, part: &ChunkPart, data: &[u8]) -> Result<()> {
             }
             .error(seg)
         })?;
+        if !part.channels.is_empty() && !part.channels.contains(&channel) {
+            // The index says which agents the chunk holds; a one-agent read trusts it to skip
+            // the others' chunks.
+            return Err(ArchiveError::Corrupt {
+                path: seg.name().to_string(),
+                at: part.start,
+                what: format!(
+                    "a message of channel {channel} (record at byte {at} of the chunk) in a chunk \
+                     the index lists for other channels"
+                ),
+            });
+        }
         hash.push(payload);
     }
     let actual = hash.finish();
@@ -2366,6 +2389,14 @@ impl Opener {
         let summary_crc = format::u32_at(&footer, 25).unwrap_or(0);
         if summary_start == 0 {
             let scan = self.scan_data_section()?;
+            if let Some(at) = scan.truncated_at {
+                // A finished file whose last group of chunks is missing some of them.
+                return Err(self.corrupt(
+                    at,
+                    "the data section is incomplete from here on (a chunk cannot be read, or a \
+                     group's chunks are missing)",
+                ));
+            }
             let note = "no summary section: chunk index rebuilt by scanning the file".to_string();
             return self.segment_from_scan(scan, None, vec![note]);
         }
@@ -2469,6 +2500,7 @@ impl Opener {
             uncompressed: ci.uncompressed_size,
             channels,
             hash: None,
+            own: false,
         };
         let mut notes = Vec::new();
         let index = index_attachment.and_then(|(at, len)| self.read_index(at, len));
@@ -2496,6 +2528,7 @@ impl Opener {
                         let ci = cis.next().expect("the index places every chunk");
                         parts.push(ChunkPart {
                             hash: Some(*hash),
+                            own: c.is_some(),
                             ..part(
                                 ci,
                                 match c {
@@ -2611,6 +2644,7 @@ impl Opener {
             uncompressed: ci.uncompressed_size,
             channels,
             hash: None,
+            own: false,
         };
         if let Some(spans) = spans.filter(|s| {
             s.len() == chunk_indexes.len()
@@ -2817,6 +2851,7 @@ impl Opener {
         let mut scan = scan;
         let mut at = at;
         let mut groups = Grouper::default();
+        let mut pending_counts: BTreeMap<u16, u64> = BTreeMap::new();
         loop {
             if at + format::RECORD_PREFIX > self.size {
                 scan.truncated_at = Some(at);
@@ -2859,8 +2894,10 @@ impl Opener {
                         });
                     }
                     Ok(ChunkKind::Events(found)) => {
+                        // Counted once its group is whole (a scan that stops inside a group
+                        // starts again from the group's first chunk).
                         for (k, v) in found.counts {
-                            *scan.counts.entry(k).or_insert(0) += v;
+                            *pending_counts.entry(k).or_insert(0) += v;
                         }
                         for c in found.channels {
                             if !scan.channels.iter().any(|(id, _)| *id == c.0) {
@@ -2873,9 +2910,13 @@ impl Opener {
                             uncompressed: found.uncompressed,
                             channels: found.channel_ids,
                             hash: None,
+                            own: false,
                         };
                         if let Some(group) = groups.add(part, found.span, found.last_offset) {
                             scan.chunks.push(group);
+                            for (k, v) in std::mem::take(&mut pending_counts) {
+                                *scan.counts.entry(k).or_insert(0) += v;
+                            }
                         }
                     }
                     Err(e) => {
