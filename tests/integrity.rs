@@ -276,31 +276,22 @@ fn tampered_archives_fail_every_reader_and_clean_ones_play() {
         let line = integrity_failure(&o, &what("serve + play replayscope://"));
         assert!(line.contains("offsets "), "{line}");
         let sh = format!("statehouse://{addr}");
-        let o = run(&[
-            "play",
-            &sh,
-            "--agent",
-            &tampered_agent,
-            "--pace",
-            "fast",
-            "--format",
-            "none",
-            "--quiet",
-        ]);
-        integrity_failure(&o, &what("serve + play statehouse://"));
+        let play_agent = |source: &str| {
+            run(&[
+                "play",
+                source,
+                "--agent",
+                &tampered_agent,
+                "--pace",
+                "fast",
+                "--format",
+                "none",
+                "--quiet",
+            ])
+        };
+        integrity_failure(&play_agent(&sh), &what("serve + play statehouse://"));
         // The same one-agent read of the file.
-        let o = run(&[
-            "play",
-            ts,
-            "--agent",
-            &tampered_agent,
-            "--pace",
-            "fast",
-            "--format",
-            "none",
-            "--quiet",
-        ]);
-        let line = integrity_failure(&o, &what("play --agent"));
+        let line = integrity_failure(&play_agent(ts), &what("play --agent"));
         assert!(line.contains("chunk hash"), "{line}");
         let rec = dir.path().join(format!("rec-{crc:?}.mcap"));
         let o = run(&["record", &url, "-o", rec.to_str().unwrap()]);

@@ -118,6 +118,21 @@ pub(crate) struct ChunkLoc {
     pub parts: Vec<ChunkPart>,
 }
 
+impl ChunkPart {
+    /// The chunk a summary's chunk index names, holding `channels` (hash and ownership are the
+    /// index attachment's to say).
+    fn of_index(ci: &mcap::records::ChunkIndex, channels: Vec<u16>) -> ChunkPart {
+        ChunkPart {
+            start: ci.chunk_start_offset,
+            length: ci.chunk_length,
+            uncompressed: ci.uncompressed_size,
+            channels,
+            hash: None,
+            own: false,
+        }
+    }
+}
+
 impl ChunkLoc {
     fn single(part: ChunkPart, span: ChunkSpan) -> ChunkLoc {
         ChunkLoc {
@@ -2494,14 +2509,7 @@ impl Opener {
             counts.remove(id);
         }
         let compression = chunk_indexes.first().map(|ci| ci.compression.clone());
-        let part = |ci: &mcap::records::ChunkIndex, channels: Vec<u16>| ChunkPart {
-            start: ci.chunk_start_offset,
-            length: ci.chunk_length,
-            uncompressed: ci.uncompressed_size,
-            channels,
-            hash: None,
-            own: false,
-        };
+        let part = ChunkPart::of_index;
         let mut notes = Vec::new();
         let index = index_attachment.and_then(|(at, len)| self.read_index(at, len));
         // Version 2: the index places every chunk (groups, and the snapshot after a group).
@@ -2638,14 +2646,7 @@ impl Opener {
                         .keys()
                         .all(|id| state_ids.contains(id))
             });
-        let part = |ci: &mcap::records::ChunkIndex, channels: Vec<u16>| ChunkPart {
-            start: ci.chunk_start_offset,
-            length: ci.chunk_length,
-            uncompressed: ci.uncompressed_size,
-            channels,
-            hash: None,
-            own: false,
-        };
+        let part = ChunkPart::of_index;
         if let Some(spans) = spans.filter(|s| {
             s.len() == chunk_indexes.len()
                 && !chunk_indexes
