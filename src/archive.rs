@@ -1,6 +1,7 @@
 //! MCAP-based archives, profile "replayscope" (DESIGN.md section 3): writer, reader, chunk
 //! index, segment directories and the hash chain. No tonic, no ratatui.
 
+pub mod cache;
 pub mod format;
 pub mod index;
 pub mod integrity;

@@ -1080,6 +1080,12 @@ pub struct ServeArgs {
     #[arg(long, default_value = defaults::SERVE_RING, env = "REPLAYSCOPE_RING")]
     pub ring: ByteSize,
 
+    /// Decompressed chunks kept for all streams at once (least recently used out): a chunk
+    /// read again, by another stream or a replay of the same agent, is not decompressed again.
+    /// At least 8MiB (what a seek and the read after it need).
+    #[arg(long, default_value = defaults::SERVE_CACHE, env = "REPLAYSCOPE_CACHE")]
+    pub cache: ByteSize,
+
     /// Cancel a session with neither a send nor an ack for this long (and forget a cut one).
     #[arg(long, default_value = defaults::IDLE_TIMEOUT, env = "REPLAYSCOPE_IDLE_TIMEOUT")]
     pub idle_timeout: DurationArg,

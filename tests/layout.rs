@@ -28,6 +28,22 @@ fn read_all(mut cursor: replayscope::archive::Cursor) -> Result<Vec<(u64, Vec<u8
     Ok(out)
 }
 
+/// `events` generated events, chunks uncompressed (the tamper helper edits them in place).
+fn write_uncompressed(path: &Path, events: usize) {
+    let mut w = ArchiveWriter::create(
+        path,
+        WriterOptions {
+            compression: Compression::None,
+            ..WriterOptions::default()
+        },
+    )
+    .unwrap();
+    for e in Generator::new(GenOptions::default()).take(events) {
+        w.append(&e).unwrap();
+    }
+    w.finish().unwrap();
+}
+
 fn open(path: &Path) -> Archive {
     Archive::open(path, OpenOptions::default()).unwrap()
 }
@@ -56,19 +72,7 @@ fn full_read_of(archive: &Archive, channel: usize) -> Vec<(u64, Vec<u8>)> {
 fn a_one_agent_read_returns_its_events_and_reads_only_its_chunks() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agents.mcap");
-    let mut w = ArchiveWriter::create(
-        &path,
-        WriterOptions {
-            // The tamper helper edits uncompressed chunks.
-            compression: Compression::None,
-            ..WriterOptions::default()
-        },
-    )
-    .unwrap();
-    for e in Generator::new(GenOptions::default()).take(40_000) {
-        w.append(&e).unwrap();
-    }
-    w.finish().unwrap();
+    write_uncompressed(&path, 40_000);
 
     let archive = open(&path);
     let agents = archive.channels().len();
@@ -138,6 +142,60 @@ fn a_one_agent_read_returns_its_events_and_reads_only_its_chunks() {
     assert_eq!(unchecked.len(), full_read_of(&archive, 1).len());
     let agent0 = read_all(t.cursor_at_only(0, only(&t, 0), true).unwrap()).unwrap();
     assert!(agent0 == full_read_of(&archive, 0));
+}
+
+/// Chunks read again come from the archive's cache (decompressed once), reads from it return
+/// the same events, and the cache never stands in for a check: a chunk held unchecked is checked
+/// by the next read that checks, and a tampered one fails it there.
+#[test]
+fn chunks_read_again_come_from_the_cache_and_are_still_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agents.mcap");
+    write_uncompressed(&path, 20_000);
+
+    let archive = open(&path);
+    archive.set_cache_budget(1 << 30);
+    let full = || read_all(archive.cursor().unwrap()).unwrap();
+    let first = full();
+    let after_first = archive.cache_stats();
+    assert!(after_first.misses > 0 && after_first.bytes > 0);
+    let again = full();
+    let after_again = archive.cache_stats();
+    assert!(first == again);
+    assert_eq!(
+        after_again.misses, after_first.misses,
+        "the second full read decompressed a chunk again"
+    );
+    assert!(after_again.hits > after_first.hits);
+    // A one-agent read and a seek after the full reads: from the cache, the same events.
+    let agent = read_all(archive.cursor_at_only(0, only(&archive, 2), true).unwrap()).unwrap();
+    assert!(agent == full_read_of(&archive, 2));
+    let from_middle = read_all(archive.cursor_at(12_345).unwrap()).unwrap();
+    assert!(from_middle[..] == first[12_345..]);
+    assert_eq!(archive.cache_stats().misses, after_first.misses);
+
+    // Tampered: read unchecked (held unchecked), then checked: the check still fails.
+    let victim = full_read_of(&archive, 1)[2_000].0;
+    let tampered = dir.path().join("tampered.mcap");
+    std::fs::copy(&path, &tampered).unwrap();
+    tamper(&tampered, victim as u32, Crc::Recomputed);
+    let t = open(&tampered);
+    t.set_cache_budget(1 << 30);
+    let unchecked = read_all(t.cursor_at_only(0, only(&t, 1), false).unwrap()).unwrap();
+    assert_eq!(unchecked.len(), full_read_of(&archive, 1).len());
+    let misses = t.cache_stats().misses;
+    let err = read_all(t.cursor_at_only(0, only(&t, 1), true).unwrap()).unwrap_err();
+    assert!(
+        matches!(err, ArchiveError::HashMismatch { .. }) && err.to_string().contains("chunk hash"),
+        "{err}"
+    );
+    assert_eq!(
+        t.cache_stats().misses,
+        misses,
+        "checked from the cache, not read again"
+    );
+    // And again: a failed check did not mark it checked.
+    assert!(read_all(t.cursor_at_only(0, only(&t, 1), true).unwrap()).is_err());
 }
 
 /// What in the index attachment a forgery changes.

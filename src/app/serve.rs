@@ -47,6 +47,7 @@ pub fn serve_cmd(a: crate::cli::ServeArgs) -> Result<()> {
     } else {
         archive.log_notes();
     }
+    archive.set_cache_budget(a.cache.0);
     let (name, events) = (archive.name().to_string(), archive.events());
     let options = ServeOptions {
         listen: a.listen,

@@ -4,10 +4,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::archive::cache::{self, CacheStats, CachedPart, DEFAULT_CACHE_BYTES, PartCache};
 use crate::archive::format::{self, ChunkError, MAGIC, Records, TAIL_LEN, op};
 use crate::archive::index::{self, ChunkSpan};
 use crate::archive::integrity::{ChunkHasher, HashChain, ZERO_HASH};
@@ -185,6 +186,8 @@ impl Grouper {
 
 /// One MCAP file of an archive.
 pub struct Segment {
+    /// Its chunks' key in the archive's cache of decompressed chunks.
+    id: u64,
     storage: Box<dyn RangeRead>,
     pub(crate) chunks: Vec<ChunkLoc>,
     /// State snapshots, in offset order (chunks of their own, not in `chunks`).
@@ -338,9 +341,10 @@ struct ArchiveInner {
     segments: Vec<Arc<Segment>>,
     channels: Vec<ChannelKey>,
     notes: Vec<String>,
-    /// The most recently decompressed chunk, so that resolving a position and then reading from
-    /// it costs one decompression.
-    chunk_cache: Mutex<Option<((usize, usize), PartsData)>>,
+    /// Decompressed chunks, shared by every cursor (and every refreshed view of a followed
+    /// archive): resolving a position and then reading from it decompresses once, and streams
+    /// reading the same chunks decompress them once while they stay in its budget.
+    cache: Arc<PartCache>,
 }
 
 /// An open archive (one file or a directory of segments). Cheap to clone.
@@ -386,6 +390,7 @@ impl Archive {
     /// Builds an archive from opened segments (in order), checking continuity between them.
     pub fn from_segments(name: String, segments: Vec<Segment>) -> Result<Archive> {
         Archive::assemble(
+            None,
             name,
             Vec::new(),
             segments
@@ -398,7 +403,12 @@ impl Archive {
     /// Builds an archive from segments in order — some kept from an archive it refreshes
     /// (whose channel table `channels` starts it), some newly opened — checking continuity
     /// between them.
-    fn assemble(name: String, channels: Vec<ChannelKey>, slots: Vec<Slot>) -> Result<Archive> {
+    fn assemble(
+        cache: Option<Arc<PartCache>>,
+        name: String,
+        channels: Vec<ChannelKey>,
+        slots: Vec<Slot>,
+    ) -> Result<Archive> {
         let mut channels = channels;
         let mut index_of: HashMap<ChannelKey, usize> = channels
             .iter()
@@ -483,7 +493,7 @@ impl Archive {
                 segments,
                 channels,
                 notes,
-                chunk_cache: Mutex::new(None),
+                cache: cache.unwrap_or_else(|| Arc::new(PartCache::new(DEFAULT_CACHE_BYTES))),
             }),
         })
     }
@@ -500,7 +510,12 @@ impl Archive {
             allow_truncated: true,
         };
         if name.starts_with("s3://") {
-            return crate::archive::s3::open(&name, follow);
+            let mut fresh = crate::archive::s3::open(&name, follow)?;
+            if let Some(inner) = Arc::get_mut(&mut fresh.inner) {
+                // Its segments are new (their chunks are keyed anew); the budget is kept.
+                inner.cache = self.inner.cache.clone();
+            }
+            return Ok(fresh);
         }
         let path = Path::new(&name);
         let meta = std::fs::metadata(path).map_err(|e| ArchiveError::io(&name, e))?;
@@ -590,7 +605,12 @@ impl Archive {
             }
         }
         // Kept segments carry the old channel table's indices: the new one extends it.
-        Archive::assemble(name, self.inner.channels.clone(), slots)
+        Archive::assemble(
+            Some(self.inner.cache.clone()),
+            name,
+            self.inner.channels.clone(),
+            slots,
+        )
     }
 
     /// A cursor that continues a read of an earlier view of this archive at `offset` (a chunk
@@ -951,9 +971,9 @@ impl Archive {
         }
         let seg = &segs[seg_idx];
         let chunk_idx = seg.chunks.partition_point(|c| chunk_last(&c.span) < target);
-        let data = self.group_data(seg_idx, chunk_idx, None)?;
+        let data = self.group_data(seg_idx, chunk_idx, None, false)?;
         let loc = &seg.chunks[chunk_idx];
-        let parsed = ParsedChunk::parse(seg, loc, data, None, None, false);
+        let parsed = ParsedChunk::parse(seg, data, None, None, false);
         if let Some(e) = &parsed.error {
             return Err(e.error(seg));
         }
@@ -989,43 +1009,29 @@ impl Archive {
         })
     }
 
-    /// Reads and decompresses the chunks of a group that a read of `only`'s channels needs
-    /// (all of them without `only`), through a cache of the last group read.
+    /// The decompressed chunks of a group that a read of `only`'s channels needs (all of them
+    /// without `only`), through the archive's cache; with `check`, each checked against the
+    /// hash the index records for it.
     fn group_data(
         &self,
         seg_idx: usize,
         chunk_idx: usize,
         only: Option<&[bool]>,
+        check: bool,
     ) -> Result<PartsData> {
         let seg = &self.inner.segments[seg_idx];
-        let loc = &seg.chunks[chunk_idx];
-        let mut data: PartsData = match self.inner.chunk_cache.lock() {
-            Ok(cache) => match cache.as_ref() {
-                Some((key, d)) if *key == (seg_idx, chunk_idx) => d.clone(),
-                _ => vec![None; loc.parts.len()],
-            },
-            Err(_) => vec![None; loc.parts.len()],
-        };
-        let mut read_any = false;
-        if only.is_none() && data.iter().all(Option::is_none) {
-            // The whole group: its chunks are consecutive, one read (one request on S3).
-            data = read_parts(seg, loc, None, false)?;
-            read_any = true;
-        }
-        for (part, slot) in loc.parts.iter().zip(data.iter_mut()) {
-            if slot.is_none() && only.is_none_or(|w| seg.part_wanted(part, w)) {
-                *slot = Some(Bytes::from(read_chunk(
-                    seg.storage.as_ref(),
-                    part.start,
-                    part.length,
-                )?));
-                read_any = true;
-            }
-        }
-        if read_any && let Ok(mut cache) = self.inner.chunk_cache.lock() {
-            *cache = Some(((seg_idx, chunk_idx), data.clone()));
-        }
-        Ok(data)
+        read_parts(seg, &seg.chunks[chunk_idx], only, check, &self.inner.cache)
+    }
+
+    /// Sets how many bytes of decompressed chunks the archive keeps for its readers (shared by
+    /// all of them), at least [`DEFAULT_CACHE_BYTES`] (a seek and the read after it).
+    pub fn set_cache_budget(&self, bytes: u64) {
+        self.inner.cache.set_budget(bytes.max(DEFAULT_CACHE_BYTES));
+    }
+
+    /// What the cache of decompressed chunks holds and has served.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.inner.cache.stats()
     }
 
     /// A cursor positioned at `offset` (which must be inside the archive).
@@ -1262,7 +1268,121 @@ impl<'a> Iterator for ChunkMessages<'a> {
 }
 
 /// The decompressed chunks of a group, by its parts (`None`: not read).
-type PartsData = Vec<Option<Bytes>>;
+type PartsData = Vec<Option<PartData>>;
+
+/// A decompressed chunk and where its messages are in it.
+#[derive(Clone)]
+pub(crate) struct PartData {
+    pub bytes: Bytes,
+    pub index: Arc<PartIndex>,
+}
+
+/// The messages of a decompressed chunk, located and their heads read (in the chunk's order;
+/// `part` is 0), up to what stopped the walk, if anything. Kept with the chunk in the cache, so
+/// a chunk read again is not walked again.
+pub(crate) struct PartIndex {
+    messages: Vec<MessageEntry>,
+    error: Option<PartError>,
+}
+
+#[cfg(test)]
+impl PartData {
+    /// Bytes with no message in them (the cache's tests).
+    pub fn unindexed(bytes: Bytes) -> PartData {
+        PartData {
+            bytes,
+            index: Arc::new(PartIndex {
+                messages: Vec::new(),
+                error: None,
+            }),
+        }
+    }
+}
+
+impl PartIndex {
+    /// What the cache counts for it beside the chunk's bytes.
+    pub fn size(&self) -> usize {
+        self.messages.capacity() * std::mem::size_of::<MessageEntry>()
+    }
+}
+
+/// Walks a decompressed chunk once: locates its messages and reads their heads; with `check`,
+/// also checks its events against the hash the index records for it (and that they are of the
+/// channels the index lists for it) — a chunk that fails is an error, nothing of it delivered.
+fn index_part(seg: &Segment, part: &ChunkPart, data: &[u8], check: bool) -> Result<PartIndex> {
+    let expected = part.hash.filter(|_| check);
+    let mut hash = expected.map(|_| ChunkHasher::with_capacity(data.len()));
+    let mut messages = Vec::with_capacity(data.len() / 256);
+    let mut error = None;
+    for item in ChunkMessages::new(data) {
+        let (channel_id, payload, at) = match item {
+            Ok(m) => m,
+            Err(e) => {
+                let e = PartError {
+                    chunk_start: part.start,
+                    at: e.at,
+                    what: e.what,
+                };
+                if hash.is_some() {
+                    return Err(e.error(seg));
+                }
+                error = Some(e);
+                break;
+            }
+        };
+        if let Some(hash) = hash.as_mut() {
+            if !part.channels.is_empty() && !part.channels.contains(&channel_id) {
+                // The index says which agents the chunk holds; a one-agent read trusts it to
+                // skip the others' chunks.
+                return Err(ArchiveError::Corrupt {
+                    path: seg.name().to_string(),
+                    at: part.start,
+                    what: format!(
+                        "a message of channel {channel_id} (record at byte {at} of the chunk) in \
+                         a chunk the index lists for other channels"
+                    ),
+                });
+            }
+            hash.push(payload);
+        }
+        if error.is_some() {
+            // Past a malformed event: only hashing on.
+            continue;
+        }
+        let Some(head) = event_head(payload) else {
+            error = Some(PartError {
+                chunk_start: part.start,
+                at: at as u64,
+                what: "malformed ArchivedEvent".to_string(),
+            });
+            continue;
+        };
+        let start = at + format::RECORD_PREFIX as usize + format::MESSAGE_HEADER_LEN;
+        messages.push(MessageEntry {
+            start: start as u32,
+            len: payload.len() as u32,
+            channel_id,
+            part: 0,
+            head,
+        });
+    }
+    if let (Some(expected), Some(hash)) = (expected, hash) {
+        let actual = hash.finish();
+        if actual != expected {
+            return Err(ArchiveError::HashMismatch {
+                path: seg.name().to_string(),
+                context: format!(
+                    " in the chunk at byte {} (its events checked against the chunk hash the \
+                     index records), nothing of it delivered",
+                    part.start
+                ),
+                expected: hex(&expected),
+                actual: hex(&actual),
+            });
+        }
+    }
+    Ok(PartIndex { messages, error })
+}
 
 /// One message of a decompressed chunk: which chunk of its group, where its payload is there,
 /// and its scalar fields.
@@ -1317,19 +1437,18 @@ struct ParsedChunk {
 }
 
 impl ParsedChunk {
-    /// Locates every message of the chunks read (with `only`, of those channels alone), reads
-    /// its head and puts them in offset order; with `hash`, also runs the chain over the
-    /// payloads when the chain head before the group is known.
+    /// The messages of the chunks read (with `only`, of those channels alone) in offset order;
+    /// with `hash`, also runs the chain over the payloads when the chain head before the group
+    /// is known.
     fn parse(
         seg: &Segment,
-        loc: &ChunkLoc,
         data: PartsData,
         only: Option<&[bool]>,
         chain_before: Option<[u8; 32]>,
         hash: bool,
     ) -> ParsedChunk {
-        let total: usize = data.iter().flatten().map(|d| d.len()).sum();
-        let mut messages = Vec::with_capacity(total / 256);
+        let total: usize = data.iter().flatten().map(|d| d.index.messages.len()).sum();
+        let mut messages = Vec::with_capacity(total);
         let mut error = None;
         // Wanted MCAP channel ids, by id.
         let local: Option<Vec<bool>> = only.map(|w| {
@@ -1339,45 +1458,24 @@ impl ParsedChunk {
                 .collect()
         });
         let mut parts_read = 0;
-        for (i, (part, d)) in loc.parts.iter().zip(&data).enumerate() {
+        for (i, d) in data.iter().enumerate() {
             let Some(d) = d else { continue };
             parts_read += 1;
-            for item in ChunkMessages::new(d) {
-                let (channel_id, payload, at) = match item {
-                    Ok(m) => m,
-                    Err(e) => {
-                        error = Some(PartError {
-                            chunk_start: part.start,
-                            at: e.at,
-                            what: e.what,
-                        });
-                        break;
-                    }
-                };
-                if local
-                    .as_ref()
-                    .is_some_and(|l| !l.get(channel_id as usize).copied().unwrap_or(false))
-                {
-                    continue;
+            let part = i as u32;
+            match &local {
+                None => {
+                    messages.extend(d.index.messages.iter().map(|m| MessageEntry { part, ..*m }))
                 }
-                let Some(head) = event_head(payload) else {
-                    error = Some(PartError {
-                        chunk_start: part.start,
-                        at: at as u64,
-                        what: "malformed ArchivedEvent".to_string(),
-                    });
-                    break;
-                };
-                let start = at + format::RECORD_PREFIX as usize + format::MESSAGE_HEADER_LEN;
-                messages.push(MessageEntry {
-                    start: start as u32,
-                    len: payload.len() as u32,
-                    channel_id,
-                    part: i as u32,
-                    head,
-                });
+                Some(l) => messages.extend(
+                    d.index
+                        .messages
+                        .iter()
+                        .filter(|m| l.get(m.channel_id as usize).copied().unwrap_or(false))
+                        .map(|m| MessageEntry { part, ..*m }),
+                ),
             }
-            if error.is_some() {
+            if let Some(e) = &d.index.error {
+                error = Some(e.clone());
                 break;
             }
         }
@@ -1401,9 +1499,10 @@ impl ParsedChunk {
 
     /// The stored bytes of a message.
     fn bytes(&self, m: &MessageEntry) -> &[u8] {
-        let data = self.data[m.part as usize]
+        let data = &self.data[m.part as usize]
             .as_ref()
-            .expect("messages are of chunks read");
+            .expect("messages are of chunks read")
+            .bytes;
         &data[m.start as usize..m.start as usize + m.len as usize]
     }
 
@@ -1435,6 +1534,7 @@ impl ParsedChunk {
         self.data[m.part as usize]
             .as_ref()
             .expect("messages are of chunks read")
+            .bytes
             .slice(m.start as usize..m.start as usize + m.len as usize)
     }
 }
@@ -1512,7 +1612,7 @@ impl Cursor {
             let seg = &self.archive.inner.segments[self.seg];
             for (part, d) in seg.chunks[self.chunk].parts.iter().zip(&current.chunk.data) {
                 if let Some(d) = d {
-                    check_part(seg, part, d)?;
+                    check_part(seg, part, &d.bytes)?;
                 }
             }
         }
@@ -1577,29 +1677,13 @@ impl Cursor {
     /// Loads the chunk the cursor is positioned in (a seek), through the chunk cache.
     fn load_chunk(&mut self) -> Result<()> {
         let only = self.only.as_deref().map(Vec::as_slice);
-        let mut data = self.archive.group_data(self.seg, self.chunk, only)?;
-        if let Some(only) = only {
-            // Parts the cache holds from a full read: what this read takes must not depend on it.
-            let seg = &self.archive.inner.segments[self.seg];
-            for (part, d) in seg.chunks[self.chunk].parts.iter().zip(data.iter_mut()) {
-                if !seg.part_wanted(part, only) {
-                    *d = None;
-                }
-            }
-        }
-        // Verifying, the chunk is hashed and checked before any of its events is returned.
+        // Verifying, the chunks are checked against their hashes before any event is returned.
+        let data = self
+            .archive
+            .group_data(self.seg, self.chunk, only, self.check_chunks)?;
         let seg = &self.archive.inner.segments[self.seg];
-        if self.check_chunks {
-            for (part, d) in seg.chunks[self.chunk].parts.iter().zip(&data) {
-                let wanted = only.is_none_or(|w| seg.part_wanted(part, w));
-                if let Some(d) = d.as_ref().filter(|_| wanted) {
-                    check_part(seg, part, d)?;
-                }
-            }
-        }
         let chunk = ParsedChunk::parse(
             seg,
-            &seg.chunks[self.chunk],
             data,
             only,
             self.chain_before(self.seg, self.chunk),
@@ -1980,8 +2064,8 @@ fn spawn_reader<T: Send + 'static>(
                     return;
                 }
                 let only = only.as_deref().map(Vec::as_slice);
-                let item = read_parts(seg, loc, only, check_chunks)
-                    .map(|data| ParsedChunk::parse(seg, loc, data, only, None, false));
+                let item = read_parts(seg, loc, only, check_chunks, &archive.inner.cache)
+                    .map(|data| ParsedChunk::parse(seg, data, only, None, false));
                 let failed = item.is_err();
                 if tx.send(wrap(s, c, item)).is_err() || failed {
                     return;
@@ -1992,99 +2076,83 @@ fn spawn_reader<T: Send + 'static>(
         .map(|_| ())
 }
 
-/// Reads and decompresses the chunks of a group that a read of `only`'s channels needs; with
-/// `check`, checks each against its recorded hash.
+/// The decompressed chunks of a group that a read of `only`'s channels needs (all of them
+/// without `only`), from `cache` where it holds them, read and decompressed (then held) where
+/// not; with `check`, each checked against its recorded hash (once: the cache remembers).
 fn read_parts(
     seg: &Segment,
     loc: &ChunkLoc,
     only: Option<&[bool]>,
     check: bool,
+    cache: &PartCache,
 ) -> Result<PartsData> {
     let storage = seg.storage.as_ref();
-    // Reading every chunk of a group: consecutive in the file, so one read.
-    let whole = match (only, loc.parts.first(), loc.parts.last()) {
-        (None, Some(first), Some(last)) if loc.parts.len() > 1 => {
-            let end = last.start + last.length;
-            let contiguous = loc
-                .parts
-                .windows(2)
-                .all(|w| w[0].start + w[0].length == w[1].start);
-            if contiguous {
-                Some(read_records(storage, first.start, end - first.start)?)
-            } else {
-                None
+    let mut data: PartsData = vec![None; loc.parts.len()];
+    let mut missing = Vec::new();
+    for (i, part) in loc.parts.iter().enumerate() {
+        if only.is_some_and(|w| !seg.part_wanted(part, w)) {
+            continue;
+        }
+        let key = (seg.id, part.start);
+        match cache.get(key) {
+            Some(hit) => {
+                if check && !hit.checked {
+                    check_part(seg, part, &hit.data.bytes)?;
+                    cache.mark_checked(key);
+                }
+                data[i] = Some(hit.data);
             }
+            None => missing.push(i),
+        }
+    }
+    // Consecutive chunks of the group missing: one read (one request on S3).
+    let contiguous = missing.windows(2).all(|w| {
+        let (a, b) = (&loc.parts[w[0]], &loc.parts[w[1]]);
+        w[1] == w[0] + 1 && a.start + a.length == b.start
+    });
+    let whole = match (missing.first(), missing.last()) {
+        (Some(&first), Some(&last)) if missing.len() > 1 && contiguous => {
+            let (first, last) = (&loc.parts[first], &loc.parts[last]);
+            Some((
+                first.start,
+                read_records(storage, first.start, last.start + last.length - first.start)?,
+            ))
         }
         _ => None,
     };
-    loc.parts
-        .iter()
-        .map(|part| {
-            if only.is_some_and(|w| !seg.part_wanted(part, w)) {
-                return Ok(None);
+    for i in missing {
+        let part = &loc.parts[i];
+        let records = match &whole {
+            Some((from, records)) => {
+                let at = (part.start - from) as usize;
+                decode_chunk(
+                    storage.name(),
+                    part.start,
+                    &records[at..at + part.length as usize],
+                )?
             }
-            let data = match &whole {
-                Some(records) => {
-                    let at = (part.start - loc.parts[0].start) as usize;
-                    decode_chunk(
-                        storage.name(),
-                        part.start,
-                        &records[at..at + part.length as usize],
-                    )?
-                }
-                None => read_chunk(storage, part.start, part.length)?,
-            };
-            if check {
-                check_part(seg, part, &data)?;
-            }
-            Ok(Some(Bytes::from(data)))
-        })
-        .collect()
+            None => read_chunk(storage, part.start, part.length)?,
+        };
+        let index = Arc::new(index_part(seg, part, &records, check)?);
+        let part_data = PartData {
+            bytes: Bytes::from(records),
+            index,
+        };
+        cache.insert(
+            (seg.id, part.start),
+            CachedPart {
+                data: part_data.clone(),
+                checked: check,
+            },
+        );
+        data[i] = Some(part_data);
+    }
+    Ok(data)
 }
 
 /// Checks a decompressed chunk's events against the hash the index records for it.
 fn check_part(seg: &Segment, part: &ChunkPart, data: &[u8]) -> Result<()> {
-    let Some(expected) = part.hash else {
-        return Ok(());
-    };
-    let mut hash = ChunkHasher::with_capacity(data.len());
-    for item in ChunkMessages::new(data) {
-        let (channel, payload, at) = item.map_err(|e| {
-            PartError {
-                chunk_start: part.start,
-                at: e.at,
-                what: e.what,
-            }
-            .error(seg)
-        })?;
-        if !part.channels.is_empty() && !part.channels.contains(&channel) {
-            // The index says which agents the chunk holds; a one-agent read trusts it to skip
-            // the others' chunks.
-            return Err(ArchiveError::Corrupt {
-                path: seg.name().to_string(),
-                at: part.start,
-                what: format!(
-                    "a message of channel {channel} (record at byte {at} of the chunk) in a chunk \
-                     the index lists for other channels"
-                ),
-            });
-        }
-        hash.push(payload);
-    }
-    let actual = hash.finish();
-    if actual == expected {
-        return Ok(());
-    }
-    Err(ArchiveError::HashMismatch {
-        path: seg.name().to_string(),
-        context: format!(
-            " in the chunk at byte {} (its events checked against the chunk hash the index \
-             records), nothing of it delivered",
-            part.start
-        ),
-        expected: hex(&expected),
-        actual: hex(&actual),
-    })
+    index_part(seg, part, data, true).map(drop)
 }
 
 /// A chunk from the reader, with its segment and index there.
@@ -3027,6 +3095,7 @@ impl Opener {
             keys.push(key);
         }
         Ok(Segment {
+            id: cache::next_segment_id(),
             storage: self.storage,
             chunks: scan.chunks,
             snapshots: scan.snapshots,

@@ -238,27 +238,6 @@ impl Stream for ReplayStream {
         if this.done {
             return Poll::Ready(None);
         }
-        if this.stop.as_mut().poll(cx).is_ready() {
-            let status = Status::unavailable(format!(
-                "server shutting down after {} events; ask again with start_ts after the last commit_ts received{}",
-                this.guard.events,
-                this.last_sent
-                    .map(|o| format!(" (next offset {})", o + 1))
-                    .unwrap_or_default()
-            ));
-            this.finish(Some(&status));
-            return Poll::Ready(Some(Err(status)));
-        }
-        if this.watched.cancelled().is_cancelled() {
-            this.shared.metrics.reaped();
-            let status = Status::deadline_exceeded(format!(
-                "Replay cancelled: nothing taken for {} s (idle watchdog) after {} events",
-                this.shared.options.idle.as_secs(),
-                this.guard.events
-            ));
-            this.finish(Some(&status));
-            return Poll::Ready(Some(Err(status)));
-        }
         if this.guard.events == 1 && !this.first_flushed {
             this.first_flushed = true;
             tracing::debug!(
@@ -278,6 +257,29 @@ impl Stream for ReplayStream {
                     this.flush();
                 }
                 return Poll::Ready(Some(Ok(e.payload)));
+            }
+            // Shutdown and the idle watchdog are looked at between batches (a batch is at most
+            // a few thousand events), not per event.
+            if this.stop.as_mut().poll(cx).is_ready() {
+                let status = Status::unavailable(format!(
+                    "server shutting down after {} events; ask again with start_ts after the last commit_ts received{}",
+                    this.guard.events,
+                    this.last_sent
+                        .map(|o| format!(" (next offset {})", o + 1))
+                        .unwrap_or_default()
+                ));
+                this.finish(Some(&status));
+                return Poll::Ready(Some(Err(status)));
+            }
+            if this.watched.cancelled().is_cancelled() {
+                this.shared.metrics.reaped();
+                let status = Status::deadline_exceeded(format!(
+                    "Replay cancelled: nothing taken for {} s (idle watchdog) after {} events",
+                    this.shared.options.idle.as_secs(),
+                    this.guard.events
+                ));
+                this.finish(Some(&status));
+                return Poll::Ready(Some(Err(status)));
             }
             let Some(stream) = this.stream.as_mut() else {
                 this.finish(None);

@@ -624,7 +624,9 @@ async fn produce<T: Item>(
                 next_offset: cursor.next_offset(),
                 compact: req.compact_payloads,
             };
-            let batch = T::batch(std::mem::take(&mut items), chain, read);
+            // The next batch's room at once (a growing Vec copies itself a dozen times).
+            let next = Vec::with_capacity((batch_events * 4).min(max_events));
+            let batch = T::batch(std::mem::replace(&mut items, next), chain, read);
             if !deliver(&window, &tx, batch_bytes, last, batch).await {
                 return;
             }

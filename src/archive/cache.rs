@@ -1,0 +1,223 @@
+//! Decompressed chunks shared by every reader of an archive (all the streams a server holds on
+//! it, a seek and the read that follows it), bounded in bytes, least recently used first out.
+//! A chunk is decompressed once while it stays here; a chunk checked against the hash the index
+//! records is not checked again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::archive::reader::PartData;
+
+/// The budget of an archive opened without one: a few groups (a seek and the read after it
+/// decompress once; a TUI stepping back and forth around one place reads nothing again).
+pub const DEFAULT_CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// A chunk, by the segment that holds it and its position in that file.
+pub(crate) type PartKey = (u64, u64);
+
+/// A new segment id: the key of its chunks in the cache (never reused, so a segment opened
+/// again, as a followed file that grew, never sees another segment's chunks).
+pub(crate) fn next_segment_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A cached chunk's decompressed records, where its messages are, and whether its hash was
+/// checked.
+#[derive(Clone)]
+pub(crate) struct CachedPart {
+    pub data: PartData,
+    pub checked: bool,
+}
+
+impl CachedPart {
+    fn size(&self) -> u64 {
+        (self.data.bytes.len() + self.data.index.size()) as u64
+    }
+}
+
+struct Entry {
+    part: CachedPart,
+    /// Its position in the use order.
+    used: u64,
+}
+
+#[derive(Default)]
+struct State {
+    parts: HashMap<PartKey, Entry>,
+    /// Use order: tick -> key, oldest first.
+    order: BTreeMap<u64, PartKey>,
+    bytes: u64,
+    tick: u64,
+    hits: u64,
+    misses: u64,
+}
+
+/// What the cache holds and has served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheStats {
+    pub budget: u64,
+    pub bytes: u64,
+    pub chunks: usize,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+pub(crate) struct PartCache {
+    budget: AtomicU64,
+    state: Mutex<State>,
+}
+
+impl PartCache {
+    pub fn new(budget: u64) -> PartCache {
+        PartCache {
+            budget: AtomicU64::new(budget),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Sets the budget; what no longer fits goes, oldest first.
+    pub fn set_budget(&self, budget: u64) {
+        self.budget.store(budget, Ordering::Relaxed);
+        if let Ok(mut s) = self.state.lock() {
+            s.evict_to(budget);
+        }
+    }
+
+    /// The chunk at `key`, if held (now the most recently used).
+    pub fn get(&self, key: PartKey) -> Option<CachedPart> {
+        let mut s = self.state.lock().ok()?;
+        let tick = s.tick;
+        let Some(e) = s.parts.get_mut(&key) else {
+            s.misses += 1;
+            return None;
+        };
+        let old = std::mem::replace(&mut e.used, tick);
+        let part = e.part.clone();
+        s.order.remove(&old);
+        s.order.insert(tick, key);
+        s.tick += 1;
+        s.hits += 1;
+        Some(part)
+    }
+
+    /// Holds `part` at `key` (replacing what was there), making room oldest first; a chunk
+    /// larger than the whole budget is not held.
+    pub fn insert(&self, key: PartKey, part: CachedPart) {
+        let budget = self.budget.load(Ordering::Relaxed);
+        let len = part.size();
+        if len > budget {
+            return;
+        }
+        let Ok(mut s) = self.state.lock() else {
+            return;
+        };
+        s.remove(&key);
+        s.evict_to(budget - len);
+        let tick = s.tick;
+        s.tick += 1;
+        s.bytes += len;
+        s.order.insert(tick, key);
+        s.parts.insert(key, Entry { part, used: tick });
+    }
+
+    /// Records that the chunk at `key` passed its hash check.
+    pub fn mark_checked(&self, key: PartKey) {
+        if let Ok(mut s) = self.state.lock()
+            && let Some(e) = s.parts.get_mut(&key)
+        {
+            e.part.checked = true;
+        }
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let budget = self.budget.load(Ordering::Relaxed);
+        match self.state.lock() {
+            Ok(s) => CacheStats {
+                budget,
+                bytes: s.bytes,
+                chunks: s.parts.len(),
+                hits: s.hits,
+                misses: s.misses,
+            },
+            Err(_) => CacheStats {
+                budget,
+                ..CacheStats::default()
+            },
+        }
+    }
+}
+
+impl State {
+    fn remove(&mut self, key: &PartKey) {
+        if let Some(e) = self.parts.remove(key) {
+            self.order.remove(&e.used);
+            self.bytes -= e.part.size();
+        }
+    }
+
+    /// Drops the least recently used chunks until at most `limit` bytes are held.
+    fn evict_to(&mut self, limit: u64) {
+        while self.bytes > limit {
+            let Some((_, key)) = self.order.pop_first() else {
+                break;
+            };
+            if let Some(e) = self.parts.remove(&key) {
+                self.bytes -= e.part.size();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(len: usize) -> CachedPart {
+        CachedPart {
+            data: PartData::unindexed(bytes::Bytes::from(vec![7u8; len])),
+            checked: false,
+        }
+    }
+
+    #[test]
+    fn least_recently_used_goes_first_and_the_budget_holds() {
+        let c = PartCache::new(300);
+        c.insert((1, 0), part(100));
+        c.insert((1, 100), part(100));
+        c.insert((1, 200), part(100));
+        // Used: (1, 0) is now the newest.
+        assert!(c.get((1, 0)).is_some());
+        c.insert((2, 0), part(100));
+        assert!(c.get((1, 100)).is_none(), "the least recently used went");
+        assert!(c.get((1, 0)).is_some());
+        assert!(c.get((1, 200)).is_some());
+        assert!(c.get((2, 0)).is_some());
+        let s = c.stats();
+        assert_eq!((s.bytes, s.chunks, s.hits, s.misses), (300, 3, 4, 1));
+    }
+
+    #[test]
+    fn a_chunk_larger_than_the_budget_is_not_held_and_a_smaller_budget_evicts() {
+        let c = PartCache::new(150);
+        c.insert((1, 0), part(200));
+        assert_eq!(c.stats().chunks, 0);
+        c.insert((1, 0), part(100));
+        c.insert((1, 0), part(120));
+        assert_eq!(c.stats().bytes, 120, "replaced, not counted twice");
+        c.set_budget(0);
+        assert_eq!((c.stats().bytes, c.stats().chunks), (0, 0));
+        c.insert((1, 0), part(1));
+        assert_eq!(c.stats().chunks, 0);
+    }
+
+    #[test]
+    fn checked_is_remembered() {
+        let c = PartCache::new(1000);
+        c.insert((1, 0), part(10));
+        assert!(!c.get((1, 0)).unwrap().checked);
+        c.mark_checked((1, 0));
+        assert!(c.get((1, 0)).unwrap().checked);
+    }
+}
