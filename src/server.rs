@@ -485,9 +485,10 @@ impl Server {
         if let Some((l, a)) = metrics_listener {
             tracing::info!(addr = %a, "metrics at http://{a}/metrics");
             let m = metrics.clone();
+            let source = shared.source.clone();
             tokio::spawn(crate::metrics::serve_metrics(
                 l,
-                std::sync::Arc::new(move || m.render()),
+                std::sync::Arc::new(move || m.render(source.chunk_cache())),
                 shared.shutdown.clone(),
             ));
         }

@@ -445,6 +445,11 @@ pub trait Source: Send + Sync + 'static {
         self.info().last_offset
     }
 
+    /// What the source's cache of decompressed chunks holds and has served (an archive's).
+    fn chunk_cache(&self) -> Option<crate::archive::cache::CacheStats> {
+        None
+    }
+
     /// The state after the latest state snapshot at or before `offset`, from the source's own
     /// snapshots (an archive's, DESIGN.md section 12): the state folded from the source's first
     /// event. `None` when it keeps none that early. Blocking: it may read a chunk.

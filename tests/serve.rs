@@ -477,7 +477,7 @@ async fn a_client_that_stops_reading_holds_the_server_at_its_window() {
     assert!(
         server
             .metrics
-            .render()
+            .render(None)
             .contains("replayscope_sessions_waiting_for_credit 1")
     );
 
@@ -942,6 +942,18 @@ async fn shutdown_ends_streams_with_unavailable_and_metrics_are_served() {
         "{text}"
     );
     assert!(text.contains("# TYPE replayscope_events_sent_total counter"));
+    // The archive's chunk cache: the session's first group was read, so it missed at least once
+    // and holds something.
+    let value = |name: &str| -> u64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("replayscope_{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value("chunk_cache_misses_total") > 0, "{text}");
+    assert!(value("chunk_cache_bytes") > 0, "{text}");
+    assert!(value("chunk_cache_budget_bytes") >= value("chunk_cache_bytes"));
     let text = http_get(server.metrics_addr.unwrap(), "/other").await;
     assert!(text.starts_with("HTTP/1.1 404"), "{text}");
 

@@ -14,7 +14,7 @@ struct InfoJson {
     source: String,
     segments: usize,
     chunks: usize,
-    /// Groups of chunks (~1 MiB of events each: the unit of a seek).
+    /// Groups of chunks (~512 KiB of events each: the unit of a seek).
     groups: usize,
     /// Agents with chunks of their own (a one-agent read of them reads only those); `null`
     /// for an archive written before per-agent chunks (every chunk holds every agent).

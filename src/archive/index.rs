@@ -3,7 +3,7 @@
 //! or time is a binary search over chunks followed by reading one chunk.
 //!
 //! A "chunk" here is a group of MCAP chunks that together hold a contiguous range of offsets:
-//! since format version 2 the writer stores each busy agent's events of a ~1 MiB stretch in a
+//! since format version 2 the writer stores each busy agent's events of a ~512 KiB stretch in a
 //! chunk of its own (the quiet agents' together in one more), so that a one-agent read
 //! decompresses only that agent's chunks; before, every group was one chunk of every agent.
 //!

@@ -232,7 +232,7 @@ impl Segment {
     pub fn last_commit_ts(&self) -> Option<u64> {
         self.chunks.last().map(|c| c.span.last_commit_ts)
     }
-    /// Groups of chunks (the unit of a seek: ~1 MiB of events).
+    /// Groups of chunks (the unit of a seek: ~512 KiB of events).
     pub fn group_count(&self) -> usize {
         self.chunks.len()
     }
@@ -952,7 +952,7 @@ impl Archive {
         chunk_last: impl Fn(&ChunkSpan) -> u64,
         event_key: impl Fn(&EventHead) -> Option<u64>,
     ) -> Result<Option<u64>> {
-        // Flattened (segment, chunk) list is small (one entry per ~1 MiB), so a linear
+        // Flattened (segment, chunk) list is small (one entry per ~512 KiB), so a linear
         // partition over segments then a binary search inside one is enough.
         let segs = &self.inner.segments;
         let seg_idx = segs.partition_point(|s| {

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::archive::cache::CacheStats;
 use crate::metrics::{Exposition, MetricKind};
 
 /// Which RPC a counter is about.
@@ -149,8 +150,8 @@ impl Metrics {
             })
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    /// The Prometheus text exposition, with the source's chunk cache when it has one.
+    pub fn render(&self, cache: Option<CacheStats>) -> String {
         use MetricKind::{Counter, Gauge};
         let per = |f: fn(&PerRpc) -> u64| -> Vec<(&'static str, String)> {
             [
@@ -244,6 +245,32 @@ impl Metrics {
             "Streams and calls that ended with an error, by gRPC status code.",
             &errors,
         );
+        if let Some(c) = cache {
+            e.single(
+                "chunk_cache_bytes",
+                Gauge,
+                "Decompressed chunks held for all streams (with where their messages are).",
+                c.bytes.to_string(),
+            )
+            .single(
+                "chunk_cache_budget_bytes",
+                Gauge,
+                "The most the chunk cache holds (serve --cache).",
+                c.budget.to_string(),
+            )
+            .single(
+                "chunk_cache_hits_total",
+                Counter,
+                "Chunks read from the cache instead of decompressed.",
+                c.hits.to_string(),
+            )
+            .single(
+                "chunk_cache_misses_total",
+                Counter,
+                "Chunks read and decompressed (then held while they fit).",
+                c.misses.to_string(),
+            );
+        }
         e.finish()
     }
 }

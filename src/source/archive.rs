@@ -321,6 +321,13 @@ impl Source for ArchiveSource {
         self.view().last_offset()
     }
 
+    fn chunk_cache(&self) -> Option<crate::archive::cache::CacheStats> {
+        Some(match &self.follow {
+            Some(f) => f.current().cache_stats(),
+            None => self.archive.cache_stats(),
+        })
+    }
+
     fn open_stored(
         &self,
         req: StreamRequest,
@@ -497,7 +504,7 @@ impl Item for StoredEvent {
 }
 
 /// Copies a batch's payloads into one buffer of exactly their size. Whoever keeps them (the
-/// server's replay ring) then holds what it counts: slices of the ~1 MiB decompressed chunks
+/// server's replay ring) then holds what it counts: slices of the decompressed chunks
 /// would keep whole chunks (message headers, other agents' events) alive for as long as one
 /// event of them is held.
 fn compact(events: &mut [StoredEvent], bytes: u64) {

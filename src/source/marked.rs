@@ -135,6 +135,10 @@ impl Source for Marked {
         self.inner.head()
     }
 
+    fn chunk_cache(&self) -> Option<crate::archive::cache::CacheStats> {
+        self.inner.chunk_cache()
+    }
+
     fn state_snapshot(
         &self,
         offset: u64,
