@@ -204,6 +204,10 @@ impl Drop for StreamGuard {
 }
 
 /// HTTP/2 keepalive: PING a quiet connection this often, drop it when the answer is this late.
+/// Events in a stream's first batch: one, so the first event goes out as soon as it is read
+/// (a batch of 32 waited for the next group whenever the start was near a group's end, the
+/// tail of the time to first event); batches then grow 4x each.
+const FIRST_BATCH_EVENTS: usize = 1;
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Room per connection above its stream share for unary calls (Describe, health, reflection):

@@ -17,7 +17,7 @@ use tonic::server::{Grpc, NamedService, ServerStreamingService};
 use tonic::{Request, Response, Status};
 
 use super::metrics::Rpc;
-use super::{ServerContext, StreamGuard, source_status};
+use super::{FIRST_BATCH_EVENTS, ServerContext, StreamGuard, source_status};
 use crate::event::Position;
 use crate::flow::CreditWindow;
 use crate::source::{Filter, StoredEvent, StoredStream, StreamRequest};
@@ -97,8 +97,6 @@ impl ServerStreamingService<ReplayRequest> for ReplaySvc {
 
 /// How far the source reads ahead of the batch being handed to tonic.
 const REPLAY_WINDOW_BYTES: u64 = 1024 * 1024;
-/// Events in the first batch read (the first event goes out at once).
-const FIRST_BATCH_EVENTS: usize = 32;
 
 fn open_replay(
     shared: &Arc<ServerContext>,

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tonic::{Status, Streaming};
 
 use super::metrics::{Rpc, SessionGauges};
-use super::{ServerContext, StreamGuard, source_status};
+use super::{FIRST_BATCH_EVENTS, ServerContext, StreamGuard, source_status};
 use crate::event::Position;
 use crate::flow::watchdog::WatchedSession;
 use crate::flow::{BACKPRESSURE_PCT, CreditWindow, ReplayRing};
@@ -869,8 +869,6 @@ fn from_source(
         Some(Err(e)) => Produced::Failed(source_status(&e)),
     }
 }
-
-const FIRST_BATCH_EVENTS: usize = 32;
 
 /// How long the status that ends a session may wait for room in the stream.
 const FINAL_SEND: Duration = Duration::from_secs(1);
