@@ -1081,8 +1081,9 @@ pub struct ServeArgs {
     pub ring: ByteSize,
 
     /// Decompressed chunks kept for all streams at once (least recently used out): a chunk
-    /// read again, by another stream or a replay of the same agent, is not decompressed again.
-    /// At least 8MiB (what a seek and the read after it need).
+    /// read again, by another stream or a replay of the same agent, is neither decompressed nor
+    /// checked again. Give it the size of the history served again and again (e.g. 1GiB); at
+    /// least 8MiB (what a seek and the read after it need).
     #[arg(long, default_value = defaults::SERVE_CACHE, env = "REPLAYSCOPE_CACHE")]
     pub cache: ByteSize,
 

@@ -49,10 +49,12 @@ pub const MAX_CONNECTION_STREAMS: u64 = 16;
 pub const SERVE_WINDOW: &str = "64MiB";
 pub const SERVE_MAX_WINDOW: &str = "256MiB";
 pub const SERVE_RING: &str = "64MiB";
-/// Decompressed chunks `serve` keeps for all its streams (`--cache`): the busiest agent of a
-/// 10M-event archive (~0.5 GiB) replayed again, or many clients on the same recent chunks,
-/// decompress nothing again.
-pub const SERVE_CACHE: &str = "1GiB";
+/// Decompressed chunks `serve` keeps for all its streams (`--cache`): by default what a seek and
+/// the read after it need and what clients following the same archive share (its newest
+/// groups), so a stream holds no more than its window and ring; an operator who serves the
+/// same history again and again gives it the size of that history (1GiB holds the busiest agent
+/// of a 10M-event archive), memory the default does not take.
+pub const SERVE_CACHE: &str = "8MiB";
 pub const IDLE_TIMEOUT: &str = "60s";
 pub const IDLE_TIMEOUT_MIN: Duration = Duration::from_millis(100);
 pub const HEARTBEAT: &str = "5s";
