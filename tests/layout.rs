@@ -30,6 +30,10 @@ fn read_all(mut cursor: replayscope::archive::Cursor) -> Result<Vec<(u64, Vec<u8
 
 /// `events` generated events, chunks uncompressed (the tamper helper edits them in place).
 fn write_uncompressed(path: &Path, events: usize) {
+    write_uncompressed_agents(path, events, GenOptions::default().agents);
+}
+
+fn write_uncompressed_agents(path: &Path, events: usize, agents: usize) {
     let mut w = ArchiveWriter::create(
         path,
         WriterOptions {
@@ -38,7 +42,11 @@ fn write_uncompressed(path: &Path, events: usize) {
         },
     )
     .unwrap();
-    for e in Generator::new(GenOptions::default()).take(events) {
+    let gen_options = GenOptions {
+        agents,
+        ..GenOptions::default()
+    };
+    for e in Generator::new(gen_options).take(events) {
         w.append(&e).unwrap();
     }
     w.finish().unwrap();
@@ -196,6 +204,50 @@ fn chunks_read_again_come_from_the_cache_and_are_still_checked() {
     );
     // And again: a failed check did not mark it checked.
     assert!(read_all(t.cursor_at_only(0, only(&t, 1), true).unwrap()).is_err());
+}
+
+/// An event that does not decode stops the reads that want its agent, and only those: in chunks
+/// the agents share, another agent's read goes past it; and where a chunk also has a record
+/// that does not parse after it, the read reports the first of the two.
+#[test]
+fn a_broken_event_stops_only_the_reads_of_its_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("many.mcap");
+    // 100 agents: none has 64 KiB of a group, so every chunk is shared (~16 events of each
+    // agent in a group: the other agent has events after the broken one in its chunk).
+    write_uncompressed_agents(&path, 20_000, 100);
+    let archive = open(&path);
+    assert_eq!(archive.channels_with_own_chunks(), Some(0));
+    let victim = 5_000u32;
+    let channel = archive
+        .cursor_at(u64::from(victim))
+        .unwrap()
+        .next_raw()
+        .unwrap()
+        .unwrap()
+        .channel;
+    let other = (channel + 1) % archive.channels().len();
+
+    let broken = dir.path().join("broken.mcap");
+    std::fs::copy(&path, &broken).unwrap();
+    damage(&broken, victim, Damage::Head, Crc::Recomputed);
+    let b = open(&broken);
+    // Unchecked (the chunk's hash no longer matches: a checked read fails on it, rightly).
+    let read = read_all(b.cursor_at_only(0, only(&b, other), false).unwrap()).unwrap();
+    assert!(
+        read == full_read_of(&archive, other),
+        "the other agent's events"
+    );
+    let err = read_all(b.cursor_at_only(0, only(&b, channel), false).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("malformed ArchivedEvent"), "{err}");
+    let err = read_all(b.cursor_at_only(0, only(&b, other), true).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("chunk hash"), "{err}");
+
+    // A record after it that does not parse: a full read reports the event, the first.
+    damage(&broken, victim + 1, Damage::RecordLength, Crc::Recomputed);
+    let b = open(&broken);
+    let err = read_all(b.cursor_at_with(0, false).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("malformed ArchivedEvent"), "{err}");
 }
 
 /// What in the index attachment a forgery changes.

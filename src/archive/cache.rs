@@ -122,10 +122,12 @@ impl PartCache {
         s.parts.insert(key, Entry { part, used: tick });
     }
 
-    /// Records that the chunk at `key` passed its hash check.
-    pub fn mark_checked(&self, key: PartKey) {
+    /// Records that `checked`, the chunk at `key`, passed its hash check — if the cache still
+    /// holds that very chunk there (not one read again meanwhile, which nobody checked).
+    pub fn mark_checked(&self, key: PartKey, checked: &PartData) {
         if let Ok(mut s) = self.state.lock()
             && let Some(e) = s.parts.get_mut(&key)
+            && std::sync::Arc::ptr_eq(&e.part.data.index, &checked.index)
         {
             e.part.checked = true;
         }
@@ -213,11 +215,17 @@ mod tests {
     }
 
     #[test]
-    fn checked_is_remembered() {
+    fn checked_is_remembered_for_the_chunk_that_was_checked_only() {
         let c = PartCache::new(1000);
         c.insert((1, 0), part(10));
-        assert!(!c.get((1, 0)).unwrap().checked);
-        c.mark_checked((1, 0));
+        let held = c.get((1, 0)).unwrap();
+        assert!(!held.checked);
+        c.mark_checked((1, 0), &held.data);
         assert!(c.get((1, 0)).unwrap().checked);
+        // Read again and replaced while the first copy was being checked: the new one is not.
+        let first = c.get((1, 0)).unwrap();
+        c.insert((1, 0), part(10));
+        c.mark_checked((1, 0), &first.data);
+        assert!(!c.get((1, 0)).unwrap().checked);
     }
 }

@@ -1278,11 +1278,22 @@ pub(crate) struct PartData {
 }
 
 /// The messages of a decompressed chunk, located and their heads read (in the chunk's order;
-/// `part` is 0), up to what stopped the walk, if anything. Kept with the chunk in the cache, so
-/// a chunk read again is not walked again.
+/// `part` is 0), and what stops a read in it. Kept with the chunk in the cache, so a chunk read
+/// again is not walked again.
 pub(crate) struct PartIndex {
     messages: Vec<MessageEntry>,
-    error: Option<PartError>,
+    /// In chunk order; usually none.
+    stops: Vec<PartStop>,
+}
+
+/// Where a read of a chunk stops: a record that does not parse stops every read (and the walk);
+/// an event that does not decode stops the reads that want its channel, the others go past it.
+struct PartStop {
+    /// Messages of the chunk before it.
+    before: usize,
+    /// The channel of the event it is about; `None` for a record that does not parse.
+    channel: Option<u16>,
+    error: PartError,
 }
 
 #[cfg(test)]
@@ -1293,7 +1304,7 @@ impl PartData {
             bytes,
             index: Arc::new(PartIndex {
                 messages: Vec::new(),
-                error: None,
+                stops: Vec::new(),
             }),
         }
     }
@@ -1313,20 +1324,24 @@ fn index_part(seg: &Segment, part: &ChunkPart, data: &[u8], check: bool) -> Resu
     let expected = part.hash.filter(|_| check);
     let mut hash = expected.map(|_| ChunkHasher::with_capacity(data.len()));
     let mut messages = Vec::with_capacity(data.len() / 256);
-    let mut error = None;
+    let mut stops = Vec::new();
     for item in ChunkMessages::new(data) {
         let (channel_id, payload, at) = match item {
             Ok(m) => m,
             Err(e) => {
-                let e = PartError {
+                let error = PartError {
                     chunk_start: part.start,
                     at: e.at,
                     what: e.what,
                 };
                 if hash.is_some() {
-                    return Err(e.error(seg));
+                    return Err(error.error(seg));
                 }
-                error = Some(e);
+                stops.push(PartStop {
+                    before: messages.len(),
+                    channel: None,
+                    error,
+                });
                 break;
             }
         };
@@ -1345,15 +1360,15 @@ fn index_part(seg: &Segment, part: &ChunkPart, data: &[u8], check: bool) -> Resu
             }
             hash.push(payload);
         }
-        if error.is_some() {
-            // Past a malformed event: only hashing on.
-            continue;
-        }
         let Some(head) = event_head(payload) else {
-            error = Some(PartError {
-                chunk_start: part.start,
-                at: at as u64,
-                what: "malformed ArchivedEvent".to_string(),
+            stops.push(PartStop {
+                before: messages.len(),
+                channel: Some(channel_id),
+                error: PartError {
+                    chunk_start: part.start,
+                    at: at as u64,
+                    what: "malformed ArchivedEvent".to_string(),
+                },
             });
             continue;
         };
@@ -1381,7 +1396,7 @@ fn index_part(seg: &Segment, part: &ChunkPart, data: &[u8], check: bool) -> Resu
             });
         }
     }
-    Ok(PartIndex { messages, error })
+    Ok(PartIndex { messages, stops })
 }
 
 /// One message of a decompressed chunk: which chunk of its group, where its payload is there,
@@ -1457,25 +1472,28 @@ impl ParsedChunk {
                 .map(|id| seg.channel_wanted(id as u16, w))
                 .collect()
         });
+        let wanted = |channel: u16| {
+            local
+                .as_ref()
+                .is_none_or(|l| l.get(channel as usize).copied().unwrap_or(false))
+        };
         let mut parts_read = 0;
         for (i, d) in data.iter().enumerate() {
             let Some(d) = d else { continue };
             parts_read += 1;
             let part = i as u32;
-            match &local {
-                None => {
-                    messages.extend(d.index.messages.iter().map(|m| MessageEntry { part, ..*m }))
-                }
-                Some(l) => messages.extend(
-                    d.index
-                        .messages
-                        .iter()
-                        .filter(|m| l.get(m.channel_id as usize).copied().unwrap_or(false))
-                        .map(|m| MessageEntry { part, ..*m }),
-                ),
-            }
-            if let Some(e) = &d.index.error {
-                error = Some(e.clone());
+            // The first stop this read meets: a record that does not parse, or an event of a
+            // wanted channel that does not decode (another agent's is passed over, as before).
+            let stop = d.index.stops.iter().find(|s| s.channel.is_none_or(wanted));
+            let end = stop.map_or(d.index.messages.len(), |s| s.before);
+            messages.extend(
+                d.index.messages[..end]
+                    .iter()
+                    .filter(|m| local.is_none() || wanted(m.channel_id))
+                    .map(|m| MessageEntry { part, ..*m }),
+            );
+            if let Some(s) = stop {
+                error = Some(s.error.clone());
                 break;
             }
         }
@@ -2098,7 +2116,7 @@ fn read_parts(
             Some(hit) => {
                 if check && !hit.checked {
                     check_part(seg, part, &hit.data.bytes)?;
-                    cache.mark_checked(key);
+                    cache.mark_checked(key, &hit.data);
                 }
                 data[i] = Some(hit.data);
             }

@@ -30,6 +30,9 @@ pub enum Damage {
     Payload,
     /// The length of the message record: the chunk no longer parses from there on.
     RecordLength,
+    /// The event's first field tag (an invalid wire type): the record parses, the event does
+    /// not decode.
+    Head,
     /// The state snapshot taken after `offset` (not the event): a bit of the agent of its last
     /// entry, so it still parses but holds another state than its hash says.
     Snapshot,
@@ -76,6 +79,7 @@ pub fn damage(path: &Path, offset: u32, what: Damage, crc: Crc) {
                         Damage::RecordLength => {
                             b[j + 1..j + 9].copy_from_slice(&u64::MAX.to_le_bytes());
                         }
+                        Damage::Head => b[payload] = 0x0f,
                         Damage::Snapshot => b[j + 9 + rlen - 1] ^= 1,
                     }
                     let value = match crc {
