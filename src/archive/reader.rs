@@ -1020,7 +1020,14 @@ impl Archive {
         check: bool,
     ) -> Result<PartsData> {
         let seg = &self.inner.segments[seg_idx];
-        read_parts(seg, &seg.chunks[chunk_idx], only, check, &self.inner.cache)
+        read_parts(
+            seg,
+            &seg.chunks[chunk_idx],
+            only,
+            check,
+            &self.inner.cache,
+            true,
+        )
     }
 
     /// Sets how many bytes of decompressed chunks the archive keeps for its readers (shared by
@@ -2082,7 +2089,7 @@ fn spawn_reader<T: Send + 'static>(
                     return;
                 }
                 let only = only.as_deref().map(Vec::as_slice);
-                let item = read_parts(seg, loc, only, check_chunks, &archive.inner.cache)
+                let item = read_parts(seg, loc, only, check_chunks, &archive.inner.cache, false)
                     .map(|data| ParsedChunk::parse(seg, data, only, None, false));
                 let failed = item.is_err();
                 if tx.send(wrap(s, c, item)).is_err() || failed {
@@ -2103,6 +2110,7 @@ fn read_parts(
     only: Option<&[bool]>,
     check: bool,
     cache: &PartCache,
+    two_threads: bool,
 ) -> Result<PartsData> {
     let storage = seg.storage.as_ref();
     let mut data: PartsData = vec![None; loc.parts.len()];
@@ -2138,7 +2146,7 @@ fn read_parts(
         }
         _ => None,
     };
-    for i in missing {
+    let load = |i: usize| -> Result<(usize, PartData)> {
         let part = &loc.parts[i];
         let records = match &whole {
             Some((from, records)) => {
@@ -2163,6 +2171,38 @@ fn read_parts(
                 checked: check,
             },
         );
+        Ok((i, part_data))
+    };
+    let loaded: Vec<(usize, PartData)> = if two_threads && missing.len() > 1 {
+        // A seek: its caller waits for it (a client for its first event), so half of the
+        // chunks are decompressed on a second thread.
+        let (first, second) = missing.split_at(missing.len() / 2);
+        std::thread::scope(|scope| {
+            let helper = std::thread::Builder::new()
+                .name("replayscope-seek".into())
+                .spawn_scoped(scope, || {
+                    second.iter().map(|&i| load(i)).collect::<Result<Vec<_>>>()
+                });
+            let mut out = first.iter().map(|&i| load(i)).collect::<Result<Vec<_>>>()?;
+            match helper {
+                Ok(h) => out.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?),
+                // No thread: this one does the rest.
+                Err(_) => out.extend(
+                    second
+                        .iter()
+                        .map(|&i| load(i))
+                        .collect::<Result<Vec<_>>>()?,
+                ),
+            }
+            Ok::<_, ArchiveError>(out)
+        })?
+    } else {
+        missing
+            .iter()
+            .map(|&i| load(i))
+            .collect::<Result<Vec<_>>>()?
+    };
+    for (i, part_data) in loaded {
         data[i] = Some(part_data);
     }
     Ok(data)
