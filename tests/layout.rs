@@ -250,6 +250,44 @@ fn a_broken_event_stops_only_the_reads_of_its_agent() {
     assert!(err.to_string().contains("malformed ArchivedEvent"), "{err}");
 }
 
+/// A followed file that grew keeps its chunks in the cache: what was read before the look is not
+/// read again after it.
+#[test]
+fn a_file_that_grew_keeps_its_cached_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full.mcap");
+    write_uncompressed(&full, 20_000);
+    let bytes = std::fs::read(&full).unwrap();
+    let growing = dir.path().join("growing.mcap");
+    // Half of it, as a writer that is still at work leaves it.
+    std::fs::write(&growing, &bytes[..bytes.len() / 2]).unwrap();
+    let before = Archive::open(
+        &growing,
+        OpenOptions {
+            allow_truncated: true,
+        },
+    )
+    .unwrap();
+    before.set_cache_budget(1 << 30);
+    let read_before = read_all(before.cursor().unwrap()).unwrap();
+    let last = read_before.last().unwrap().0;
+    let misses = before.cache_stats().misses;
+
+    std::fs::write(&growing, &bytes).unwrap();
+    let after = before.refreshed().unwrap();
+    assert_eq!(after.events(), 20_000);
+    let again = read_all(after.cursor().unwrap().until(Some(last))).unwrap();
+    assert!(again == read_before);
+    assert_eq!(
+        after.cache_stats().misses,
+        misses,
+        "what was read before the look was read again"
+    );
+    // The rest is new: read and decompressed.
+    assert_eq!(read_all(after.cursor().unwrap()).unwrap().len(), 20_000);
+    assert!(after.cache_stats().misses > misses);
+}
+
 /// What in the index attachment a forgery changes.
 #[derive(Clone, Copy)]
 enum Forgery {

@@ -2124,7 +2124,11 @@ fn read_parts(
             Some(hit) => {
                 if check && !hit.checked {
                     check_part(seg, part, &hit.data.bytes)?;
-                    cache.mark_checked(key, &hit.data);
+                    // Checked means against a recorded hash (a file followed before its index
+                    // was written has none yet; the same chunk may have one after a look).
+                    if part.hash.is_some() {
+                        cache.mark_checked(key, &hit.data);
+                    }
                 }
                 data[i] = Some(hit.data);
             }
@@ -2168,7 +2172,7 @@ fn read_parts(
             (seg.id, part.start),
             CachedPart {
                 data: part_data.clone(),
-                checked: check,
+                checked: check && part.hash.is_some(),
             },
         );
         Ok((i, part_data))
@@ -2305,7 +2309,7 @@ fn continue_segment(
             allow_truncated: true,
         },
     };
-    let seg = if opener.has_tail() || size < old.size() {
+    let mut seg = if opener.has_tail() || size < old.size() {
         opener.check_header()?;
         opener.open()?
     } else {
@@ -2344,6 +2348,21 @@ fn continue_segment(
                 range(&seg)
             ),
         });
+    }
+    // The file grew and holds the chunks it held, where it held them: its chunks stay in the
+    // cache under the same key (clients following it share its newest chunks across looks).
+    let same_chunks = size >= old.size()
+        && seg.chunks.len() >= old.chunks.len()
+        && old.chunks.iter().zip(&seg.chunks).all(|(a, b)| {
+            a.parts.len() == b.parts.len()
+                && a.parts.iter().zip(&b.parts).all(|(p, q)| {
+                    // A file read before its index was written knows no chunk hashes yet.
+                    (p.start, p.length, p.uncompressed) == (q.start, q.length, q.uncompressed)
+                        && (p.hash.is_none() || p.hash == q.hash)
+                })
+        });
+    if same_chunks {
+        seg.id = old.id;
     }
     Ok(seg)
 }
