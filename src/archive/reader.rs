@@ -1496,7 +1496,7 @@ impl ParsedChunk {
             messages.extend(
                 d.index.messages[..end]
                     .iter()
-                    .filter(|m| local.is_none() || wanted(m.channel_id))
+                    .filter(|m| wanted(m.channel_id))
                     .map(|m| MessageEntry { part, ..*m }),
             );
             if let Some(s) = stop {

@@ -246,30 +246,34 @@ impl Metrics {
             &errors,
         );
         if let Some(c) = cache {
-            e.single(
-                "chunk_cache_bytes",
-                Gauge,
-                "Decompressed chunks held for all streams (with where their messages are).",
-                c.bytes.to_string(),
-            )
-            .single(
-                "chunk_cache_budget_bytes",
-                Gauge,
-                "The most the chunk cache holds (serve --cache).",
-                c.budget.to_string(),
-            )
-            .single(
-                "chunk_cache_hits_total",
-                Counter,
-                "Chunks read from the cache instead of decompressed.",
-                c.hits.to_string(),
-            )
-            .single(
-                "chunk_cache_misses_total",
-                Counter,
-                "Chunks read and decompressed (then held while they fit).",
-                c.misses.to_string(),
-            );
+            for (name, kind, help, value) in [
+                (
+                    "chunk_cache_bytes",
+                    Gauge,
+                    "Decompressed chunks held for all streams (with where their messages are).",
+                    c.bytes,
+                ),
+                (
+                    "chunk_cache_budget_bytes",
+                    Gauge,
+                    "The most the chunk cache holds (serve --cache).",
+                    c.budget,
+                ),
+                (
+                    "chunk_cache_hits_total",
+                    Counter,
+                    "Chunks read from the cache instead of decompressed.",
+                    c.hits,
+                ),
+                (
+                    "chunk_cache_misses_total",
+                    Counter,
+                    "Chunks read and decompressed (then held while they fit).",
+                    c.misses,
+                ),
+            ] {
+                e.single(name, kind, help, value.to_string());
+            }
         }
         e.finish()
     }
