@@ -363,3 +363,88 @@ fn tampered_archives_fail_every_reader_and_clean_ones_play() {
         assert!(!rec.exists());
     }
 }
+
+/// A seek checks the chain from the checkpoint the index records before its start (every 256
+/// events of a group), not over the group's events before it: a damaged event withholds its
+/// window of 256 events alone from a seek into its group, a seek past it reads on, and the
+/// chain heads a seek reports are the ones a read from the start computes.
+#[test]
+fn a_seek_checks_the_chain_from_the_checkpoint_before_it() {
+    use replayscope::archive::{Archive, OpenOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let clean = dir.path().join("clean.mcap");
+    let n = EVENTS.to_string();
+    ok(&run(&[
+        "gen",
+        "--events",
+        &n,
+        "--compression",
+        "none",
+        "-o",
+        clean.to_str().unwrap(),
+    ]));
+    let open = |p: &Path| Archive::open(p, OpenOptions::default()).unwrap();
+    let a = open(&clean);
+    let mut heads = vec![];
+    let mut c = a.cursor().unwrap();
+    while let Some(e) = c.next_raw() {
+        assert_eq!(e.unwrap().offset, heads.len() as u64);
+        heads.push(c.chain_head().unwrap());
+    }
+    assert_eq!(heads.len() as u64, EVENTS);
+    let g0 = group_start_of(&clean, u64::from(TAMPERED));
+    assert!(g0 > 0);
+    assert_eq!(
+        group_start_of(&clean, g0 + 3 * 256 + 10),
+        g0,
+        "a group of 4+ windows"
+    );
+    for at in [g0, g0 + 1, g0 + 255, g0 + 256, g0 + 700, g0 + 3 * 256 + 10] {
+        let mut c = a.cursor_at(at).unwrap();
+        assert_eq!(c.chain_head(), Some(heads[at as usize - 1]), "before {at}");
+        // On through the rest of the group and into the next.
+        for o in at..at + 2_000 {
+            assert_eq!(c.next_raw().unwrap().unwrap().offset, o);
+            assert_eq!(c.chain_head(), Some(heads[o as usize]), "after {o}");
+        }
+    }
+
+    let damaged_at = g0 + 256 + 10;
+    let t = dir.path().join("tampered.mcap");
+    std::fs::copy(&clean, &t).unwrap();
+    tamper(&t, damaged_at as u32, Crc::Recomputed);
+    let a = open(&t);
+    let read = |from: u64| -> (Vec<u64>, Option<String>) {
+        let mut c = match a.cursor_at(from) {
+            Ok(c) => c,
+            Err(e) => return (vec![], Some(e.to_string())),
+        };
+        let mut got = vec![];
+        for _ in 0..2_000 {
+            match c.next_raw() {
+                Some(Ok(e)) => got.push(e.offset),
+                Some(Err(e)) => return (got, Some(e.to_string())),
+                None => break,
+            }
+        }
+        (got, None)
+    };
+    let window = format!("offsets {} to {}", g0 + 256, g0 + 511);
+    // Into the damaged window: nothing of it.
+    let (got, err) = read(g0 + 300);
+    let err = err.expect("a seek into the damaged window fails");
+    assert!(got.is_empty() && err.contains(&window), "{err}");
+    assert!(err.contains("nothing of them delivered"), "{err}");
+    // From the group's start: its first window, then the failure.
+    let (got, err) = read(g0);
+    assert_eq!(got, (g0..g0 + 256).collect::<Vec<_>>());
+    assert!(err.unwrap().contains(&window));
+    // Past it in the same group: reads on, checked from the next checkpoint.
+    let (got, err) = read(g0 + 600);
+    assert_eq!((got.len(), err), (2_000, None));
+    // From the group before: a sequential read checks the next group whole (read ahead), so
+    // nothing of it is delivered.
+    let (got, err) = read(g0 - 10);
+    assert_eq!(got, (g0 - 10..g0).collect::<Vec<_>>());
+    assert!(err.unwrap().contains("nothing of it delivered"));
+}

@@ -295,6 +295,8 @@ enum Forgery {
     Hash,
     /// The channel the first chunk is listed for.
     Channel,
+    /// A bit of the first chain checkpoint (the head before the first group's 257th event).
+    Checkpoint,
 }
 
 /// Changes the index attachment (its CRC set to 0, "not computed"): the events and the chain
@@ -308,11 +310,16 @@ fn forge_index(path: &Path, what: Forgery) {
     let chunks: usize = (0..groups).map(|g| u32_at(&b, heads + g * 8)).sum();
     let ids = heads + groups * 8;
     let hashes = ids + chunks * 2;
+    let every = u32_at(&b, hashes + chunks * 32) as u64;
+    let events = |g: usize| u64::from_le_bytes(b[at + 24 + g * 80..][..8].try_into().unwrap());
+    let checkpoints = hashes + chunks * 32 + 4;
+    let count: u64 = (0..groups).map(|g| (events(g) - 1) / every).sum();
     match what {
         Forgery::Hash => b[hashes] ^= 1,
         Forgery::Channel => b[ids] ^= 1,
+        Forgery::Checkpoint => b[checkpoints] ^= 1,
     }
-    let crc = hashes + chunks * 32;
+    let crc = checkpoints + count as usize * 32;
     b[crc..crc + 4].copy_from_slice(&[0; 4]);
     std::fs::write(path, b).unwrap();
 }
@@ -331,6 +338,7 @@ fn verify_checks_the_chunk_hashes_one_agent_reads_trust() {
     for (what, says) in [
         (Forgery::Hash, "chunk hash"),
         (Forgery::Channel, "the index lists for other channels"),
+        (Forgery::Checkpoint, "chain head before offset 256"),
     ] {
         let forged = dir.path().join("forged.mcap");
         std::fs::copy(&path, &forged).unwrap();

@@ -15,7 +15,11 @@
 //! then, for every chunk of every group in file order, the MCAP channel id it holds (u16;
 //! `0xFFFF`: the chunk the quiet agents share), then for every chunk its hash (32 bytes, see
 //! [`crate::archive::integrity::ChunkHasher`]). Version 2 files have no MCAP message indexes
-//! (16 bytes per event): the index tells which chunk holds which agent.
+//! (16 bytes per event): the index tells which chunk holds which agent. Version 3 adds chain
+//! checkpoints: a u32 `every` (0: none), then per group the chain head before its message
+//! `every`, `2 * every`, ... (`(events - 1) / every` heads of 32 bytes), so that a reader starting
+//! in the middle of a group checks the chain from the checkpoint before its start to the one
+//! after, not over the whole group.
 
 /// What the index knows about one chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +83,30 @@ pub struct GroupLayout {
     /// The hash of each chunk's events.
     pub hashes: Vec<[u8; 32]>,
     pub snapshot_after: bool,
+    /// The chain heads recorded inside the group (version 3; none before).
+    pub checkpoints: ChainCheckpoints,
+}
+
+/// Chain heads recorded inside a group: `heads[i]` is the head before the group's message
+/// `every * (i + 1)` (in offset order).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChainCheckpoints {
+    pub every: u32,
+    pub heads: Vec<[u8; 32]>,
+}
+
+/// How many events apart a writer records chain checkpoints inside a group: a seek hashes at
+/// most this many events before it delivers the first (a 512 KiB group holds ~1,600 `gen`
+/// events).
+pub const CHECKPOINT_EVERY: u32 = 256;
+
+/// How many checkpoints a group of `events` events has when they are `every` apart.
+pub fn checkpoints_in(events: u64, every: u32) -> u64 {
+    if every == 0 {
+        0
+    } else {
+        events.saturating_sub(1) / u64::from(every)
+    }
 }
 
 const SHARED: u16 = u16::MAX;
@@ -86,10 +114,11 @@ const SHARED: u16 = u16::MAX;
 pub const INDEX_ATTACHMENT: &str = "replayscope.index";
 pub const INDEX_MEDIA_TYPE: &str = "application/x-replayscope-index";
 const MAGIC: &[u8; 4] = b"RSIX";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 const ENTRY_V1: usize = 6 * 8 + 32;
 
-/// Encodes a version 2 index (`layout` has an entry per span).
+/// Encodes a version 3 index (`layout` has an entry per span; its checkpoints are
+/// [`CHECKPOINT_EVERY`] events apart).
 pub fn encode(spans: &[ChunkSpan], layout: &[GroupLayout]) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + spans.len() * (ENTRY_V1 + 16));
     out.extend_from_slice(MAGIC);
@@ -122,6 +151,20 @@ pub fn encode(spans: &[ChunkSpan], layout: &[GroupLayout]) -> Vec<u8> {
             out.extend_from_slice(h);
         }
     }
+    out.extend_from_slice(&CHECKPOINT_EVERY.to_le_bytes());
+    for (s, l) in spans.iter().zip(layout) {
+        let c = &l.checkpoints;
+        // A group without them (0 events apart) cannot be told apart from one with: the writer
+        // records them for every group.
+        debug_assert_eq!(c.every, CHECKPOINT_EVERY);
+        debug_assert_eq!(
+            c.heads.len() as u64,
+            checkpoints_in(s.events, CHECKPOINT_EVERY)
+        );
+        for h in &c.heads {
+            out.extend_from_slice(h);
+        }
+    }
     out
 }
 
@@ -132,13 +175,13 @@ pub fn decode(data: &[u8]) -> Option<(Vec<ChunkSpan>, Option<Vec<GroupLayout>>)>
         return None;
     }
     let version = u32::from_le_bytes(data[4..8].try_into().ok()?);
-    if version != 1 && version != 2 {
+    if !(1..=VERSION).contains(&version) {
         return None;
     }
     let count = u64::from_le_bytes(data[8..16].try_into().ok()?);
     let spans_len = usize::try_from(count.checked_mul(ENTRY_V1 as u64)?).ok()?;
     let (body, rest) = data[16..].split_at_checked(spans_len)?;
-    let layout = if version == 2 {
+    let layout = if version >= 2 {
         let (heads, rest) = rest.split_at_checked(usize::try_from(count).ok()?.checked_mul(8)?)?;
         let sizes: Vec<(usize, bool)> = heads
             .chunks_exact(8)
@@ -148,28 +191,59 @@ pub fn decode(data: &[u8]) -> Option<(Vec<ChunkSpan>, Option<Vec<GroupLayout>>)>
             })
             .collect();
         let total: usize = sizes.iter().map(|(n, _)| n).sum();
-        let (ids, hashes) = rest.split_at_checked(total.checked_mul(2)?)?;
-        if hashes.len() != total.checked_mul(32)? || sizes.iter().any(|(n, _)| *n == 0) {
+        let (ids, rest) = rest.split_at_checked(total.checked_mul(2)?)?;
+        let (hashes, rest) = rest.split_at_checked(total.checked_mul(32)?)?;
+        if sizes.iter().any(|(n, _)| *n == 0) {
             return None;
         }
+        let (every, mut checkpoints) = match version {
+            2 if rest.is_empty() => (0, rest),
+            3 => {
+                let (every, rest) = rest.split_at_checked(4)?;
+                (u32::from_le_bytes(every.try_into().ok()?), rest)
+            }
+            _ => return None,
+        };
+        let mut checkpoints_of = |events: u64| -> Option<ChainCheckpoints> {
+            let n = usize::try_from(checkpoints_in(events, every)).ok()?;
+            let (these, rest) = checkpoints.split_at_checked(n.checked_mul(32)?)?;
+            checkpoints = rest;
+            Some(ChainCheckpoints {
+                every,
+                heads: these
+                    .chunks_exact(32)
+                    .map(|h| <[u8; 32]>::try_from(h).unwrap_or_default())
+                    .collect(),
+            })
+        };
         let mut ids = ids
             .chunks_exact(2)
             .map(|b| u16::from_le_bytes([b[0], b[1]]));
         let mut hashes = hashes
             .chunks_exact(32)
             .map(|h| <[u8; 32]>::try_from(h).unwrap_or_default());
+        let events = body
+            .chunks_exact(ENTRY_V1)
+            .map(|b| u64::from_le_bytes(b[8..16].try_into().unwrap_or([0; 8])));
         let layout = sizes
             .into_iter()
-            .map(|(n, snapshot_after)| GroupLayout {
-                chunks: ids
-                    .by_ref()
-                    .take(n)
-                    .map(|id| (id != SHARED).then_some(id))
-                    .collect(),
-                hashes: hashes.by_ref().take(n).collect(),
-                snapshot_after,
+            .zip(events)
+            .map(|((n, snapshot_after), events)| {
+                Some(GroupLayout {
+                    chunks: ids
+                        .by_ref()
+                        .take(n)
+                        .map(|id| (id != SHARED).then_some(id))
+                        .collect(),
+                    hashes: hashes.by_ref().take(n).collect(),
+                    snapshot_after,
+                    checkpoints: checkpoints_of(events)?,
+                })
             })
-            .collect();
+            .collect::<Option<Vec<_>>>()?;
+        if !checkpoints.is_empty() {
+            return None;
+        }
         Some(layout)
     } else if rest.is_empty() {
         None
@@ -214,7 +288,7 @@ mod tests {
         let spans = vec![
             ChunkSpan {
                 first_offset: 0,
-                events: 10,
+                events: 600,
                 first_commit_ts: 1,
                 last_commit_ts: 10,
                 first_time_ns: Some(5),
@@ -223,7 +297,7 @@ mod tests {
                 parts: 1,
             },
             ChunkSpan {
-                first_offset: 10,
+                first_offset: 600,
                 events: 3,
                 first_commit_ts: 11,
                 last_commit_ts: 13,
@@ -238,11 +312,20 @@ mod tests {
                 chunks: vec![None],
                 hashes: vec![[1; 32]],
                 snapshot_after: true,
+                // Before messages 256 and 512.
+                checkpoints: ChainCheckpoints {
+                    every: CHECKPOINT_EVERY,
+                    heads: vec![[5; 32], [6; 32]],
+                },
             },
             GroupLayout {
                 chunks: vec![Some(2), None, Some(1)],
                 hashes: vec![[2; 32], [3; 32], [4; 32]],
                 snapshot_after: false,
+                checkpoints: ChainCheckpoints {
+                    every: CHECKPOINT_EVERY,
+                    heads: vec![],
+                },
             },
         ];
         let enc = encode(&spans, &layout);
@@ -250,8 +333,23 @@ mod tests {
         assert_eq!(decode(&enc[..enc.len() - 1]), None);
         assert_eq!(decode(b"nope"), None);
         let mut gap = spans.clone();
-        gap[1].first_offset = 11;
+        gap[1].first_offset = 601;
         assert_eq!(decode(&encode(&gap, &layout)), None);
+        // Version 2 (no checkpoints) still reads.
+        let mut v2 = enc[..enc.len() - 4 - 2 * 32].to_vec();
+        v2[4..8].copy_from_slice(&2u32.to_le_bytes());
+        let (read, layout_v2) = decode(&v2).unwrap();
+        assert_eq!(read, spans);
+        let mut without = layout.clone();
+        for l in &mut without {
+            l.checkpoints = ChainCheckpoints::default();
+        }
+        assert_eq!(layout_v2, Some(without));
+        // A checkpoint too few or too many is not trusted.
+        assert_eq!(decode(&enc[..enc.len() - 32]), None);
+        let mut more = enc.clone();
+        more.extend_from_slice(&[0; 32]);
+        assert_eq!(decode(&more), None);
         // Version 1 (one chunk per group, no layout) still reads.
         let mut v1 = enc[..16 + 2 * ENTRY_V1].to_vec();
         v1[4..8].copy_from_slice(&1u32.to_le_bytes());

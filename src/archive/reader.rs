@@ -117,6 +117,8 @@ pub(crate) struct ChunkLoc {
     pub start: u64,
     pub span: ChunkSpan,
     pub parts: Vec<ChunkPart>,
+    /// The chain heads the index records inside the group (none before index version 3).
+    pub checkpoints: index::ChainCheckpoints,
 }
 
 impl ChunkPart {
@@ -140,6 +142,7 @@ impl ChunkLoc {
             start: part.start,
             span: ChunkSpan { parts: 1, ..span },
             parts: vec![part],
+            checkpoints: index::ChainCheckpoints::default(),
         }
     }
 }
@@ -1161,8 +1164,28 @@ impl Archive {
             cursor.next_offset = offset;
             return Ok(cursor);
         }
-        // Skip to the offset inside the chunk.
+        // Skip to the offset inside the chunk: straight to it when the group holds its events
+        // in order (the ones before it are not returned, so only the one right before matters
+        // for commit order), else through the events before, which says what is wrong.
         let skip = offset - seg.chunks[chunk_idx].span.first_offset;
+        if let Some(c) = cursor.current.as_mut()
+            && let Ok(at) = usize::try_from(skip)
+            && c.chunk
+                .messages
+                .get(at)
+                .is_some_and(|m| m.head.offset == offset)
+        {
+            c.next = at;
+            cursor.prev_commit_ts = at
+                .checked_sub(1)
+                .map(|i| c.chunk.messages[i].head.commit_ts);
+            cursor.next_offset = offset;
+            if c.chunk.windowed {
+                // Now, so that the chain head before the start is known before any event.
+                cursor.check_window()?;
+            }
+            return Ok(cursor);
+        }
         for _ in 0..skip {
             match cursor.next_raw() {
                 Some(Ok(_)) => {}
@@ -1453,9 +1476,16 @@ struct ParsedChunk {
     chain_before: Option<[u8; 32]>,
     /// The chain head after the group's last event, when known.
     chain_after: Option<[u8; 32]>,
-    /// The chain head after each message, when the group was hashed (the read-ahead thread
-    /// computes them anyway; kept, a consumer knows the head after any event it delivers).
+    /// The chain head after each message from `heads_from` on, as far as the chain was run
+    /// (the read-ahead thread runs it over the whole group; kept, a consumer knows the head
+    /// after any event it delivers).
     heads: Vec<[u8; 32]>,
+    heads_from: usize,
+    /// The chain head before message `heads_from`.
+    heads_start: Option<[u8; 32]>,
+    /// The chain is run and checked a checkpoint window at a time as the cursor reaches it (a
+    /// seek into a group whose index records checkpoints), not over the whole group at once.
+    windowed: bool,
 }
 
 impl ParsedChunk {
@@ -1515,6 +1545,9 @@ impl ParsedChunk {
             chain_before,
             chain_after: None,
             heads: Vec::new(),
+            heads_from: 0,
+            heads_start: chain_before,
+            windowed: false,
         };
         if hash && let Some(before) = chain_before {
             parsed.hash_from(before);
@@ -1534,24 +1567,46 @@ impl ParsedChunk {
     /// Runs the chain over the messages from `before`: the head after each, and after the group
     /// (unless a chunk did not parse to its end).
     fn hash_from(&mut self, before: [u8; 32]) {
-        let mut chain = HashChain::starting_at(before);
-        let mut heads = Vec::with_capacity(self.messages.len());
-        for m in &self.messages {
-            chain.push(self.bytes(m));
-            heads.push(chain.head());
-        }
         self.chain_before = Some(before);
-        self.heads = heads;
-        self.chain_after = self.error.is_none().then(|| chain.head());
+        let head = self.hash_range(0, self.messages.len(), before);
+        self.chain_after = self.error.is_none().then_some(head);
+    }
+
+    /// Runs the chain over messages `from..to` from `before` (the head before message `from`),
+    /// recording the head after each (going on from the heads recorded, or starting over at
+    /// `from`); returns the head after the last.
+    fn hash_range(&mut self, from: usize, to: usize, before: [u8; 32]) -> [u8; 32] {
+        if self.hashed_to() != from || self.heads.is_empty() {
+            self.heads.clear();
+            self.heads_from = from;
+            self.heads_start = Some(before);
+        }
+        self.heads.reserve(to.saturating_sub(from));
+        let mut chain = HashChain::starting_at(before);
+        for i in from..to {
+            chain.push(self.bytes(&self.messages[i]));
+            self.heads.push(chain.head());
+        }
+        chain.head()
+    }
+
+    /// The first message whose chain head is not known.
+    fn hashed_to(&self) -> usize {
+        self.heads_from + self.heads.len()
     }
 
     /// The chain head after the first `n` messages, when known.
     fn head_after(&self, n: usize) -> Option<[u8; 32]> {
+        if n == self.heads_from {
+            return self.heads_start;
+        }
         if n == 0 {
             return self.chain_before;
         }
         // Not hashed (verification off): unknown, rather than re-hashing the prefix per call.
-        self.heads.get(n - 1).copied()
+        n.checked_sub(self.heads_from + 1)
+            .and_then(|i| self.heads.get(i))
+            .copied()
     }
 
     fn payload(&self, i: usize) -> Bytes {
@@ -1707,16 +1762,100 @@ impl Cursor {
             .archive
             .group_data(self.seg, self.chunk, only, self.check_chunks)?;
         let seg = &self.archive.inner.segments[self.seg];
-        let chunk = ParsedChunk::parse(
+        let loc = &seg.chunks[self.chunk];
+        let chain_before = self.chain_before(self.seg, self.chunk);
+        // With checkpoints, the chain is checked from the one before the start on (by
+        // `check_window`), not over the group's events before the start as well.
+        let windowed = self.verify_chain
+            && only.is_none()
+            && chain_before.is_some()
+            && loc.checkpoints.every > 0;
+        let mut chunk = ParsedChunk::parse(
             seg,
             data,
             only,
-            self.chain_before(self.seg, self.chunk),
-            self.verify_chain,
+            chain_before,
+            self.verify_chain && !windowed,
         );
+        chunk.windowed =
+            windowed && chunk.error.is_none() && chunk.messages.len() as u64 == loc.span.events;
+        if windowed && !chunk.windowed && chunk.error.is_none() {
+            // Not the events the index counts: the whole chain decides.
+            chunk.hash_from(chain_before.expect("windowed reads know the head before"));
+        }
         self.check_chain(&chunk)?;
         self.current = Some(LoadedChunk { chunk, next: 0 });
         Ok(())
+    }
+
+    /// What the archive records as the chain head after the current group: the index entry of
+    /// the next one, or the segment's final hash (with what it is, for messages).
+    fn recorded_after(&self) -> Option<([u8; 32], &'static str)> {
+        let seg = &self.archive.inner.segments[self.seg];
+        if self.chunk + 1 == seg.chunks.len() {
+            seg.meta
+                .as_ref()
+                .filter(|_| seg.truncated_at.is_none())
+                .map(|m| (m.final_hash, "the segment's final hash"))
+        } else {
+            seg.chunks[self.chunk + 1]
+                .span
+                .chain_before
+                .map(|h| (h, "the index entry of the next chunk"))
+        }
+    }
+
+    /// Runs and checks the chain over the checkpoint window that holds the cursor's next message
+    /// (a seek's group, see [`ParsedChunk::windowed`]): from the head recorded before the
+    /// window to the one recorded after it, before any event of the window is returned.
+    fn check_window(&mut self) -> Result<()> {
+        let end_of_group = self.recorded_after();
+        let seg = &self.archive.inner.segments[self.seg];
+        let loc = &seg.chunks[self.chunk];
+        let Some(current) = self.current.as_mut() else {
+            return Ok(());
+        };
+        let chunk = &mut current.chunk;
+        let every = loc.checkpoints.every as usize;
+        let window = current.next / every;
+        let from = window * every;
+        let to = (from + every).min(chunk.messages.len());
+        let before = match window {
+            0 => chunk.chain_before,
+            w => loc.checkpoints.heads.get(w - 1).copied(),
+        };
+        let Some(before) = before else {
+            return Ok(());
+        };
+        let after = chunk.hash_range(from, to, before);
+        let first = loc.span.first_offset;
+        let recorded = match loc.checkpoints.heads.get(window) {
+            Some(h) => Some((
+                *h,
+                format!("the index's chain head before offset {}", first + to as u64),
+            )),
+            None => end_of_group.map(|(h, what)| (h, what.to_string())),
+        };
+        match recorded {
+            Some((expected, what)) if expected != after => Err(ArchiveError::HashMismatch {
+                path: seg.name().to_string(),
+                context: format!(
+                    " in the chunk at byte {} (offsets {} to {}; checked against {what}), \
+                     nothing of them delivered",
+                    loc.start,
+                    first + from as u64,
+                    first + to as u64 - 1,
+                ),
+                expected: hex(&expected),
+                actual: hex(&after),
+            }),
+            _ => {
+                if to == chunk.messages.len() {
+                    chunk.chain_after = Some(after);
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Checks a chunk's computed chain head against what the archive recorded after it (the
@@ -1734,18 +1873,32 @@ impl Cursor {
         let Some(after) = chunk.chain_after.filter(|_| self.verify_chain) else {
             return Ok(());
         };
-        let recorded = if self.chunk + 1 == seg.chunks.len() {
-            seg.meta
-                .as_ref()
-                .filter(|_| seg.truncated_at.is_none())
-                .map(|m| (m.final_hash, "the segment's final hash"))
-        } else {
-            seg.chunks[self.chunk + 1]
-                .span
-                .chain_before
-                .map(|h| (h, "the index entry of the next chunk"))
-        };
-        match recorded {
+        // The chain was run over the whole group: it must also pass the checkpoints inside.
+        let every = loc.checkpoints.every as usize;
+        if chunk.heads_from == 0 && chunk.heads.len() as u64 == loc.span.events {
+            for (i, expected) in loc.checkpoints.heads.iter().enumerate() {
+                let at = (i + 1) * every;
+                let Some(computed) = chunk.heads.get(at - 1) else {
+                    break;
+                };
+                if computed != expected {
+                    return Err(ArchiveError::HashMismatch {
+                        path: seg.name().to_string(),
+                        context: format!(
+                            " in the chunk at byte {} (offsets {} to {}; checked against the \
+                             index's chain head before offset {}), nothing of it delivered",
+                            loc.start,
+                            loc.span.first_offset,
+                            loc.span.last_offset(),
+                            loc.span.first_offset + at as u64,
+                        ),
+                        expected: hex(expected),
+                        actual: hex(computed),
+                    });
+                }
+            }
+        }
+        match self.recorded_after() {
             Some((expected, what)) if expected != after => Err(ArchiveError::HashMismatch {
                 path: seg.name().to_string(),
                 context: format!(
@@ -1870,6 +2023,14 @@ impl Cursor {
             }
             if self.current.is_none()
                 && let Err(e) = self.load_next_chunk()
+            {
+                return Some(Err(e));
+            }
+            if self
+                .current
+                .as_ref()
+                .is_some_and(|c| c.chunk.windowed && c.next >= c.chunk.hashed_to())
+                && let Err(e) = self.check_window()
             {
                 return Some(Err(e));
             }
@@ -2698,6 +2859,7 @@ impl Opener {
                         start: parts[0].start,
                         span: *span,
                         parts,
+                        checkpoints: l.checkpoints.clone(),
                     });
                     if l.snapshot_after {
                         snapshot_chunks

@@ -161,6 +161,8 @@ pub struct ArchiveWriter {
     last_time_ns: Option<u64>,
     events: u64,
     chain: HashChain,
+    /// The chain heads recorded inside the group being written (see [`index::ChainCheckpoints`]).
+    checkpoints: Vec<[u8; 32]>,
     /// The state folded for snapshots (None: not known, none written).
     carry: Option<StateCarry>,
     state_channel: Option<u16>,
@@ -203,6 +205,7 @@ impl ArchiveWriter {
             inner,
             path: path.to_path_buf(),
             chain: HashChain::starting_at(options.chain_start),
+            checkpoints: Vec::new(),
             next_offset: options.first_offset,
             options,
             schema_id,
@@ -343,6 +346,10 @@ impl ArchiveWriter {
         *self.group.channel_bytes.entry(channel_id).or_insert(0) += payload.len();
         let chain_before = self.chain.head();
         self.chain.push(payload);
+        let in_group = self.current.as_ref().map_or(0, |s| s.events);
+        if in_group > 0 && in_group.is_multiple_of(u64::from(index::CHECKPOINT_EVERY)) {
+            self.checkpoints.push(chain_before);
+        }
 
         self.current
             .get_or_insert(ChunkSpan::starting(
@@ -387,6 +394,10 @@ impl ArchiveWriter {
         if let Some(mut span) = self.current.take() {
             let mut layout = self.write_group()?;
             span.parts = layout.chunks.len() as u64;
+            layout.checkpoints = index::ChainCheckpoints {
+                every: index::CHECKPOINT_EVERY,
+                heads: std::mem::take(&mut self.checkpoints),
+            };
             self.spans.push(span);
             self.current_bytes = 0;
             layout.snapshot_after = self.write_snapshot_if_due()?;
@@ -440,6 +451,7 @@ impl ArchiveWriter {
             chunks: parts,
             hashes,
             snapshot_after: false,
+            checkpoints: index::ChainCheckpoints::default(),
         })
     }
 
