@@ -391,8 +391,23 @@ async fn ttfe(big: &Path, no_verify: bool) {
         }
     }
     // Server side: from the call to the first event handed to tonic (the rest of what the
-    // client sees is transport and scheduling).
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // client sees is transport and scheduling). The trace lines arrive through a pipe: wait
+    // for one per call (at most 5 s, then report what came).
+    let calls = replay.len() + session.len();
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let traced = server
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(" first event"))
+            .count();
+        if traced >= calls {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let traced = |what: &str| -> Vec<f64> {
         server
             .log

@@ -479,6 +479,8 @@ impl Item for StoredEvent {
     fn batch(mut events: Vec<Self>, chain: Chain, read: Read) -> StoredBatch {
         if read.compact {
             compact(&mut events, read.bytes);
+            // Kept as it is by the ring: no spare capacity (a batch grows by doubling).
+            events.shrink_to_fit();
         }
         StoredBatch {
             events,
