@@ -379,6 +379,7 @@ fn an_older_archive_reads_and_index_rewrites_it_in_the_new_layout() {
     assert!(!old.has_chunk_hashes());
     let info = ok(&["info", sample]);
     assert!(info.contains("every chunk holds every agent"), "{info}");
+    assert!(info.contains("chain heads   one per group"), "{info}");
 
     // One agent, through the CLI: exactly its events of the whole export.
     let all = ok(&["export", sample]);
@@ -411,6 +412,9 @@ fn an_older_archive_reads_and_index_rewrites_it_in_the_new_layout() {
     assert_eq!(ok(&["export", copy_s]), all);
     let info = ok(&["info", copy_s]);
     assert!(info.contains("layout        per-agent chunks"), "{info}");
+    assert!(info.contains("chain heads   every 256 events"), "{info}");
+    assert_eq!(new.chain_heads_every(), Some(256));
+    assert_eq!(old.chain_heads_every(), None);
     let played = ok(&[
         "play", copy_s, "--agent", &agent, "--pace", "fast", "--format", "jsonl", "--quiet",
     ]);

@@ -19,6 +19,9 @@ struct InfoJson {
     /// Agents with chunks of their own (a one-agent read of them reads only those); `null`
     /// for an archive written before per-agent chunks (every chunk holds every agent).
     agents_with_own_chunks: Option<usize>,
+    /// How many events apart the index records hash-chain heads inside each group (a seek
+    /// checks the chain from the one before it); `null` where it records them per group only.
+    chain_heads_every: Option<u32>,
     events: u64,
     file_bytes: u64,
     chunk_bytes_compressed: u64,
@@ -97,6 +100,7 @@ fn info_of(archive: &Archive) -> InfoJson {
         chunks: segs.iter().map(|s| s.chunk_count()).sum(),
         groups: segs.iter().map(|s| s.group_count()).sum(),
         agents_with_own_chunks: archive.channels_with_own_chunks(),
+        chain_heads_every: archive.chain_heads_every(),
         events,
         file_bytes,
         chunk_bytes_compressed: compressed,
@@ -223,6 +227,19 @@ pub fn info_cmd(a: InfoArgs) -> Result<()> {
         "recorded hash {}",
         info.final_hash.as_deref().unwrap_or("(not recorded)")
     )?;
+    match info.chain_heads_every {
+        Some(every) => writeln!(
+            out,
+            "chain heads   every {every} events (a seek checks at most {every} events before its first)"
+        )?,
+        None if info.events > 0 => writeln!(
+            out,
+            "chain heads   one per group (a seek checks its whole group first; `replayscope index` \
+             records one every {} events)",
+            crate::archive::index::CHECKPOINT_EVERY
+        )?,
+        None => {}
+    }
     let s = &info.snapshots;
     if s.count > 0 {
         writeln!(

@@ -1073,6 +1073,22 @@ impl Archive {
             .all(|p| p.hash.is_some())
     }
 
+    /// How many events apart the index records chain heads inside every group (index version
+    /// 3; a seek checks the chain from the one before it), `None` where it records them per
+    /// group only.
+    pub fn chain_heads_every(&self) -> Option<u32> {
+        let mut groups = self
+            .inner
+            .segments
+            .iter()
+            .flat_map(|s| &s.chunks)
+            .peekable();
+        groups.peek()?;
+        groups
+            .map(|c| Some(c.checkpoints.every).filter(|e| *e > 0))
+            .try_fold(u32::MAX, |every, e| Some(every.min(e?)))
+    }
+
     /// How many channels (by index into [`Archive::channels`]) have chunks of their own
     /// somewhere in the archive, if its index records where each chunk's events are
     /// (format version 2); `None` for archives whose every chunk holds every agent.
