@@ -155,10 +155,13 @@ impl crate::flow::RingItem for StoredEvent {
     fn offset(&self) -> u64 {
         self.offset
     }
-    /// What holding it costs: its payload and its own record (40 bytes; a replay ring of small
-    /// events holds ~15 % more than its payloads).
+    /// What holding it costs, at most: its payload, the message record around it when the
+    /// payload is a slice of a decompressed chunk (a batch is copied out of chunks that hold
+    /// events it does not keep, see [`StreamRequest::compact_payloads`]), and its own record.
     fn size(&self) -> u64 {
-        (self.payload.len() + std::mem::size_of::<StoredEvent>()) as u64
+        (self.payload.len()
+            + crate::archive::format::MESSAGE_OVERHEAD
+            + std::mem::size_of::<StoredEvent>()) as u64
     }
 }
 
@@ -354,9 +357,11 @@ pub struct StreamRequest {
     pub first_batch_events: Option<usize>,
     /// Bytes per batch, at most (a batch holds at least one event).
     pub batch_bytes: Option<u64>,
-    /// Stored batches: copy each batch's payloads into one buffer of exactly their size, for a
-    /// consumer that keeps them (the server's replay ring); otherwise they may be slices of the
-    /// source's larger buffers (an archive's decompressed chunks).
+    /// Stored batches, for a consumer that keeps them (the server's replay ring): where a
+    /// batch's payloads are slices of buffers that also hold events it does not keep (an
+    /// archive's decompressed chunks shared with other agents, or filtered by content), copy
+    /// them into one buffer of exactly their size; slices of chunks whose every event is kept
+    /// stay slices (no copy). Otherwise payloads may be slices of anything.
     pub compact_payloads: bool,
     /// Check the hash chain while reading (CRCs are always checked).
     pub chain: ChainCheck,

@@ -26,6 +26,9 @@ pub mod op {
 
 /// opcode (1) + length (8).
 pub const RECORD_PREFIX: u64 = 9;
+/// A message record around its payload: the prefix, channel id (2), sequence (4), log and
+/// publish time (8 each).
+pub const MESSAGE_OVERHEAD: usize = RECORD_PREFIX as usize + 2 + 4 + 8 + 8;
 /// The footer record (prefix + 20-byte body) followed by the closing magic.
 pub const TAIL_LEN: u64 = RECORD_PREFIX + 20 + 8;
 /// No chunk of ours is anywhere near this; a larger claimed size means corruption.

@@ -1502,6 +1502,9 @@ struct ParsedChunk {
     /// The chain is run and checked a checkpoint window at a time as the cursor reaches it (a
     /// seek into a group whose index records checkpoints), not over the whole group at once.
     windowed: bool,
+    /// Every message of the chunks read is one the read wants (none of another agent's passed
+    /// over): a slice of them keeps nothing else alive.
+    dense: bool,
 }
 
 impl ParsedChunk {
@@ -1554,6 +1557,7 @@ impl ParsedChunk {
             // Each chunk is in offset order: a merge of sorted runs.
             messages.sort_by_key(|m| m.head.offset);
         }
+        let dense = error.is_none() && messages.len() == total;
         let mut parsed = ParsedChunk {
             data,
             messages,
@@ -1564,6 +1568,7 @@ impl ParsedChunk {
             heads_from: 0,
             heads_start: chain_before,
             windowed: false,
+            dense,
         };
         if hash && let Some(before) = chain_before {
             parsed.hash_from(before);
@@ -1753,6 +1758,14 @@ impl Cursor {
             Some(c) => c.chunk.head_after(c.next),
             None => self.chain,
         }
+    }
+
+    /// Whether the chunks the last event returned was read from hold only events this cursor
+    /// returns (no other agent's passed over, no `deliver` filter): a consumer that keeps the
+    /// payload (a slice of them) then keeps nothing alive that it does not count, and need not
+    /// copy it out.
+    pub fn returned_whole_chunks(&self) -> bool {
+        self.deliver.is_none() && self.current.as_ref().is_some_and(|c| c.chunk.dense)
     }
 
     /// The last offset whose chain was checked against a recorded hash, with that hash.
@@ -2056,6 +2069,7 @@ impl Cursor {
                     let seg = &self.archive.inner.segments[self.seg];
                     if !seg.channel_wanted(m.channel_id, only) {
                         // A group read whole (a seek before the read was narrowed).
+                        current.chunk.dense = false;
                         current.next += 1;
                         continue;
                     }

@@ -359,7 +359,7 @@ impl ArchiveWriter {
                 Some(chain_before),
             ))
             .add(meta.commit_ts, meta.commit_time_ns);
-        self.current_bytes += payload.len() + 31;
+        self.current_bytes += payload.len() + crate::archive::format::MESSAGE_OVERHEAD;
 
         self.first_offset.get_or_insert(meta.offset);
         self.first_commit_ts.get_or_insert(meta.commit_ts);

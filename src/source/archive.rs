@@ -553,6 +553,14 @@ async fn produce<T: Item>(
     let mut after = None;
     let mut heads: Vec<[u8; 32]> = Vec::new();
     let mut heads_known = T::KEEPS_HEADS;
+    // Whether the batch's payloads slice chunks that hold nothing else (the cursor passed none
+    // of their events over, and neither did this filter): a consumer that keeps them (the
+    // server's ring) holds what it counts without a copy. A filter on content passes events
+    // over in any batch.
+    let filters_content = req.filter.key_prefix.is_some()
+        || req.filter.txn_id.is_some()
+        || req.filter.stored_hint.is_some();
+    let mut whole_chunks = !filters_content;
     loop {
         let mut failure = None;
         let mut done = false;
@@ -580,6 +588,7 @@ async fn produce<T: Item>(
             if req.from_commit_ts.is_some_and(|ts| raw.commit_ts < ts) {
                 // Before the start the request names by commit_ts (`from` was coarse).
                 read += 1;
+                whole_chunks = false;
                 continue;
             }
             if req.until_commit_ts.is_some_and(|ts| raw.commit_ts > ts) {
@@ -592,12 +601,14 @@ async fn produce<T: Item>(
                 .as_ref()
                 .is_some_and(|f| !f.get(raw.channel).copied().unwrap_or(false))
             {
+                whole_chunks = false;
                 continue;
             }
             match T::from_raw(raw, &req.filter, &mut names, &archive) {
                 Ok(Some((item, size))) => {
                     bytes += u64::from(size);
                     items.push(item);
+                    whole_chunks &= cursor.returned_whole_chunks();
                     after = cursor.chain_head();
                     if heads_known {
                         match after {
@@ -606,7 +617,7 @@ async fn produce<T: Item>(
                         }
                     }
                 }
-                Ok(None) => {}
+                Ok(None) => whole_chunks = false,
                 Err(e) => {
                     failure = Some(e);
                     break;
@@ -631,8 +642,9 @@ async fn produce<T: Item>(
                 bytes: batch_bytes,
                 events: std::mem::take(&mut read),
                 next_offset: cursor.next_offset(),
-                compact: req.compact_payloads,
+                compact: req.compact_payloads && !whole_chunks,
             };
+            whole_chunks = !filters_content;
             // Not sized ahead (batches are usually cut by bytes, well before `max_events`): a
             // Session's ring keeps the batches as they are, spare capacity included (+17 MiB
             // per stream measured when they were).
@@ -758,5 +770,91 @@ async fn wait_for_more<T: Item>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::{ArchiveWriter, OpenOptions, WriterOptions};
+    use crate::event::generate::{GenOptions, Generator};
+    use crate::source::{Filter, Source, StoredEvent};
+
+    fn archive_of(dir: &std::path::Path, agents: usize) -> Archive {
+        let path = dir.join(format!("{agents}.mcap"));
+        let mut w = ArchiveWriter::create(&path, WriterOptions::default()).unwrap();
+        let options = GenOptions {
+            agents,
+            ..GenOptions::default()
+        };
+        for e in Generator::new(options).take(20_000) {
+            w.append(&e).unwrap();
+        }
+        w.finish().unwrap();
+        Archive::open(&path, OpenOptions::default()).unwrap()
+    }
+
+    /// Per batch of two or more events: whether its payloads were copied out into one buffer
+    /// (each right after the one before) rather than left as slices of decompressed chunks
+    /// (a message record between any two).
+    async fn copied_out(archive: &Archive, filter: Filter) -> Vec<bool> {
+        let source = ArchiveSource::new(archive.clone());
+        let req = StreamRequest {
+            from: 0,
+            filter,
+            batch_events: 512,
+            first_batch_events: Some(1),
+            compact_payloads: true,
+            ..StreamRequest::default()
+        };
+        let mut s = source
+            .open_stored(req, CreditWindow::new(u64::MAX / 4))
+            .unwrap();
+        let mut out = vec![];
+        while let Some(b) = s.recv().await {
+            let events: Vec<StoredEvent> = b.unwrap().events;
+            if events.len() < 2 {
+                continue;
+            }
+            out.push(events.windows(2).all(|w| {
+                w[0].payload.as_ptr() as usize + w[0].payload.len()
+                    == w[1].payload.as_ptr() as usize
+            }));
+        }
+        assert!(!out.is_empty());
+        out
+    }
+
+    fn agent(archive: &Archive, i: usize) -> Filter {
+        let c = &archive.channels()[i];
+        Filter {
+            agent: Some((c.namespace.clone(), c.agent_id.clone())),
+            ..Filter::default()
+        }
+    }
+
+    /// A kept batch is copied out of chunks that hold events it does not keep (so the ring
+    /// holds what it counts), and left as slices of chunks whose every event it keeps (no copy).
+    #[tokio::test]
+    async fn batches_are_copied_out_only_of_chunks_they_keep_part_of() {
+        let dir = tempfile::tempdir().unwrap();
+        // Two busy agents: each has chunks of its own.
+        let busy = archive_of(dir.path(), 2);
+        assert_eq!(busy.channels_with_own_chunks(), Some(2));
+        assert!(!copied_out(&busy, Filter::default()).await.contains(&true));
+        // One agent: slices of its own chunks, except in the archive's last group, too small
+        // for chunks of their own (the agents share one there).
+        let one = copied_out(&busy, agent(&busy, 1)).await;
+        assert_eq!(one.iter().position(|c| *c), Some(one.len() - 1), "{one:?}");
+        let memory = Filter {
+            key_prefix: Some("memory/".into()),
+            ..Filter::default()
+        };
+        assert!(!copied_out(&busy, memory).await.contains(&false));
+        // Forty quiet agents share every chunk.
+        let quiet = archive_of(dir.path(), 40);
+        assert_eq!(quiet.channels_with_own_chunks(), Some(0));
+        assert!(!copied_out(&quiet, Filter::default()).await.contains(&true));
+        assert!(!copied_out(&quiet, agent(&quiet, 3)).await.contains(&false));
     }
 }
