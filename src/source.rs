@@ -158,6 +158,8 @@ impl crate::flow::RingItem for StoredEvent {
     /// What holding it costs, at most: its payload, the message record around it when the
     /// payload is a slice of a decompressed chunk (a batch is copied out of chunks that hold
     /// events it does not keep, see [`StreamRequest::compact_payloads`]), and its own record.
+    /// A ring of slices keeps at most a group of chunks (~512 KiB) more alive at either end:
+    /// the events of its first group before the start, the rest of a chunk partly evicted.
     fn size(&self) -> u64 {
         (self.payload.len()
             + crate::archive::format::MESSAGE_OVERHEAD

@@ -2058,7 +2058,11 @@ impl Cursor {
             if self
                 .current
                 .as_ref()
-                .is_some_and(|c| c.chunk.windowed && c.next >= c.chunk.hashed_to())
+                .is_some_and(|c| {
+                    c.chunk.windowed
+                        && c.next >= c.chunk.hashed_to()
+                        && c.next < c.chunk.messages.len()
+                })
                 && let Err(e) = self.check_window()
             {
                 return Some(Err(e));
