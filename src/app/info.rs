@@ -230,7 +230,7 @@ pub fn info_cmd(a: InfoArgs) -> Result<()> {
     match info.chain_heads_every {
         Some(every) => writeln!(
             out,
-            "chain heads   every {every} events (a seek checks at most {every} events before its first)"
+            "chain heads   every {every} events (a seek hashes at most {every} events before it returns its first)"
         )?,
         None if info.events > 0 => writeln!(
             out,

@@ -1172,6 +1172,8 @@ impl Archive {
             // Only some events of the group: the first at or after the offset.
             if let Some(c) = cursor.current.as_mut() {
                 c.next = c.chunk.messages.partition_point(|m| m.head.offset < offset);
+                // The group's events before the start are not returned.
+                c.chunk.dense &= c.next == 0;
                 cursor.prev_commit_ts = c
                     .next
                     .checked_sub(1)
@@ -1192,15 +1194,24 @@ impl Archive {
                 .is_some_and(|m| m.head.offset == offset)
         {
             c.next = at;
+            // The event before is checked with the start's window only if it is in it (it is
+            // not returned either way).
+            let every = seg.chunks[chunk_idx].checkpoints.every as usize;
             cursor.prev_commit_ts = at
                 .checked_sub(1)
+                .filter(|before| !c.chunk.windowed || before / every == at / every)
                 .map(|i| c.chunk.messages[i].head.commit_ts);
             cursor.next_offset = offset;
+            // The group's events before the start are not returned.
+            c.chunk.dense &= at == 0;
             if c.chunk.windowed {
                 // Now, so that the chain head before the start is known before any event.
                 cursor.check_window()?;
             }
             return Ok(cursor);
+        }
+        if skip > 0 {
+            cursor.pass_over();
         }
         for _ in 0..skip {
             match cursor.next_raw() {
@@ -1723,6 +1734,14 @@ impl Cursor {
     /// Stops after this offset (inclusive).
     pub fn until(mut self, last: Option<u64>) -> Cursor {
         self.until = last;
+        let seg = self.archive.inner.segments.get(self.seg);
+        let loc = seg.and_then(|s| s.chunks.get(self.chunk));
+        if let (Some(loc), Some(c)) = (loc, self.current.as_mut())
+            && last.is_some_and(|u| u < loc.span.last_offset())
+        {
+            // Its events after the last one are not returned.
+            c.chunk.dense = false;
+        }
         self
     }
 
@@ -1766,6 +1785,21 @@ impl Cursor {
     /// copy it out.
     pub fn returned_whole_chunks(&self) -> bool {
         self.deliver.is_none() && self.current.as_ref().is_some_and(|c| c.chunk.dense)
+    }
+
+    /// Tells the cursor that its consumer passed over the event it returned last (so the chunk
+    /// it is in holds an event not kept: see [`Cursor::returned_whole_chunks`]). Only for
+    /// events before any of the chunk that is kept: a kept slice of it is not recalled.
+    pub fn pass_over(&mut self) {
+        if let Some(c) = self.current.as_mut() {
+            c.chunk.dense = false;
+        }
+    }
+
+    /// Whether the cursor returns some channels only (so that a consumer that wants those
+    /// need not pass any other over).
+    pub fn filters_channels(&self) -> bool {
+        self.only.is_some() || self.deliver.is_some()
     }
 
     /// The last offset whose chain was checked against a recorded hash, with that hash.
@@ -1963,6 +1997,14 @@ impl Cursor {
         let p = self.prefetch.as_mut().expect("prefetch was just started");
         let chunk = p.recv()?;
         self.check_chain(&chunk)?;
+        let mut chunk = chunk;
+        let last = self.archive.inner.segments[self.seg].chunks[self.chunk]
+            .span
+            .last_offset();
+        if self.until.is_some_and(|u| u < last) {
+            // Its events after the last one are not returned.
+            chunk.dense = false;
+        }
         self.current = Some(LoadedChunk { chunk, next: 0 });
         Ok(())
     }
@@ -2055,15 +2097,9 @@ impl Cursor {
             {
                 return Some(Err(e));
             }
-            if self
-                .current
-                .as_ref()
-                .is_some_and(|c| {
-                    c.chunk.windowed
-                        && c.next >= c.chunk.hashed_to()
-                        && c.next < c.chunk.messages.len()
-                })
-                && let Err(e) = self.check_window()
+            if self.current.as_ref().is_some_and(|c| {
+                c.chunk.windowed && c.next >= c.chunk.hashed_to() && c.next < c.chunk.messages.len()
+            }) && let Err(e) = self.check_window()
             {
                 return Some(Err(e));
             }

@@ -396,7 +396,10 @@ struct Read {
     /// Events read, delivered or filtered out.
     events: u64,
     next_offset: u64,
-    compact: bool,
+    /// The consumer keeps the batch (see [`StreamRequest::compact_payloads`]).
+    keep: bool,
+    /// Its payloads slice chunks whose every event it keeps.
+    whole_chunks: bool,
 }
 
 fn decode(raw: &RawEvent, names: &mut NameCache, archive: &Archive) -> Result<Event, SourceError> {
@@ -477,9 +480,11 @@ impl Item for StoredEvent {
         self.offset
     }
     fn batch(mut events: Vec<Self>, chain: Chain, read: Read) -> StoredBatch {
-        if read.compact {
-            compact(&mut events, read.bytes);
-            // Kept as it is by the ring: no spare capacity (a batch grows by doubling).
+        if read.keep {
+            if !read.whole_chunks {
+                compact(&mut events, read.bytes);
+            }
+            // Kept as it is: no spare capacity (a batch grows by doubling).
             events.shrink_to_fit();
         }
         StoredBatch {
@@ -560,7 +565,11 @@ async fn produce<T: Item>(
     let filters_content = req.filter.key_prefix.is_some()
         || req.filter.txn_id.is_some()
         || req.filter.stored_hint.is_some();
-    let mut whole_chunks = !filters_content;
+    // A channel filter the cursor does not apply itself (a followed archive's cursor reads
+    // every agent) passes events over in chunks whose other events may already be kept.
+    let whole_at_start =
+        |c: &Cursor| !filters_content && (channels.is_none() || c.filters_channels());
+    let mut whole_chunks = whole_at_start(&cursor);
     loop {
         let mut failure = None;
         let mut done = false;
@@ -589,6 +598,8 @@ async fn produce<T: Item>(
                 // Before the start the request names by commit_ts (`from` was coarse).
                 read += 1;
                 whole_chunks = false;
+                // Before any event of it is kept: its chunk is copied out of from now on.
+                cursor.pass_over();
                 continue;
             }
             if req.until_commit_ts.is_some_and(|ts| raw.commit_ts > ts) {
@@ -642,9 +653,10 @@ async fn produce<T: Item>(
                 bytes: batch_bytes,
                 events: std::mem::take(&mut read),
                 next_offset: cursor.next_offset(),
-                compact: req.compact_payloads && !whole_chunks,
+                keep: req.compact_payloads,
+                whole_chunks,
             };
-            whole_chunks = !filters_content;
+            whole_chunks = whole_at_start(&cursor);
             // Not sized ahead (batches are usually cut by bytes, well before `max_events`): a
             // Session's ring keeps the batches as they are, spare capacity included (+17 MiB
             // per stream measured when they were).
@@ -667,7 +679,8 @@ async fn produce<T: Item>(
                 bytes: 0,
                 events: std::mem::take(&mut read),
                 next_offset: cursor.next_offset(),
-                compact: false,
+                keep: false,
+                whole_chunks: false,
             };
             let counted = T::batch(Vec::new(), chain, counted_read);
             if tx.send(Ok(counted)).await.is_err() {
@@ -691,6 +704,7 @@ async fn produce<T: Item>(
                 Ok(Some(grown)) => {
                     archive = grown.archive().clone();
                     cursor = grown;
+                    whole_chunks = whole_at_start(&cursor);
                     continue;
                 }
                 Ok(None) => return,
@@ -798,9 +812,19 @@ mod tests {
     /// (each right after the one before) rather than left as slices of decompressed chunks
     /// (a message record between any two).
     async fn copied_out(archive: &Archive, filter: Filter) -> Vec<bool> {
+        copied_out_of(archive, filter, 0, None).await
+    }
+
+    async fn copied_out_of(
+        archive: &Archive,
+        filter: Filter,
+        from: u64,
+        until: Option<u64>,
+    ) -> Vec<bool> {
         let source = ArchiveSource::new(archive.clone());
         let req = StreamRequest {
-            from: 0,
+            from,
+            until,
             filter,
             batch_events: 512,
             first_batch_events: Some(1),
@@ -856,5 +880,30 @@ mod tests {
         assert_eq!(quiet.channels_with_own_chunks(), Some(0));
         assert!(!copied_out(&quiet, Filter::default()).await.contains(&true));
         assert!(!copied_out(&quiet, agent(&quiet, 3)).await.contains(&false));
+    }
+
+    /// A read that starts or ends inside a group passes over the group's events before its
+    /// start or after its end: the batches of that group are copied out, the others not.
+    #[tokio::test]
+    async fn a_group_read_in_part_is_copied_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let busy = archive_of(dir.path(), 2);
+        // Batches of 512 events: the first group (~1,600 events) holds a few of them.
+        let started = copied_out_of(&busy, Filter::default(), 100, None).await;
+        assert!(started[0] && !started[started.len() - 1], "{started:?}");
+        let first_slice = started.iter().position(|c| !c).unwrap();
+        assert!(started[first_slice..].iter().all(|c| !c), "{started:?}");
+        // Ending 100 events into a later group: its batches are copied, those before are not.
+        let ts = busy
+            .cursor_at(10_000)
+            .unwrap()
+            .next_raw()
+            .unwrap()
+            .unwrap()
+            .commit_ts;
+        let group = busy.group_start_for_commit_ts(ts).unwrap();
+        assert!(group > 5_000);
+        let ended = copied_out_of(&busy, Filter::default(), 0, Some(group + 100)).await;
+        assert!(!ended[0] && ended[ended.len() - 1], "{ended:?}");
     }
 }
