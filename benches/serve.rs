@@ -408,22 +408,26 @@ async fn ttfe(big: &Path, no_verify: bool) {
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    let traced = |what: &str| -> Vec<f64> {
+    // (ms to the first event, ms of it until the read was positioned) per traced call.
+    let traced = |what: &str| -> Vec<(f64, f64)> {
+        let ms = |l: &str, field: &str| -> Option<f64> {
+            let v = l.split(field).nth(1)?;
+            let digits: String = v.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<f64>().ok().map(|us| us / 1e3)
+        };
         server
             .log
             .lock()
             .unwrap()
             .iter()
             .filter(|l| l.contains(what))
-            .filter_map(|l| {
-                let v = l.split("after_us=").nth(1)?;
-                let digits: String = v.chars().take_while(char::is_ascii_digit).collect();
-                digits.parse::<f64>().ok().map(|us| us / 1e3)
-            })
+            .filter_map(|l| Some((ms(l, "after_us=")?, ms(l, "positioned_us=")?)))
             .collect()
     };
-    let (server_replay, server_session) =
+    let (replay_trace, session_trace) =
         (traced("Replay first event"), traced("Session first event"));
+    let total = |t: &[(f64, f64)]| t.iter().map(|(a, _)| *a).collect::<Vec<_>>();
+    let (server_replay, server_session) = (total(&replay_trace), total(&session_trace));
     for (what, mut v) in [
         ("Replay (start_ts)", replay),
         ("Session (Open from offset)", session),
@@ -442,6 +446,17 @@ async fn ttfe(big: &Path, no_verify: bool) {
             v.last().unwrap(),
             v.len()
         );
+    }
+    // The slow calls: how much of their wait was positioning the read (the seek), the rest
+    // being the first batch read and handed to tonic.
+    for (what, mut t) in [("Replay", replay_trace), ("Session", session_trace)] {
+        t.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let slowest: Vec<String> = t
+            .iter()
+            .take(3)
+            .map(|(all, seek)| format!("{all:.2} ms ({seek:.2} positioning)"))
+            .collect();
+        println!("  server side, {what}'s 3 slowest: {}", slowest.join(", "));
     }
 }
 

@@ -149,6 +149,7 @@ fn open_replay(
                 .map_err(|e| source_status(&e))?,
         ),
     };
+    let positioned_after = opened_at.elapsed();
     tracing::info!(
         namespace = %req.namespace,
         agent_id = %req.agent_id,
@@ -176,6 +177,7 @@ fn open_replay(
         done: false,
         first_flushed: false,
         opened_at,
+        positioned_after,
     })
 }
 
@@ -199,6 +201,9 @@ pub struct ReplayStream {
     /// instead of filling its 64 KiB buffer first (time to first event).
     first_flushed: bool,
     opened_at: std::time::Instant,
+    /// When the read was positioned (the seek done), after `opened_at`: the first event's trace
+    /// says how much of its wait that was.
+    positioned_after: std::time::Duration,
 }
 
 impl ReplayStream {
@@ -240,6 +245,7 @@ impl Stream for ReplayStream {
             this.first_flushed = true;
             tracing::debug!(
                 after_us = this.opened_at.elapsed().as_micros() as u64,
+                positioned_us = this.positioned_after.as_micros() as u64,
                 "Replay first event"
             );
             cx.waker().wake_by_ref();

@@ -46,6 +46,9 @@ struct State {
     epoch: u32,
     window_bytes: u64,
     started: Instant,
+    /// When the first read was positioned (the seek done), after `started`: the first event's
+    /// trace says how much of its wait that was.
+    positioned_after: Option<std::time::Duration>,
     events_sent: u64,
     bytes_sent: u64,
     first_offset: Option<u64>,
@@ -304,6 +307,7 @@ fn fresh_state(
         epoch: 0,
         window_bytes,
         started: Instant::now(),
+        positioned_after: None,
         events_sent: 0,
         bytes_sent: 0,
         first_offset: None,
@@ -495,7 +499,11 @@ impl Session {
             replay_batch: self.shared.options.batch_events.max(1),
         };
         let feed = if at.replay.is_empty() {
-            match open_source_stream(&self.shared, &at, self.window.clone()) {
+            let opened = open_source_stream(&self.shared, &at, self.window.clone());
+            self.state
+                .positioned_after
+                .get_or_insert(self.state.started.elapsed());
+            match opened {
                 Ok(Some(stream)) => Feed::Direct(stream),
                 Ok(None) => Feed::Once(Some(Produced::Done)),
                 Err(status) => Feed::Once(Some(Produced::Failed(status))),
@@ -613,6 +621,7 @@ impl Session {
             tracing::debug!(
                 session = %self.state.id,
                 after_us = self.state.started.elapsed().as_micros() as u64,
+                positioned_us = self.state.positioned_after.map(|d| d.as_micros() as u64),
                 "Session first event"
             );
         }
