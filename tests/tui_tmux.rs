@@ -473,6 +473,10 @@ fn search_history_and_full_values_in_a_real_terminal() {
     let value: serde_json::Value = serde_json::from_str(&copied).expect("the buffer is the JSON");
     assert_eq!(value["offset"].as_u64(), Some(target));
     t.keys(&["Escape"]);
+    // Closed before the next key: an escape and a key read together are Alt+key.
+    t.wait_for("the full value closed", limit, |s| {
+        !s.contains(&format!("transaction #{target} · lines"))
+    });
 
     // Mark here, step on, and the state diff lists what the steps changed.
     t.keys(&["m"]);
@@ -484,6 +488,7 @@ fn search_history_and_full_values_in_a_real_terminal() {
         s.contains("changed ·") && s.contains("-> #")
     });
     t.keys(&["Escape"]);
+    t.wait_for("the state diff closed", limit, |s| !s.contains("changed ·"));
 
     t.keys(&["q"]);
     t.wait_for("exit", limit, |s| s.contains("EXITED=0"));
