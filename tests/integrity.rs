@@ -114,6 +114,23 @@ fn group_start_of(archive: &Path, offset: u64) -> u64 {
     a.group_start_for_commit_ts(commit_ts).unwrap()
 }
 
+/// `replayscope gen` of [`EVENTS`] uncompressed events (so that [`tamper`] can change them) into
+/// `dir/clean.mcap`.
+fn gen_uncompressed(dir: &Path) -> std::path::PathBuf {
+    let clean = dir.join("clean.mcap");
+    let n = EVENTS.to_string();
+    ok(&run(&[
+        "gen",
+        "--events",
+        &n,
+        "--compression",
+        "none",
+        "-o",
+        clean.to_str().unwrap(),
+    ]));
+    clean
+}
+
 /// The chain head through `last` of the clean archive, as its own play computes it.
 fn clean_head_through(clean: &Path, last: u64) -> String {
     let dir = clean.parent().unwrap();
@@ -132,17 +149,7 @@ fn clean_head_through(clean: &Path, last: u64) -> String {
 fn tampered_archives_fail_every_reader_and_clean_ones_play() {
     let daemon = statehouse::start();
     let dir = tempfile::tempdir().unwrap();
-    let clean = dir.path().join("clean.mcap");
-    let n = EVENTS.to_string();
-    ok(&run(&[
-        "gen",
-        "--events",
-        &n,
-        "--compression",
-        "none",
-        "-o",
-        clean.to_str().unwrap(),
-    ]));
+    let clean = gen_uncompressed(dir.path());
     let info: Value =
         serde_json::from_str(&ok(&run(&["info", "--json", clean.to_str().unwrap()]))).unwrap();
     let recorded = info["final_hash"].as_str().unwrap().to_string();
@@ -372,17 +379,7 @@ fn tampered_archives_fail_every_reader_and_clean_ones_play() {
 fn a_seek_checks_the_chain_from_the_checkpoint_before_it() {
     use replayscope::archive::{Archive, OpenOptions};
     let dir = tempfile::tempdir().unwrap();
-    let clean = dir.path().join("clean.mcap");
-    let n = EVENTS.to_string();
-    ok(&run(&[
-        "gen",
-        "--events",
-        &n,
-        "--compression",
-        "none",
-        "-o",
-        clean.to_str().unwrap(),
-    ]));
+    let clean = gen_uncompressed(dir.path());
     let open = |p: &Path| Archive::open(p, OpenOptions::default()).unwrap();
     let a = open(&clean);
     let mut heads = vec![];

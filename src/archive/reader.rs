@@ -1490,6 +1490,30 @@ impl PartError {
     }
 }
 
+/// The chain over the events `offsets` (first, last) of the group `loc` does not end in the head
+/// the archive recorded (`against` says which); `nothing_of` says what is withheld ("it": the
+/// group, "them": those events).
+fn chain_mismatch(
+    seg: &Segment,
+    loc: &ChunkLoc,
+    offsets: (u64, u64),
+    against: &str,
+    nothing_of: &str,
+    expected: &[u8; 32],
+    actual: &[u8; 32],
+) -> ArchiveError {
+    ArchiveError::HashMismatch {
+        path: seg.name().to_string(),
+        context: format!(
+            " in the chunk at byte {} (offsets {} to {}; checked against {against}), nothing of \
+             {nothing_of} delivered",
+            loc.start, offsets.0, offsets.1
+        ),
+        expected: hex(expected),
+        actual: hex(actual),
+    }
+}
+
 /// A group's decompressed chunks with their messages located, their heads read and put in
 /// offset order (done on the read-ahead thread for sequential reads, so the decoding thread
 /// only decodes).
@@ -1900,18 +1924,15 @@ impl Cursor {
             None => end_of_group.map(|(h, what)| (h, what.to_string())),
         };
         match recorded {
-            Some((expected, what)) if expected != after => Err(ArchiveError::HashMismatch {
-                path: seg.name().to_string(),
-                context: format!(
-                    " in the chunk at byte {} (offsets {} to {}; checked against {what}), \
-                     nothing of them delivered",
-                    loc.start,
-                    first + from as u64,
-                    first + to as u64 - 1,
-                ),
-                expected: hex(&expected),
-                actual: hex(&after),
-            }),
+            Some((expected, what)) if expected != after => Err(chain_mismatch(
+                seg,
+                loc,
+                (first + from as u64, first + to as u64 - 1),
+                &what,
+                "them",
+                &expected,
+                &after,
+            )),
             _ => {
                 if to == chunk.messages.len() {
                     chunk.chain_after = Some(after);
@@ -1945,35 +1966,27 @@ impl Cursor {
                     break;
                 };
                 if computed != expected {
-                    return Err(ArchiveError::HashMismatch {
-                        path: seg.name().to_string(),
-                        context: format!(
-                            " in the chunk at byte {} (offsets {} to {}; checked against the \
-                             index's chain head before offset {}), nothing of it delivered",
-                            loc.start,
-                            loc.span.first_offset,
-                            loc.span.last_offset(),
-                            loc.span.first_offset + at as u64,
-                        ),
-                        expected: hex(expected),
-                        actual: hex(computed),
-                    });
+                    let what = format!(
+                        "the index's chain head before offset {}",
+                        loc.span.first_offset + at as u64
+                    );
+                    let group = (loc.span.first_offset, loc.span.last_offset());
+                    return Err(chain_mismatch(
+                        seg, loc, group, &what, "it", expected, computed,
+                    ));
                 }
             }
         }
         match self.recorded_after() {
-            Some((expected, what)) if expected != after => Err(ArchiveError::HashMismatch {
-                path: seg.name().to_string(),
-                context: format!(
-                    " in the chunk at byte {} (offsets {} to {}; checked against {what}), \
-                     nothing of it delivered",
-                    loc.start,
-                    loc.span.first_offset,
-                    loc.span.last_offset()
-                ),
-                expected: hex(&expected),
-                actual: hex(&after),
-            }),
+            Some((expected, what)) if expected != after => Err(chain_mismatch(
+                seg,
+                loc,
+                (loc.span.first_offset, loc.span.last_offset()),
+                what,
+                "it",
+                &expected,
+                &after,
+            )),
             _ => Ok(()),
         }
     }
