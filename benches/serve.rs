@@ -10,6 +10,7 @@
 //! cargo bench --bench serve                       # everything (builds the archives on first run)
 //! cargo bench --bench serve -- --only throughput  # or: limit, ttfe, rss, remote, integrity
 //! cargo bench --bench serve -- --only limit --on big --runs 5  # small, mid, big
+//! cargo bench --bench serve -- --only limit --on big --calls session --clients own  # to profile one
 //! ```
 
 #[path = "limit.rs"]
@@ -700,7 +701,20 @@ fn main() {
                 .filter(|(name, _)| on.split(',').any(|o| o == *name))
                 .map(|(_, p)| p.as_path())
                 .collect();
-            against_limit(&archives, runs).await;
+            // `--calls replay,session` and `--clients own,prost` (all by default).
+            let pick = |flag: &str| support::arg(&args, flag).unwrap_or_default().to_lowercase();
+            let (calls, clients) = (pick("--calls"), pick("--clients"));
+            let picked =
+                |list: &str, name: &str| list.is_empty() || list.split(',').any(|o| o == name);
+            let calls: Vec<Call> = [Call::Replay, Call::Session]
+                .into_iter()
+                .filter(|c| picked(&calls, &format!("{c:?}").to_lowercase()))
+                .collect();
+            let clients: Vec<Decoding> = [Decoding::Own, Decoding::Prost]
+                .into_iter()
+                .filter(|d| picked(&clients, &format!("{d:?}").to_lowercase()))
+                .collect();
+            against_limit(&archives, runs, &calls, &clients).await;
         }
         if want("throughput") {
             throughput(&small, &big).await;
@@ -973,7 +987,7 @@ async fn agent_rate(
 /// A server's runs: its name, rates, ratios to the limit, server CPU per event.
 type Measured = (&'static str, Vec<f64>, Vec<f64>, Vec<f64>);
 
-async fn against_limit(archives: &[&Path], runs: usize) {
+async fn against_limit(archives: &[&Path], runs: usize, calls: &[Call], clients: &[Decoding]) {
     println!(
         "## Replay and Session vs. the in-memory limit server (busiest agent; {runs} alternating runs each; median, [min-max])"
     );
@@ -1015,8 +1029,8 @@ async fn against_limit(archives: &[&Path], runs: usize) {
             &ch.agent_id,
         )
         .await;
-        for call in [Call::Replay, Call::Session] {
-            for decoding in [Decoding::Own, Decoding::Prost] {
+        for &call in calls {
+            for &decoding in clients {
                 // Per server: rates, ratios to the limit run beside them, server CPU per event.
                 let mut rows: [Measured; 3] = [
                     ("serve --cache 1GiB, second read", vec![], vec![], vec![]),

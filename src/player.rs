@@ -747,7 +747,7 @@ impl<S: Sink> Player<S> {
                         .events
                         .iter()
                         .map(|(e, s)| RingEntry(e.clone(), *s))
-                        .collect(),
+                        .collect::<Vec<_>>(),
                 );
                 let mut heads = batch.heads.into_iter();
                 let known = heads.len() == batch.events.len();

@@ -3,6 +3,7 @@
 //! from any offset it still holds.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Something the ring can hold: an event with an offset and a size in bytes.
 pub trait RingItem: Clone {
@@ -36,7 +37,8 @@ pub struct RingSnapshot {
 
 #[derive(Debug, Clone)]
 struct Batch<T> {
-    items: Vec<T>,
+    /// Shared with whoever sends the batch (a Session's frame), so keeping it copies nothing.
+    items: Arc<Vec<T>>,
     bytes: u64,
 }
 
@@ -57,7 +59,8 @@ impl<T: RingItem> ReplayRing<T> {
     }
 
     /// Adds a batch (in offset order) and evicts the oldest ones beyond the capacity.
-    pub fn push(&mut self, items: Vec<T>) {
+    pub fn push(&mut self, items: impl Into<Arc<Vec<T>>>) {
+        let items = items.into();
         if items.is_empty() {
             return;
         }

@@ -22,7 +22,7 @@ use crate::event::Position;
 use crate::flow::watchdog::WatchedSession;
 use crate::flow::{BACKPRESSURE_PCT, CreditWindow, ReplayRing};
 use crate::source::{Filter, SourceError, StoredBatch, StoredEvent, StoredStream, StreamRequest};
-use crate::wire::codec::{ChainHeads, OutFrame};
+use crate::wire::codec::{ChainHeads, EventPayloads, OutFrame};
 use crate::wire::proto::replayscope::v1 as pb;
 use pb::client_frame::Frame as In;
 use pb::server_frame::Frame as Out;
@@ -75,6 +75,16 @@ fn new_session_id() -> String {
     h.update(&n.to_le_bytes());
     h.update(&std::process::id().to_le_bytes());
     crate::event::hex(&h.finalize().as_bytes()[..8])
+}
+
+/// A batch is sent as its events' stored bytes.
+impl EventPayloads for Vec<StoredEvent> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn payload(&self, i: usize) -> &[u8] {
+        &self[i].payload
+    }
 }
 
 fn frame(f: Out) -> OutFrame {
@@ -633,13 +643,14 @@ impl Session {
         self.shared
             .metrics
             .sent(Rpc::Session, events.len() as u64, bytes);
-        let payloads = events.iter().map(|e| e.payload.clone()).collect();
+        // One batch for the frame and the ring: no handle per event.
+        let events = Arc::new(events);
         if into_ring {
-            self.state.ring.push(events);
+            self.state.ring.push(events.clone());
         }
         self.watched.touch();
         self.send(OutFrame::Events {
-            events: payloads,
+            events,
             epoch: self.state.epoch,
             chain,
         })

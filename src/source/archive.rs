@@ -398,8 +398,37 @@ struct Read {
     next_offset: u64,
     /// The consumer keeps the batch (see [`StreamRequest::compact_payloads`]).
     keep: bool,
-    /// Its payloads slice chunks whose every event it keeps.
-    whole_chunks: bool,
+    /// Which of its payloads slice chunks that hold events it does not keep.
+    shared: SharedChunks,
+}
+
+/// Which events of a batch were read from chunks that hold events it does not keep (another
+/// agent's, one passed over by a filter): a kept slice of those would keep the rest alive.
+#[derive(Debug, Default)]
+enum SharedChunks {
+    /// None: every payload slices chunks the stream keeps whole.
+    #[default]
+    None,
+    /// These runs of the batch (by index).
+    Runs(Vec<std::ops::Range<usize>>),
+    /// Any of them may (a filter passed events over).
+    All,
+}
+
+impl SharedChunks {
+    /// The event at `index` (the batch's newest) was read from a shared chunk.
+    fn add(&mut self, index: usize) {
+        match self {
+            SharedChunks::All => {}
+            SharedChunks::Runs(runs) if runs.last().is_some_and(|r| r.end == index) => {
+                if let Some(r) = runs.last_mut() {
+                    r.end = index + 1;
+                }
+            }
+            SharedChunks::Runs(runs) => runs.push(index..index + 1),
+            SharedChunks::None => *self = SharedChunks::Runs(vec![index..index + 1]),
+        }
+    }
 }
 
 fn decode(raw: &RawEvent, names: &mut NameCache, archive: &Archive) -> Result<Event, SourceError> {
@@ -481,8 +510,14 @@ impl Item for StoredEvent {
     }
     fn batch(mut events: Vec<Self>, chain: Chain, read: Read) -> StoredBatch {
         if read.keep {
-            if !read.whole_chunks {
-                compact(&mut events, read.bytes);
+            match read.shared {
+                SharedChunks::None => {}
+                SharedChunks::Runs(runs) => {
+                    for run in runs {
+                        compact(&mut events[run]);
+                    }
+                }
+                SharedChunks::All => compact(&mut events),
             }
             // Kept as it is: no spare capacity (a batch grows by doubling).
             events.shrink_to_fit();
@@ -510,12 +545,13 @@ impl Item for StoredEvent {
     }
 }
 
-/// Copies a batch's payloads into one buffer of exactly their size. Whoever keeps them (the
-/// server's replay ring) then holds what it counts: slices of the decompressed chunks
-/// would keep whole chunks (message headers, other agents' events) alive for as long as one
-/// event of them is held.
-fn compact(events: &mut [StoredEvent], bytes: u64) {
-    let mut buf = bytes::BytesMut::with_capacity(bytes as usize);
+/// Copies payloads into one buffer of exactly their size. Whoever keeps them (the server's
+/// replay ring) then holds what it counts: slices of the decompressed chunks would keep
+/// whole chunks (message headers, other agents' events) alive for as long as one event of
+/// them is held.
+fn compact(events: &mut [StoredEvent]) {
+    let bytes = events.iter().map(|e| e.payload.len()).sum();
+    let mut buf = bytes::BytesMut::with_capacity(bytes);
     for e in events.iter() {
         buf.extend_from_slice(&e.payload);
     }
@@ -567,9 +603,14 @@ async fn produce<T: Item>(
         || req.filter.stored_hint.is_some();
     // A channel filter the cursor does not apply itself (a followed archive's cursor reads
     // every agent) passes events over in chunks whose other events may already be kept.
-    let whole_at_start =
-        |c: &Cursor| !filters_content && (channels.is_none() || c.filters_channels());
-    let mut whole_chunks = whole_at_start(&cursor);
+    let shared_at_start = |c: &Cursor| {
+        if !filters_content && (channels.is_none() || c.filters_channels()) {
+            SharedChunks::None
+        } else {
+            SharedChunks::All
+        }
+    };
+    let mut shared = shared_at_start(&cursor);
     loop {
         let mut failure = None;
         let mut done = false;
@@ -597,7 +638,7 @@ async fn produce<T: Item>(
             if req.from_commit_ts.is_some_and(|ts| raw.commit_ts < ts) {
                 // Before the start the request names by commit_ts (`from` was coarse).
                 read += 1;
-                whole_chunks = false;
+                shared = SharedChunks::All;
                 // Before any event of it is kept: its chunk is copied out of from now on.
                 cursor.pass_over();
                 continue;
@@ -612,14 +653,16 @@ async fn produce<T: Item>(
                 .as_ref()
                 .is_some_and(|f| !f.get(raw.channel).copied().unwrap_or(false))
             {
-                whole_chunks = false;
+                shared = SharedChunks::All;
                 continue;
             }
             match T::from_raw(raw, &req.filter, &mut names, &archive) {
                 Ok(Some((item, size))) => {
                     bytes += u64::from(size);
                     items.push(item);
-                    whole_chunks &= cursor.returned_whole_chunks();
+                    if !cursor.returned_whole_chunks() {
+                        shared.add(items.len() - 1);
+                    }
                     after = cursor.chain_head();
                     if heads_known {
                         match after {
@@ -628,7 +671,7 @@ async fn produce<T: Item>(
                         }
                     }
                 }
-                Ok(None) => whole_chunks = false,
+                Ok(None) => shared = SharedChunks::All,
                 Err(e) => {
                     failure = Some(e);
                     break;
@@ -654,9 +697,8 @@ async fn produce<T: Item>(
                 events: std::mem::take(&mut read),
                 next_offset: cursor.next_offset(),
                 keep: req.compact_payloads,
-                whole_chunks,
+                shared: std::mem::replace(&mut shared, shared_at_start(&cursor)),
             };
-            whole_chunks = whole_at_start(&cursor);
             // Not sized ahead (batches are usually cut by bytes, well before `max_events`): a
             // Session's ring keeps the batches as they are, spare capacity included (+17 MiB
             // per stream measured when they were).
@@ -680,7 +722,7 @@ async fn produce<T: Item>(
                 events: std::mem::take(&mut read),
                 next_offset: cursor.next_offset(),
                 keep: false,
-                whole_chunks: false,
+                shared: SharedChunks::All,
             };
             let counted = T::batch(Vec::new(), chain, counted_read);
             if tx.send(Ok(counted)).await.is_err() {
@@ -704,7 +746,7 @@ async fn produce<T: Item>(
                 Ok(Some(grown)) => {
                     archive = grown.archive().clone();
                     cursor = grown;
-                    whole_chunks = whole_at_start(&cursor);
+                    shared = shared_at_start(&cursor);
                     continue;
                 }
                 Ok(None) => return,
@@ -821,12 +863,28 @@ mod tests {
         from: u64,
         until: Option<u64>,
     ) -> Vec<bool> {
+        pairs_copied_out(archive, filter, from, until, 512)
+            .await
+            .iter()
+            .map(|pairs| pairs.iter().all(|p| *p))
+            .collect()
+    }
+
+    /// Per batch of two or more events, per two events after each other: whether the second's
+    /// payload starts where the first's ends (both copied out into one buffer).
+    async fn pairs_copied_out(
+        archive: &Archive,
+        filter: Filter,
+        from: u64,
+        until: Option<u64>,
+        batch_events: usize,
+    ) -> Vec<Vec<bool>> {
         let source = ArchiveSource::new(archive.clone());
         let req = StreamRequest {
             from,
             until,
             filter,
-            batch_events: 512,
+            batch_events,
             first_batch_events: Some(1),
             compact_payloads: true,
             ..StreamRequest::default()
@@ -840,10 +898,15 @@ mod tests {
             if events.len() < 2 {
                 continue;
             }
-            out.push(events.windows(2).all(|w| {
-                w[0].payload.as_ptr() as usize + w[0].payload.len()
-                    == w[1].payload.as_ptr() as usize
-            }));
+            out.push(
+                events
+                    .windows(2)
+                    .map(|w| {
+                        w[0].payload.as_ptr() as usize + w[0].payload.len()
+                            == w[1].payload.as_ptr() as usize
+                    })
+                    .collect(),
+            );
         }
         assert!(!out.is_empty());
         out
@@ -867,9 +930,10 @@ mod tests {
         assert_eq!(busy.channels_with_own_chunks(), Some(2));
         assert!(!copied_out(&busy, Filter::default()).await.contains(&true));
         // One agent: slices of its own chunks, except in the archive's last group, too small
-        // for chunks of their own (the agents share one there).
-        let one = copied_out(&busy, agent(&busy, 1)).await;
-        assert_eq!(one.iter().position(|c| *c), Some(one.len() - 1), "{one:?}");
+        // for chunks of their own (the agents share one there): the last batch's last events.
+        let one = pairs_copied_out(&busy, agent(&busy, 1), 0, None, 512).await;
+        let copied = |pairs: &Vec<bool>| pairs.contains(&true);
+        assert_eq!(one.iter().position(copied), Some(one.len() - 1));
         let memory = Filter {
             key_prefix: Some("memory/".into()),
             ..Filter::default()
@@ -880,6 +944,22 @@ mod tests {
         assert_eq!(quiet.channels_with_own_chunks(), Some(0));
         assert!(!copied_out(&quiet, Filter::default()).await.contains(&true));
         assert!(!copied_out(&quiet, agent(&quiet, 3)).await.contains(&false));
+    }
+
+    /// A batch that holds events of an agent's own chunks and of a chunk it shares with
+    /// others copies out only the shared chunk's events.
+    #[tokio::test]
+    async fn only_the_events_of_shared_chunks_are_copied_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let busy = archive_of(dir.path(), 2);
+        // Batches of up to 8,192 events: the last one holds the last group, whose chunk the two
+        // agents share, and events of the groups before it.
+        let batches = pairs_copied_out(&busy, agent(&busy, 1), 0, None, 8_192).await;
+        let pairs = batches.last().unwrap();
+        let first_copied = pairs.iter().position(|p| *p).expect("a shared chunk");
+        assert!(first_copied > 100, "{first_copied} of {}", pairs.len());
+        assert!(pairs[first_copied..].iter().all(|p| *p));
+        assert!(!pairs[..first_copied].contains(&true));
     }
 
     /// A read that starts or ends inside a group passes over the group's events before its

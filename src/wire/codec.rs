@@ -7,6 +7,7 @@
 //! the client side takes them back out as zero-copy slices of the received buffer.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes};
 use prost::Message;
@@ -73,10 +74,39 @@ impl WireDecode for Bytes {
 pub enum OutFrame {
     Frame(pb::ServerFrame),
     Events {
-        events: Vec<Bytes>,
+        events: Arc<dyn EventPayloads>,
         epoch: u32,
         chain: ChainHeads,
     },
+}
+
+/// The events of an `Events` frame, as each one's stored bytes. The server shares a batch it
+/// also keeps (its replay ring) with the frame instead of collecting a handle per event.
+pub trait EventPayloads: Send + Sync + std::fmt::Debug {
+    fn count(&self) -> usize;
+    fn payload(&self, i: usize) -> &[u8];
+}
+
+impl EventPayloads for [Bytes] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn payload(&self, i: usize) -> &[u8] {
+        &self[i]
+    }
+}
+
+impl EventPayloads for Vec<Bytes> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn payload(&self, i: usize) -> &[u8] {
+        &self[i]
+    }
+}
+
+fn payloads<P: EventPayloads + ?Sized>(events: &P) -> impl Iterator<Item = &[u8]> {
+    (0..events.count()).map(|i| events.payload(i))
 }
 
 /// The hash-chain heads before and after a batch of events, where the server knows them.
@@ -93,9 +123,8 @@ const EVENTS_CHAIN_BEFORE: u8 = (3 << 3) | 2;
 const EVENTS_CHAIN_AFTER: u8 = (4 << 3) | 2;
 
 /// The encoded length of an `Events` message holding these events.
-fn events_len(events: &[Bytes], epoch: u32, chain: &ChainHeads) -> usize {
-    let mut n: usize = events
-        .iter()
+fn events_len<P: EventPayloads + ?Sized>(events: &P, epoch: u32, chain: &ChainHeads) -> usize {
+    let mut n: usize = payloads(events)
         .map(|e| 1 + encoded_len_varint(e.len() as u64) + e.len())
         .sum();
     if epoch != 0 {
@@ -105,17 +134,26 @@ fn events_len(events: &[Bytes], epoch: u32, chain: &ChainHeads) -> usize {
     n
 }
 
-fn events_frame_len(events: &[Bytes], epoch: u32, chain: &ChainHeads) -> usize {
+fn events_frame_len<P: EventPayloads + ?Sized>(
+    events: &P,
+    epoch: u32,
+    chain: &ChainHeads,
+) -> usize {
     let inner = events_len(events, epoch, chain);
     1 + encoded_len_varint(inner as u64) + inner
 }
 
 /// Writes a `ServerFrame{events: Events{events, epoch, chain_before, chain_after}}` with the
 /// stored event bytes spliced in.
-pub fn put_events_frame<B: BufMut>(events: &[Bytes], epoch: u32, chain: &ChainHeads, buf: &mut B) {
+pub fn put_events_frame<P: EventPayloads + ?Sized, B: BufMut>(
+    events: &P,
+    epoch: u32,
+    chain: &ChainHeads,
+    buf: &mut B,
+) {
     buf.put_u8(SERVER_FRAME_EVENTS);
     encode_varint(events_len(events, epoch, chain) as u64, buf);
-    for e in events {
+    for e in payloads(events) {
         buf.put_u8(EVENTS_EVENT);
         encode_varint(e.len() as u64, buf);
         buf.put_slice(e);
@@ -145,8 +183,8 @@ impl WireEncode for OutFrame {
                 epoch,
                 chain,
             } => {
-                buf.reserve(events_frame_len(&events, epoch, &chain));
-                put_events_frame(&events, epoch, &chain, buf);
+                buf.reserve(events_frame_len(&*events, epoch, &chain));
+                put_events_frame(&*events, epoch, &chain, buf);
             }
         }
     }
@@ -311,8 +349,8 @@ mod tests {
                 chain,
             } => {
                 let mut b = bytes::BytesMut::new();
-                put_events_frame(&events, epoch, &chain, &mut b);
-                assert_eq!(b.len(), events_frame_len(&events, epoch, &chain));
+                put_events_frame(&*events, epoch, &chain, &mut b);
+                assert_eq!(b.len(), events_frame_len(&*events, epoch, &chain));
                 b.freeze()
             }
         }
@@ -336,7 +374,7 @@ mod tests {
     fn spliced_events_decode_with_prost_and_back_to_raw() {
         let events: Vec<Bytes> = (0..3).map(archived).collect();
         let wire = encode(OutFrame::Events {
-            events: events.clone(),
+            events: Arc::new(events.clone()),
             epoch: 2,
             chain: ChainHeads {
                 before: Some([7; 32]),
@@ -382,7 +420,7 @@ mod tests {
             })
         ));
         let empty = encode(OutFrame::Events {
-            events: vec![],
+            events: Arc::new(Vec::<Bytes>::new()),
             epoch: 0,
             chain: ChainHeads::default(),
         });
