@@ -418,15 +418,14 @@ enum SharedChunks {
 impl SharedChunks {
     /// The event at `index` (the batch's newest) was read from a shared chunk.
     fn add(&mut self, index: usize) {
-        match self {
-            SharedChunks::All => {}
-            SharedChunks::Runs(runs) if runs.last().is_some_and(|r| r.end == index) => {
-                if let Some(r) = runs.last_mut() {
-                    r.end = index + 1;
-                }
+        if let SharedChunks::None = self {
+            *self = SharedChunks::Runs(Vec::new());
+        }
+        if let SharedChunks::Runs(runs) = self {
+            match runs.last_mut() {
+                Some(run) if run.end == index => run.end = index + 1,
+                _ => runs.push(index..index + 1),
             }
-            SharedChunks::Runs(runs) => runs.push(index..index + 1),
-            SharedChunks::None => *self = SharedChunks::Runs(vec![index..index + 1]),
         }
     }
 }
