@@ -175,8 +175,15 @@ fn chunks_read_again_come_from_the_cache_and_are_still_checked() {
         "the second full read decompressed a chunk again"
     );
     assert!(after_again.hits > after_first.hits);
-    // A one-agent read and a seek after the full reads: from the cache, the same events.
-    let agent = read_all(archive.cursor_at_only(0, only(&archive, 2), true).unwrap()).unwrap();
+    // A one-agent read and a seek after the full reads: from the cache, the same events,
+    // parsed by the reading thread (no read-ahead thread for what is decompressed already).
+    let mut cursor = archive.cursor_at_only(0, only(&archive, 2), true).unwrap();
+    let mut agent = Vec::new();
+    while let Some(raw) = cursor.next_raw() {
+        let raw = raw.unwrap();
+        agent.push((raw.offset, raw.payload.to_vec()));
+    }
+    assert!(!cursor.reads_ahead());
     assert!(agent == full_read_of(&archive, 2));
     let from_middle = read_all(archive.cursor_at(12_345).unwrap()).unwrap();
     assert!(from_middle[..] == first[12_345..]);
@@ -189,6 +196,12 @@ fn chunks_read_again_come_from_the_cache_and_are_still_checked() {
     tamper(&tampered, victim as u32, Crc::Recomputed);
     let t = open(&tampered);
     t.set_cache_budget(1 << 30);
+    let mut cold = t.cursor_at_only(0, only(&t, 1), false).unwrap();
+    while cold.next_raw().is_some() {}
+    assert!(
+        cold.reads_ahead(),
+        "a first read decompresses ahead on its own thread"
+    );
     let unchecked = read_all(t.cursor_at_only(0, only(&t, 1), false).unwrap()).unwrap();
     assert_eq!(unchecked.len(), full_read_of(&archive, 1).len());
     let misses = t.cache_stats().misses;

@@ -102,6 +102,11 @@ impl PartCache {
         Some(part)
     }
 
+    /// Whether the chunk at `key` is held (neither a use nor a hit).
+    pub fn contains(&self, key: PartKey) -> bool {
+        self.state.lock().is_ok_and(|s| s.parts.contains_key(&key))
+    }
+
     /// Holds `part` at `key` (replacing what was there), making room oldest first; a chunk
     /// larger than the whole budget is not held.
     pub fn insert(&self, key: PartKey, part: CachedPart) {
