@@ -443,6 +443,12 @@ pub trait Source: Send + Sync + 'static {
         false
     }
 
+    /// Whether agents other than those it holds now may appear in it: a followed archive or
+    /// replayscope endpoint may gain some; a Statehouse endpoint is opened for its agents.
+    fn may_gain_agents(&self) -> bool {
+        self.can_follow()
+    }
+
     /// What the source holds now (a followed source grows; [`Source::info`] is as it was
     /// opened).
     fn info_now(&self) -> SourceInfo {

@@ -577,6 +577,79 @@ fn a_file_being_written_is_followed_chunk_by_chunk() {
     assert!(f.child.wait().unwrap().success());
 }
 
+/// One agent followed in a file that held only that agent's events when the follower started:
+/// another agent's events written later are not delivered (its filter is not dropped for
+/// wanting every agent there was).
+#[test]
+fn a_followed_file_gaining_another_agent_delivers_only_the_agent_followed() {
+    use replayscope::archive::{ArchiveWriter, WriterOptions};
+    use replayscope::event::generate::{GenOptions, Generator};
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("growing.mcap");
+    let mixed: Vec<replayscope::event::Event> = Generator::new(GenOptions {
+        agents: 2,
+        ..GenOptions::default()
+    })
+    .take(600)
+    .collect();
+    let followed = (mixed[0].namespace.clone(), mixed[0].agent_id.clone());
+    let is_followed =
+        |e: &replayscope::event::Event| (&e.namespace, &e.agent_id) == (&followed.0, &followed.1);
+    // 100 events of the followed agent alone, then both agents' events; offsets renumbered.
+    let mut evs: Vec<_> = mixed
+        .iter()
+        .filter(|e| is_followed(e))
+        .take(100)
+        .cloned()
+        .collect();
+    let last_alone = evs[99].commit_ts;
+    evs.extend(mixed.iter().filter(|e| e.commit_ts > last_alone).cloned());
+    for (i, e) in evs.iter_mut().enumerate() {
+        e.offset = i as u64;
+    }
+    let wanted: Vec<u64> = evs
+        .iter()
+        .filter(|e| is_followed(e))
+        .map(|e| e.offset)
+        .collect();
+    assert!(
+        wanted.len() < evs.len() - 100,
+        "the other agent writes after the first 100"
+    );
+    let mut w = ArchiveWriter::create(&path, WriterOptions::default()).unwrap();
+    for e in &evs[..100] {
+        w.append(e).unwrap();
+    }
+    w.flush().unwrap();
+    let agent = format!("{}/{}", followed.0, followed.1);
+    let until = (evs.len() - 1).to_string();
+    let f = follow(&[
+        "play",
+        path.to_str().unwrap(),
+        "--agent",
+        &agent,
+        "--follow",
+        "--until",
+        &until,
+    ]);
+    let mut got = f.events(100, Duration::from_secs(30));
+    for e in &evs[100..] {
+        w.append(e).unwrap();
+    }
+    w.finish().unwrap();
+    got.extend(f.events(wanted.len() - 100, Duration::from_secs(30)));
+    let mut f = f;
+    assert!(f.child.wait().unwrap().success());
+    let offsets: Vec<u64> = got.iter().map(|e| e["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, wanted);
+    assert!(
+        got.iter()
+            .all(|e| e["agent_id"].as_str() == Some(&*followed.1))
+    );
+    // Nothing after the last one (the other agent's events are not printed either).
+    assert!(f.lines.try_recv().is_err());
+}
+
 /// Following what cannot grow, or a server that serves a snapshot, is a clear one-line error.
 #[test]
 fn following_what_does_not_grow_is_a_clear_error() {

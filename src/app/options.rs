@@ -110,7 +110,7 @@ pub fn player_options(flags: &PlayFlags, source: &dyn Source) -> Result<PlayerOp
         Some(p) => Some(resolve_until(source, p.clone(), "--until")?),
         None => None,
     };
-    let agent = parse_agents(&flags.agent, info)?;
+    let agent = parse_agents(&flags.agent, info, source.may_gain_agents())?;
     if flags.follow.follow && !source.can_follow() {
         return Err(UsageError(format!(
             "{}: --follow needs a source that grows (a statehouse:// daemon, an archive file or directory being written, an s3:// prefix, a `serve --follow` endpoint); a JSON Lines file is read whole",
@@ -177,13 +177,19 @@ pub fn resolve_until(source: &dyn Source, pos: crate::event::Position, flag: &st
 }
 
 /// `--agent NAMESPACE/AGENT_ID` given any number of times: no filter when the source holds only
-/// those agents (a Statehouse endpoint opened for them), else one agent to keep.
-pub fn parse_agents(flags: &[String], info: &SourceInfo) -> Result<Option<(String, String)>> {
+/// those agents (a Statehouse endpoint opened for them) and cannot gain others
+/// (`may_gain_agents`: a followed archive can), else one agent to keep.
+pub fn parse_agents(
+    flags: &[String],
+    info: &SourceInfo,
+    may_gain_agents: bool,
+) -> Result<Option<(String, String)>> {
     match flags {
         [] => Ok(None),
         // A source of that one agent only (a Statehouse endpoint opened for it): no filter.
         [one]
-            if info.channels.len() == 1
+            if !may_gain_agents
+                && info.channels.len() == 1
                 && one.split_once('/')
                     == Some((info.channels[0].0.as_str(), info.channels[0].1.as_str())) =>
         {
@@ -196,7 +202,8 @@ pub fn parse_agents(flags: &[String], info: &SourceInfo) -> Result<Option<(Strin
                     .iter()
                     .any(|a| a.split_once('/') == Some((n.as_str(), i.as_str())))
             });
-            if all_given && info.channels.len() == several.len() {
+            // Every agent it holds, and it gains no others: no filter.
+            if all_given && info.channels.len() == several.len() && !may_gain_agents {
                 Ok(None)
             } else {
                 Err(UsageError(format!(

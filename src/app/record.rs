@@ -181,7 +181,7 @@ pub fn record_cmd(a: RecordArgs) -> Result<()> {
     )?;
     let (source, _) = open_source(&name, &request)?;
     let info = source.info().clone();
-    let agent = parse_agents(&a.agent, &info)?;
+    let agent = parse_agents(&a.agent, &info, source.may_gain_agents())?;
     if follow && !source.can_follow() {
         return Err(UsageError(format!(
             "{}: --follow needs a source that grows (a statehouse:// daemon, an archive file or directory being written, an s3:// prefix, a `serve --follow` endpoint); a JSON Lines file is read whole",

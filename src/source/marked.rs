@@ -127,6 +127,10 @@ impl Source for Marked {
         self.inner.can_follow()
     }
 
+    fn may_gain_agents(&self) -> bool {
+        self.inner.may_gain_agents()
+    }
+
     fn info_now(&self) -> SourceInfo {
         self.inner.info_now()
     }

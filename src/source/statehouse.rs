@@ -426,6 +426,10 @@ impl Source for StatehouseSource {
         self.follow
     }
 
+    fn may_gain_agents(&self) -> bool {
+        false
+    }
+
     fn head(&self) -> Option<u64> {
         (read(&self.index).commit_ts.len() as u64).checked_sub(1)
     }
