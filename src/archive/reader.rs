@@ -1121,6 +1121,8 @@ impl Archive {
         wanted: Option<Vec<bool>>,
     ) -> Result<Cursor> {
         match wanted {
+            // Every channel: no filter (an archive of one agent read for that agent).
+            Some(w) if w.iter().all(|wanted| *wanted) => self.cursor_from(offset, verify, None),
             Some(w) if self.reads_less_for(&w) && (self.has_chunk_hashes() || !verify) => {
                 self.cursor_at_only(offset, w, verify)
             }

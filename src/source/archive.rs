@@ -250,13 +250,20 @@ impl ArchiveSource {
                 u.into_iter().chain(bound).min()
             }
         };
-        let channels: Option<Vec<bool>> = req.filter.agent.as_ref().map(|(ns, agent)| {
-            archive
-                .channels()
-                .iter()
-                .map(|c| c.namespace == *ns && c.agent_id == *agent)
-                .collect()
-        });
+        // Every channel wanted (the only agent of an archive not followed: one that grows may
+        // gain agents) is no filter: then the batches stay slices of the chunks they keep.
+        let channels: Option<Vec<bool>> = req
+            .filter
+            .agent
+            .as_ref()
+            .map(|(ns, agent)| {
+                archive
+                    .channels()
+                    .iter()
+                    .map(|c| c.namespace == *ns && c.agent_id == *agent)
+                    .collect::<Vec<bool>>()
+            })
+            .filter(|w| self.follow.is_some() || !w.iter().all(|wanted| *wanted));
         let cursor = if self.follow.is_some() && archive.last_offset().is_none_or(|l| req.from > l)
         {
             // Not written yet: the stream waits for it.
@@ -938,6 +945,9 @@ mod tests {
             ..Filter::default()
         };
         assert!(!copied_out(&busy, memory).await.contains(&false));
+        // The only agent of an archive: no filter, slices.
+        let alone = archive_of(dir.path(), 1);
+        assert!(!copied_out(&alone, agent(&alone, 0)).await.contains(&true));
         // Forty quiet agents share every chunk.
         let quiet = archive_of(dir.path(), 40);
         assert_eq!(quiet.channels_with_own_chunks(), Some(0));
