@@ -1008,7 +1008,7 @@ async fn against_limit(archives: &[&Path], runs: usize, calls: &[Call], clients:
         // replay of what was read before, as the limit holds it in memory), serve as started
         // by default (no chunk kept beyond a seek's: every read decompresses, a first read),
         // and the limit.
-        let warm = ServerProcess::start(path, &["--cache", "1GiB"]);
+        let warm = ServerProcess::start(path, &["--cache", "2GiB"]);
         let cold = ServerProcess::start(path, &[]);
         let limit = ServerProcess::limit(path, &ch.namespace, &ch.agent_id);
         let connect = |addr: String| async move {
@@ -1033,7 +1033,7 @@ async fn against_limit(archives: &[&Path], runs: usize, calls: &[Call], clients:
             for &decoding in clients {
                 // Per server: rates, ratios to the limit run beside them, server CPU per event.
                 let mut rows: [Measured; 3] = [
-                    ("serve --cache 1GiB, second read", vec![], vec![], vec![]),
+                    ("serve --cache 2GiB, second read", vec![], vec![], vec![]),
                     ("serve, first read", vec![], vec![], vec![]),
                     ("limit", vec![], vec![], vec![]),
                 ];

@@ -219,6 +219,61 @@ fn chunks_read_again_come_from_the_cache_and_are_still_checked() {
     assert!(read_all(t.cursor_at_only(0, only(&t, 1), true).unwrap()).is_err());
 }
 
+/// A full read again from the cache takes the chain heads the first one ran and checked
+/// (no hashing, no read-ahead thread) and returns the same events with the same heads; a
+/// group whose chain did not check holds none, so a tampered event fails every read.
+#[test]
+fn a_full_read_again_takes_the_checked_chain_heads_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agents.mcap");
+    write_uncompressed(&path, 20_000);
+    let heads_of = |archive: &Archive| {
+        let mut cursor = archive.cursor().unwrap();
+        let mut out = Vec::new();
+        while let Some(raw) = cursor.next_raw() {
+            let raw = raw.unwrap();
+            out.push((raw.offset, raw.payload.to_vec(), cursor.chain_head()));
+        }
+        (out, cursor.reads_ahead())
+    };
+    let archive = open(&path);
+    archive.set_cache_budget(1 << 30);
+    let (first, first_ahead) = heads_of(&archive);
+    let (again, again_ahead) = heads_of(&archive);
+    assert!(first_ahead, "a first read hashes on the read-ahead threads");
+    assert!(!again_ahead, "the read again took the heads from the cache");
+    assert_eq!(first.len(), 20_000);
+    assert!(first.iter().all(|(_, _, head)| head.is_some()));
+    assert!(first == again);
+    // The heads are counted in what the cache holds: those of every group but the first
+    // (~1,600 events, loaded where the read starts and checked window by window).
+    let with_heads = archive.cache_stats().bytes;
+    let fresh = open(&path);
+    fresh.set_cache_budget(1 << 30);
+    read_all(
+        fresh
+            .cursor_at_only(0, vec![true; fresh.channels().len()], false)
+            .unwrap(),
+    )
+    .unwrap();
+    let without = fresh.cache_stats().bytes;
+    assert!(
+        with_heads >= without + 32 * 18_000,
+        "{with_heads} {without}"
+    );
+
+    let victim = 12_345;
+    let tampered = dir.path().join("tampered.mcap");
+    std::fs::copy(&path, &tampered).unwrap();
+    tamper(&tampered, victim, Crc::Recomputed);
+    let t = open(&tampered);
+    t.set_cache_budget(1 << 30);
+    for _ in 0..2 {
+        let err = read_all(t.cursor().unwrap()).unwrap_err();
+        assert!(matches!(err, ArchiveError::HashMismatch { .. }), "{err}");
+    }
+}
+
 /// An event that does not decode stops the reads that want its agent, and only those: in chunks
 /// the agents share, another agent's read goes past it; and where a chunk also has a record
 /// that does not parse after it, the read reports the first of the two.

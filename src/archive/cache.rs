@@ -4,10 +4,10 @@
 //! records is not checked again.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
-use crate::archive::reader::PartData;
+use crate::archive::reader::{PartData, PartIndex};
 
 /// The budget of an archive opened without one: a few groups (a seek and the read after it
 /// decompress once; a TUI stepping back and forth around one place reads nothing again).
@@ -37,10 +37,41 @@ impl CachedPart {
     }
 }
 
+/// The hash-chain heads after each event of a group, run over its chunks as cached and
+/// checked against what the index records: a full read of the group again from the cache
+/// takes them instead of hashing every event again. Held with the group's first chunk.
+pub(crate) struct GroupHeads {
+    /// The head before the group's first event.
+    pub before: [u8; 32],
+    pub heads: Vec<[u8; 32]>,
+    /// The cached chunks they were run over (the same chunks must be read to use them).
+    pub parts: Vec<Weak<PartIndex>>,
+}
+
+impl GroupHeads {
+    /// Whether `index` is the chunk these heads were run over as the group's `i`-th.
+    pub fn ran_over(&self, i: usize, index: &Arc<PartIndex>) -> bool {
+        self.parts
+            .get(i)
+            .is_some_and(|w| Weak::ptr_eq(w, &Arc::downgrade(index)))
+    }
+
+    fn size(&self) -> u64 {
+        (self.heads.len() * 32 + self.parts.len() * 8) as u64
+    }
+}
+
 struct Entry {
     part: CachedPart,
+    heads: Option<Arc<GroupHeads>>,
     /// Its position in the use order.
     used: u64,
+}
+
+impl Entry {
+    fn size(&self) -> u64 {
+        self.part.size() + self.heads.as_ref().map_or(0, |h| h.size())
+    }
 }
 
 #[derive(Default)]
@@ -124,7 +155,14 @@ impl PartCache {
         s.tick += 1;
         s.bytes += len;
         s.order.insert(tick, key);
-        s.parts.insert(key, Entry { part, used: tick });
+        s.parts.insert(
+            key,
+            Entry {
+                part,
+                heads: None,
+                used: tick,
+            },
+        );
     }
 
     /// Records that `checked`, the chunk at `key`, passed its hash check — if the cache still
@@ -132,10 +170,32 @@ impl PartCache {
     pub fn mark_checked(&self, key: PartKey, checked: &PartData) {
         if let Ok(mut s) = self.state.lock()
             && let Some(e) = s.parts.get_mut(&key)
-            && std::sync::Arc::ptr_eq(&e.part.data.index, &checked.index)
+            && Arc::ptr_eq(&e.part.data.index, &checked.index)
         {
             e.part.checked = true;
         }
+    }
+
+    /// Holds `heads` with the chunk at `key` (the first of their group), if it is held; what no
+    /// longer fits goes, oldest first.
+    pub fn set_heads(&self, key: PartKey, heads: Arc<GroupHeads>) {
+        let budget = self.budget.load(Ordering::Relaxed);
+        let Ok(mut s) = self.state.lock() else {
+            return;
+        };
+        let Some(e) = s.parts.get_mut(&key) else {
+            return;
+        };
+        let added = heads.size();
+        let replaced = e.heads.replace(heads).map_or(0, |h| h.size());
+        s.bytes = s.bytes + added - replaced;
+        s.evict_to(budget);
+    }
+
+    /// The heads held with the chunk at `key` (neither a use nor a hit).
+    pub fn heads(&self, key: PartKey) -> Option<Arc<GroupHeads>> {
+        let s = self.state.lock().ok()?;
+        s.parts.get(&key)?.heads.clone()
     }
 
     pub fn stats(&self) -> CacheStats {
@@ -160,7 +220,7 @@ impl State {
     fn remove(&mut self, key: &PartKey) {
         if let Some(e) = self.parts.remove(key) {
             self.order.remove(&e.used);
-            self.bytes -= e.part.size();
+            self.bytes -= e.size();
         }
     }
 
@@ -171,7 +231,7 @@ impl State {
                 break;
             };
             if let Some(e) = self.parts.remove(&key) {
-                self.bytes -= e.part.size();
+                self.bytes -= e.size();
             }
         }
     }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::archive::cache::{self, CacheStats, CachedPart, DEFAULT_CACHE_BYTES, PartCache};
+use crate::archive::cache::{
+    self, CacheStats, CachedPart, DEFAULT_CACHE_BYTES, GroupHeads, PartCache,
+};
 use crate::archive::format::{self, ChunkError, MAGIC, Records, TAIL_LEN, op};
 use crate::archive::index::{self, ChunkSpan};
 use crate::archive::integrity::{ChunkHasher, HashChain, ZERO_HASH};
@@ -2004,11 +2006,12 @@ impl Cursor {
     fn load_next_chunk(&mut self) -> Result<()> {
         let want = (self.seg, self.chunk);
         let chain_before = self.chain.or(self.chain_before(self.seg, self.chunk));
-        let chunk = match self.parse_cached() {
+        let chunk = match self.parse_cached(chain_before) {
             Some(chunk) => chunk?,
             None => self.prefetched(want, chain_before)?,
         };
         self.check_chain(&chunk)?;
+        self.keep_heads(&chunk);
         let mut chunk = chunk;
         let last = self.archive.inner.segments[self.seg].chunks[self.chunk]
             .span
@@ -2025,9 +2028,10 @@ impl Cursor {
     /// read-ahead thread is running: handing a parsed group over from that thread (a wake-up
     /// and a thread switch each way) costs more than parsing it, and one agent's chunks are
     /// small (10 % of the server's time when a replay from the cache went through the thread).
-    /// Not for a read that runs the hash chain (a second thread does that).
-    fn parse_cached(&self) -> Option<Result<ParsedChunk>> {
-        if self.prefetch.is_some() || (self.verify_chain && self.only.is_none()) {
+    /// A read that runs the hash chain takes the heads the cache holds for the group (run over
+    /// these very chunks and checked before), or leaves it to the threads (one hashes).
+    fn parse_cached(&self, chain_before: Option<[u8; 32]>) -> Option<Result<ParsedChunk>> {
+        if self.prefetch.is_some() {
             return None;
         }
         let seg = &self.archive.inner.segments[self.seg];
@@ -2039,10 +2043,82 @@ impl Cursor {
             .iter()
             .filter(|p| only.is_none_or(|w| seg.part_wanted(p, w)))
             .all(|p| cache.contains((seg.id, p.start)));
-        cached.then(|| {
-            read_parts(seg, loc, only, self.check_chunks, cache, false)
-                .map(|data| ParsedChunk::parse(seg, data, only, None, false))
-        })
+        if !cached {
+            return None;
+        }
+        if !(self.verify_chain && only.is_none()) {
+            return Some(
+                read_parts(seg, loc, only, self.check_chunks, cache, false)
+                    .map(|data| ParsedChunk::parse(seg, data, only, None, false)),
+            );
+        }
+        let before = chain_before?;
+        let heads = cache
+            .heads((seg.id, loc.parts.first()?.start))
+            .filter(|h| h.before == before)?;
+        let data = match read_parts(seg, loc, None, self.check_chunks, cache, false) {
+            Ok(data) => data,
+            Err(e) => return Some(Err(e)),
+        };
+        let same_chunks = data.len() == heads.parts.len()
+            && data
+                .iter()
+                .enumerate()
+                .all(|(i, d)| d.as_ref().is_some_and(|d| heads.ran_over(i, &d.index)));
+        let mut chunk = ParsedChunk::parse(seg, data, None, Some(before), false);
+        if !same_chunks || chunk.error.is_some() || chunk.messages.len() != heads.heads.len() {
+            return None;
+        }
+        chunk.heads = heads.heads.clone();
+        chunk.heads_from = 0;
+        chunk.chain_after = Some(chunk.heads.last().copied().unwrap_or(before));
+        Some(Ok(chunk))
+    }
+
+    /// Holds the heads of a group whose chain was run over all of it and checked against a
+    /// head the archive records after it (so a full read of it again need not hash it).
+    fn keep_heads(&self, chunk: &ParsedChunk) {
+        if !(self.verify_chain && self.only.is_none())
+            || chunk.error.is_some()
+            || chunk.windowed
+            || chunk.heads_from != 0
+            || chunk.heads.len() != chunk.messages.len()
+            || self.recorded_after().is_none()
+        {
+            return;
+        }
+        let (Some(before), Some(_)) = (chunk.chain_before, chunk.chain_after) else {
+            return;
+        };
+        let seg = &self.archive.inner.segments[self.seg];
+        let Some(first) = seg.chunks[self.chunk].parts.first() else {
+            return;
+        };
+        let Some(parts) = chunk
+            .data
+            .iter()
+            .map(|d| d.as_ref().map(|d| Arc::downgrade(&d.index)))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return;
+        };
+        let cache = &self.archive.inner.cache;
+        let held = cache.heads((seg.id, first.start)).is_some_and(|h| {
+            h.before == before
+                && h.parts.len() == parts.len()
+                && h.parts.iter().zip(&parts).all(|(a, b)| a.ptr_eq(b))
+        });
+        if held {
+            return;
+        }
+        cache.set_heads(
+            (seg.id, first.start),
+            Arc::new(GroupHeads {
+                before,
+                heads: chunk.heads.clone(),
+                parts,
+            }),
+        );
     }
 
     /// The next group from the read-ahead thread (started here when not running or elsewhere).
