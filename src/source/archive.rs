@@ -705,10 +705,15 @@ async fn produce<T: Item>(
                 keep: req.compact_payloads,
                 shared: std::mem::replace(&mut shared, shared_at_start(&cursor)),
             };
-            // Not sized ahead (batches are usually cut by bytes, well before `max_events`): a
-            // Session's ring keeps the batches as they are, spare capacity included (+17 MiB
-            // per stream measured when they were).
-            let batch = T::batch(std::mem::take(&mut items), chain, read);
+            // The next batch is sized like this one (batches are usually cut by bytes, well
+            // before `max_events`, at about the same count): one allocation instead of a dozen
+            // doublings. A kept batch drops what it did not use (see `Item::batch`).
+            let sized_like = items.len();
+            let batch = T::batch(
+                std::mem::replace(&mut items, Vec::with_capacity(sized_like)),
+                chain,
+                read,
+            );
             if !deliver(&window, &tx, batch_bytes, last, batch).await {
                 return;
             }
