@@ -1082,8 +1082,9 @@ pub struct ServeArgs {
 
     /// Decompressed chunks kept for all streams at once (least recently used out): a chunk
     /// read again, by another stream or a replay of the same agent, is neither decompressed nor
-    /// checked again. Give it the size of the history served again and again (e.g. 1GiB); at
-    /// least 8MiB (what a seek and the read after it need).
+    /// checked again (nor its hash chain run again: its checked heads are kept with it, 32
+    /// bytes per event). Give it the size of the history served again and again (e.g. 1GiB);
+    /// at least 8MiB (what a seek and the read after it need).
     #[arg(long, default_value = defaults::SERVE_CACHE, env = "REPLAYSCOPE_CACHE")]
     pub cache: ByteSize,
 
