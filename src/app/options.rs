@@ -240,3 +240,40 @@ pub fn parse_agent(flag: Option<&str>, info: &SourceInfo) -> Result<Option<(Stri
     }
     Ok(Some((ns.to_string(), id.to_string())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holding(agents: &[(&str, &str)]) -> SourceInfo {
+        SourceInfo {
+            name: "s.mcap".into(),
+            channels: agents
+                .iter()
+                .map(|(n, a)| (n.to_string(), a.to_string(), 1))
+                .collect(),
+            ..SourceInfo::default()
+        }
+    }
+
+    /// The agent filter is dropped only where the source holds just those agents and cannot
+    /// gain others (a followed archive can).
+    #[test]
+    fn an_agent_filter_stays_where_the_source_may_gain_agents() {
+        let one = holding(&[("ns", "a")]);
+        let flag = ["ns/a".to_string()];
+        assert_eq!(parse_agents(&flag, &one, false).unwrap(), None);
+        assert_eq!(
+            parse_agents(&flag, &one, true).unwrap(),
+            Some(("ns".to_string(), "a".to_string()))
+        );
+        let two = holding(&[("ns", "a"), ("ns", "b")]);
+        let both = ["ns/a".to_string(), "ns/b".to_string()];
+        assert_eq!(parse_agents(&both, &two, false).unwrap(), None);
+        let err = parse_agents(&both, &two, true).unwrap_err().to_string();
+        assert!(
+            err.contains("s.mcap") && err.contains("--agent given 2 times"),
+            "{err}"
+        );
+    }
+}

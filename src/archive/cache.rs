@@ -293,4 +293,39 @@ mod tests {
         c.mark_checked((1, 0), &first.data);
         assert!(!c.get((1, 0)).unwrap().checked);
     }
+
+    fn heads(events: usize) -> Arc<GroupHeads> {
+        Arc::new(GroupHeads {
+            before: [0; 32],
+            heads: vec![[1; 32]; events],
+            parts: vec![Weak::new()],
+        })
+    }
+
+    /// Heads held with a chunk count in the budget, replace the ones before, go with their
+    /// chunk, and are not held without it.
+    #[test]
+    fn chain_heads_count_in_the_budget_and_go_with_their_chunk() {
+        let c = PartCache::new(10_000);
+        c.set_heads((1, 0), heads(10));
+        assert!(c.heads((1, 0)).is_none(), "no chunk to hold them with");
+        assert_eq!(c.stats().bytes, 0);
+        c.insert((1, 0), part(1_000));
+        c.set_heads((1, 0), heads(10));
+        assert_eq!(c.stats().bytes, 1_000 + 10 * 32 + 8);
+        c.set_heads((1, 0), heads(20));
+        assert_eq!(c.stats().bytes, 1_000 + 20 * 32 + 8);
+        assert_eq!(c.heads((1, 0)).unwrap().heads.len(), 20);
+        // Too big for what is left: the oldest chunk goes, with its heads.
+        c.insert((1, 1_000), part(8_000));
+        c.set_heads((1, 1_000), heads(50));
+        assert!(c.get((1, 0)).is_none() && c.heads((1, 0)).is_none());
+        assert_eq!(c.stats().bytes, 8_000 + 50 * 32 + 8);
+        // A chunk and its heads larger than the whole budget: neither is held.
+        c.set_heads((1, 1_000), heads(100));
+        assert_eq!((c.stats().bytes, c.stats().chunks), (0, 0));
+        c.insert((1, 1_000), part(8_000));
+        c.set_budget(0);
+        assert_eq!((c.stats().bytes, c.stats().chunks), (0, 0));
+    }
 }

@@ -2103,6 +2103,10 @@ impl Cursor {
             return;
         };
         let cache = &self.archive.inner.cache;
+        if !cache.contains((seg.id, first.start)) {
+            // Gone already (a cache smaller than a group or two): nothing to hold them with.
+            return;
+        }
         let held = cache.heads((seg.id, first.start)).is_some_and(|h| {
             h.before == before
                 && h.parts.len() == parts.len()

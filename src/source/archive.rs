@@ -976,6 +976,86 @@ mod tests {
         assert!(!pairs[..first_copied].contains(&true));
     }
 
+    /// A followed archive that held one agent when the stream started and gains another: the
+    /// stream of that agent's stored events (a Session's, which never decodes them) delivers
+    /// its events alone — wanting every agent there was is not wanting every agent.
+    #[tokio::test]
+    async fn a_followed_archive_gaining_an_agent_streams_only_the_agent_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("growing.mcap");
+        let mixed: Vec<crate::event::Event> = Generator::new(GenOptions {
+            agents: 2,
+            ..GenOptions::default()
+        })
+        .take(600)
+        .collect();
+        let first = (mixed[0].namespace.clone(), mixed[0].agent_id.clone());
+        let is_first = |e: &crate::event::Event| e.namespace == first.0 && e.agent_id == first.1;
+        let mut evs: Vec<_> = mixed
+            .iter()
+            .filter(|e| is_first(e))
+            .take(100)
+            .cloned()
+            .collect();
+        let last_alone = evs[99].commit_ts;
+        evs.extend(mixed.iter().filter(|e| e.commit_ts > last_alone).cloned());
+        for (i, e) in evs.iter_mut().enumerate() {
+            e.offset = i as u64;
+        }
+        let wanted: Vec<u64> = evs
+            .iter()
+            .filter(|e| is_first(e))
+            .map(|e| e.offset)
+            .collect();
+        let mut w = ArchiveWriter::create(&path, WriterOptions::default()).unwrap();
+        for e in &evs[..100] {
+            w.append(e).unwrap();
+        }
+        w.flush().unwrap();
+        let archive = Archive::open(
+            &path,
+            OpenOptions {
+                allow_truncated: true,
+            },
+        )
+        .unwrap();
+        assert_eq!(archive.channels().len(), 1);
+        let source = ArchiveSource::followed(archive);
+        let req = StreamRequest {
+            filter: Filter {
+                agent: Some((first.0.to_string(), first.1.to_string())),
+                ..Filter::default()
+            },
+            until: Some(evs.len() as u64 - 1),
+            follow: true,
+            compact_payloads: true,
+            ..StreamRequest::default()
+        };
+        let mut s = source
+            .open_stored(req, CreditWindow::new(u64::MAX / 4))
+            .unwrap();
+        let mut got = Vec::new();
+        while got.len() < 100 {
+            got.extend(
+                s.recv()
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .events
+                    .iter()
+                    .map(|e| e.offset),
+            );
+        }
+        for e in &evs[100..] {
+            w.append(e).unwrap();
+        }
+        w.finish().unwrap();
+        while let Some(b) = s.recv().await {
+            got.extend(b.unwrap().events.iter().map(|e| e.offset));
+        }
+        assert_eq!(got, wanted);
+    }
+
     /// A read that starts or ends inside a group passes over the group's events before its
     /// start or after its end: the batches of that group are copied out, the others not.
     #[tokio::test]
