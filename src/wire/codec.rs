@@ -85,6 +85,13 @@ pub enum OutFrame {
 pub trait EventPayloads: Send + Sync + std::fmt::Debug {
     fn count(&self) -> usize;
     fn payload(&self, i: usize) -> &[u8];
+
+    /// Writes the whole `ServerFrame` (one dynamic call per frame: the loop over the events is
+    /// compiled for each kind of batch).
+    fn put_frame(&self, epoch: u32, chain: &ChainHeads, buf: &mut EncodeBuf<'_>) {
+        buf.reserve(events_frame_len(self, epoch, chain));
+        put_events_frame(self, epoch, chain, buf);
+    }
 }
 
 impl EventPayloads for [Bytes] {
@@ -183,8 +190,7 @@ impl WireEncode for OutFrame {
                 epoch,
                 chain,
             } => {
-                buf.reserve(events_frame_len(&*events, epoch, &chain));
-                put_events_frame(&*events, epoch, &chain, buf);
+                events.put_frame(epoch, &chain, buf);
             }
         }
     }
