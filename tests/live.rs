@@ -577,28 +577,35 @@ fn a_file_being_written_is_followed_chunk_by_chunk() {
     assert!(f.child.wait().unwrap().success());
 }
 
-/// One agent followed in a file that held only that agent's events when the follower started:
-/// another agent's events written later are not delivered (its filter is not dropped for
-/// wanting every agent there was).
-#[test]
-fn a_followed_file_gaining_another_agent_delivers_only_the_agent_followed() {
+/// A file being written that holds 100 events of one agent when it is opened, then gains a
+/// second agent's events: the writer (its first 100 flushed), the events still to append,
+/// that agent, and the offsets of its events among all of them.
+struct GainingAgent {
+    writer: replayscope::archive::ArchiveWriter,
+    rest: Vec<replayscope::event::Event>,
+    last_offset: u64,
+    agent: (String, String),
+    wanted: Vec<u64>,
+}
+
+fn gaining_agent(path: &std::path::Path) -> GainingAgent {
     use replayscope::archive::{ArchiveWriter, WriterOptions};
     use replayscope::event::generate::{GenOptions, Generator};
-    let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("growing.mcap");
     let mixed: Vec<replayscope::event::Event> = Generator::new(GenOptions {
         agents: 2,
         ..GenOptions::default()
     })
     .take(600)
     .collect();
-    let followed = (mixed[0].namespace.clone(), mixed[0].agent_id.clone());
-    let is_followed =
-        |e: &replayscope::event::Event| (&e.namespace, &e.agent_id) == (&followed.0, &followed.1);
-    // 100 events of the followed agent alone, then both agents' events; offsets renumbered.
+    let agent = (
+        mixed[0].namespace.to_string(),
+        mixed[0].agent_id.to_string(),
+    );
+    let is_it = |e: &replayscope::event::Event| *e.namespace == *agent.0 && *e.agent_id == *agent.1;
+    // 100 events of that agent alone, then both agents' events; offsets renumbered.
     let mut evs: Vec<_> = mixed
         .iter()
-        .filter(|e| is_followed(e))
+        .filter(|e| is_it(e))
         .take(100)
         .cloned()
         .collect();
@@ -607,22 +614,46 @@ fn a_followed_file_gaining_another_agent_delivers_only_the_agent_followed() {
     for (i, e) in evs.iter_mut().enumerate() {
         e.offset = i as u64;
     }
-    let wanted: Vec<u64> = evs
-        .iter()
-        .filter(|e| is_followed(e))
-        .map(|e| e.offset)
-        .collect();
+    let wanted: Vec<u64> = evs.iter().filter(|e| is_it(e)).map(|e| e.offset).collect();
     assert!(
         wanted.len() < evs.len() - 100,
         "the other agent writes after the first 100"
     );
-    let mut w = ArchiveWriter::create(&path, WriterOptions::default()).unwrap();
+    let mut writer = ArchiveWriter::create(path, WriterOptions::default()).unwrap();
     for e in &evs[..100] {
-        w.append(e).unwrap();
+        writer.append(e).unwrap();
     }
-    w.flush().unwrap();
-    let agent = format!("{}/{}", followed.0, followed.1);
-    let until = (evs.len() - 1).to_string();
+    writer.flush().unwrap();
+    GainingAgent {
+        writer,
+        last_offset: evs.len() as u64 - 1,
+        rest: evs.split_off(100),
+        agent,
+        wanted,
+    }
+}
+
+impl GainingAgent {
+    /// Appends the rest and finishes the file.
+    fn grow(mut self) {
+        for e in &self.rest {
+            self.writer.append(e).unwrap();
+        }
+        self.writer.finish().unwrap();
+    }
+}
+
+/// One agent followed in a file that held only that agent's events when the follower started:
+/// another agent's events written later are not delivered (its filter is not dropped for
+/// wanting every agent there was).
+#[test]
+fn a_followed_file_gaining_another_agent_delivers_only_the_agent_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("growing.mcap");
+    let file = gaining_agent(&path);
+    let (wanted, agent_id) = (file.wanted.clone(), file.agent.1.clone());
+    let agent = format!("{}/{}", file.agent.0, file.agent.1);
+    let until = file.last_offset.to_string();
     let f = follow(&[
         "play",
         path.to_str().unwrap(),
@@ -633,10 +664,7 @@ fn a_followed_file_gaining_another_agent_delivers_only_the_agent_followed() {
         &until,
     ]);
     let mut got = f.events(100, Duration::from_secs(30));
-    for e in &evs[100..] {
-        w.append(e).unwrap();
-    }
-    w.finish().unwrap();
+    file.grow();
     got.extend(f.events(wanted.len() - 100, Duration::from_secs(30)));
     let mut f = f;
     assert!(f.child.wait().unwrap().success());
@@ -644,10 +672,64 @@ fn a_followed_file_gaining_another_agent_delivers_only_the_agent_followed() {
     assert_eq!(offsets, wanted);
     assert!(
         got.iter()
-            .all(|e| e["agent_id"].as_str() == Some(&*followed.1))
+            .all(|e| e["agent_id"].as_str() == Some(&*agent_id))
     );
     // Nothing after the last one (the other agent's events are not printed either).
     assert!(f.lines.try_recv().is_err());
+}
+
+/// The same at the source, for the stored events a Session streams (which are never decoded,
+/// so only the source's agent filter keeps the other agent out).
+#[test]
+fn a_followed_archive_gaining_an_agent_streams_only_the_agent_asked_for() {
+    use replayscope::archive::{Archive, OpenOptions};
+    use replayscope::flow::CreditWindow;
+    use replayscope::source::{ArchiveSource, Filter, Source, StreamRequest};
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("growing.mcap");
+    let file = gaining_agent(&path);
+    let archive = Archive::open(
+        &path,
+        OpenOptions {
+            allow_truncated: true,
+        },
+    )
+    .unwrap();
+    assert_eq!(archive.channels().len(), 1);
+    let source = ArchiveSource::followed(archive);
+    let req = StreamRequest {
+        filter: Filter {
+            agent: Some(file.agent.clone()),
+            ..Filter::default()
+        },
+        until: Some(file.last_offset),
+        follow: true,
+        compact_payloads: true,
+        ..StreamRequest::default()
+    };
+    let wanted = file.wanted.clone();
+    rt().block_on(async move {
+        let mut s = source
+            .open_stored(req, CreditWindow::new(u64::MAX / 4))
+            .unwrap();
+        let mut got = Vec::new();
+        while got.len() < 100 {
+            got.extend(
+                s.recv()
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .events
+                    .iter()
+                    .map(|e| e.offset),
+            );
+        }
+        file.grow();
+        while let Some(b) = s.recv().await {
+            got.extend(b.unwrap().events.iter().map(|e| e.offset));
+        }
+        assert_eq!(got, wanted);
+    });
 }
 
 /// Following what cannot grow, or a server that serves a snapshot, is a clear one-line error.
