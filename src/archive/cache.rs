@@ -49,11 +49,22 @@ pub(crate) struct GroupHeads {
 }
 
 impl GroupHeads {
-    /// Whether `index` is the chunk these heads were run over as the group's `i`-th.
-    pub fn ran_over(&self, i: usize, index: &Arc<PartIndex>) -> bool {
-        self.parts
-            .get(i)
-            .is_some_and(|w| Weak::ptr_eq(w, &Arc::downgrade(index)))
+    /// The chunks of a group as read (`None`: not read), as heads are kept for them.
+    pub fn parts_of(data: &[Option<PartData>]) -> Option<Vec<Weak<PartIndex>>> {
+        data.iter()
+            .map(|d| d.as_ref().map(|d| Arc::downgrade(&d.index)))
+            .collect()
+    }
+
+    /// Whether these are the heads of the group `data` (every chunk of it read), run from
+    /// `before`: over these very chunks.
+    pub fn fit(&self, before: [u8; 32], data: &[Option<PartData>]) -> bool {
+        self.before == before
+            && data.len() == self.parts.len()
+            && data.iter().zip(&self.parts).all(|(d, w)| {
+                d.as_ref()
+                    .is_some_and(|d| Weak::ptr_eq(w, &Arc::downgrade(&d.index)))
+            })
     }
 
     fn size(&self) -> u64 {

@@ -2060,13 +2060,11 @@ impl Cursor {
             Ok(data) => data,
             Err(e) => return Some(Err(e)),
         };
-        let same_chunks = data.len() == heads.parts.len()
-            && data
-                .iter()
-                .enumerate()
-                .all(|(i, d)| d.as_ref().is_some_and(|d| heads.ran_over(i, &d.index)));
+        if !heads.fit(before, &data) {
+            return None;
+        }
         let mut chunk = ParsedChunk::parse(seg, data, None, Some(before), false);
-        if !same_chunks || chunk.error.is_some() || chunk.messages.len() != heads.heads.len() {
+        if chunk.error.is_some() || chunk.messages.len() != heads.heads.len() {
             return None;
         }
         chunk.heads = heads.heads.clone();
@@ -2094,27 +2092,18 @@ impl Cursor {
         let Some(first) = seg.chunks[self.chunk].parts.first() else {
             return;
         };
-        let Some(parts) = chunk
-            .data
-            .iter()
-            .map(|d| d.as_ref().map(|d| Arc::downgrade(&d.index)))
-            .collect::<Option<Vec<_>>>()
-        else {
+        let cache = &self.archive.inner.cache;
+        if !cache.contains((seg.id, first.start))
+            || cache
+                .heads((seg.id, first.start))
+                .is_some_and(|h| h.fit(before, &chunk.data))
+        {
+            // Gone already (a cache smaller than a group or two), or held already.
+            return;
+        }
+        let Some(parts) = GroupHeads::parts_of(&chunk.data) else {
             return;
         };
-        let cache = &self.archive.inner.cache;
-        if !cache.contains((seg.id, first.start)) {
-            // Gone already (a cache smaller than a group or two): nothing to hold them with.
-            return;
-        }
-        let held = cache.heads((seg.id, first.start)).is_some_and(|h| {
-            h.before == before
-                && h.parts.len() == parts.len()
-                && h.parts.iter().zip(&parts).all(|(a, b)| a.ptr_eq(b))
-        });
-        if held {
-            return;
-        }
         cache.set_heads(
             (seg.id, first.start),
             Arc::new(GroupHeads {

@@ -525,7 +525,7 @@ impl Item for StoredEvent {
                 }
                 SharedChunks::All => compact(&mut events),
             }
-            // Kept as it is: no spare capacity (a batch grows by doubling).
+            // Kept as it is: no spare capacity (it was sized like the batch before).
             events.shrink_to_fit();
         }
         StoredBatch {
