@@ -274,6 +274,54 @@ fn a_full_read_again_takes_the_checked_chain_heads_from_the_cache() {
     }
 }
 
+/// A read that reaches the groups another read left in the cache stops its read-ahead thread
+/// there and parses them itself (taking their checked chain heads), as a read that found
+/// everything cached from its start does; the events and heads are the same.
+#[test]
+fn a_read_reaching_groups_another_read_cached_parses_them_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agents.mcap");
+    write_uncompressed(&path, 20_000);
+    let read = |mut cursor: replayscope::archive::Cursor| {
+        let mut out = Vec::new();
+        while let Some(raw) = cursor.next_raw() {
+            let raw = raw.unwrap();
+            out.push((raw.offset, raw.payload.to_vec(), cursor.chain_head()));
+        }
+        (out, cursor.reads_ahead())
+    };
+    let (expected, _) = read(open(&path).cursor().unwrap());
+
+    // The second half read first: its groups (and their heads) are held.
+    let archive = open(&path);
+    archive.set_cache_budget(1 << 30);
+    let (tail, tail_ahead) = read(archive.cursor_at(10_000).unwrap());
+    assert!(tail_ahead);
+    assert!(tail[..] == expected[10_000..]);
+    let (whole, whole_ahead) = read(archive.cursor().unwrap());
+    assert!(whole == expected);
+    assert!(
+        !whole_ahead,
+        "the read still had a read-ahead thread over the groups the cache held"
+    );
+
+    // One agent the same way.
+    let archive = open(&path);
+    archive.set_cache_budget(1 << 30);
+    let agent = full_read_of(&archive, 1);
+    let middle = agent[agent.len() / 2].0;
+    read_all(
+        archive
+            .cursor_at_only(middle, only(&archive, 1), true)
+            .unwrap(),
+    )
+    .unwrap();
+    let (own, own_ahead) = read(archive.cursor_at_only(0, only(&archive, 1), true).unwrap());
+    let own: Vec<_> = own.into_iter().map(|(o, p, _)| (o, p)).collect();
+    assert!(own == agent);
+    assert!(!own_ahead);
+}
+
 /// An event that does not decode stops the reads that want its agent, and only those: in chunks
 /// the agents share, another agent's read goes past it; and where a chunk also has a record
 /// that does not parse after it, the read reports the first of the two.

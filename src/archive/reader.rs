@@ -1824,8 +1824,8 @@ impl Cursor {
         }
     }
 
-    /// Whether a read-ahead thread is reading chunks for it (not when the cache held every
-    /// group it has needed since its start or seek).
+    /// Whether a read-ahead thread is reading chunks for it now: not while the cache holds the
+    /// groups it reads (a thread that meets several held in a row hands the read back).
     pub fn reads_ahead(&self) -> bool {
         self.prefetch.is_some()
     }
@@ -2025,7 +2025,7 @@ impl Cursor {
     }
 
     /// The next group parsed here when the chunk cache holds what the read needs of it and no
-    /// read-ahead thread is running: handing a parsed group over from that thread (a wake-up
+    /// read-ahead thread is running (one that meets held groups stops): handing a parsed group over from that thread (a wake-up
     /// and a thread switch each way) costs more than parsing it, and one agent's chunks are
     /// small (10 % of the server's time when a replay from the cache went through the thread).
     /// A read that runs the hash chain takes the heads the cache holds for the group (run over
@@ -2038,12 +2038,7 @@ impl Cursor {
         let loc = &seg.chunks[self.chunk];
         let only = self.only.as_deref().map(Vec::as_slice);
         let cache = &self.archive.inner.cache;
-        let cached = loc
-            .parts
-            .iter()
-            .filter(|p| only.is_none_or(|w| seg.part_wanted(p, w)))
-            .all(|p| cache.contains((seg.id, p.start)));
-        if !cached {
+        if !group_held(seg, loc, only, cache, HeldHeads::NotNeeded) {
             return None;
         }
         if !(self.verify_chain && only.is_none()) {
@@ -2120,21 +2115,36 @@ impl Cursor {
         want: (usize, usize),
         chain_before: Option<[u8; 32]>,
     ) -> Result<ParsedChunk> {
-        if self.prefetch.as_ref().is_none_or(|p| p.next != want) {
-            self.prefetch = Some(Prefetch::start(
-                self.archive.clone(),
-                want,
-                self.until,
-                self.verify_chain,
-                chain_before,
-                self.only.clone(),
-                self.check_chunks,
-            ));
+        loop {
+            if self.prefetch.as_ref().is_none_or(|p| p.next != want) {
+                self.prefetch = Some(Prefetch::start(
+                    self.archive.clone(),
+                    want,
+                    self.until,
+                    self.verify_chain,
+                    chain_before,
+                    self.only.clone(),
+                    self.check_chunks,
+                ));
+            }
+            let ahead = self
+                .prefetch
+                .as_mut()
+                .expect("prefetch was just started")
+                .recv()?;
+            match ahead {
+                Ahead::Parsed(chunk) => return Ok(*chunk),
+                Ahead::Cached => {
+                    // The thread stopped: the cache holds the next groups.
+                    self.prefetch = None;
+                    if let Some(chunk) = self.parse_cached(chain_before) {
+                        return chunk;
+                    }
+                    // Evicted since (or its heads no longer fit): a thread from here again,
+                    // which reads this group at least.
+                }
+            }
         }
-        self.prefetch
-            .as_mut()
-            .expect("prefetch was just started")
-            .recv()
     }
 
     /// At the end of a chunk: check the event count and the chain, move to the next chunk.
@@ -2328,7 +2338,22 @@ impl Cursor {
 /// Chunks to read ahead of the decoder (bounds the memory of a sequential read).
 const PREFETCH_CHUNKS: usize = 2;
 
-type Prefetched = Result<ParsedChunk>;
+/// How many groups in a row the cache must hold, from the one the read-ahead thread would read
+/// next, for the thread to hand the read back to the cursor: a few, so that a read trailing
+/// another one closely (which caches the groups just ahead of it) does not stop and start a
+/// thread every group.
+const HAND_BACK_AFTER_CACHED: usize = 4;
+
+/// What the read-ahead thread sends for each group, in order.
+enum Ahead {
+    Parsed(Box<ParsedChunk>),
+    /// It stopped here: the cache holds this group and the next ones (see
+    /// [`HAND_BACK_AFTER_CACHED`]), which the cursor parses itself ([`Cursor::parse_cached`]),
+    /// as it does a read that found everything cached from its start.
+    Cached,
+}
+
+type Prefetched = Result<Ahead>;
 
 /// A thread that reads, decompresses and hashes the chunks after the current one, in order. It
 /// stops when the cursor drops its receiver, at the end of the archive, past `until`, or on an
@@ -2361,9 +2386,12 @@ impl Prefetch {
             spawn_reader(
                 archive.clone(),
                 from,
-                until,
-                None,
-                check_chunks,
+                ReadAheadOf {
+                    until,
+                    only: None,
+                    check_chunks,
+                    heads: HeldHeads::Needed,
+                },
                 read_tx,
                 ReadChunk,
             )
@@ -2377,9 +2405,12 @@ impl Prefetch {
             spawn_reader(
                 archive,
                 from,
-                until,
-                only,
-                check_chunks,
+                ReadAheadOf {
+                    until,
+                    only,
+                    check_chunks,
+                    heads: HeldHeads::NotNeeded,
+                },
                 tx,
                 |_, _, chunk| chunk,
             )
@@ -2423,16 +2454,20 @@ impl Prefetch {
 /// The read-ahead thread: reads, decompresses, CRC-checks and parses the groups from `from`
 /// (up to `until`) into `tx`, each with the segment it belongs to when `tx` wants it. With
 /// `only`, it reads just the chunks holding those channels (a group without any is sent
-/// empty).
+/// empty). It hands the read back to the cursor where the cache holds the next groups.
 fn spawn_reader<T: Send + 'static>(
     archive: Archive,
     from: (usize, usize),
-    until: Option<u64>,
-    only: Option<Arc<Vec<bool>>>,
-    check_chunks: bool,
+    what: ReadAheadOf,
     tx: std::sync::mpsc::SyncSender<T>,
     wrap: fn(usize, usize, Prefetched) -> T,
 ) -> std::io::Result<()> {
+    let ReadAheadOf {
+        until,
+        only,
+        check_chunks,
+        heads,
+    } = what;
     std::thread::Builder::new()
         .name("replayscope-read-ahead".into())
         .spawn(move || {
@@ -2448,8 +2483,16 @@ fn spawn_reader<T: Send + 'static>(
                     return;
                 }
                 let only = only.as_deref().map(Vec::as_slice);
+                // Never at its first group: the cursor started it because that one was not
+                // held, so each thread reads at least one group.
+                if (s, c) != from && cached_ahead(&archive, (s, c), until, only, heads) {
+                    let _ = tx.send(wrap(s, c, Ok(Ahead::Cached)));
+                    return;
+                }
                 let item = read_parts(seg, loc, only, check_chunks, &archive.inner.cache, false)
-                    .map(|data| ParsedChunk::parse(seg, data, only, None, false));
+                    .map(|data| {
+                        Ahead::Parsed(Box::new(ParsedChunk::parse(seg, data, only, None, false)))
+                    });
                 let failed = item.is_err();
                 if tx.send(wrap(s, c, item)).is_err() || failed {
                     return;
@@ -2458,6 +2501,68 @@ fn spawn_reader<T: Send + 'static>(
             }
         })
         .map(|_| ())
+}
+
+/// What a read-ahead thread reads of each group, and up to where.
+struct ReadAheadOf {
+    until: Option<u64>,
+    only: Option<Arc<Vec<bool>>>,
+    check_chunks: bool,
+    heads: HeldHeads,
+}
+
+/// Whether a read held in the cache needs the checked chain heads held with its groups too (a
+/// read that runs the chain over every event: see [`Cursor::parse_cached`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeldHeads {
+    Needed,
+    NotNeeded,
+}
+
+/// Whether the cache holds what a read of `only` needs of group `at` and of the ones after it
+/// (up to [`HAND_BACK_AFTER_CACHED`] in all, fewer at the end of the archive or of `until`).
+fn cached_ahead(
+    archive: &Archive,
+    at: (usize, usize),
+    until: Option<u64>,
+    only: Option<&[bool]>,
+    heads: HeldHeads,
+) -> bool {
+    let segs = &archive.inner.segments;
+    segs[at.0..]
+        .iter()
+        .enumerate()
+        .flat_map(|(i, seg)| {
+            let skip = if i == 0 { at.1 } else { 0 };
+            seg.chunks[skip.min(seg.chunks.len())..]
+                .iter()
+                .map(move |loc| (seg, loc))
+        })
+        .take_while(|(_, loc)| until.is_none_or(|u| loc.span.first_offset <= u))
+        .take(HAND_BACK_AFTER_CACHED)
+        .all(|(seg, loc)| group_held(seg, loc, only, &archive.inner.cache, heads))
+}
+
+/// Whether the cache holds the chunks of group `loc` that a read of `only` needs (and, where
+/// `heads` says so, the checked chain heads of the whole group).
+fn group_held(
+    seg: &Segment,
+    loc: &ChunkLoc,
+    only: Option<&[bool]>,
+    cache: &PartCache,
+    heads: HeldHeads,
+) -> bool {
+    let parts = loc
+        .parts
+        .iter()
+        .filter(|p| only.is_none_or(|w| seg.part_wanted(p, w)))
+        .all(|p| cache.contains((seg.id, p.start)));
+    parts
+        && (heads == HeldHeads::NotNeeded
+            || loc
+                .parts
+                .first()
+                .is_some_and(|p| cache.heads((seg.id, p.start)).is_some()))
 }
 
 /// The decompressed chunks of a group that a read of `only`'s channels needs (all of them
@@ -2617,14 +2722,18 @@ fn hash_chunks(
         if chain.is_none() {
             chain = segs[s].chunks[c].span.chain_before;
         }
-        let item = item.map(|mut parsed| {
-            if let Some(before) = chain {
-                parsed.hash_from(before);
+        let handed_back = matches!(item, Ok(Ahead::Cached));
+        let item = item.map(|ahead| match ahead {
+            Ahead::Parsed(mut parsed) => {
+                if let Some(before) = chain {
+                    parsed.hash_from(before);
+                }
+                chain = parsed.chain_after;
+                Ahead::Parsed(parsed)
             }
-            chain = parsed.chain_after;
-            parsed
+            Ahead::Cached => Ahead::Cached,
         });
-        let failed = item.is_err();
+        let failed = item.is_err() || handed_back;
         if tx.send(item).is_err() || failed {
             return;
         }
