@@ -282,33 +282,41 @@ fn a_read_reaching_groups_another_read_cached_parses_them_itself() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agents.mcap");
     write_uncompressed(&path, 20_000);
-    let read = |mut cursor: replayscope::archive::Cursor| {
+    // Events with their chain heads, and whether a read-ahead thread ran after event `probe`
+    // and at the end.
+    let read = |mut cursor: replayscope::archive::Cursor, probe: usize| {
         let mut out = Vec::new();
+        let mut ahead_at_probe = None;
         while let Some(raw) = cursor.next_raw() {
             let raw = raw.unwrap();
             out.push((raw.offset, raw.payload.to_vec(), cursor.chain_head()));
+            if out.len() == probe {
+                ahead_at_probe = Some(cursor.reads_ahead());
+            }
         }
-        (out, cursor.reads_ahead())
+        (out, ahead_at_probe, cursor.reads_ahead())
     };
-    let (expected, _) = read(open(&path).cursor().unwrap());
+    let (expected, _, _) = read(open(&path).cursor().unwrap(), 0);
 
     // The second half read first: its groups (and their heads) are held.
     let archive = open(&path);
     archive.set_cache_budget(1 << 30);
-    let (tail, tail_ahead) = read(archive.cursor_at(10_000).unwrap());
+    let (tail, _, tail_ahead) = read(archive.cursor_at(10_000).unwrap(), 0);
     assert!(tail_ahead);
     assert!(tail[..] == expected[10_000..]);
-    let (whole, whole_ahead) = read(archive.cursor().unwrap());
+    let (whole, at_15_000, at_end) = read(archive.cursor().unwrap(), 15_000);
     assert!(whole == expected);
-    assert!(
-        !whole_ahead,
-        "the read still had a read-ahead thread over the groups the cache held"
+    assert_eq!(
+        (at_15_000, at_end),
+        (Some(false), false),
+        "a read-ahead thread still ran over the groups the cache held"
     );
 
-    // One agent the same way.
+    // One agent the same way (its events from a read of another archive value, so that only
+    // the reads below fill this one's cache).
+    let agent = full_read_of(&open(&path), 1);
     let archive = open(&path);
     archive.set_cache_budget(1 << 30);
-    let agent = full_read_of(&archive, 1);
     let middle = agent[agent.len() / 2].0;
     read_all(
         archive
@@ -316,10 +324,14 @@ fn a_read_reaching_groups_another_read_cached_parses_them_itself() {
             .unwrap(),
     )
     .unwrap();
-    let (own, own_ahead) = read(archive.cursor_at_only(0, only(&archive, 1), true).unwrap());
+    let probe = agent.len() * 3 / 4;
+    let (own, at_probe, at_end) = read(
+        archive.cursor_at_only(0, only(&archive, 1), true).unwrap(),
+        probe,
+    );
     let own: Vec<_> = own.into_iter().map(|(o, p, _)| (o, p)).collect();
     assert!(own == agent);
-    assert!(!own_ahead);
+    assert_eq!((at_probe, at_end), (Some(false), false));
 }
 
 /// An event that does not decode stops the reads that want its agent, and only those: in chunks

@@ -203,6 +203,37 @@ impl PartCache {
         s.evict_to(budget);
     }
 
+    /// Whether every chunk `keys` names is held (neither a use nor a hit), under one lock; with
+    /// `with_heads`, the keys being a whole group's chunks, also heads held with its first chunk
+    /// that were run over these very chunks (as [`GroupHeads::fit`] tests with them in hand).
+    pub fn holds_group(
+        &self,
+        keys: impl Iterator<Item = PartKey> + Clone,
+        with_heads: bool,
+    ) -> bool {
+        let Ok(s) = self.state.lock() else {
+            return false;
+        };
+        if !with_heads {
+            return keys.into_iter().all(|k| s.parts.contains_key(&k));
+        }
+        let mut all = keys.clone();
+        let Some(heads) = all
+            .next()
+            .and_then(|first| s.parts.get(&first)?.heads.as_ref())
+        else {
+            return false;
+        };
+        let mut over = heads.parts.iter();
+        keys.into_iter().all(|k| {
+            over.next().is_some_and(|w| {
+                s.parts
+                    .get(&k)
+                    .is_some_and(|e| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&e.part.data.index)))
+            })
+        }) && over.next().is_none()
+    }
+
     /// The heads held with the chunk at `key` (neither a use nor a hit).
     pub fn heads(&self, key: PartKey) -> Option<Arc<GroupHeads>> {
         let s = self.state.lock().ok()?;
@@ -338,5 +369,41 @@ mod tests {
         c.insert((1, 1_000), part(8_000));
         c.set_budget(0);
         assert_eq!((c.stats().bytes, c.stats().chunks), (0, 0));
+    }
+
+    /// A group is held when all its chunks are; with heads, only when they were run over the
+    /// chunks held now (not over a copy since evicted and read again).
+    #[test]
+    fn a_group_is_held_with_its_heads_only_over_the_chunks_they_were_run_over() {
+        let c = PartCache::new(10_000);
+        let keys = [(1, 0), (1, 100)];
+        assert!(!c.holds_group(keys.into_iter(), false));
+        c.insert((1, 0), part(100));
+        assert!(!c.holds_group(keys.into_iter(), false));
+        c.insert((1, 100), part(100));
+        assert!(c.holds_group(keys.into_iter(), false));
+        assert!(!c.holds_group(keys.into_iter(), true), "no heads yet");
+        let over = |keys: &[PartKey]| {
+            let parts = keys
+                .iter()
+                .map(|k| Arc::downgrade(&c.get(*k).unwrap().data.index))
+                .collect();
+            Arc::new(GroupHeads {
+                before: [0; 32],
+                heads: vec![[1; 32]; 4],
+                parts,
+            })
+        };
+        c.set_heads((1, 0), over(&keys));
+        assert!(c.holds_group(keys.into_iter(), true));
+        // Fewer chunks than the heads were run over, or more: not theirs.
+        assert!(!c.holds_group(keys[..1].iter().copied(), true));
+        c.insert((1, 200), part(100));
+        assert!(!c.holds_group([(1, 0), (1, 100), (1, 200)].into_iter(), true));
+        // The second chunk replaced by another copy: the heads stay, but do not fit.
+        c.insert((1, 100), part(100));
+        assert!(c.heads((1, 0)).is_some());
+        assert!(c.holds_group(keys.into_iter(), false));
+        assert!(!c.holds_group(keys.into_iter(), true));
     }
 }

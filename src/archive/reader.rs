@@ -2025,9 +2025,10 @@ impl Cursor {
     }
 
     /// The next group parsed here when the chunk cache holds what the read needs of it and no
-    /// read-ahead thread is running (one that meets held groups stops): handing a parsed group over from that thread (a wake-up
-    /// and a thread switch each way) costs more than parsing it, and one agent's chunks are
-    /// small (10 % of the server's time when a replay from the cache went through the thread).
+    /// read-ahead thread is running (one that meets held groups stops): handing a parsed group
+    /// over from that thread (a wake-up and a thread switch each way) costs more than parsing
+    /// it, and one agent's chunks are small (10 % of the server's time when a replay from the
+    /// cache went through the thread).
     /// A read that runs the hash chain takes the heads the cache holds for the group (run over
     /// these very chunks and checked before), or leaves it to the threads (one hashes).
     fn parse_cached(&self, chain_before: Option<[u8; 32]>) -> Option<Result<ParsedChunk>> {
@@ -2339,9 +2340,9 @@ impl Cursor {
 const PREFETCH_CHUNKS: usize = 2;
 
 /// How many groups in a row the cache must hold, from the one the read-ahead thread would read
-/// next, for the thread to hand the read back to the cursor: a few, so that a read trailing
-/// another one closely (which caches the groups just ahead of it) does not stop and start a
-/// thread every group.
+/// next, for the thread to hand the read back to the cursor; and how many a thread reads at
+/// least before it does: a read trailing another one closely (which caches the groups just
+/// ahead of it) starts a thread every twice as many groups at most.
 const HAND_BACK_AFTER_CACHED: usize = 4;
 
 /// What the read-ahead thread sends for each group, in order.
@@ -2473,6 +2474,8 @@ fn spawn_reader<T: Send + 'static>(
         .spawn(move || {
             let segs = &archive.inner.segments;
             let (mut s, mut c) = from;
+            // Groups read so far.
+            let mut read = 0;
             while let Some(seg) = segs.get(s) {
                 let Some(loc) = seg.chunks.get(c) else {
                     s += 1;
@@ -2483,12 +2486,15 @@ fn spawn_reader<T: Send + 'static>(
                     return;
                 }
                 let only = only.as_deref().map(Vec::as_slice);
-                // Never at its first group: the cursor started it because that one was not
-                // held, so each thread reads at least one group.
-                if (s, c) != from && cached_ahead(&archive, (s, c), until, only, heads) {
+                // Not before it has read a few: the cursor started it because the group it
+                // wanted was not held (or its held heads did not fit).
+                if read >= HAND_BACK_AFTER_CACHED
+                    && cached_ahead(&archive, (s, c), until, only, heads)
+                {
                     let _ = tx.send(wrap(s, c, Ok(Ahead::Cached)));
                     return;
                 }
+                read += 1;
                 let item = read_parts(seg, loc, only, check_chunks, &archive.inner.cache, false)
                     .map(|data| {
                         Ahead::Parsed(Box::new(ParsedChunk::parse(seg, data, only, None, false)))
@@ -2544,7 +2550,7 @@ fn cached_ahead(
 }
 
 /// Whether the cache holds the chunks of group `loc` that a read of `only` needs (and, where
-/// `heads` says so, the checked chain heads of the whole group).
+/// `heads` says so, the checked chain heads of the whole group, run over those very chunks).
 fn group_held(
     seg: &Segment,
     loc: &ChunkLoc,
@@ -2552,17 +2558,12 @@ fn group_held(
     cache: &PartCache,
     heads: HeldHeads,
 ) -> bool {
-    let parts = loc
+    let keys = loc
         .parts
         .iter()
-        .filter(|p| only.is_none_or(|w| seg.part_wanted(p, w)))
-        .all(|p| cache.contains((seg.id, p.start)));
-    parts
-        && (heads == HeldHeads::NotNeeded
-            || loc
-                .parts
-                .first()
-                .is_some_and(|p| cache.heads((seg.id, p.start)).is_some()))
+        .filter(move |p| only.is_none_or(|w| seg.part_wanted(p, w)))
+        .map(|p| (seg.id, p.start));
+    cache.holds_group(keys, heads == HeldHeads::Needed && only.is_none())
 }
 
 /// The decompressed chunks of a group that a read of `only`'s channels needs (all of them
