@@ -217,8 +217,8 @@ impl PartCache {
         if !with_heads {
             return keys.into_iter().all(|k| s.parts.contains_key(&k));
         }
-        let mut all = keys.clone();
-        let Some(heads) = all
+        let Some(heads) = keys
+            .clone()
             .next()
             .and_then(|first| s.parts.get(&first)?.heads.as_ref())
         else {
