@@ -11,6 +11,7 @@
 //! cargo bench --bench serve -- --only throughput  # or: limit, ttfe, rss, remote, integrity
 //! cargo bench --bench serve -- --only limit --on big --runs 5  # small, mid, big
 //! cargo bench --bench serve -- --only limit --on big --calls session --clients own  # to profile one
+//! cargo bench --bench serve -- --only source --runs 5  # the server's reading alone, no network
 //! ```
 
 #[path = "limit.rs"]
@@ -716,6 +717,10 @@ fn main() {
                 .collect();
             against_limit(&archives, runs, &calls, &clients).await;
         }
+        if want("source") {
+            let runs = support::arg(&args, "--runs").map_or(3, |v| v.parse().unwrap());
+            source_alone(&big, runs).await;
+        }
         if want("throughput") {
             throughput(&small, &big).await;
         }
@@ -732,6 +737,97 @@ fn main() {
     }
     if only.as_deref().is_none_or(|o| o == "integrity") {
         rt.block_on(integrity(&big));
+    }
+}
+
+/// CPU time this process has used (user + system), seconds.
+fn own_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+}
+
+/// The server's reading alone: the busiest agent of the 10M archive streamed from an archive
+/// source whose chunk cache holds it, into the stored batches Replay and Session send (a
+/// Session's kept: copied out of chunks shared with other agents), taken as they come, with no
+/// network, no encoding and no client. CPU per event of the producer and cursor, which a
+/// change to them moves more visibly than the whole server's.
+async fn source_alone(big: &Path, runs: usize) {
+    use replayscope::flow::CreditWindow;
+    use replayscope::source::{ArchiveSource, ChainCheck, Filter, Source, StreamRequest};
+    let archive = Archive::open(big, OpenOptions::default()).unwrap();
+    archive.set_cache_budget(2 << 30);
+    let source = ArchiveSource::new(archive);
+    let (namespace, agent_id, events) = source
+        .info()
+        .channels
+        .iter()
+        .max_by_key(|c| c.2)
+        .cloned()
+        .unwrap();
+    // 4 reads of the agent per run: enough CPU time for the clock's 10 ms ticks.
+    const READS: u64 = 4;
+    let read = |keep: bool| {
+        let source = &source;
+        let (namespace, agent_id) = (namespace.clone(), agent_id.clone());
+        async move {
+            let window = CreditWindow::new(64 << 20);
+            let req = StreamRequest {
+                from: 0,
+                filter: Filter {
+                    agent: Some((namespace, agent_id)),
+                    ..Filter::default()
+                },
+                batch_events: 2048,
+                first_batch_events: Some(64),
+                batch_bytes: Some(256 * 1024),
+                compact_payloads: keep,
+                chain: ChainCheck::Verify,
+                ..StreamRequest::default()
+            };
+            let mut stream = source.open_stored(req, window.clone()).unwrap();
+            let mut n = 0u64;
+            while let Some(batch) = stream.recv().await {
+                let batch = batch.unwrap();
+                if let Some(last) = batch.events.last() {
+                    window.ack(last.offset);
+                }
+                n += batch.events.len() as u64;
+            }
+            n
+        }
+    };
+    println!(
+        "## the server's reading alone: {agent_id} of {} ({events} events) from the chunk cache into stored batches, {READS} reads per run, {runs} runs",
+        big.display()
+    );
+    // Each twice, alternating: the first pass can still carry the warm-up read's after-effects.
+    let modes = [("as Replay (slices)", false), ("as Session (kept)", true)];
+    for (what, keep) in modes.into_iter().chain(modes) {
+        assert_eq!(read(keep).await, events, "warm-up read");
+        let mut ns = Vec::new();
+        let mut rates = Vec::new();
+        for _ in 0..runs {
+            let (cpu, start) = (own_cpu_secs(), Instant::now());
+            for _ in 0..READS {
+                assert_eq!(read(keep).await, events);
+            }
+            let (cpu, wall) = (own_cpu_secs() - cpu, start.elapsed().as_secs_f64());
+            ns.push(cpu * 1e9 / (events * READS) as f64);
+            rates.push((events * READS) as f64 / wall / 1e6);
+        }
+        ns.sort_by(f64::total_cmp);
+        rates.sort_by(f64::total_cmp);
+        println!(
+            "{what}: CPU {:.0} [{:.0}-{:.0}] ns/event, {:.2} [{:.2}-{:.2}] M events/s",
+            ns[ns.len() / 2],
+            ns[0],
+            ns[ns.len() - 1],
+            rates[rates.len() / 2],
+            rates[0],
+            rates[rates.len() - 1]
+        );
     }
 }
 
