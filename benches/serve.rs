@@ -149,12 +149,7 @@ impl ServerProcess {
 
     /// CPU time the process has used (user + system), seconds.
     fn cpu_secs(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        // Fields after the command name (which is in parentheses): utime and stime are the
-        // 12th and 13th, in clock ticks (100 per second on Linux).
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<&str> = after.split_whitespace().collect();
-        (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+        cpu_secs_of(&self.child.id().to_string())
     }
 
     fn vm_hwm_mib(&self) -> f64 {
@@ -740,9 +735,11 @@ fn main() {
     }
 }
 
-/// CPU time this process has used (user + system), seconds.
-fn own_cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+/// CPU time process `pid` (a number, or `self`) has used (user + system), seconds.
+fn cpu_secs_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses): utime and stime are the 12th and
+    // 13th, in clock ticks (100 per second on Linux).
     let after = &stat[stat.rfind(')').unwrap() + 2..];
     let f: Vec<&str> = after.split_whitespace().collect();
     (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
@@ -809,11 +806,11 @@ async fn source_alone(big: &Path, runs: usize) {
         let mut ns = Vec::new();
         let mut rates = Vec::new();
         for _ in 0..runs {
-            let (cpu, start) = (own_cpu_secs(), Instant::now());
+            let (cpu, start) = (cpu_secs_of("self"), Instant::now());
             for _ in 0..READS {
                 assert_eq!(read(keep).await, events);
             }
-            let (cpu, wall) = (own_cpu_secs() - cpu, start.elapsed().as_secs_f64());
+            let (cpu, wall) = (cpu_secs_of("self") - cpu, start.elapsed().as_secs_f64());
             ns.push(cpu * 1e9 / (events * READS) as f64);
             rates.push((events * READS) as f64 / wall / 1e6);
         }

@@ -59,12 +59,19 @@ impl GroupHeads {
     /// Whether these are the heads of the group `data` (every chunk of it read), run from
     /// `before`: over these very chunks.
     pub fn fit(&self, before: [u8; 32], data: &[Option<PartData>]) -> bool {
-        self.before == before
-            && data.len() == self.parts.len()
-            && data.iter().zip(&self.parts).all(|(d, w)| {
-                d.as_ref()
-                    .is_some_and(|d| Weak::ptr_eq(w, &Arc::downgrade(&d.index)))
-            })
+        self.before == before && self.ran_over(data.iter().map(|d| d.as_ref().map(|d| &d.index)))
+    }
+
+    /// Whether they were run over exactly these chunks (`None`: a chunk not read or not held),
+    /// in the group's order.
+    fn ran_over<'a>(&self, indexes: impl IntoIterator<Item = Option<&'a Arc<PartIndex>>>) -> bool {
+        let mut indexes = indexes.into_iter();
+        self.parts.iter().all(|w| {
+            indexes
+                .next()
+                .flatten()
+                .is_some_and(|i| std::ptr::eq(w.as_ptr(), Arc::as_ptr(i)))
+        }) && indexes.next().is_none()
     }
 
     fn size(&self) -> u64 {
@@ -224,14 +231,7 @@ impl PartCache {
         else {
             return false;
         };
-        let mut over = heads.parts.iter();
-        keys.into_iter().all(|k| {
-            over.next().is_some_and(|w| {
-                s.parts
-                    .get(&k)
-                    .is_some_and(|e| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&e.part.data.index)))
-            })
-        }) && over.next().is_none()
+        heads.ran_over(keys.map(|k| s.parts.get(&k).map(|e| &e.part.data.index)))
     }
 
     /// The heads held with the chunk at `key` (neither a use nor a hit).

@@ -2563,7 +2563,7 @@ fn group_held(
         .iter()
         .filter(move |p| only.is_none_or(|w| seg.part_wanted(p, w)))
         .map(|p| (seg.id, p.start));
-    cache.holds_group(keys, heads == HeldHeads::Needed && only.is_none())
+    cache.holds_group(keys, heads == HeldHeads::Needed)
 }
 
 /// The decompressed chunks of a group that a read of `only`'s channels needs (all of them
