@@ -266,28 +266,16 @@ pub async fn run(
             }
             first = updates.recv() => {
                 if let Some(u) = first {
-                    model.apply(u);
-                    let mut n = 1;
-                    while n < UPDATE_BURST {
-                        match updates.try_recv() {
-                            Ok(u) => model.apply(u),
-                            Err(_) => break,
-                        }
-                        n += 1;
-                    }
-                    // A move past the rows held goes on once they are here.
-                    app::settle_scroll(&mut model, &mut view);
-                    // An `n` waiting for the scan: the matches it waited for may be here.
-                    if let Some((list, direction)) = view.search_jump {
-                        for c in app::search_jump(list, direction, &mut model, &mut view) {
-                            handle.send(c);
-                        }
-                    }
+                    apply_updates(Some(u), &mut updates, &mut model, &mut view, &handle);
                     dirty = true;
                 }
             }
             changed = stats.changed() => {
                 if changed.is_ok() {
+                    // The events the player played before it published these stats were sent
+                    // before them: shown first, so the screen never shows a state (paused, a
+                    // step taken) ahead of the events it stands for.
+                    apply_updates(None, &mut updates, &mut model, &mut view, &handle);
                     model.stats = stats.borrow_and_update().clone();
                     dirty = true;
                 }
@@ -321,6 +309,34 @@ pub async fn run(
     }
     handle.send(player::Command::Quit);
     handle.join().await
+}
+
+/// Applies what the player has sent (`first`, then what waits, up to a burst so that keys stay
+/// answered), and what follows from it.
+fn apply_updates<S>(
+    first: Option<Update>,
+    updates: &mut mpsc::UnboundedReceiver<Update>,
+    model: &mut Model,
+    view: &mut ViewState,
+    handle: &player::PlayerHandle<S>,
+) {
+    let waiting = std::iter::from_fn(|| updates.try_recv().ok());
+    let mut applied = 0;
+    for u in first.into_iter().chain(waiting).take(UPDATE_BURST) {
+        model.apply(u);
+        applied += 1;
+    }
+    if applied == 0 {
+        return;
+    }
+    // A move past the rows held goes on once they are here.
+    app::settle_scroll(model, view);
+    // An `n` waiting for the scan: the matches it waited for may be here.
+    if let Some((list, direction)) = view.search_jump {
+        for c in app::search_jump(list, direction, model, view) {
+            handle.send(c);
+        }
+    }
 }
 
 /// The source's markers and the offsets they stand for, into the model (a marker that does not
